@@ -1,0 +1,85 @@
+//! The `check` command: validates the configuration and, with `--assume`, performs one real
+//! `AssumeRole` per role, the first thing to run on a new host.
+//!
+//! It prints to stdout for people; problems are errors for `main` to report.
+
+use std::fmt::Write as _;
+
+use anyhow::bail;
+
+use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::sts::{SdkSts, Sts};
+
+/// A summary of a valid configuration.
+pub fn summary(config: &Config) -> String {
+    let mut text = String::new();
+    let server = &config.server;
+    let _ = writeln!(text, "listen      {}", server.listen);
+    let _ = writeln!(text, "token file  {}", server.token_file.display());
+    let region = config
+        .sts
+        .region
+        .as_deref()
+        .unwrap_or("(from the environment)");
+    let endpoint = config.sts.endpoint.as_deref().unwrap_or("(default)");
+    let _ = writeln!(text, "sts         region {region}, endpoint {endpoint}");
+    for role in &config.roles {
+        let _ = writeln!(
+            text,
+            "role {}  {} (session {}, duration {}s{})",
+            role.name,
+            role.arn,
+            role.session_name,
+            role.duration.as_secs(),
+            if role.external_id.is_some() {
+                ", external id set"
+            } else {
+                ""
+            },
+        );
+    }
+    text
+}
+
+/// Assumes every role once and prints the resulting identities; fails if any role fails.
+pub async fn assume_all(config: &Config) -> anyhow::Result<String> {
+    let sts = SdkSts::new(&config.sts).await;
+    let mut text = String::new();
+    match sts.caller_identity().await {
+        Ok(arn) => {
+            let _ = writeln!(text, "source identity  {arn}");
+        }
+        Err(error) => bail!("cannot determine the source identity: {error}"),
+    }
+    let mut failed = Vec::new();
+    for role in &config.roles {
+        match sts.assume_role(role).await {
+            Ok(credentials) => {
+                let _ = writeln!(text, "role {}  ok: {}", role.name, describe(&credentials));
+            }
+            Err(error) => {
+                let _ = writeln!(
+                    text,
+                    "role {}  FAILED ({} error): {error}",
+                    role.name,
+                    error.kind.as_str()
+                );
+                failed.push(role.name.as_str());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{text}AssumeRole failed for: {}", failed.join(", "));
+    }
+    Ok(text)
+}
+
+fn describe(credentials: &Credentials) -> String {
+    format!(
+        "{} key {} expires {}",
+        credentials.session_arn,
+        credentials.masked_access_key_id(),
+        credentials.expiration_text()
+    )
+}

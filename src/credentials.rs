@@ -1,0 +1,234 @@
+//! Temporary credentials as the daemon holds them, and the one JSON body clients receive.
+//!
+//! The secret key and session token live only in [`Credentials`] and in the pre-built response
+//! body of [`Served`]; both are zeroed when the last reference goes, and neither ever appears in
+//! `Debug` output. Logs identify a credential set by its masked access key id and its expiry.
+//! This module knows nothing of STS or HTTP.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format;
+use bytes::Bytes;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+/// One set of temporary credentials for a role, as STS issued them.
+#[derive(Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    secret_access_key: Zeroizing<String>,
+    session_token: Zeroizing<String>,
+    /// STS's expiry, truncated to whole seconds so that it is never later than the real one.
+    pub expiration: SystemTime,
+    /// The role that was assumed.
+    pub role_arn: String,
+    /// The account the credentials act in.
+    pub account_id: String,
+    /// The session's own ARN (`arn:aws:sts::…:assumed-role/<role>/<session>`).
+    pub session_arn: String,
+}
+
+impl Credentials {
+    pub fn new(
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: String,
+        expiration: SystemTime,
+    ) -> Self {
+        Self {
+            access_key_id,
+            secret_access_key: Zeroizing::new(secret_access_key),
+            session_token: Zeroizing::new(session_token),
+            expiration: truncate_to_second(expiration),
+            role_arn: String::new(),
+            account_id: String::new(),
+            session_arn: String::new(),
+        }
+    }
+
+    /// Attaches what the credentials are for.
+    pub fn for_role(mut self, role_arn: &str, account_id: &str, session_arn: String) -> Self {
+        self.role_arn = role_arn.to_owned();
+        self.account_id = account_id.to_owned();
+        self.session_arn = session_arn;
+        self
+    }
+
+    /// The access key id with its middle hidden, enough to match a CloudTrail entry.
+    pub fn masked_access_key_id(&self) -> String {
+        mask(&self.access_key_id)
+    }
+
+    /// `Expiration` as clients want it: RFC 3339, UTC, ending in `Z`.
+    pub fn expiration_text(&self) -> String {
+        format_timestamp(self.expiration)
+    }
+
+    /// The body of the ECS container-credentials answer, keys cased exactly as clients read them.
+    pub fn ecs_body(&self) -> Bytes {
+        let body = EcsBody {
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+            token: &self.session_token,
+            expiration: self.expiration_text(),
+            role_arn: &self.role_arn,
+            account_id: &self.account_id,
+        };
+        let json = serde_json::to_vec(&body).expect("credentials serialise");
+        Bytes::from_owner(SecretBytes(Zeroizing::new(json)))
+    }
+
+    /// The secret parts, for tests that must prove they never leak.
+    #[doc(hidden)]
+    pub fn secrets(&self) -> [&str; 2] {
+        [&self.secret_access_key, &self.session_token]
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.masked_access_key_id())
+            .field("secret_access_key", &"** redacted **")
+            .field("session_token", &"** redacted **")
+            .field("expiration", &self.expiration_text())
+            .field("role_arn", &self.role_arn)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EcsBody<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    expiration: String,
+    role_arn: &'a str,
+    account_id: &'a str,
+}
+
+/// Owner of a serialised body that holds secrets: zeroed when the last `Bytes` clone drops.
+struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for SecretBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A credential set ready to serve: the credentials and their response body, built once.
+pub struct Served {
+    pub credentials: Credentials,
+    /// The ECS body; cloning it is a reference-count increment, not a copy.
+    pub ecs_body: Bytes,
+    /// When the daemon received the set (wall clock): the start of its lifetime.
+    pub obtained: SystemTime,
+}
+
+impl Served {
+    pub fn new(credentials: Credentials, obtained: SystemTime) -> Self {
+        let ecs_body = credentials.ecs_body();
+        Self {
+            credentials,
+            ecs_body,
+            obtained,
+        }
+    }
+}
+
+impl fmt::Debug for Served {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Served")
+            .field("credentials", &self.credentials)
+            .field("obtained", &format_timestamp(self.obtained))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shows the first four and last four characters of an identifier.
+pub fn mask(id: &str) -> String {
+    if id.len() <= 8 || !id.is_ascii() {
+        return "****".to_owned();
+    }
+    format!("{}…{}", &id[..4], &id[id.len() - 4..])
+}
+
+/// RFC 3339 in UTC with `Z` and whole seconds, e.g. `2026-11-28T04:03:29Z`.
+pub fn format_timestamp(time: SystemTime) -> String {
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    DateTime::from_secs(seconds as i64)
+        .fmt(Format::DateTime)
+        .expect("a time after 1970 formats")
+}
+
+fn truncate_to_second(time: SystemTime) -> SystemTime {
+    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sample() -> Credentials {
+        let expiry = UNIX_EPOCH + Duration::from_millis(1_795_838_609_695);
+        Credentials::new(
+            "ASIAEXAMPLEKEY123456".into(),
+            "secret/KEY+value".into(),
+            "session-token-value".into(),
+            expiry,
+        )
+        .for_role(
+            "arn:aws:iam::444455556666:role/piyo-role",
+            "444455556666",
+            "arn:aws:sts::444455556666:assumed-role/piyo-role/hoge".into(),
+        )
+    }
+
+    #[test]
+    fn ecs_body_has_exact_keys_and_z_expiration() {
+        let body: serde_json::Value = serde_json::from_slice(&sample().ecs_body()).unwrap();
+        let object = body.as_object().unwrap();
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys.len(),
+            6,
+            "AccessKeyId, SecretAccessKey, Token, Expiration, RoleArn, AccountId: {keys:?}"
+        );
+        assert_eq!(body["AccessKeyId"], "ASIAEXAMPLEKEY123456");
+        assert_eq!(body["SecretAccessKey"], "secret/KEY+value");
+        assert_eq!(body["Token"], "session-token-value");
+        assert_eq!(body["Expiration"], "2026-11-28T04:03:29Z");
+        assert_eq!(body["RoleArn"], "arn:aws:iam::444455556666:role/piyo-role");
+        assert_eq!(body["AccountId"], "444455556666");
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let credentials = sample();
+        let served = Served::new(credentials.clone(), UNIX_EPOCH);
+        for text in [format!("{credentials:?}"), format!("{served:?}")] {
+            for secret in credentials.secrets() {
+                assert!(!text.contains(secret), "{text}");
+            }
+            assert!(text.contains("ASIA…3456"), "{text}");
+        }
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask("ASIAEXAMPLEKEY123456"), "ASIA…3456");
+        assert_eq!(mask("short"), "****");
+    }
+
+    #[test]
+    fn expiration_never_later_than_sts_said() {
+        assert!(sample().expiration <= UNIX_EPOCH + Duration::from_millis(1_795_838_609_695));
+    }
+}

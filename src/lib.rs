@@ -1,0 +1,32 @@
+//! assume-roled keeps temporary credentials for roles in other AWS accounts fresh in memory and
+//! serves them on loopback in the ECS container-credentials format, so that every AWS SDK and
+//! tool on the host works in those accounts with one line in a shell profile and no access key
+//! anywhere on disk.
+//!
+//! How the parts fit, in the order data flows:
+//!
+//! - [`config`] reads and validates the TOML file into a [`config::Config`];
+//! - [`sts`] is the one seam to AWS: `AssumeRole` with the host's own (instance profile)
+//!   credentials, errors sorted into transient and configuration;
+//! - [`refresh`] runs one task per role that calls STS at start, then at half-life, and backs off
+//!   when STS fails; it publishes each role's [`refresh::RoleStatus`] on a `watch` channel;
+//! - [`credentials`] holds a credential set, redacted in `Debug`, with its response body built
+//!   once per refresh;
+//! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
+//!   or a 503 that says why; it never calls STS;
+//! - [`token`] creates and checks the token file clients read;
+//! - [`daemon`] wires these together for `serve`; [`shutdown`] turns signals into cancellation;
+//! - [`check`] and [`env`] are the `check` and `env` commands.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod config;
+pub mod credentials;
+pub mod daemon;
+pub mod env;
+pub mod refresh;
+pub mod server;
+pub mod shutdown;
+pub mod sts;
+pub mod token;

@@ -1,0 +1,130 @@
+//! The `assume-roled` command line: parse arguments, set up logging, dispatch, map errors to
+//! exit codes (78, `EX_CONFIG`, for anything an operator must fix in a file).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use assume_roled::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
+use assume_roled::env::{Shell, profile_lines};
+use assume_roled::token::TokenFileError;
+use assume_roled::{check, daemon, shutdown};
+
+/// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
+const EXIT_CONFIG: u8 = 78;
+/// Library targets whose verbose levels would log request signing details (which include the
+/// host's session token); they stay at `info` whatever the operator asks for.
+const SECRET_SAFE_CAPS: &str = "aws_sigv4=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
+                                aws_smithy_http_client=info,hyper=info,hyper_util=info,h2=info,\
+                                rustls=info";
+
+/// Serves temporary AWS credentials for roles in other accounts on loopback.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: fetch credentials, keep them fresh, serve them.
+    Serve(ConfigArg),
+    /// Validate the configuration and print a summary.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also call AssumeRole once per role and print the identity obtained.
+        #[arg(long)]
+        assume: bool,
+    },
+    /// Print the shell lines that point AWS tools at the daemon: eval "$(assume-roled env)".
+    Env {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The role to use (required when several are configured).
+        #[arg(long)]
+        role: Option<String>,
+        /// The syntax to print.
+        #[arg(long, value_enum, default_value = "sh")]
+        shell: Shell,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("assume-roled: {error:#}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let config = config::load(&args.config)?;
+            let stop = CancellationToken::new();
+            shutdown::cancel_on_signal(stop.clone()).context("cannot install signal handlers")?;
+            daemon::run(config, stop).await
+        }
+        Command::Check { config, assume } => {
+            let loaded = config::load(&config.config)?;
+            println!("{}: ok", config.config.display());
+            print!("{}", check::summary(&loaded));
+            if assume {
+                print!("{}", check::assume_all(&loaded).await?);
+            }
+            Ok(())
+        }
+        Command::Env {
+            config,
+            role,
+            shell,
+        } => {
+            let loaded = config::load(&config.config)?;
+            let lines =
+                profile_lines(&loaded, role.as_deref(), shell).map_err(anyhow::Error::msg)?;
+            print!("{lines}");
+            Ok(())
+        }
+    }
+}
+
+fn exit_code(error: &anyhow::Error) -> u8 {
+    let is_config = error.downcast_ref::<ConfigError>().is_some()
+        || error.downcast_ref::<TokenFileError>().is_some();
+    if is_config { EXIT_CONFIG } else { 1 }
+}
+
+/// Logs go to stderr (the journal under systemd). `ASSUME_ROLED_LOG` (or `RUST_LOG`) sets the
+/// level; the daemon defaults to `info`, the one-shot commands to `warn`.
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let wanted = std::env::var("ASSUME_ROLED_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_owned());
+    let filter = EnvFilter::try_new(format!("{wanted},{SECRET_SAFE_CAPS}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},{SECRET_SAFE_CAPS}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

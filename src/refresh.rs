@@ -1,0 +1,273 @@
+//! The refresh engine: one background task per role keeps a servable credential set in memory.
+//!
+//! Data flows one way: STS → [`Refresher`] → a `watch` channel of [`RoleStatus`] → request
+//! handlers. Each role has exactly one refresher, so there is at most one STS call in flight per
+//! role however many clients ask, and handlers never call STS: they read the latest status and
+//! decide with [`servable`] whether it may be served *now*.
+//!
+//! Every decision is a pure function of times and counts, tested with plain numbers:
+//! [`refresh_due`] (half-life with jitter, so served sets keep 30 minutes or more while STS works),
+//! [`backoff`] (exponential with jitter, slower for configuration errors) and [`servable`]
+//! (stop serving [`STOP_SERVING_MARGIN`] before expiry). All of them use the wall clock through
+//! the [`Clock`] seam, because expiry is a wall-clock fact: after a suspend the monotonic clock
+//! has not moved but the credentials have aged. The refresher therefore wakes at least every
+//! [`RECHECK_INTERVAL`] to compare its plan with the wall clock.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::RoleConfig;
+use crate::credentials::{Served, format_timestamp};
+use crate::sts::{ErrorKind, Sts, StsError};
+
+/// Refresh once no more than this is left (or half the lifetime, if that is more), so that
+/// served credentials stay outside every client's own refresh window (botocore's is 15 minutes).
+pub const REFRESH_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// Credentials with less than this left are not served: a client could not use them in time.
+pub const STOP_SERVING_MARGIN: Duration = Duration::from_secs(2 * 60);
+/// Refreshes happen up to this fraction of the lifetime early, so that hosts started together
+/// do not call STS together.
+const JITTER_FRACTION: f64 = 0.1;
+/// Even credentials that arrive nearly expired (a skewed clock) are not re-fetched sooner than
+/// this: better to serve 503 for a minute than to loop on STS.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest the refresher sleeps without looking at the wall clock again.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// One attempt, including the source-credential lookup, may not take longer than this.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Retry delays after transient errors: 1 s doubling to at most a minute.
+const TRANSIENT_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// Retry delays after configuration errors: someone has to fix IAM first, so ask rarely.
+const CONFIGURATION_BACKOFF: (Duration, Duration) =
+    (Duration::from_secs(30), Duration::from_secs(10 * 60));
+
+/// The source of wall-clock time; tests substitute one they can move.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// What handlers see of a role: the set to serve, if any, and why the last attempt failed.
+#[derive(Debug, Clone, Default)]
+pub struct RoleStatus {
+    pub current: Option<Arc<Served>>,
+    /// The error of the most recent attempt; `None` once an attempt succeeds.
+    pub last_error: Option<StsError>,
+}
+
+/// Why a role has nothing to serve at the moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unservable {
+    /// No attempt has finished yet.
+    Uninitialized,
+    /// Attempts failed and no credentials were ever obtained.
+    Failing(StsError),
+    /// The last set is too close to expiry, and renewing it has not worked (yet).
+    Expiring(Option<StsError>),
+}
+
+/// When to renew a set obtained at `obtained` that expires at `expiry`; `jitter` is in `[0, 1)`.
+pub fn refresh_due(obtained: SystemTime, expiry: SystemTime, jitter: f64) -> SystemTime {
+    let lifetime = expiry.duration_since(obtained).unwrap_or_default();
+    // Half-life, but keep REFRESH_WINDOW in reserve when the lifetime allows it; never more
+    // than two thirds of the lifetime, or short sessions would be renewed on arrival.
+    let reserve = (lifetime / 2).max(REFRESH_WINDOW.min(lifetime * 2 / 3));
+    let early = lifetime.mul_f64(JITTER_FRACTION * jitter.clamp(0.0, 1.0));
+    let due = expiry.checked_sub(reserve + early).unwrap_or(obtained);
+    due.max(obtained + MIN_REFRESH_INTERVAL)
+}
+
+/// Whether a set expiring at `expiry` may still be handed to a client at `now`.
+pub fn is_servable(expiry: SystemTime, now: SystemTime) -> bool {
+    expiry
+        .duration_since(now)
+        .is_ok_and(|left| left > STOP_SERVING_MARGIN)
+}
+
+/// How long to wait before attempt `failures + 1`, after `failures` consecutive failures (≥ 1).
+/// "Equal jitter": half the exponential delay is fixed, half is random, so retries from many
+/// hosts spread out but never come back faster than half the schedule.
+pub fn backoff(kind: ErrorKind, failures: u32, jitter: f64) -> Duration {
+    let (base, cap) = match kind {
+        ErrorKind::Transient => TRANSIENT_BACKOFF,
+        ErrorKind::Configuration => CONFIGURATION_BACKOFF,
+    };
+    let doublings = failures.saturating_sub(1).min(16);
+    let delay = base.saturating_mul(1 << doublings).min(cap);
+    delay / 2 + (delay / 2).mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// The set to serve for a role at `now`, or why there is none.
+pub fn servable(status: &RoleStatus, now: SystemTime) -> Result<&Arc<Served>, Unservable> {
+    match (&status.current, &status.last_error) {
+        (Some(served), _) if is_servable(served.credentials.expiration, now) => Ok(served),
+        (Some(_), error) => Err(Unservable::Expiring(error.clone())),
+        (None, Some(error)) => Err(Unservable::Failing(error.clone())),
+        (None, None) => Err(Unservable::Uninitialized),
+    }
+}
+
+/// The background task that keeps one role's credentials fresh.
+pub struct Refresher<S, C> {
+    role: RoleConfig,
+    sts: Arc<S>,
+    clock: Arc<C>,
+    status: watch::Sender<RoleStatus>,
+    failures: u32,
+    /// The last error logged loudly, so a long outage is one warning, not one per retry.
+    last_logged: Option<(ErrorKind, String)>,
+}
+
+impl<S: Sts, C: Clock> Refresher<S, C> {
+    /// A refresher for `role`, and the receiver handlers read its status from.
+    pub fn new(
+        role: RoleConfig,
+        sts: Arc<S>,
+        clock: Arc<C>,
+    ) -> (Self, watch::Receiver<RoleStatus>) {
+        let (status, receiver) = watch::channel(RoleStatus::default());
+        let refresher = Self {
+            role,
+            sts,
+            clock,
+            status,
+            failures: 0,
+            last_logged: None,
+        };
+        (refresher, receiver)
+    }
+
+    /// Fetches now, then keeps refreshing until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let next = tokio::select! {
+                next = self.attempt() => next,
+                () = shutdown.cancelled() => return,
+            };
+            if !self.sleep_until(next, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// One STS call; publishes the outcome and returns when to try next.
+    async fn attempt(&mut self) -> SystemTime {
+        let call = tokio::time::timeout(ATTEMPT_TIMEOUT, self.sts.assume_role(&self.role));
+        let outcome = call.await.unwrap_or_else(|_| {
+            Err(StsError::new(
+                ErrorKind::Transient,
+                "Timeout",
+                format!("no answer from STS within {}s", ATTEMPT_TIMEOUT.as_secs()),
+            ))
+        });
+        let now = self.clock.now();
+        match outcome {
+            Ok(credentials) => self.succeeded(Served::new(credentials, now), now),
+            Err(error) => self.failed(error, now),
+        }
+    }
+
+    fn succeeded(&mut self, served: Served, now: SystemTime) -> SystemTime {
+        self.failures = 0;
+        self.last_logged = None;
+        let expiry = served.credentials.expiration;
+        let due = refresh_due(now, expiry, rand::random());
+        info!(
+            role = %self.role.name,
+            access_key_id = %served.credentials.masked_access_key_id(),
+            expiration = %served.credentials.expiration_text(),
+            next_refresh = %format_timestamp(due),
+            "credentials refreshed"
+        );
+        if !is_servable(expiry, now) {
+            warn!(
+                role = %self.role.name,
+                expiration = %served.credentials.expiration_text(),
+                "new credentials are already about to expire; check the host clock"
+            );
+        }
+        self.status.send_replace(RoleStatus {
+            current: Some(Arc::new(served)),
+            last_error: None,
+        });
+        due
+    }
+
+    fn failed(&mut self, error: StsError, now: SystemTime) -> SystemTime {
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff(error.kind, self.failures, rand::random());
+        self.log_failure(&error, delay);
+        self.status
+            .send_modify(|status| status.last_error = Some(error));
+        now + delay
+    }
+
+    fn log_failure(&mut self, error: &StsError, retry_in: Duration) {
+        let key = (error.kind, error.code.clone());
+        let repeated = self.last_logged.as_ref() == Some(&key);
+        let role = self.role.name.as_str();
+        let arn = self.role.arn.as_str();
+        let retry_in_s = retry_in.as_secs();
+        let failures = self.failures;
+        if repeated {
+            debug!(role, code = %error.code, failures, retry_in_s, "refresh still failing");
+            return;
+        }
+        match error.kind {
+            ErrorKind::Transient => warn!(
+                role, arn, code = %error.code, message = %error.message, failures, retry_in_s,
+                "refresh failed, will retry (transient error)"
+            ),
+            ErrorKind::Configuration => error!(
+                role, arn, code = %error.code, message = %error.message, failures, retry_in_s,
+                "refresh refused: configuration error; check the role's trust policy and the \
+                 host's sts:AssumeRole permission"
+            ),
+        }
+        self.last_logged = Some(key);
+    }
+
+    /// Sleeps until `deadline` on the wall clock, looking again at least every
+    /// [`RECHECK_INTERVAL`]. Returns `false` if shutdown came first.
+    async fn sleep_until(&self, deadline: SystemTime, shutdown: &CancellationToken) -> bool {
+        while let Ok(left) = deadline.duration_since(self.clock.now()) {
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left.min(RECHECK_INTERVAL)) => {}
+                () = shutdown.cancelled() => return false,
+            }
+            if self.needs_early_refresh() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// True when the wall clock has jumped so far that the current set is no longer servable:
+    /// refresh now rather than at the planned time.
+    fn needs_early_refresh(&self) -> bool {
+        let status = self.status.borrow();
+        let current = status.current.as_ref();
+        let stale = current
+            .is_some_and(|served| !is_servable(served.credentials.expiration, self.clock.now()));
+        stale && self.failures == 0
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! HTTP: the loopback endpoint that hands credentials to clients in the ECS container format.
+//!
+//! Every request first passes [`check_request`], before any routing: requests that carry
+//! browser or proxy headers, or name a host other than this listener, get 403 (a web page or an
+//! SSRF on this host must not reach credentials); then anything but the health checks needs the
+//! exact token in `Authorization`, or gets 401. Only then is the path looked at.
+//!
+//! Handlers only read: the refresh engine publishes each role's status and the handler decides
+//! with [`servable`] whether to answer with the pre-built body or a 503 that says why. No STS
+//! call, file read or allocation of secrets happens on this path.
+
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::refresh::{Clock, RoleStatus, Unservable, servable};
+use crate::token::AuthToken;
+
+/// How long in-flight requests may take to finish after a stop is requested.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Paths answered without a token: they reveal nothing but liveness and readiness.
+const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
+/// Headers that only browsers and proxies send; a local SDK never does.
+const FORBIDDEN_HEADERS: &[&str] = &["origin", "referer", "x-forwarded-for", "forwarded"];
+
+/// What every handler shares: cheap to clone, never locked by a handler.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    token: AuthToken,
+    roles: BTreeMap<String, watch::Receiver<RoleStatus>>,
+    allowed_hosts: Vec<String>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// State for a listener bound at `local`, serving `roles` to holders of `token`.
+    pub fn new(
+        token: AuthToken,
+        roles: Vec<(String, watch::Receiver<RoleStatus>)>,
+        local: SocketAddr,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                token,
+                roles: roles.into_iter().collect(),
+                allowed_hosts: allowed_hosts(local),
+                clock,
+            }),
+        }
+    }
+}
+
+/// The `Host` values a local client may send to a listener bound at `local`.
+pub fn allowed_hosts(local: SocketAddr) -> Vec<String> {
+    let port = local.port();
+    let address = match local {
+        SocketAddr::V4(v4) => format!("{}:{port}", v4.ip()),
+        SocketAddr::V6(v6) => format!("[{}]:{port}", v6.ip()),
+    };
+    vec![address, format!("localhost:{port}")]
+}
+
+/// Why a request is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It carries a browser or proxy header.
+    Proxied,
+    /// Its `Host` (or absolute URI) names something other than this listener, or is missing.
+    ForeignHost,
+    /// It lacks the token, or carries a wrong one.
+    Unauthorized,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Proxied => error_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "requests from browsers or through proxies are refused",
+            ),
+            Refusal::ForeignHost => error_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the Host header does not name this loopback listener",
+            ),
+            Refusal::Unauthorized => error_response(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "missing or invalid Authorization token",
+            ),
+        }
+    }
+}
+
+/// The checks every request passes before routing; pure, so each rule has a plain test.
+pub fn check_request(
+    headers: &HeaderMap,
+    uri: &Uri,
+    allowed_hosts: &[String],
+    token: &AuthToken,
+) -> Result<(), Refusal> {
+    if FORBIDDEN_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return Err(Refusal::Proxied);
+    }
+    let is_allowed = |host: &str| allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+    let mut hosts = headers.get_all(HOST).iter();
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().is_ok_and(is_allowed),
+        _ => false,
+    };
+    let authority_ok = uri.authority().is_none_or(|a| is_allowed(a.as_str()));
+    if !host_ok || !authority_ok {
+        return Err(Refusal::ForeignHost);
+    }
+    if PUBLIC_PATHS.contains(&uri.path()) {
+        return Ok(());
+    }
+    let mut presented = headers.get_all(AUTHORIZATION).iter();
+    match (presented.next(), presented.next()) {
+        (Some(value), None) if token.matches(value.as_bytes()) => Ok(()),
+        _ => Err(Refusal::Unauthorized),
+    }
+}
+
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let inner = &state.inner;
+    match check_request(
+        request.headers(),
+        request.uri(),
+        &inner.allowed_hosts,
+        &inner.token,
+    ) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            debug!(?refusal, path = %request.uri().path(), "request refused");
+            refusal.into_response()
+        }
+    }
+}
+
+/// The application: routes behind the guard, JSON errors for everything else.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/roles/{name}", get(role_credentials))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+async fn role_credentials(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(status) = state.inner.roles.get(&name) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "UnknownRole",
+            "no such role is configured",
+        );
+    };
+    let now = state.inner.clock.now();
+    let body = match servable(&status.borrow(), now) {
+        Ok(served) => served.ecs_body.clone(),
+        Err(reason) => return unservable_response(&name, reason),
+    };
+    debug!(role = %name, "credentials served");
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A 503 whose code and message say why there is nothing to serve.
+fn unservable_response(role: &str, reason: Unservable) -> Response {
+    let (code, message) = match reason {
+        Unservable::Uninitialized => (
+            "CredentialsUninitialized".to_owned(),
+            format!("credentials for role {role} have not been fetched yet"),
+        ),
+        Unservable::Failing(error) => (
+            "CredentialsUnavailable".to_owned(),
+            format!(
+                "STS refused credentials for role {role} ({} error): {error}",
+                error.kind.as_str()
+            ),
+        ),
+        Unservable::Expiring(error) => (
+            "CredentialsExpired".to_owned(),
+            match error {
+                Some(error) => format!(
+                    "credentials for role {role} are about to expire and renewing them failed: {error}"
+                ),
+                None => format!("credentials for role {role} are about to expire; renewing"),
+            },
+        ),
+    };
+    error_response(StatusCode::SERVICE_UNAVAILABLE, &code, &message)
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let now = state.inner.clock.now();
+    let waiting: Vec<&str> = state
+        .inner
+        .roles
+        .iter()
+        .filter(|(_, status)| servable(&status.borrow(), now).is_err())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if waiting.is_empty() {
+        return json_response(StatusCode::OK, json!({"status": "ready"}));
+    }
+    let message = format!("no servable credentials for: {}", waiting.join(", "));
+    error_response(StatusCode::SERVICE_UNAVAILABLE, "NotReady", &message)
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "NotFound", "no such path")
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "only GET is supported",
+    )
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(status, json!({"code": code, "message": message}))
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
+    let mut response = Response::new(Body::from(value.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then lets in-flight requests finish for
+/// at most [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => {
+            info!("server stopped");
+            result
+        }
+        () = drain_deadline => {
+            warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "requests still open after the drain timeout");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

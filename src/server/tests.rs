@@ -1,0 +1,310 @@
+//! The request rules, driven through the real router with a status the test controls.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::to_bytes;
+use axum::http::Request as HttpRequest;
+use tower::ServiceExt;
+
+use super::*;
+use crate::credentials::{Credentials, Served};
+use crate::refresh::RoleStatus;
+use crate::sts::{ErrorKind, StsError};
+
+const LISTEN: &str = "127.0.0.1:9357";
+const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+
+struct FixedClock(SystemTime);
+
+impl Clock for FixedClock {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+}
+
+fn now() -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000)
+}
+
+fn served(expires_in_secs: u64) -> Arc<Served> {
+    let expiry = now() + std::time::Duration::from_secs(expires_in_secs);
+    let credentials = Credentials::new(
+        "ASIAEXAMPLEKEY123456".into(),
+        "the-secret-key".into(),
+        "the-session-token".into(),
+        expiry,
+    )
+    .for_role(
+        "arn:aws:iam::444455556666:role/piyo-role",
+        "444455556666",
+        String::new(),
+    );
+    Arc::new(Served::new(credentials, now()))
+}
+
+fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
+    let (sender, receiver) = watch::channel(status);
+    let state = AppState::new(
+        AuthToken::parse(TOKEN).unwrap(),
+        vec![("piyo".to_owned(), receiver)],
+        LISTEN.parse().unwrap(),
+        Arc::new(FixedClock(now())),
+    );
+    (router(state), sender)
+}
+
+fn ready() -> RoleStatus {
+    RoleStatus {
+        current: Some(served(3600)),
+        last_error: None,
+    }
+}
+
+fn get(path: &str) -> axum::http::request::Builder {
+    HttpRequest::get(path).header(HOST, LISTEN)
+}
+
+async fn send(router: Router, request: axum::http::request::Builder) -> (StatusCode, String) {
+    let response = router
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response.headers().get(CONTENT_TYPE).cloned();
+    let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(
+        content_type.as_ref().and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "every answer is JSON: {status} {body}"
+    );
+    (status, body)
+}
+
+fn assert_no_secret(body: &str) {
+    for secret in ["the-secret-key", "the-session-token", TOKEN] {
+        assert!(!body.contains(secret), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn authorised_request_gets_the_ecs_body() {
+    let (router, _status) = app(ready());
+    let (status, body) = send(router, get("/roles/piyo").header(AUTHORIZATION, TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["SecretAccessKey"], "the-secret-key");
+    assert_eq!(json["Expiration"], "2027-01-15T09:00:00Z");
+}
+
+#[tokio::test]
+async fn localhost_host_is_accepted() {
+    let (router, _status) = app(ready());
+    let request = HttpRequest::get("/roles/piyo")
+        .header(HOST, "localhost:9357")
+        .header(AUTHORIZATION, TOKEN);
+    assert_eq!(send(router, request).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn refusals_reveal_nothing() {
+    let cases: Vec<(&str, axum::http::request::Builder, StatusCode)> = vec![
+        ("no token", get("/roles/piyo"), StatusCode::UNAUTHORIZED),
+        (
+            "wrong token",
+            get("/roles/piyo").header(AUTHORIZATION, "x".repeat(40)),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "bearer",
+            get("/roles/piyo").header(AUTHORIZATION, format!("Bearer {TOKEN}")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "suffix",
+            get("/roles/piyo").header(AUTHORIZATION, format!("{TOKEN}x")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "two tokens",
+            get("/roles/piyo")
+                .header(AUTHORIZATION, TOKEN)
+                .header(AUTHORIZATION, TOKEN),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "token in query",
+            get(&format!("/roles/piyo?token={TOKEN}")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "unknown path without token",
+            get("/nope"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "origin",
+            get("/roles/piyo")
+                .header(AUTHORIZATION, TOKEN)
+                .header(ORIGIN_HEADER, "http://evil.example"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "referer",
+            get("/roles/piyo")
+                .header(AUTHORIZATION, TOKEN)
+                .header("referer", "http://evil.example/"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "x-forwarded-for",
+            get("/roles/piyo")
+                .header(AUTHORIZATION, TOKEN)
+                .header("x-forwarded-for", "10.0.0.1"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "foreign host",
+            HttpRequest::get("/roles/piyo")
+                .header(HOST, "evil.example:9357")
+                .header(AUTHORIZATION, TOKEN),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "other port",
+            HttpRequest::get("/roles/piyo")
+                .header(HOST, "127.0.0.1:80")
+                .header(AUTHORIZATION, TOKEN),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "missing host",
+            HttpRequest::get("/roles/piyo").header(AUTHORIZATION, TOKEN),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "absolute uri elsewhere",
+            HttpRequest::get("http://169.254.169.254/roles/piyo")
+                .header(HOST, LISTEN)
+                .header(AUTHORIZATION, TOKEN),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "healthz from a browser",
+            get("/healthz").header(ORIGIN_HEADER, "http://evil.example"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "unknown role",
+            get("/roles/other").header(AUTHORIZATION, TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "unknown path",
+            get("/roles").header(AUTHORIZATION, TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "traversal",
+            get("/roles/../roles/piyo").header(AUTHORIZATION, TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "trailing slash",
+            get("/roles/piyo/").header(AUTHORIZATION, TOKEN),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "post",
+            HttpRequest::post("/roles/piyo")
+                .header(HOST, LISTEN)
+                .header(AUTHORIZATION, TOKEN),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ];
+    for (name, request, expected) in cases {
+        let (router, _status) = app(ready());
+        let (status, body) = send(router, request).await;
+        assert_eq!(status, expected, "{name}: {body}");
+        assert_no_secret(&body);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            json["code"].is_string() && json["message"].is_string(),
+            "{name}: {body}"
+        );
+    }
+}
+
+const ORIGIN_HEADER: &str = "origin";
+
+#[tokio::test]
+async fn nothing_to_serve_is_a_503_that_says_why() {
+    let denied = StsError::new(
+        ErrorKind::Configuration,
+        "AccessDenied",
+        "not authorized to perform sts:AssumeRole",
+    );
+    let cases = [
+        (RoleStatus::default(), "CredentialsUninitialized"),
+        (
+            RoleStatus {
+                current: None,
+                last_error: Some(denied.clone()),
+            },
+            "CredentialsUnavailable",
+        ),
+        (
+            RoleStatus {
+                current: Some(served(60)),
+                last_error: Some(denied),
+            },
+            "CredentialsExpired",
+        ),
+    ];
+    for (role_status, code) in cases {
+        let (router, _status) = app(role_status);
+        let (status, body) = send(
+            router.clone(),
+            get("/roles/piyo").header(AUTHORIZATION, TOKEN),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["code"], code);
+        assert_no_secret(&body);
+        if code != "CredentialsUninitialized" {
+            assert!(body.contains("AccessDenied"), "the reason is given: {body}");
+        }
+        let (ready, _) = send(router, get("/readyz")).await;
+        assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
+
+#[tokio::test]
+async fn health_checks_need_no_token() {
+    let (router, sender) = app(RoleStatus::default());
+    assert_eq!(
+        send(router.clone(), get("/healthz")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(router.clone(), get("/readyz")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    sender.send_replace(ready());
+    let (status, body) = send(router, get("/readyz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_no_secret(&body);
+}
+
+#[test]
+fn allowed_hosts_follow_the_bound_address() {
+    assert_eq!(
+        allowed_hosts("127.0.0.1:41000".parse().unwrap()),
+        vec!["127.0.0.1:41000", "localhost:41000"]
+    );
+    assert_eq!(
+        allowed_hosts("[::1]:9357".parse().unwrap())[0],
+        "[::1]:9357"
+    );
+}

@@ -1,0 +1,268 @@
+//! The one seam to AWS STS: `AssumeRole` for the served roles, `GetCallerIdentity` for the
+//! daemon's own identity.
+//!
+//! The daemon's own (source) credentials come from the standard AWS chain minus the
+//! container-credentials provider: the environment, the shared profile files, web identity, and
+//! instance metadata. Leaving out the container provider means the daemon can never ask itself
+//! for credentials, even when its environment carries `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+//!
+//! The SDK's own retries are switched off: the refresh engine owns retrying, so one refresh is
+//! one STS call and backoff follows one policy. Errors are sorted into [`ErrorKind`]s here, where
+//! the SDK's error types are known, so nothing else depends on them.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use aws_config::environment::credentials::EnvironmentVariableCredentialsProvider;
+use aws_config::imds::credentials::ImdsCredentialsProvider;
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::config::{RoleConfig, StsConfig};
+use crate::credentials::Credentials;
+
+/// Connecting to STS should be quick; a slow handshake means the network is wrong.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One STS call, from the first byte sent to the last byte received.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// STS error codes that mean "try again soon" rather than "fix the configuration".
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "IDPCommunicationError",
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+    // The source credentials (instance profile) expired under us; the chain fetches new ones.
+    "ExpiredToken",
+    "RequestExpired",
+];
+
+/// What a failed STS call says about what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Throttling, 5xx, network trouble, timeouts: retry with backoff.
+    Transient,
+    /// Access denied, unknown role, region disabled, bad parameters: an operator must act; retry
+    /// slowly in case they do.
+    Configuration,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Configuration => "configuration",
+        }
+    }
+}
+
+/// A failed STS call, with STS's code and message (which never carry secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct StsError {
+    pub kind: ErrorKind,
+    pub code: String,
+    pub message: String,
+}
+
+impl StsError {
+    pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The calls the refresh engine needs. Tests replace it with a fake that needs no network.
+pub trait Sts: Send + Sync + 'static {
+    /// One `AssumeRole` call for `role`, with the role's configured parameters.
+    fn assume_role(
+        &self,
+        role: &RoleConfig,
+    ) -> impl Future<Output = Result<Credentials, StsError>> + Send;
+}
+
+/// STS through the AWS SDK.
+#[derive(Clone)]
+pub struct SdkSts {
+    client: aws_sdk_sts::Client,
+}
+
+impl fmt::Debug for SdkSts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SdkSts").finish_non_exhaustive()
+    }
+}
+
+impl SdkSts {
+    /// Builds a client from the configuration and the standard (container-free) source chain.
+    pub async fn new(config: &StsConfig) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .credentials_provider(source_chain())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_timeout(CALL_TIMEOUT)
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let sdk_config = loader.load().await;
+        Self {
+            client: aws_sdk_sts::Client::new(&sdk_config),
+        }
+    }
+
+    /// The region STS calls go to, if one was configured or found.
+    pub fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
+    }
+
+    /// The ARN the daemon itself acts as (its source identity).
+    pub async fn caller_identity(&self) -> Result<String, StsError> {
+        let output = self
+            .client
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.arn().unwrap_or("unknown").to_owned())
+    }
+}
+
+impl Sts for SdkSts {
+    async fn assume_role(&self, role: &RoleConfig) -> Result<Credentials, StsError> {
+        let output = self
+            .client
+            .assume_role()
+            .role_arn(role.arn.as_str())
+            .role_session_name(&role.session_name)
+            .duration_seconds(role.duration.as_secs() as i32)
+            .set_external_id(role.external_id.clone())
+            .set_source_identity(role.source_identity.clone())
+            .send()
+            .await
+            .map_err(classify)?;
+        let session_arn = output
+            .assumed_role_user()
+            .map(|user| user.arn().to_owned())
+            .unwrap_or_default();
+        let issued = output.credentials.ok_or_else(|| {
+            StsError::new(
+                ErrorKind::Transient,
+                "EmptyResponse",
+                "STS answered without credentials",
+            )
+        })?;
+        let expiration = SystemTime::try_from(*issued.expiration()).map_err(|_| {
+            StsError::new(
+                ErrorKind::Transient,
+                "BadExpiration",
+                "STS sent an unusable expiry",
+            )
+        })?;
+        Ok(Credentials::new(
+            issued.access_key_id,
+            issued.secret_access_key,
+            issued.session_token,
+            expiration,
+        )
+        .for_role(role.arn.as_str(), role.arn.account_id(), session_arn))
+    }
+}
+
+/// The standard AWS source chain without the container-credentials provider.
+fn source_chain() -> CredentialsProviderChain {
+    CredentialsProviderChain::first_try(
+        "Environment",
+        EnvironmentVariableCredentialsProvider::new(),
+    )
+    .or_else("Profile", ProfileFileCredentialsProvider::builder().build())
+    .or_else(
+        "WebIdentityToken",
+        WebIdentityTokenCredentialsProvider::builder().build(),
+    )
+    .or_else(
+        "Ec2InstanceMetadata",
+        ImdsCredentialsProvider::builder().build(),
+    )
+}
+
+/// Sorts an SDK error into transient or configuration, keeping STS's code and message.
+fn classify<E>(error: SdkError<E>) -> StsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match &error {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("Unknown").to_owned();
+            let message = service.err().message().unwrap_or("").to_owned();
+            let server_side = service.raw().status().is_server_error();
+            StsError::new(kind_of_code(&code, server_side), code, message)
+        }
+        SdkError::TimeoutError(_) => StsError::new(
+            ErrorKind::Transient,
+            "Timeout",
+            "STS did not answer in time",
+        ),
+        SdkError::ConstructionFailure(_) => StsError::new(
+            ErrorKind::Configuration,
+            "RequestNotBuilt",
+            DisplayErrorContext(&error).to_string(),
+        ),
+        _ => StsError::new(
+            ErrorKind::Transient,
+            "Unreachable",
+            DisplayErrorContext(&error).to_string(),
+        ),
+    }
+}
+
+/// Whether an STS error code (or a 5xx status) is worth a quick retry.
+pub fn kind_of_code(code: &str, server_side: bool) -> ErrorKind {
+    if server_side || TRANSIENT_CODES.contains(&code) {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Configuration
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds() {
+        assert_eq!(kind_of_code("Throttling", false), ErrorKind::Transient);
+        assert_eq!(kind_of_code("Anything", true), ErrorKind::Transient);
+        assert_eq!(
+            kind_of_code("AccessDenied", false),
+            ErrorKind::Configuration
+        );
+        assert_eq!(
+            kind_of_code("RegionDisabledException", false),
+            ErrorKind::Configuration
+        );
+        assert_eq!(
+            kind_of_code("ValidationError", false),
+            ErrorKind::Configuration
+        );
+    }
+}
