@@ -81,7 +81,7 @@ async fn log_source_identity(sts: Arc<SdkSts>) {
     match tokio::time::timeout(IDENTITY_TIMEOUT, sts.caller_identity()).await {
         Ok(Ok(arn)) => info!(arn = %arn, "source identity"),
         Ok(Err(error)) => warn!(
-            code = %error.code, message = %error.message,
+            code = %error.code, reason = %error.message,
             "cannot determine the source identity"
         ),
         Err(_) => warn!("cannot determine the source identity: STS did not answer in time"),

@@ -220,19 +220,18 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
         let repeated = self.last_logged.as_ref() == Some(&key);
         let role = self.role.name.as_str();
         let arn = self.role.arn.as_str();
-        let retry_in_s = retry_in.as_secs();
         let failures = self.failures;
         if repeated {
-            debug!(role, code = %error.code, failures, retry_in_s, "refresh still failing");
+            debug!(role, code = %error.code, failures, ?retry_in, "refresh still failing");
             return;
         }
         match error.kind {
             ErrorKind::Transient => warn!(
-                role, arn, code = %error.code, message = %error.message, failures, retry_in_s,
+                role, arn, code = %error.code, reason = %error.message, failures, ?retry_in,
                 "refresh failed, will retry (transient error)"
             ),
             ErrorKind::Configuration => error!(
-                role, arn, code = %error.code, message = %error.message, failures, retry_in_s,
+                role, arn, code = %error.code, reason = %error.message, failures, ?retry_in,
                 "refresh refused: configuration error; check the role's trust policy and the \
                  host's sts:AssumeRole permission"
             ),

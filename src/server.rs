@@ -206,7 +206,7 @@ fn unservable_response(role: &str, reason: Unservable) -> Response {
         Unservable::Failing(error) => (
             "CredentialsUnavailable".to_owned(),
             format!(
-                "STS refused credentials for role {role} ({} error): {error}",
+                "cannot get credentials for role {role} ({} error): {error}",
                 error.kind.as_str()
             ),
         ),

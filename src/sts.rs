@@ -22,7 +22,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_sts::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 
 use crate::config::{RoleConfig, StsConfig};
 use crate::credentials::Credentials;
@@ -225,14 +226,45 @@ where
         SdkError::ConstructionFailure(_) => StsError::new(
             ErrorKind::Configuration,
             "RequestNotBuilt",
-            DisplayErrorContext(&error).to_string(),
+            error_chain(&error),
         ),
-        _ => StsError::new(
+        _ if has_source::<CredentialsError>(&error) => StsError::new(
             ErrorKind::Transient,
-            "Unreachable",
-            DisplayErrorContext(&error).to_string(),
+            "NoSourceCredentials",
+            format!(
+                "cannot load the host's own credentials: {}",
+                error_chain(&error)
+            ),
         ),
+        _ => StsError::new(ErrorKind::Transient, "Unreachable", error_chain(&error)),
     }
+}
+
+/// An error and its sources as one line of their `Display` texts. (The SDK's own
+/// `DisplayErrorContext` appends a `Debug` dump, far too long for a log line or a 503 body.)
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(current) = next {
+        let text = current.to_string();
+        // Wrappers often repeat their source's text; keep each piece once.
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        next = current.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn has_source<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if current.is::<T>() {
+            return true;
+        }
+        next = current.source();
+    }
+    false
 }
 
 /// Whether an STS error code (or a 5xx status) is worth a quick retry.

@@ -1,0 +1,213 @@
+//! The `assume-roled` binary as an operator meets it: configuration errors, `check`, the token
+//! file, the listen address, start-up without STS, and stopping.
+
+mod support;
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use support::*;
+
+fn run(args: &[&str]) -> Output {
+    let mut command = Command::new(daemon_binary());
+    isolated(&mut command).args(args).output().unwrap()
+}
+
+/// A wrong configuration names the file, the line and the key of every problem at once, and
+/// exits 78 (`EX_CONFIG`) for `serve` and `check` alike.
+#[test]
+fn bad_configuration_is_explained_and_exits_78() {
+    let dir = TempDir::new("bad-config");
+    let config = dir.write(
+        "config.toml",
+        r#"[server]
+listen = "0.0.0.0:9357"
+
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::4444:role/piyo-role"
+colour = "blue"
+"#,
+    );
+    let path = config.display().to_string();
+    for command in ["serve", "check"] {
+        let output = run(&[command, "--config", &path]);
+        assert_eq!(output.status.code(), Some(78), "{command}");
+        let text = stderr(&output);
+        assert!(
+            text.contains(&format!("{path}:2: server.listen: ")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{path}:6: roles[0].arn: ")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{path}:7: roles[0].colour: unknown key")),
+            "{text}"
+        );
+    }
+    let missing = run(&["check", "--config", "/nonexistent/config.toml"]);
+    assert_eq!(missing.status.code(), Some(78));
+    assert!(stderr(&missing).contains("/nonexistent/config.toml"));
+}
+
+/// `check` summarises a valid configuration; the shipped example is one.
+#[test]
+fn check_summarises_the_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
+    let output = run(&["check", "--config", example]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("role piyo  arn:aws:iam::444455556666:role/piyo-role"));
+}
+
+/// `check --assume` makes one real AssumeRole per role and shows the identity obtained.
+#[test]
+fn check_assume_shows_the_assumed_identity() {
+    let moto = Moto::start();
+    let dir = TempDir::new("check");
+    let config = dir.write("config.toml", &moto.config(&dir.path().join("token")));
+    let mut command = Command::new(daemon_binary());
+    isolated(&mut command)
+        .envs(moto.host_env())
+        .args(["check", "--assume", "--config"])
+        .arg(&config);
+    let output = command.output().unwrap();
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text} {}", stderr(&output));
+    assert!(
+        text.contains("source identity  arn:aws:sts::111122223333:assumed-role/hoge-ec2-role/"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "role piyo  ok: arn:aws:sts::444455556666:assumed-role/piyo-role/hoge key ASIA"
+        ),
+        "{text}"
+    );
+    for secret in moto.host_secrets() {
+        assert!(!text.contains(&secret));
+    }
+}
+
+/// Like ssh with its keys, the daemon refuses a token file that other users can read.
+#[test]
+fn token_file_readable_by_others_is_refused() {
+    let dir = TempDir::new("open-token");
+    let token = dir.write("token", &"t".repeat(48));
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.write(
+        "config.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
+            token.display()
+        ),
+    );
+    let output = run(&["serve", "--config", &config.display().to_string()]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains("can be read by other users (mode 644)"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains(&"t".repeat(48)));
+}
+
+/// A taken port is a clear error naming the address.
+#[test]
+fn listen_address_in_use_is_named() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new("taken");
+    let config = format!(
+        "[server]\nlisten = \"{address}\"\ntoken_file = \"{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
+        dir.path().join("token").display()
+    );
+    let config = dir.write("config.toml", &config);
+    let output = run(&["serve", "--config", &config.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains(&format!("cannot listen on {address}")),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// STS unreachable at start: the port is open at once, answers 503 with a reason instead of
+/// empty credentials, and `/readyz` says not ready.
+#[test]
+fn unreachable_sts_gives_503_that_says_why() {
+    let dir = TempDir::new("no-sts");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[sts]\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
+        dir.path().join("state/token").display(),
+        free_port()
+    );
+    let host = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_owned(),
+            "AKIAEXAMPLEEXAMPLE00".to_owned(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+            "example-secret".to_owned(),
+        ),
+    ];
+    let daemon = Daemon::start_with(dir, &config, &host, &[]);
+    let token = daemon.token();
+    let mut answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
+    while answer.1.contains("CredentialsUninitialized") {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
+    }
+    let (status, body) = answer;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("\"code\":\"CredentialsUnavailable\""),
+        "{body}"
+    );
+    assert!(body.contains("transient error"), "{body}");
+    assert_eq!(daemon.get("/readyz", &[]).0, 503);
+    assert_eq!(daemon.get("/healthz", &[]).0, 200);
+}
+
+/// The daemon never takes its own identity from the container-credentials endpoint, even when
+/// its environment names one: it could otherwise end up asking itself.
+#[test]
+fn source_identity_never_comes_from_the_container_endpoint() {
+    let trap = TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let trap_uri = format!("http://{}/creds", trap.local_addr().unwrap());
+    let dir = TempDir::new("no-ecs");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[sts]\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
+        dir.path().join("state/token").display(),
+        free_port()
+    );
+    let env = [("AWS_CONTAINER_CREDENTIALS_FULL_URI", trap_uri.as_str())];
+    let daemon = Daemon::start_with(dir, &config, &[], &env);
+    let token = daemon.token();
+    let mut answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
+    while answer.1.contains("CredentialsUninitialized") {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
+    }
+    assert_eq!(answer.0, 503, "{}", answer.1);
+    assert!(answer.1.contains("NoSourceCredentials"), "{}", answer.1);
+    assert!(
+        trap.accept().is_err(),
+        "the daemon connected to the container endpoint"
+    );
+}
+
+/// SIGTERM stops the daemon cleanly with exit status 0.
+#[test]
+fn sigterm_exits_zero() {
+    let moto = Moto::start();
+    let mut daemon = Daemon::start(&moto, &[]);
+    daemon.wait_ready();
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert!(daemon.log().contains("stopped"));
+}

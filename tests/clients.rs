@@ -1,0 +1,198 @@
+//! Real clients through the real daemon, against moto as AWS: the aws CLI, boto3 and the AWS
+//! SDK for Rust, each given nothing but the variables `assume-roled env` prints.
+
+mod support;
+
+use support::*;
+
+const PIYO_SESSION_PREFIX: &str = "arn:aws:sts::444455556666:assumed-role/piyo-role/";
+
+/// The aws CLI acts as piyo-role in 444455556666: it reads, sees that account's VPC, and is
+/// denied a write that the role's policy does not allow.
+#[test]
+fn aws_cli_acts_as_the_role_in_the_target_account() {
+    let moto = Moto::start();
+    let daemon = Daemon::start(&moto, &[]);
+    let env = daemon.client_env();
+
+    let identity = aws(
+        &moto,
+        &env,
+        &[
+            "sts",
+            "get-caller-identity",
+            "--query",
+            "Arn",
+            "--output",
+            "text",
+        ],
+    );
+    assert!(identity.status.success(), "{}", stderr(&identity));
+    assert!(
+        stdout(&identity).starts_with(PIYO_SESSION_PREFIX),
+        "{}",
+        stdout(&identity)
+    );
+
+    let instances = aws(&moto, &env, &["ec2", "describe-instances"]);
+    assert!(instances.status.success(), "{}", stderr(&instances));
+    let query = [
+        "ec2",
+        "describe-vpcs",
+        "--filters",
+        "Name=tag:Name,Values=piyo-vpc",
+        "--query",
+        "length(Vpcs)",
+    ];
+    let vpcs = aws(&moto, &env, &query);
+    assert_eq!(stdout(&vpcs).trim(), "1", "{}", stderr(&vpcs));
+
+    let write = [
+        "ec2",
+        "run-instances",
+        "--image-id",
+        "ami-12345678",
+        "--instance-type",
+        "t2.micro",
+    ];
+    let denied = aws(&moto, &env, &write);
+    assert!(!denied.status.success());
+    assert!(
+        stderr(&denied).contains("AccessDenied"),
+        "{}",
+        stderr(&denied)
+    );
+}
+
+/// `eval "$(assume-roled env)"` is the whole user set-up: a shell that evaluates it, and has no
+/// other AWS credentials, acts as piyo-role.
+#[test]
+fn shell_set_up_by_env_acts_as_the_role() {
+    let moto = Moto::start();
+    let dir = TempDir::new("env");
+    let token_file = dir.path().join("state/token");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = moto.config(&token_file).replace("127.0.0.1:0", &listen);
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let script = format!(
+        "eval \"$('{}' env --config '{}')\" && exec '{}' sts get-caller-identity --query Arn --output text",
+        daemon_binary().display(),
+        daemon.config_file.display(),
+        venv_tool("aws").display()
+    );
+    let mut command = std::process::Command::new("sh");
+    isolated(&mut command)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .args(["-c", &script]);
+    let output = command.output().unwrap();
+    assert!(
+        stdout(&output).starts_with(PIYO_SESSION_PREFIX),
+        "{} {}",
+        stdout(&output),
+        stderr(&output)
+    );
+}
+
+/// A long-lived boto3 session making 50 calls asks the daemon once: the served credentials
+/// have far more life left than botocore's 15-minute refresh window.
+#[test]
+fn boto3_session_fetches_once_for_many_calls() {
+    let moto = Moto::start();
+    let daemon = Daemon::start(&moto, &[("ASSUME_ROLED_LOG", "info,assume_roled=debug")]);
+    let script = r#"
+import boto3
+sts = boto3.Session().client("sts")
+arns = {sts.get_caller_identity()["Arn"] for _ in range(50)}
+print(arns.pop() if len(arns) == 1 else arns)
+"#;
+    let output = python(&moto, &daemon.client_env(), script);
+    assert!(
+        stdout(&output).starts_with(PIYO_SESSION_PREFIX),
+        "{} {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let fetches = daemon.log().matches("credentials served").count();
+    assert_eq!(fetches, 1, "boto3 fetched {fetches} times for 50 calls");
+}
+
+/// The AWS SDK for Rust, default credentials chain, gets the same identity.
+#[test]
+fn rust_sdk_default_chain_acts_as_the_role() {
+    let moto = Moto::start();
+    let daemon = Daemon::start(&moto, &[]);
+    let output = rust_sdk_whoami(&moto, &daemon.client_env());
+    assert!(
+        stdout(&output).starts_with(PIYO_SESSION_PREFIX),
+        "{} {}",
+        stdout(&output),
+        stderr(&output)
+    );
+}
+
+/// Without the token, or with a wrong one, clients get nothing, and the daemon's log holds no
+/// secret of any kind.
+#[test]
+fn clients_without_the_right_token_fail() {
+    let moto = Moto::start();
+    let daemon = Daemon::start(&moto, &[]);
+    daemon.wait_ready();
+    let credentials = daemon.credentials();
+
+    let no_token = vec![(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
+        daemon.uri("piyo"),
+    )];
+    let output = aws(&moto, &no_token, &["sts", "get-caller-identity"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+
+    let wrong = daemon.dir.write("wrong-token", &"w".repeat(48));
+    let wrong_token = vec![
+        no_token[0].clone(),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".to_owned(),
+            wrong.display().to_string(),
+        ),
+    ];
+    let output = aws(&moto, &wrong_token, &["sts", "get-caller-identity"]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+
+    let log = daemon.log();
+    let mut secrets = moto.host_secrets();
+    secrets.push(daemon.token());
+    secrets.push(credentials["SecretAccessKey"].as_str().unwrap().to_owned());
+    secrets.push(credentials["Token"].as_str().unwrap().to_owned());
+    for secret in secrets {
+        assert!(!log.contains(&secret), "a secret is in the log");
+    }
+}
+
+/// At trace level, through start, refresh, client requests and shutdown, no secret reaches the
+/// log: not the served keys, not the auth token, not the host's own credentials.
+#[test]
+fn trace_logs_never_contain_secrets() {
+    let moto = Moto::start();
+    let mut daemon = Daemon::start(&moto, &[("ASSUME_ROLED_LOG", "trace")]);
+    daemon.wait_ready();
+    let credentials = daemon.credentials();
+    let output = aws(&moto, &daemon.client_env(), &["sts", "get-caller-identity"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    daemon.get("/roles/piyo", &[("Authorization", "wrong")]);
+    let token = daemon.token();
+    let status = daemon.terminate();
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+    let log = daemon.log();
+    assert!(
+        log.contains("credentials refreshed") && log.contains("stopped"),
+        "{log}"
+    );
+    assert!(log.lines().count() > 20, "trace logging was on");
+    let mut secrets = moto.host_secrets();
+    secrets.push(token);
+    secrets.push(credentials["SecretAccessKey"].as_str().unwrap().to_owned());
+    secrets.push(credentials["Token"].as_str().unwrap().to_owned());
+    for secret in secrets {
+        assert!(!log.contains(&secret), "a secret is in the trace log");
+    }
+}

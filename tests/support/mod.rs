@@ -1,0 +1,397 @@
+//! Helpers for tests that run real processes: moto as AWS, the real `assume-roled` binary, and
+//! the real clients (aws CLI, boto3, the Rust SDK). Every process gets a free loopback port and
+//! is killed when its handle drops. Tools come from the project's `.venv`, which `make test`
+//! creates; without it the tests fail and say so rather than skip.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const TARGET_ACCOUNT: &str = "444455556666";
+pub const PIYO_ARN: &str = "arn:aws:iam::444455556666:role/piyo-role";
+/// How long a process may take to become ready before the test fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The interval at which readiness is polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// A tool installed in the project's virtualenv by `make test`.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test`, which installs moto, boto3 and the aws CLI into .venv",
+        path.display()
+    );
+    path
+}
+
+/// The daemon binary under test.
+pub fn daemon_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_assume-roled"))
+}
+
+/// A fresh directory under the target directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port nobody listens on at the moment of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::SystemTime::now() + READY_TIMEOUT;
+    while !ready() {
+        assert!(
+            std::time::SystemTime::now() < deadline,
+            "{what} did not become ready"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A child process killed on drop.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A moto server with the two-account scenario, IAM checks on.
+pub struct Moto {
+    pub endpoint: String,
+    /// A session of `hoge-ec2-role` in 111122223333: what the instance profile would provide.
+    pub host_credentials: Value,
+    _process: Process,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(venv_tool("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let process = Process(child);
+        wait_for("moto", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let bootstrap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/bootstrap.py");
+        let output = Command::new(venv_tool("python"))
+            .arg(bootstrap)
+            .arg(&endpoint)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let host_credentials = serde_json::from_slice(&output.stdout).unwrap();
+        Self {
+            endpoint,
+            host_credentials,
+            _process: process,
+        }
+    }
+
+    /// Environment giving a process the host's own identity, as an instance profile would.
+    pub fn host_env(&self) -> Vec<(String, String)> {
+        let c = &self.host_credentials;
+        vec![
+            (
+                "AWS_ACCESS_KEY_ID".into(),
+                c["AccessKeyId"].as_str().unwrap().into(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                c["SecretAccessKey"].as_str().unwrap().into(),
+            ),
+            (
+                "AWS_SESSION_TOKEN".into(),
+                c["SessionToken"].as_str().unwrap().into(),
+            ),
+        ]
+    }
+
+    /// The host's own secret values, which must never appear in the daemon's output.
+    pub fn host_secrets(&self) -> Vec<String> {
+        let c = &self.host_credentials;
+        vec![
+            c["SecretAccessKey"].as_str().unwrap().into(),
+            c["SessionToken"].as_str().unwrap().into(),
+        ]
+    }
+
+    /// A configuration for the daemon that serves piyo-role through this moto.
+    pub fn config(&self, token_file: &Path) -> String {
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+token_file = "{}"
+
+[sts]
+region = "us-east-1"
+endpoint = "{}"
+
+[[roles]]
+name = "piyo"
+arn = "{PIYO_ARN}"
+session_name = "hoge"
+"#,
+            token_file.display(),
+            self.endpoint
+        )
+    }
+}
+
+/// Environment every process gets, isolating it from the machine's own AWS configuration.
+pub fn isolated(command: &mut Command) -> &mut Command {
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+}
+
+/// A running `assume-roled serve`.
+pub struct Daemon {
+    pub address: SocketAddr,
+    pub token_file: PathBuf,
+    pub config_file: PathBuf,
+    pub log_file: PathBuf,
+    process: Process,
+    pub dir: TempDir,
+}
+
+impl Daemon {
+    /// Starts the daemon with the host's identity and `config` (a function of the token path),
+    /// and waits until it listens.
+    pub fn start(moto: &Moto, extra_env: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new("daemon");
+        let token_file = dir.path().join("state/token");
+        let config = moto.config(&token_file);
+        Self::start_with(dir, &config, &moto.host_env(), extra_env)
+    }
+
+    pub fn start_with(
+        dir: TempDir,
+        config: &str,
+        host_env: &[(String, String)],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
+        let config_file = dir.write("config.toml", config);
+        let log_file = dir.path().join("daemon.log");
+        let mut command = Command::new(daemon_binary());
+        isolated(&mut command)
+            .args(["serve", "--config"])
+            .arg(&config_file)
+            .envs(host_env.iter().map(|(k, v)| (k, v)))
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_file).unwrap());
+        let process = Process(command.spawn().expect("daemon starts"));
+        let mut daemon = Self {
+            address: "127.0.0.1:0".parse().unwrap(),
+            token_file: dir.path().join("state/token"),
+            config_file,
+            log_file,
+            process,
+            dir,
+        };
+        let mut found = None;
+        wait_for("the daemon's listener", || {
+            found = listening_address(&daemon.log());
+            found.is_some()
+        });
+        daemon.address = found.unwrap();
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file).unwrap()
+    }
+
+    /// Waits until `/readyz` says every role has credentials.
+    pub fn wait_ready(&self) {
+        wait_for("the daemon's credentials", || {
+            self.get("/readyz", &[]).0 == 200
+        });
+    }
+
+    pub fn uri(&self, role: &str) -> String {
+        format!("http://{}/roles/{role}", self.address)
+    }
+
+    /// One HTTP/1.1 GET with `headers`; returns status and body.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.address
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        raw_exchange(self.address, request.as_bytes())
+    }
+
+    /// The credentials body, fetched with the right token.
+    pub fn credentials(&self) -> Value {
+        let (status, body) = self.get("/roles/piyo", &[("Authorization", &self.token())]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Environment pointing a client at this daemon, as `assume-roled env` would.
+    pub fn client_env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+                self.uri("piyo"),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE".into(),
+                self.token_file.display().to_string(),
+            ),
+        ]
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.process.0.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.process.0.wait().unwrap()
+    }
+}
+
+/// The address from the daemon's `listening address=…` log line.
+fn listening_address(log: &str) -> Option<SocketAddr> {
+    let line = log
+        .lines()
+        .find(|line| line.contains("listening address="))?;
+    let rest = &line[line.find("address=")? + "address=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Writes raw bytes to `address` and reads the answer until the server closes.
+pub fn raw_exchange(address: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Runs the real aws CLI against moto with credentials only from `env`.
+pub fn aws(moto: &Moto, env: &[(String, String)], args: &[&str]) -> Output {
+    let mut command = Command::new(venv_tool("aws"));
+    isolated(&mut command)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs a Python snippet with the venv's boto3, credentials only from `env`.
+pub fn python(moto: &Moto, env: &[(String, String)], script: &str) -> Output {
+    let mut command = Command::new(venv_tool("python"));
+    isolated(&mut command)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["-c", script])
+        .output()
+        .unwrap()
+}
+
+/// The example built with the AWS SDK for Rust (`examples/sdk_whoami.rs`).
+pub fn rust_sdk_whoami(moto: &Moto, env: &[(String, String)]) -> Output {
+    let binary = daemon_binary()
+        .parent()
+        .unwrap()
+        .join("examples/sdk_whoami");
+    assert!(
+        binary.exists(),
+        "{} is missing: cargo test builds examples",
+        binary.display()
+    );
+    let mut command = Command::new(binary);
+    isolated(&mut command)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
