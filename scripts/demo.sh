@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Re-enacts the cross-account scenario offline, in one command (`make demo`):
+# moto stands in for AWS with two accounts, assume-roled runs as the host role hoge-ec2-role in
+# 111122223333 and serves piyo-role in 444455556666, and the real aws CLI, set up by nothing but
+# `eval "$(assume-roled env)"`, works in the other account. Everything started is stopped at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+BIN=${BIN:-target/debug/assume-roled}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_until() { for _ in $(seq 200); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
+json_field() { "$VENV/bin/python" -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
+
+moto_port=$(free_port)
+step "starting moto, the AWS stand-in, on 127.0.0.1:$moto_port"
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+pids+=($!)
+wait_until curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+
+step "creating hoge-ec2-role in 111122223333 and piyo-role (ec2:Describe* only) in 444455556666"
+host=$("$VENV/bin/python" tests/support/bootstrap.py "http://127.0.0.1:$moto_port")
+echo "the host's own identity: a session of hoge-ec2-role, as an instance profile provides"
+
+listen_port=$(free_port)
+cat >"$work/config.toml" <<CONFIG
+[server]
+listen = "127.0.0.1:$listen_port"
+token_file = "$work/state/token"
+
+[sts]
+region = "us-east-1"
+endpoint = "http://127.0.0.1:$moto_port"
+
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::444455556666:role/piyo-role"
+session_name = "hoge"
+CONFIG
+step "starting assume-roled with this configuration"
+cat "$work/config.toml"
+env -i PATH="$PATH" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+  AWS_EC2_METADATA_DISABLED=true \
+  AWS_ACCESS_KEY_ID="$(json_field AccessKeyId <<<"$host")" \
+  AWS_SECRET_ACCESS_KEY="$(json_field SecretAccessKey <<<"$host")" \
+  AWS_SESSION_TOKEN="$(json_field SessionToken <<<"$host")" \
+  "$BIN" serve --config "$work/config.toml" 2>"$work/daemon.log" &
+pids+=($!)
+wait_until curl -sf "http://127.0.0.1:$listen_port/readyz"
+
+step 'the whole user set-up: eval "$(assume-roled env)"'
+"$BIN" env --config "$work/config.toml"
+eval "$("$BIN" env --config "$work/config.toml")"
+# Keep the demo away from this machine's own AWS configuration, and send AWS calls to moto.
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+export AWS_DEFAULT_REGION=us-east-1 AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+
+step "aws sts get-caller-identity   (expect piyo-role in 444455556666)"
+"$VENV/bin/aws" sts get-caller-identity
+
+step "aws ec2 describe-vpcs   (account 444455556666's VPC, visible to piyo-role)"
+"$VENV/bin/aws" ec2 describe-vpcs --filters Name=tag:Name,Values=piyo-vpc \
+  --query 'Vpcs[].{VpcId: VpcId, Cidr: CidrBlock, Owner: OwnerId}' --output table
+
+step "aws ec2 describe-instances   (read access works)"
+"$VENV/bin/aws" ec2 describe-instances --output json
+
+step "aws ec2 run-instances   (a write: piyo-role may only read, so this is denied)"
+if "$VENV/bin/aws" ec2 run-instances --image-id ami-12345678 --instance-type t2.micro 2>&1; then
+  echo "unexpected: the write succeeded" >&2
+  exit 1
+fi
+
+step "a request without the token"
+curl -s "http://127.0.0.1:$listen_port/roles/piyo"; echo
+
+step "what assume-roled logged (no secrets in it)"
+cat "$work/daemon.log"
+step "done: stopping assume-roled and moto"
