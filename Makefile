@@ -25,7 +25,10 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
+# Examples are real SDK clients the integration tests run; `cargo test` alone does not leave
+# them in target/debug/examples.
 test: venv
+	$(CARGO) build --examples
 	$(CARGO) test --all-targets
 
 lint:

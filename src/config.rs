@@ -35,9 +35,10 @@ const MAX_ROLE_NAME_LEN: usize = 64;
 
 /// Keys each table may hold; anything else is reported as unknown. `config.example.toml` must
 /// document exactly these (a test checks it), so adding a key means adding it there too.
-const TOP_KEYS: &[&str] = &["server", "sts", "roles"];
+const TOP_KEYS: &[&str] = &["server", "sts", "imds", "roles"];
 const SERVER_KEYS: &[&str] = &["listen", "token_file"];
 const STS_KEYS: &[&str] = &["region", "endpoint"];
+const IMDS_KEYS: &[&str] = &["role", "upstream"];
 const ROLE_KEYS: &[&str] = &[
     "name",
     "arn",
@@ -52,6 +53,8 @@ const ROLE_KEYS: &[&str] = &[
 pub struct Config {
     pub server: ServerConfig,
     pub sts: StsConfig,
+    /// The instance-metadata endpoint; `None` (the default) leaves it off.
+    pub imds: Option<ImdsConfig>,
     pub roles: Vec<RoleConfig>,
 }
 
@@ -68,6 +71,15 @@ pub struct ServerConfig {
 pub struct StsConfig {
     pub region: Option<String>,
     pub endpoint: Option<String>,
+}
+
+/// `[imds]`: answer as IMDSv2 for one role, passing other metadata through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImdsConfig {
+    /// The `name` of the `[[roles]]` entry served under `iam/`.
+    pub role: String,
+    /// The real instance metadata; `None` means as the SDKs resolve it.
+    pub upstream: Option<String>,
 }
 
 /// One `[[roles]]` entry: a role in another account, served at `/roles/<name>`.
@@ -245,6 +257,9 @@ fn unknown_keys(text: &str, document: &DeTable<'_>) -> Vec<Problem> {
             ("sts", DeValue::Table(table)) => {
                 check_keys(text, table, "sts.", STS_KEYS, &mut problems)
             }
+            ("imds", DeValue::Table(table)) => {
+                check_keys(text, table, "imds.", IMDS_KEYS, &mut problems)
+            }
             ("roles", DeValue::Array(roles)) => {
                 for (index, role) in roles.iter().enumerate() {
                     if let DeValue::Table(table) = role.get_ref() {
@@ -284,8 +299,15 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     sts: RawSts,
+    imds: Option<Spanned<RawImds>>,
     #[serde(default)]
     roles: Vec<Spanned<RawRole>>,
+}
+
+#[derive(Deserialize)]
+struct RawImds {
+    role: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -392,9 +414,14 @@ fn validate(
         );
     }
     report_duplicate_names(&mut checker, &raw.roles);
+    let imds = match &raw.imds {
+        Some(imds) => Some(validate_imds(&mut checker, imds, &raw.roles)?),
+        None => None,
+    };
     Some(Config {
         server: server?,
         sts: sts?,
+        imds,
         roles: roles.into_iter().collect::<Option<_>>()?,
     })
 }
@@ -427,6 +454,33 @@ fn validate_sts(checker: &mut Checker<'_>, raw: &RawSts) -> Option<StsConfig> {
     Some(StsConfig {
         region: region?,
         endpoint: endpoint?,
+    })
+}
+
+fn validate_imds(
+    checker: &mut Checker<'_>,
+    raw: &Spanned<RawImds>,
+    roles: &[Spanned<RawRole>],
+) -> Option<ImdsConfig> {
+    let imds = raw.get_ref();
+    let names: Vec<&str> = roles
+        .iter()
+        .filter_map(|role| role.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+        .collect();
+    let role = checker.required("imds.role", imds.role.as_ref(), raw.span().start, |name| {
+        if names.contains(&name) {
+            Ok(name.to_owned())
+        } else {
+            Err(format!(
+                "{name:?} is not the name of a [[roles]] entry ({})",
+                names.join(", ")
+            ))
+        }
+    });
+    let upstream = checker.optional("imds.upstream", imds.upstream.as_ref(), parse_endpoint);
+    Some(ImdsConfig {
+        role: role?,
+        upstream: upstream?,
     })
 }
 
@@ -695,6 +749,7 @@ arn = "arn:aws:iam::444455556666:role/piyo-role"
         for (table, keys) in [
             ("server", SERVER_KEYS),
             ("sts", STS_KEYS),
+            ("imds", IMDS_KEYS),
             ("roles", ROLE_KEYS),
         ] {
             known.extend(keys.iter().map(|k| format!("{table}.{k}")));
@@ -759,6 +814,15 @@ duration = "5m"
         let wrong_type = problems("[server]\n\nlisten = 9357\n");
         assert_eq!(wrong_type.last().unwrap().line, 3);
         assert!(wrong_type.last().unwrap().message.contains("string"));
+    }
+
+    #[test]
+    fn imds_must_name_a_configured_role() {
+        let config = from_toml(&format!("[imds]\nrole = \"piyo\"\n{MINIMAL}"), "h").unwrap();
+        assert_eq!(config.imds.unwrap().role, "piyo");
+        let found = problems(&format!("[imds]\nrole = \"fuga\"\n{MINIMAL}"));
+        assert_eq!((found[0].line, found[0].key.as_str()), (2, "imds.role"));
+        assert!(from_toml(MINIMAL, "h").unwrap().imds.is_none());
     }
 
     #[test]

@@ -80,6 +80,22 @@ impl Credentials {
         Bytes::from_owner(SecretBytes(Zeroizing::new(json)))
     }
 
+    /// The body of an IMDS `iam/security-credentials/<role>` answer; `updated` is when the
+    /// daemon obtained the set (`LastUpdated`).
+    pub fn imds_body(&self, updated: SystemTime) -> Bytes {
+        let body = ImdsBody {
+            code: "Success",
+            last_updated: format_timestamp(updated),
+            kind: "AWS-HMAC",
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+            token: &self.session_token,
+            expiration: self.expiration_text(),
+        };
+        let json = serde_json::to_vec(&body).expect("credentials serialise");
+        Bytes::from_owner(SecretBytes(Zeroizing::new(json)))
+    }
+
     /// The secret parts, for tests that must prove they never leak.
     #[doc(hidden)]
     pub fn secrets(&self) -> [&str; 2] {
@@ -110,6 +126,19 @@ struct EcsBody<'a> {
     account_id: &'a str,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImdsBody<'a> {
+    code: &'a str,
+    last_updated: String,
+    #[serde(rename = "Type")]
+    kind: &'a str,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    expiration: String,
+}
+
 /// Owner of a serialised body that holds secrets: zeroed when the last `Bytes` clone drops.
 struct SecretBytes(Zeroizing<Vec<u8>>);
 
@@ -119,11 +148,13 @@ impl AsRef<[u8]> for SecretBytes {
     }
 }
 
-/// A credential set ready to serve: the credentials and their response body, built once.
+/// A credential set ready to serve: the credentials and their response bodies, built once.
 pub struct Served {
     pub credentials: Credentials,
     /// The ECS body; cloning it is a reference-count increment, not a copy.
     pub ecs_body: Bytes,
+    /// The IMDS body, for the metadata endpoint.
+    pub imds_body: Bytes,
     /// When the daemon received the set (wall clock): the start of its lifetime.
     pub obtained: SystemTime,
 }
@@ -131,9 +162,11 @@ pub struct Served {
 impl Served {
     pub fn new(credentials: Credentials, obtained: SystemTime) -> Self {
         let ecs_body = credentials.ecs_body();
+        let imds_body = credentials.imds_body(obtained);
         Self {
             credentials,
             ecs_body,
+            imds_body,
             obtained,
         }
     }
@@ -207,6 +240,18 @@ mod tests {
         assert_eq!(body["Expiration"], "2026-11-28T04:03:29Z");
         assert_eq!(body["RoleArn"], "arn:aws:iam::444455556666:role/piyo-role");
         assert_eq!(body["AccountId"], "444455556666");
+    }
+
+    #[test]
+    fn imds_body_has_code_type_and_z_times() {
+        let updated = UNIX_EPOCH + Duration::from_secs(1_795_834_000);
+        let body: serde_json::Value = serde_json::from_slice(&sample().imds_body(updated)).unwrap();
+        assert_eq!(body["Code"], "Success");
+        assert_eq!(body["Type"], "AWS-HMAC");
+        assert_eq!(body["LastUpdated"], "2026-11-28T02:46:40Z");
+        assert_eq!(body["Expiration"], "2026-11-28T04:03:29Z");
+        assert_eq!(body["Token"], "session-token-value");
+        assert_eq!(body.as_object().unwrap().len(), 7);
     }
 
     #[test]

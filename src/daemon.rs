@@ -4,24 +4,46 @@
 //! Order matters. The token file is checked and the port bound before anything talks to AWS, so
 //! that a misconfigured host fails at once with a clear error, and so that clients asking during
 //! the first STS call get a 503 `CredentialsUninitialized` rather than a refused connection.
+//! Right after binding, the daemon refuses to run if anything it would call (STS, instance
+//! metadata) is its own listener: it would be asking itself for credentials.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::Uri;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::refresh::{Refresher, SystemClock};
+use crate::imds::{self, Imds, Upstream};
+use crate::refresh::{Refresher, RoleStatus, SystemClock};
 use crate::server::{self, AppState};
-use crate::sts::SdkSts;
+use crate::sts::{CHAINED_SESSION_LIMIT, SdkSts, is_role_session};
 use crate::token;
 
 /// How long the start-up identity lookup may take before the daemon stops waiting for it.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Where the SDKs (and so the daemon's own source chain) look for instance metadata.
+const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
+/// Environment variables that redirect the daemon's own STS calls.
+const STS_ENDPOINT_VARIABLES: &[&str] = &["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"];
+
+/// A setting that would make the daemon call itself.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{setting} ({url}) points at this daemon's own listener {listen}: it would ask itself for \
+     credentials; point it at STS or the real instance metadata"
+)]
+pub struct SelfLoopError {
+    setting: String,
+    url: String,
+    listen: SocketAddr,
+}
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -33,6 +55,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let local = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    let upstream = metadata_upstream(&config);
+    refuse_self_loops(local, &outbound_urls(&config, &upstream))?;
     info!(address = %local, "listening");
 
     let sts = Arc::new(SdkSts::new(&config.sts).await);
@@ -44,10 +68,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         refreshers.spawn(refresher.run(shutdown.child_token()));
         statuses.push((role.name.clone(), status));
     }
-    log_summary(&config, &sts);
-    tokio::spawn(log_source_identity(sts));
+    let metadata = metadata_endpoint(&config, &upstream, &statuses, clock.clone())?;
+    log_summary(&config, &sts, metadata.as_ref().map(|_| upstream.as_str()));
+    tokio::spawn(log_source_identity(sts, config.clone()));
 
-    let state = AppState::new(token, statuses, local, clock);
+    let state = AppState::with_imds(token, statuses, local, clock, metadata);
     let served = server::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
     refreshers.join_all().await;
@@ -56,7 +81,95 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-fn log_summary(config: &Config, sts: &SdkSts) {
+/// The real instance metadata: configured, else as the SDKs find it, else the link-local default.
+fn metadata_upstream(config: &Config) -> String {
+    config
+        .imds
+        .as_ref()
+        .and_then(|imds| imds.upstream.clone())
+        .or_else(|| std::env::var(METADATA_ENDPOINT_VARIABLE).ok())
+        .unwrap_or_else(|| imds::DEFAULT_UPSTREAM.to_owned())
+}
+
+/// Every URL the daemon calls out to, named by the setting it comes from.
+fn outbound_urls(config: &Config, upstream: &str) -> Vec<(String, String)> {
+    let mut urls = Vec::new();
+    if let Some(endpoint) = &config.sts.endpoint {
+        urls.push(("[sts] endpoint".to_owned(), endpoint.clone()));
+    }
+    if config.imds.is_some() {
+        urls.push(("the metadata upstream".to_owned(), upstream.to_owned()));
+    }
+    let variables = STS_ENDPOINT_VARIABLES
+        .iter()
+        .chain([&METADATA_ENDPOINT_VARIABLE]);
+    for variable in variables {
+        if let Ok(url) = std::env::var(variable) {
+            urls.push((variable.to_string(), url));
+        }
+    }
+    urls
+}
+
+fn refuse_self_loops(local: SocketAddr, urls: &[(String, String)]) -> Result<(), SelfLoopError> {
+    match urls.iter().find(|(_, url)| points_at(url, local)) {
+        Some((setting, url)) => Err(SelfLoopError {
+            setting: setting.clone(),
+            url: url.clone(),
+            listen: local,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `url` would reach a listener bound at `local`.
+pub fn points_at(url: &str, local: SocketAddr) -> bool {
+    let Ok(uri) = url.parse::<Uri>() else {
+        return false;
+    };
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let port = uri.port_u16().unwrap_or(default_port);
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let same_host = match host.parse::<IpAddr>() {
+        Ok(ip) => ip == local.ip(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    same_host && port == local.port()
+}
+
+fn metadata_endpoint(
+    config: &Config,
+    upstream: &str,
+    statuses: &[(String, watch::Receiver<RoleStatus>)],
+    clock: Arc<SystemClock>,
+) -> anyhow::Result<Option<Arc<Imds>>> {
+    let Some(imds_config) = &config.imds else {
+        return Ok(None);
+    };
+    let role = config
+        .roles
+        .iter()
+        .find(|role| role.name == imds_config.role)
+        .expect("validated: [imds] role names a role");
+    let status = statuses
+        .iter()
+        .find(|(name, _)| *name == role.name)
+        .map(|(_, status)| status.clone())
+        .expect("every role has a status");
+    let upstream = Upstream::new(upstream)?;
+    let metadata = Imds::new(role.arn.as_str(), status, upstream, clock);
+    Ok(Some(Arc::new(metadata)))
+}
+
+fn log_summary(config: &Config, sts: &SdkSts, metadata_upstream: Option<&str>) {
     let roles: Vec<String> = config
         .roles
         .iter()
@@ -69,6 +182,8 @@ fn log_summary(config: &Config, sts: &SdkSts) {
         region = sts.region().as_deref().unwrap_or("unset"),
         endpoint = config.sts.endpoint.as_deref().unwrap_or("default"),
         roles = %roles.join(","),
+        imds_role = config.imds.as_ref().map(|imds| imds.role.as_str()).unwrap_or("off"),
+        imds_upstream = metadata_upstream.unwrap_or("-"),
         "assume-roled started"
     );
     if sts.region().is_none() {
@@ -76,14 +191,80 @@ fn log_summary(config: &Config, sts: &SdkSts) {
     }
 }
 
-/// Says which identity the daemon acts as: the first thing to check when AssumeRole is denied.
-async fn log_source_identity(sts: Arc<SdkSts>) {
-    match tokio::time::timeout(IDENTITY_TIMEOUT, sts.caller_identity()).await {
-        Ok(Ok(arn)) => info!(arn = %arn, "source identity"),
-        Ok(Err(error)) => warn!(
-            code = %error.code, reason = %error.message,
-            "cannot determine the source identity"
-        ),
-        Err(_) => warn!("cannot determine the source identity: STS did not answer in time"),
+/// Says which identity the daemon acts as (the first thing to check when AssumeRole is
+/// denied), and which configured durations STS will not grant to that identity.
+async fn log_source_identity(sts: Arc<SdkSts>, config: Config) {
+    let arn = match tokio::time::timeout(IDENTITY_TIMEOUT, sts.caller_identity()).await {
+        Ok(Ok(arn)) => arn,
+        Ok(Err(error)) => {
+            warn!(code = %error.code, reason = %error.message, "cannot determine the source identity");
+            return;
+        }
+        Err(_) => {
+            warn!("cannot determine the source identity: STS did not answer in time");
+            return;
+        }
+    };
+    info!(arn = %arn, "source identity");
+    if !is_role_session(&arn) {
+        return;
+    }
+    for role in config
+        .roles
+        .iter()
+        .filter(|r| r.duration > CHAINED_SESSION_LIMIT)
+    {
+        warn!(
+            role = %role.name,
+            configured_s = role.duration.as_secs(),
+            used_s = CHAINED_SESSION_LIMIT.as_secs(),
+            "duration capped to 1h: the host's identity is a role session, and STS limits \
+             sessions assumed by role chaining to one hour"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_loop_detection() {
+        let local: SocketAddr = "127.0.0.1:9357".parse().unwrap();
+        assert!(points_at("http://127.0.0.1:9357/", local));
+        assert!(points_at("http://localhost:9357", local));
+        assert!(points_at("http://LOCALHOST:9357/latest", local));
+        assert!(!points_at("http://127.0.0.1:9358/", local));
+        assert!(!points_at("http://169.254.169.254", local));
+        assert!(!points_at(
+            "https://sts.ap-northeast-1.amazonaws.com",
+            local
+        ));
+        assert!(points_at(
+            "http://127.0.0.1",
+            "127.0.0.1:80".parse().unwrap()
+        ));
+        assert!(points_at(
+            "http://[::1]:9357/",
+            "[::1]:9357".parse().unwrap()
+        ));
+        assert!(!points_at("not a url", local));
+    }
+
+    #[test]
+    fn self_loop_error_names_the_setting() {
+        let local: SocketAddr = "127.0.0.1:9357".parse().unwrap();
+        let urls = vec![
+            (
+                "[sts] endpoint".to_owned(),
+                "https://sts.example".to_owned(),
+            ),
+            (
+                "the metadata upstream".to_owned(),
+                "http://127.0.0.1:9357/".to_owned(),
+            ),
+        ];
+        let error = refuse_self_loops(local, &urls).unwrap_err().to_string();
+        assert!(error.starts_with("the metadata upstream (http://127.0.0.1:9357/) points at"));
     }
 }

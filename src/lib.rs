@@ -25,6 +25,7 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod env;
+pub mod imds;
 pub mod refresh;
 pub mod server;
 pub mod shutdown;

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::imds::{self, Imds};
 use crate::refresh::{Clock, RoleStatus, Unservable, servable};
 use crate::token::AuthToken;
 
@@ -36,6 +37,8 @@ use crate::token::AuthToken;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Paths answered without a token: they reveal nothing but liveness and readiness.
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
+/// Where the instance-metadata routes live.
+const METADATA_PREFIX: &str = "/latest/";
 /// Headers that only browsers and proxies send; a local SDK never does.
 const FORBIDDEN_HEADERS: &[&str] = &["origin", "referer", "x-forwarded-for", "forwarded"];
 
@@ -47,6 +50,8 @@ pub struct AppState {
 
 struct Inner {
     token: AuthToken,
+    /// The metadata endpoint, when `[imds]` is configured.
+    imds: Option<Arc<Imds>>,
     roles: BTreeMap<String, watch::Receiver<RoleStatus>>,
     allowed_hosts: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -60,9 +65,21 @@ impl AppState {
         local: SocketAddr,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::with_imds(token, roles, local, clock, None)
+    }
+
+    /// Like [`AppState::new`], also answering as instance metadata.
+    pub fn with_imds(
+        token: AuthToken,
+        roles: Vec<(String, watch::Receiver<RoleStatus>)>,
+        local: SocketAddr,
+        clock: Arc<dyn Clock>,
+        imds: Option<Arc<Imds>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 token,
+                imds,
                 roles: roles.into_iter().collect(),
                 allowed_hosts: allowed_hosts(local),
                 clock,
@@ -120,6 +137,7 @@ pub fn check_request(
     uri: &Uri,
     allowed_hosts: &[String],
     token: &AuthToken,
+    metadata_enabled: bool,
 ) -> Result<(), Refusal> {
     if FORBIDDEN_HEADERS
         .iter()
@@ -140,6 +158,10 @@ pub fn check_request(
     if PUBLIC_PATHS.contains(&uri.path()) {
         return Ok(());
     }
+    // Instance metadata has its own session tokens, checked by its routes.
+    if metadata_enabled && uri.path().starts_with(METADATA_PREFIX) {
+        return Ok(());
+    }
     let mut presented = headers.get_all(AUTHORIZATION).iter();
     match (presented.next(), presented.next()) {
         (Some(value), None) if token.matches(value.as_bytes()) => Ok(()),
@@ -149,12 +171,14 @@ pub fn check_request(
 
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let inner = &state.inner;
-    match check_request(
+    let checked = check_request(
         request.headers(),
         request.uri(),
         &inner.allowed_hosts,
         &inner.token,
-    ) {
+        inner.imds.is_some(),
+    );
+    match checked {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             debug!(?refusal, path = %request.uri().path(), "request refused");
@@ -165,14 +189,17 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
 
 /// The application: routes behind the guard, JSON errors for everything else.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/roles/{name}", get(role_credentials))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(metadata) = &state.inner.imds {
+        app = app.merge(imds::router(metadata.clone()));
+    }
+    app.layer(middleware::from_fn_with_state(state, guard))
 }
 
 async fn role_credentials(State(state): State<AppState>, Path(name): Path<String>) -> Response {
@@ -255,7 +282,8 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+/// A JSON error answer `{"code", "message"}`.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(status, json!({"code": code, "message": message}))
 }
 

@@ -33,6 +33,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// One STS call, from the first byte sent to the last byte received.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// STS refuses sessions longer than this when the caller is itself a role session ("role
+/// chaining"), which instance-profile credentials always are.
+pub const CHAINED_SESSION_LIMIT: Duration = Duration::from_secs(3600);
+
 /// STS error codes that mean "try again soon" rather than "fix the configuration".
 const TRANSIENT_CODES: &[&str] = &[
     "Throttling",
@@ -96,9 +100,10 @@ pub trait Sts: Send + Sync + 'static {
 }
 
 /// STS through the AWS SDK.
-#[derive(Clone)]
 pub struct SdkSts {
     client: aws_sdk_sts::Client,
+    /// The daemon's own ARN, looked up once, when first needed.
+    source_arn: tokio::sync::OnceCell<String>,
 }
 
 impl fmt::Debug for SdkSts {
@@ -128,6 +133,7 @@ impl SdkSts {
         let sdk_config = loader.load().await;
         Self {
             client: aws_sdk_sts::Client::new(&sdk_config),
+            source_arn: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -136,26 +142,55 @@ impl SdkSts {
         self.client.config().region().map(|r| r.to_string())
     }
 
-    /// The ARN the daemon itself acts as (its source identity).
+    /// The ARN the daemon itself acts as (its source identity); asked of STS once.
     pub async fn caller_identity(&self) -> Result<String, StsError> {
-        let output = self
-            .client
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(classify)?;
-        Ok(output.arn().unwrap_or("unknown").to_owned())
+        let lookup = || async {
+            let output = self
+                .client
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(output.arn().unwrap_or("unknown").to_owned())
+        };
+        self.source_arn.get_or_try_init(lookup).await.cloned()
     }
+
+    /// The session length to ask for: the configured one, capped when STS would refuse it for
+    /// role chaining. Only a duration above the cap needs the source identity looked up.
+    async fn session_duration(&self, role: &RoleConfig) -> Duration {
+        if role.duration <= CHAINED_SESSION_LIMIT {
+            return role.duration;
+        }
+        let source = self.caller_identity().await.ok();
+        effective_duration(role.duration, source.as_deref())
+    }
+}
+
+/// `configured`, or [`CHAINED_SESSION_LIMIT`] if that is shorter and the caller (`source_arn`)
+/// is a role session.
+pub fn effective_duration(configured: Duration, source_arn: Option<&str>) -> Duration {
+    if source_arn.is_some_and(is_role_session) {
+        configured.min(CHAINED_SESSION_LIMIT)
+    } else {
+        configured
+    }
+}
+
+/// Whether an ARN names a role session (`arn:aws:sts::<account>:assumed-role/<role>/<session>`).
+pub fn is_role_session(arn: &str) -> bool {
+    arn.contains(":assumed-role/")
 }
 
 impl Sts for SdkSts {
     async fn assume_role(&self, role: &RoleConfig) -> Result<Credentials, StsError> {
+        let duration = self.session_duration(role).await;
         let output = self
             .client
             .assume_role()
             .role_arn(role.arn.as_str())
             .role_session_name(&role.session_name)
-            .duration_seconds(role.duration.as_secs() as i32)
+            .duration_seconds(duration.as_secs() as i32)
             .set_external_id(role.external_id.clone())
             .set_source_identity(role.source_identity.clone())
             .send()
@@ -279,6 +314,21 @@ pub fn kind_of_code(code: &str, server_side: bool) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chained_sessions_are_capped_at_one_hour() {
+        let two_hours = Duration::from_secs(7200);
+        let instance = "arn:aws:sts::111122223333:assumed-role/hoge-ec2-role/i-0123456789abcdef0";
+        assert_eq!(
+            effective_duration(two_hours, Some(instance)),
+            CHAINED_SESSION_LIMIT
+        );
+        let user = "arn:aws:iam::111122223333:user/hoge";
+        assert_eq!(effective_duration(two_hours, Some(user)), two_hours);
+        assert_eq!(effective_duration(two_hours, None), two_hours);
+        let half = Duration::from_secs(1800);
+        assert_eq!(effective_duration(half, Some(instance)), half);
+    }
 
     #[test]
     fn error_kinds() {

@@ -1,0 +1,505 @@
+//! An IMDSv2-compatible endpoint for tools that only speak instance metadata.
+//!
+//! Pointed at the daemon with `AWS_EC2_METADATA_SERVICE_ENDPOINT`, such a tool gets the assumed
+//! role's credentials under `iam/`, from the same refresh engine (and so the same STS calls) as
+//! the ECS endpoint, while everything else it reads (region, availability zone, instance id,
+//! identity document) is passed through from the real instance metadata. Nothing under the real
+//! metadata's `iam/` is ever passed through: the instance's own credentials must not leak.
+//!
+//! Session tokens are stateless: the expiry and an HMAC of it under a key generated at start, so
+//! no table grows with clients. As with the real IMDS, the token stops SSRF (a `PUT` with a
+//! custom header, refused when proxied), not local processes: any process that can reach the
+//! port gets credentials. That is why the endpoint is off unless `[imds] role` names a role.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, put};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use zeroize::Zeroizing;
+
+use crate::credentials::format_timestamp;
+use crate::refresh::{Clock, RoleStatus, servable};
+use crate::server::error_response;
+
+/// The header a client names the token's lifetime in, echoed back (Go and Rust need the echo).
+pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+/// The header carrying the session token on every `GET`.
+pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+/// The real IMDS accepts token lifetimes from one second to six hours.
+const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=21_600;
+/// Where the real instance metadata lives when nothing says otherwise.
+pub const DEFAULT_UPSTREAM: &str = "http://169.254.169.254";
+/// JavaScript SDKs give up on metadata after one second; answer before they do.
+const UPSTREAM_DEADLINE: Duration = Duration::from_millis(900);
+/// Metadata that cannot change while the instance runs, so one upstream read is enough.
+const IMMUTABLE_PATHS: &[&str] = &[
+    "/latest/meta-data/instance-id",
+    "/latest/meta-data/instance-type",
+    "/latest/meta-data/ami-id",
+    "/latest/meta-data/placement/region",
+    "/latest/meta-data/placement/availability-zone",
+    "/latest/meta-data/placement/availability-zone-id",
+    "/latest/dynamic/instance-identity/document",
+    "/latest/dynamic/instance-identity/signature",
+    "/latest/dynamic/instance-identity/pkcs7",
+    "/latest/dynamic/instance-identity/rsa2048",
+];
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Issues and checks IMDSv2 session tokens: `<expiry seconds>.<hex HMAC of them>`.
+pub struct SessionTokens {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl SessionTokens {
+    /// Tokens under a fresh random key; they die with the process, as real IMDS tokens do
+    /// with the instance.
+    pub fn new() -> Self {
+        Self {
+            key: Zeroizing::new(rand::random()),
+        }
+    }
+
+    fn mac(&self, expiry: u64) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(self.key.as_ref()).expect("any key length works");
+        mac.update(expiry.to_string().as_bytes());
+        mac
+    }
+
+    /// A token valid for `ttl` from `now`.
+    pub fn mint(&self, now: SystemTime, ttl: Duration) -> String {
+        let expiry = unix_seconds(now) + ttl.as_secs();
+        let tag = self.mac(expiry).finalize().into_bytes();
+        let hex: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
+        format!("{expiry}.{hex}")
+    }
+
+    /// Whether `token` was minted here and has not expired at `now`.
+    pub fn verify(&self, token: &[u8], now: SystemTime) -> bool {
+        let Some((expiry, tag)) = std::str::from_utf8(token)
+            .ok()
+            .and_then(|t| t.split_once('.'))
+        else {
+            return false;
+        };
+        let (Ok(expiry), Some(tag)) = (expiry.parse::<u64>(), decode_hex(tag)) else {
+            return false;
+        };
+        expiry > unix_seconds(now) && self.mac(expiry).verify_slice(&tag).is_ok()
+    }
+}
+
+impl Default for SessionTokens {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The token lifetime a `PUT` asks for, if it is one IMDS would accept.
+pub fn requested_ttl(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(TTL_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    TTL_RANGE
+        .contains(&seconds)
+        .then(|| Duration::from_secs(seconds))
+}
+
+/// What a `GET /latest/<path>` is, decided from the path alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `meta-data/iam/`: what the real IMDS lists there.
+    IamListing,
+    /// `meta-data/iam/security-credentials/`: the served role's name.
+    RoleList,
+    /// `meta-data/iam/security-credentials/<name>`.
+    Credentials(String),
+    /// `meta-data/iam/info`.
+    Info,
+    /// Read from the real instance metadata: the full path to ask for.
+    Upstream(String),
+    /// Anything else, including the rest of `iam/` and anything that tries to escape.
+    NotFound,
+}
+
+/// Sorts a path below `/latest/`. Paths with empty, `.` or `..` segments, or characters
+/// metadata paths never have, are not found: they could otherwise reach the upstream's `iam/`.
+pub fn route(path: &str) -> Route {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    let clean = segments.iter().all(|segment| {
+        !segment.is_empty()
+            && *segment != "."
+            && *segment != ".."
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    });
+    if !clean {
+        return Route::NotFound;
+    }
+    match segments.as_slice() {
+        ["meta-data", "iam"] => Route::IamListing,
+        ["meta-data", "iam", "security-credentials"] => Route::RoleList,
+        ["meta-data", "iam", "security-credentials", name] if !path.ends_with('/') => {
+            Route::Credentials((*name).to_owned())
+        }
+        ["meta-data", "iam", "info"] => Route::Info,
+        ["meta-data", "iam", ..] => Route::NotFound,
+        ["meta-data", ..] | ["dynamic", "instance-identity", ..] => {
+            Route::Upstream(format!("/latest/{path}"))
+        }
+        _ => Route::NotFound,
+    }
+}
+
+/// Why the upstream could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The upstream has no such path.
+    NotFound,
+    /// The upstream answered with another error status.
+    Status(u16),
+    /// The upstream could not be reached, or not in time.
+    Unreachable(String),
+}
+
+/// The real instance metadata, read through an IMDSv2 session the client keeps and renews.
+pub struct Upstream {
+    client: aws_config::imds::Client,
+    cache: Mutex<HashMap<&'static str, String>>,
+}
+
+impl Upstream {
+    /// A client for the metadata service at `endpoint`.
+    pub fn new(endpoint: &str) -> anyhow::Result<Self> {
+        let client = aws_config::imds::Client::builder()
+            .endpoint(endpoint)
+            .map_err(|error| anyhow::anyhow!("invalid metadata endpoint {endpoint}: {error}"))?
+            .max_attempts(1)
+            .connect_timeout(Duration::from_millis(300))
+            .read_timeout(Duration::from_millis(600))
+            .build();
+        Ok(Self {
+            client,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads `path`, from the cache if it is immutable and was read before.
+    pub async fn get(&self, path: &str) -> Result<String, UpstreamError> {
+        let immutable = IMMUTABLE_PATHS.iter().find(|p| **p == path).copied();
+        if let Some(key) = immutable {
+            // A std mutex: held only to copy a value, never across an await.
+            if let Some(value) = self.cache.lock().expect("cache lock").get(key) {
+                return Ok(value.clone());
+            }
+        }
+        let read = tokio::time::timeout(UPSTREAM_DEADLINE, self.client.get(path)).await;
+        let value = match read {
+            Err(_) => return Err(UpstreamError::Unreachable("no answer in time".into())),
+            Ok(Err(error)) => return Err(classify(&error)),
+            Ok(Ok(value)) => value.as_ref().to_owned(),
+        };
+        if let Some(key) = immutable {
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .insert(key, value.clone());
+        }
+        Ok(value)
+    }
+}
+
+fn classify(error: &aws_config::imds::client::error::ImdsError) -> UpstreamError {
+    use aws_config::imds::client::error::ImdsError;
+    match error {
+        ImdsError::ErrorResponse(response) => match response.response().status().as_u16() {
+            404 => UpstreamError::NotFound,
+            status => UpstreamError::Status(status),
+        },
+        other => UpstreamError::Unreachable(other.to_string()),
+    }
+}
+
+/// Everything the IMDS routes need.
+pub struct Imds {
+    tokens: SessionTokens,
+    /// The IAM name of the served role, as the real IMDS lists the instance profile's role.
+    role_name: String,
+    role_arn: String,
+    status: watch::Receiver<RoleStatus>,
+    upstream: Upstream,
+    clock: Arc<dyn Clock>,
+}
+
+impl Imds {
+    pub fn new(
+        role_arn: &str,
+        status: watch::Receiver<RoleStatus>,
+        upstream: Upstream,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let role_name = role_arn.rsplit('/').next().unwrap_or(role_arn).to_owned();
+        Self {
+            tokens: SessionTokens::new(),
+            role_name,
+            role_arn: role_arn.to_owned(),
+            status,
+            upstream,
+            clock,
+        }
+    }
+}
+
+/// The IMDS routes; merged into the main router when `[imds]` is configured.
+pub fn router(imds: Arc<Imds>) -> Router {
+    let reads = Router::new()
+        .route("/latest/{*path}", get(read))
+        .route_layer(middleware::from_fn_with_state(
+            imds.clone(),
+            require_session,
+        ));
+    Router::new()
+        .route("/latest/api/token", put(issue_token))
+        .merge(reads)
+        .with_state(imds)
+}
+
+async fn issue_token(State(imds): State<Arc<Imds>>, headers: HeaderMap) -> Response {
+    let Some(ttl) = requested_ttl(&headers) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "X-aws-ec2-metadata-token-ttl-seconds must be 1 to 21600",
+        );
+    };
+    let token = imds.tokens.mint(imds.clock.now(), ttl);
+    let mut response = text_response(token);
+    let echoed = HeaderValue::from(ttl.as_secs());
+    response.headers_mut().insert(TTL_HEADER, echoed);
+    response
+}
+
+/// IMDSv1 (no token) and stale or forged tokens get 401, as from the real IMDS.
+async fn require_session(State(imds): State<Arc<Imds>>, request: Request, next: Next) -> Response {
+    let valid = request
+        .headers()
+        .get(TOKEN_HEADER)
+        .is_some_and(|token| imds.tokens.verify(token.as_bytes(), imds.clock.now()));
+    if !valid {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a valid X-aws-ec2-metadata-token is required (IMDSv2)",
+        );
+    }
+    next.run(request).await
+}
+
+async fn read(State(imds): State<Arc<Imds>>, Path(path): Path<String>) -> Response {
+    match route(&path) {
+        Route::IamListing => text_response("info\nsecurity-credentials/".to_owned()),
+        Route::RoleList => text_response(imds.role_name.clone()),
+        Route::Credentials(name) if name == imds.role_name => credentials(&imds),
+        Route::Info => info(&imds),
+        Route::Upstream(full_path) => passthrough(&imds, &full_path).await,
+        Route::Credentials(_) | Route::NotFound => {
+            error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
+        }
+    }
+}
+
+fn credentials(imds: &Imds) -> Response {
+    let body = match servable(&imds.status.borrow(), imds.clock.now()) {
+        Ok(served) => served.imds_body.clone(),
+        Err(_) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CredentialsUnavailable",
+                "no servable credentials for the metadata role; see the daemon's log",
+            );
+        }
+    };
+    debug!(role = %imds.role_name, "credentials served through imds");
+    let mut response = Response::new(Body::from(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn info(imds: &Imds) -> Response {
+    let status = imds.status.borrow();
+    let updated = status
+        .current
+        .as_ref()
+        .map_or(imds.clock.now(), |served| served.obtained);
+    let profile_arn = imds.role_arn.replacen(":role/", ":instance-profile/", 1);
+    let body = serde_json::json!({
+        "Code": "Success",
+        "LastUpdated": format_timestamp(updated),
+        "InstanceProfileArn": profile_arn,
+        "InstanceProfileId": format!("assume-roled-{}", imds.role_name),
+    });
+    let mut response = text_response(body.to_string());
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn passthrough(imds: &Imds, path: &str) -> Response {
+    match imds.upstream.get(path).await {
+        Ok(value) => text_response(value),
+        Err(UpstreamError::NotFound) => {
+            error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
+        }
+        Err(UpstreamError::Status(status)) => {
+            warn!(path, status, "instance metadata answered with an error");
+            error_response(
+                StatusCode::BAD_GATEWAY,
+                "UpstreamError",
+                &format!("instance metadata answered {status}"),
+            )
+        }
+        Err(UpstreamError::Unreachable(reason)) => {
+            warn!(path, reason = %reason, "instance metadata unreachable");
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UpstreamUnavailable",
+                "instance metadata is unreachable",
+            )
+        }
+    }
+}
+
+fn text_response(text: String) -> Response {
+    let mut response = Response::new(Body::from(text));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
+    }
+
+    #[test]
+    fn tokens_verify_until_expiry_and_only_here() {
+        let tokens = SessionTokens::new();
+        let token = tokens.mint(at(0), Duration::from_secs(60));
+        assert!(tokens.verify(token.as_bytes(), at(59)));
+        assert!(!tokens.verify(token.as_bytes(), at(60)));
+        assert!(
+            !SessionTokens::new().verify(token.as_bytes(), at(1)),
+            "other key"
+        );
+        let (expiry, tag) = token.split_once('.').unwrap();
+        let extended = format!("{}.{tag}", expiry.parse::<u64>().unwrap() + 3600);
+        assert!(
+            !tokens.verify(extended.as_bytes(), at(1)),
+            "expiry is signed"
+        );
+        assert!(!tokens.verify(b"", at(0)));
+        assert!(!tokens.verify(b"1.zz", at(0)));
+    }
+
+    #[test]
+    fn ttl_must_be_between_1_and_21600() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(TTL_HEADER, HeaderValue::from_str(value).unwrap());
+            requested_ttl(&headers)
+        };
+        assert_eq!(with("21600"), Some(Duration::from_secs(21600)));
+        assert_eq!(with("1"), Some(Duration::from_secs(1)));
+        assert_eq!(with("0"), None);
+        assert_eq!(with("21601"), None);
+        assert_eq!(with("abc"), None);
+        assert_eq!(requested_ttl(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("meta-data/iam/security-credentials/"),
+            Route::RoleList
+        );
+        assert_eq!(route("meta-data/iam/security-credentials"), Route::RoleList);
+        assert_eq!(
+            route("meta-data/iam/security-credentials/piyo-role"),
+            Route::Credentials("piyo-role".into())
+        );
+        assert_eq!(route("meta-data/iam/info"), Route::Info);
+        assert_eq!(route("meta-data/iam/"), Route::IamListing);
+        assert_eq!(
+            route("meta-data/placement/region"),
+            Route::Upstream("/latest/meta-data/placement/region".into())
+        );
+        assert_eq!(
+            route("dynamic/instance-identity/document"),
+            Route::Upstream("/latest/dynamic/instance-identity/document".into())
+        );
+        assert_eq!(
+            route("meta-data/"),
+            Route::Upstream("/latest/meta-data/".into())
+        );
+    }
+
+    #[test]
+    fn nothing_reaches_the_upstream_iam_tree() {
+        for path in [
+            "meta-data/iam/security-credentials-extended/piyo-role",
+            "meta-data/iam/security-credentials/hoge-ec2-role/",
+            "meta-data/../meta-data/iam/security-credentials/hoge-ec2-role",
+            "meta-data/./iam/info",
+            "meta-data//iam/info",
+            "meta-data/iam%2finfo",
+            "meta-data/placement/../iam/info",
+            "user-data",
+            "dynamic/fws/instance-monitoring",
+        ] {
+            assert!(
+                !matches!(route(path), Route::Upstream(_)),
+                "{path} must not be passed through"
+            );
+        }
+    }
+}
