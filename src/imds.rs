@@ -219,7 +219,9 @@ impl Upstream {
 
     /// Reads `path`, from the cache if it is immutable and was read before.
     pub async fn get(&self, path: &str) -> Result<String, UpstreamError> {
-        let immutable = IMMUTABLE_PATHS.iter().find(|p| **p == path).copied();
+        // Leaves answer with or without a trailing slash (botocore asks with one).
+        let leaf = path.trim_end_matches('/');
+        let immutable = IMMUTABLE_PATHS.iter().find(|p| **p == leaf).copied();
         if let Some(key) = immutable {
             // A std mutex: held only to copy a value, never across an await.
             if let Some(value) = self.cache.lock().expect("cache lock").get(key) {

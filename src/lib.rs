@@ -15,6 +15,8 @@
 //! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
 //!   or a 503 that says why; it never calls STS;
 //! - [`token`] creates and checks the token file clients read;
+//! - [`imds`] answers as IMDSv2 for one role, from the same engine, and passes other metadata
+//!   through (never the instance's own `iam/`);
 //! - [`daemon`] wires these together for `serve`; [`shutdown`] turns signals into cancellation;
 //! - [`check`] and [`env`] are the `check` and `env` commands.
 

@@ -122,7 +122,9 @@ print(arns.pop() if len(arns) == 1 else arns)
 fn rust_sdk_default_chain_acts_as_the_role() {
     let moto = Moto::start();
     let daemon = Daemon::start(&moto, &[]);
-    let output = rust_sdk_whoami(&moto, &daemon.client_env());
+    let output = client(&moto, &rust_sdk_whoami(), &daemon.client_env())
+        .output()
+        .unwrap();
     assert!(
         stdout(&output).starts_with(PIYO_SESSION_PREFIX),
         "{} {}",

@@ -276,8 +276,14 @@ impl Daemon {
 
     /// One HTTP/1.1 GET with `headers`; returns status and body.
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let answer = self.send("GET", path, headers);
+        (answer.status, answer.body)
+    }
+
+    /// One HTTP/1.1 request with `headers` and no body.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
         let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.address
         );
         for (name, value) in headers {
@@ -325,8 +331,27 @@ fn listening_address(log: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// An HTTP answer as read off the socket.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Status line and headers.
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
 /// Writes raw bytes to `address` and reads the answer until the server closes.
-pub fn raw_exchange(address: SocketAddr, request: &[u8]) -> (u16, String) {
+pub fn raw_exchange(address: SocketAddr, request: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -340,19 +365,27 @@ pub fn raw_exchange(address: SocketAddr, request: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    Answer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// A client process talking to moto, isolated from the machine's AWS configuration, with
+/// credentials only from `env`.
+pub fn client(moto: &Moto, program: &Path, env: &[(String, String)]) -> Command {
+    let mut command = Command::new(program);
+    isolated(&mut command)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    command
 }
 
 /// Runs the real aws CLI against moto with credentials only from `env`.
 pub fn aws(moto: &Moto, env: &[(String, String)], args: &[&str]) -> Output {
-    let mut command = Command::new(venv_tool("aws"));
-    isolated(&mut command)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    client(moto, &venv_tool("aws"), env)
         .args(args)
         .output()
         .unwrap()
@@ -360,32 +393,71 @@ pub fn aws(moto: &Moto, env: &[(String, String)], args: &[&str]) -> Output {
 
 /// Runs a Python snippet with the venv's boto3, credentials only from `env`.
 pub fn python(moto: &Moto, env: &[(String, String)], script: &str) -> Output {
-    let mut command = Command::new(venv_tool("python"));
-    isolated(&mut command)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    client(moto, &venv_tool("python"), env)
         .args(["-c", script])
         .output()
         .unwrap()
 }
 
 /// The example built with the AWS SDK for Rust (`examples/sdk_whoami.rs`).
-pub fn rust_sdk_whoami(moto: &Moto, env: &[(String, String)]) -> Output {
+pub fn rust_sdk_whoami() -> PathBuf {
     let binary = daemon_binary()
         .parent()
         .unwrap()
         .join("examples/sdk_whoami");
     assert!(
         binary.exists(),
-        "{} is missing: cargo test builds examples",
+        "{} is missing: run `make test`, which builds the examples first",
         binary.display()
     );
-    let mut command = Command::new(binary);
-    isolated(&mut command)
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap()
+    binary
+}
+
+/// An instance-metadata double (`imds_double.py`) vending the host role's credentials.
+pub struct ImdsDouble {
+    pub endpoint: String,
+    log_file: PathBuf,
+    process: Process,
+    _dir: TempDir,
+}
+
+impl ImdsDouble {
+    pub fn start(moto: &Moto) -> Self {
+        let dir = TempDir::new("imds-double");
+        let log_file = dir.path().join("reads.log");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/imds_double.py");
+        let mut child = Command::new(venv_tool("python"))
+            .arg(script)
+            .arg(moto.host_credentials.to_string())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_file).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let port: u16 = line.trim().parse().expect("the double prints its port");
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}/"),
+            log_file,
+            process: Process(child),
+            _dir: dir,
+        }
+    }
+
+    /// How many times `path` was read from the double.
+    pub fn reads(&self, path: &str) -> usize {
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        log.lines()
+            .filter(|line| *line == format!("GET {path}"))
+            .count()
+    }
+
+    /// Stops the double, as if instance metadata went away.
+    pub fn stop(&mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
 }
 
 pub fn stdout(output: &Output) -> String {
