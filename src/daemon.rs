@@ -1,6 +1,9 @@
 //! The `serve` command: wires configuration, token, STS, refreshers and the HTTP server together
 //! and runs them until shutdown.
 //!
+//! After start, SIGHUP re-reads the configuration: roles are added, removed or replaced without
+//! touching the others; an invalid file is logged and the running configuration kept.
+//!
 //! Order matters. The token file is checked and the port bound before anything talks to AWS, so
 //! that a misconfigured host fails at once with a clear error, and so that clients asking during
 //! the first STS call get a 503 `CredentialsUninitialized` rather than a refused connection.
@@ -8,22 +11,24 @@
 //! metadata) is its own listener: it would be asking itself for credentials.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::Uri;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::imds::{self, Imds, Upstream};
-use crate::refresh::{Refresher, RoleStatus, SystemClock};
+use crate::notify::{self, Notifier};
+use crate::refresh::SystemClock;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, SdkSts, is_role_session};
+use crate::supervisor::Supervisor;
 use crate::token;
 
 /// How long the start-up identity lookup may take before the daemon stops waiting for it.
@@ -45,8 +50,12 @@ pub struct SelfLoopError {
     listen: SocketAddr,
 }
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the daemon until `shutdown` is cancelled; SIGHUP re-reads `config_path`.
+pub async fn run(
+    config_path: &Path,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let token = token::load_or_create(&config.server.token_file)?;
     let listen = config.server.listen;
     let listener = TcpListener::bind(listen)
@@ -57,28 +66,116 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("cannot read the bound address")?;
     let upstream = metadata_upstream(&config);
     refuse_self_loops(local, &outbound_urls(&config, &upstream))?;
+    let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     info!(address = %local, "listening");
 
     let sts = Arc::new(SdkSts::new(&config.sts).await);
     let clock = Arc::new(SystemClock);
-    let mut refreshers = JoinSet::new();
-    let mut statuses = Vec::with_capacity(config.roles.len());
-    for role in &config.roles {
-        let (refresher, status) = Refresher::new(role.clone(), sts.clone(), clock.clone());
-        refreshers.spawn(refresher.run(shutdown.child_token()));
-        statuses.push((role.name.clone(), status));
-    }
-    let metadata = metadata_endpoint(&config, &upstream, &statuses, clock.clone())?;
+    let (supervisor, roles) = Supervisor::start(
+        &config.roles,
+        sts.clone(),
+        clock.clone(),
+        shutdown.child_token(),
+    );
+    let metadata = match &config.imds {
+        Some(imds_config) => {
+            let upstream = Upstream::new(&upstream)?;
+            let served = Imds::new(&imds_config.role, roles.clone(), upstream, clock.clone());
+            Some(Arc::new(served))
+        }
+        None => None,
+    };
     log_summary(&config, &sts, metadata.as_ref().map(|_| upstream.as_str()));
     tokio::spawn(log_source_identity(sts, config.clone()));
+    let notifier = Arc::new(Notifier::from_env());
+    let notifications = tokio::spawn(notify::run(
+        notifier.clone(),
+        roles.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    ));
+    let reloads = Reloads {
+        path: config_path.to_owned(),
+        current: config,
+        supervisor,
+        notifier,
+    };
+    let reloading = tokio::spawn(reloads.run(hangups, shutdown.clone()));
 
-    let state = AppState::with_imds(token, statuses, local, clock, metadata);
+    let state = AppState::new(token, roles, local, clock, metadata);
     let served = server::serve(listener, state, shutdown.clone()).await;
     shutdown.cancel();
-    refreshers.join_all().await;
+    let _ = tokio::join!(reloading, notifications);
     served.context("server failed")?;
     info!("stopped");
     Ok(())
+}
+
+/// Applies configuration changes on SIGHUP; owns the supervisor.
+struct Reloads {
+    path: PathBuf,
+    current: Config,
+    supervisor: Supervisor<SdkSts, SystemClock>,
+    notifier: Arc<Notifier>,
+}
+
+impl Reloads {
+    async fn run(mut self, mut hangups: Signal, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => self.reload(),
+                () = shutdown.cancelled() => break,
+            }
+        }
+        self.supervisor.wait().await;
+    }
+
+    /// Re-reads the file; a bad file is logged and the running configuration kept.
+    fn reload(&mut self) {
+        self.notifier.send("RELOADING=1");
+        match config::load(&self.path) {
+            Ok(new) => self.apply(new),
+            Err(error) => error!(
+                error = %error,
+                "reload failed: the configuration is invalid; keeping the running one"
+            ),
+        }
+        self.notifier.send("READY=1");
+    }
+
+    fn apply(&mut self, new: Config) {
+        for section in sections_needing_restart(&self.current, &new) {
+            warn!(
+                section,
+                "changes to [{section}] take effect at the next restart"
+            );
+        }
+        let plan = self.supervisor.apply(&new.roles);
+        info!(
+            kept = ?plan.kept,
+            started = ?plan.started,
+            changed = ?plan.changed,
+            stopped = ?plan.stopped,
+            "configuration reloaded"
+        );
+        self.current.roles = new.roles;
+    }
+}
+
+/// Sections whose changes a reload cannot apply: the listener, the STS client and the metadata
+/// endpoint are built once at start.
+fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str> {
+    let mut sections = Vec::new();
+    if current.server != new.server {
+        sections.push("server");
+    }
+    if current.sts != new.sts {
+        sections.push("sts");
+    }
+    if current.imds != new.imds {
+        sections.push("imds");
+    }
+    sections
 }
 
 /// The real instance metadata: configured, else as the SDKs find it, else the link-local default.
@@ -143,30 +240,6 @@ pub fn points_at(url: &str, local: SocketAddr) -> bool {
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     };
     same_host && port == local.port()
-}
-
-fn metadata_endpoint(
-    config: &Config,
-    upstream: &str,
-    statuses: &[(String, watch::Receiver<RoleStatus>)],
-    clock: Arc<SystemClock>,
-) -> anyhow::Result<Option<Arc<Imds>>> {
-    let Some(imds_config) = &config.imds else {
-        return Ok(None);
-    };
-    let role = config
-        .roles
-        .iter()
-        .find(|role| role.name == imds_config.role)
-        .expect("validated: [imds] role names a role");
-    let status = statuses
-        .iter()
-        .find(|(name, _)| *name == role.name)
-        .map(|(_, status)| status.clone())
-        .expect("every role has a status");
-    let upstream = Upstream::new(upstream)?;
-    let metadata = Imds::new(role.arn.as_str(), status, upstream, clock);
-    Ok(Some(Arc::new(metadata)))
 }
 
 fn log_summary(config: &Config, sts: &SdkSts, metadata_upstream: Option<&str>) {

@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 use crate::credentials::format_timestamp;
 use crate::refresh::{Clock, RoleStatus, servable};
 use crate::server::error_response;
+use crate::supervisor::RoleTable;
 
 /// The header a client names the token's lifetime in, echoed back (Go and Rust need the echo).
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -258,30 +259,48 @@ fn classify(error: &aws_config::imds::client::error::ImdsError) -> UpstreamError
 /// Everything the IMDS routes need.
 pub struct Imds {
     tokens: SessionTokens,
-    /// The IAM name of the served role, as the real IMDS lists the instance profile's role.
-    role_name: String,
-    role_arn: String,
-    status: watch::Receiver<RoleStatus>,
+    /// The `[[roles]]` name of the served role.
+    role: String,
+    roles: watch::Receiver<Arc<RoleTable>>,
     upstream: Upstream,
     clock: Arc<dyn Clock>,
 }
 
+/// What the metadata routes need of the served role at one moment.
+struct ServedRole {
+    /// The IAM name, listed as the real IMDS lists the instance profile's role.
+    iam_name: String,
+    arn: String,
+    status: RoleStatus,
+}
+
 impl Imds {
+    /// Serves the role named `role` in `roles`, passing other metadata through to `upstream`.
     pub fn new(
-        role_arn: &str,
-        status: watch::Receiver<RoleStatus>,
+        role: &str,
+        roles: watch::Receiver<Arc<RoleTable>>,
         upstream: Upstream,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let role_name = role_arn.rsplit('/').next().unwrap_or(role_arn).to_owned();
         Self {
             tokens: SessionTokens::new(),
-            role_name,
-            role_arn: role_arn.to_owned(),
-            status,
+            role: role.to_owned(),
+            roles,
             upstream,
             clock,
         }
+    }
+
+    /// The served role now; `None` if a reload removed it.
+    fn served_role(&self) -> Option<ServedRole> {
+        let table = self.roles.borrow();
+        let entry = table.get(&self.role)?;
+        let arn = entry.config.arn.as_str();
+        Some(ServedRole {
+            iam_name: arn.rsplit('/').next().unwrap_or(arn).to_owned(),
+            arn: arn.to_owned(),
+            status: entry.status.borrow().clone(),
+        })
     }
 }
 
@@ -331,20 +350,29 @@ async fn require_session(State(imds): State<Arc<Imds>>, request: Request, next: 
 }
 
 async fn read(State(imds): State<Arc<Imds>>, Path(path): Path<String>) -> Response {
-    match route(&path) {
+    let route = route(&path);
+    if let Route::Upstream(full_path) = &route {
+        return passthrough(&imds, full_path).await;
+    }
+    let Some(role) = imds.served_role() else {
+        warn!(role = %imds.role, "the metadata role is no longer configured; restart to apply [imds]");
+        return not_found();
+    };
+    match route {
         Route::IamListing => text_response("info\nsecurity-credentials/".to_owned()),
-        Route::RoleList => text_response(imds.role_name.clone()),
-        Route::Credentials(name) if name == imds.role_name => credentials(&imds),
-        Route::Info => info(&imds),
-        Route::Upstream(full_path) => passthrough(&imds, &full_path).await,
-        Route::Credentials(_) | Route::NotFound => {
-            error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
-        }
+        Route::RoleList => text_response(role.iam_name),
+        Route::Credentials(name) if name == role.iam_name => credentials(&imds, &role),
+        Route::Info => info(&imds, &role),
+        _ => not_found(),
     }
 }
 
-fn credentials(imds: &Imds) -> Response {
-    let body = match servable(&imds.status.borrow(), imds.clock.now()) {
+fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
+}
+
+fn credentials(imds: &Imds, role: &ServedRole) -> Response {
+    let body = match servable(&role.status, imds.clock.now()) {
         Ok(served) => served.imds_body.clone(),
         Err(_) => {
             return error_response(
@@ -354,7 +382,7 @@ fn credentials(imds: &Imds) -> Response {
             );
         }
     };
-    debug!(role = %imds.role_name, "credentials served through imds");
+    debug!(role = %imds.role, "credentials served through imds");
     let mut response = Response::new(Body::from(body));
     response
         .headers_mut()
@@ -362,18 +390,18 @@ fn credentials(imds: &Imds) -> Response {
     response
 }
 
-fn info(imds: &Imds) -> Response {
-    let status = imds.status.borrow();
-    let updated = status
+fn info(imds: &Imds, role: &ServedRole) -> Response {
+    let updated = role
+        .status
         .current
         .as_ref()
         .map_or(imds.clock.now(), |served| served.obtained);
-    let profile_arn = imds.role_arn.replacen(":role/", ":instance-profile/", 1);
+    let profile_arn = role.arn.replacen(":role/", ":instance-profile/", 1);
     let body = serde_json::json!({
         "Code": "Success",
         "LastUpdated": format_timestamp(updated),
         "InstanceProfileArn": profile_arn,
-        "InstanceProfileId": format!("assume-roled-{}", imds.role_name),
+        "InstanceProfileId": format!("assume-roled-{}", imds.role),
     });
     let mut response = text_response(body.to_string());
     response
@@ -385,9 +413,7 @@ fn info(imds: &Imds) -> Response {
 async fn passthrough(imds: &Imds, path: &str) -> Response {
     match imds.upstream.get(path).await {
         Ok(value) => text_response(value),
-        Err(UpstreamError::NotFound) => {
-            error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
-        }
+        Err(UpstreamError::NotFound) => not_found(),
         Err(UpstreamError::Status(status)) => {
             warn!(path, status, "instance metadata answered with an error");
             error_response(

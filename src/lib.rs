@@ -27,9 +27,13 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod env;
+#[cfg(test)]
+mod fake;
 pub mod imds;
+pub mod notify;
 pub mod refresh;
 pub mod server;
 pub mod shutdown;
 pub mod sts;
+pub mod supervisor;
 pub mod token;

@@ -83,7 +83,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = config::load(&args.config)?;
             let stop = CancellationToken::new();
             shutdown::cancel_on_signal(stop.clone()).context("cannot install signal handlers")?;
-            daemon::run(config, stop).await
+            daemon::run(&args.config, config, stop).await
         }
         Command::Check { config, assume } => {
             let loaded = config::load(&config.config)?;

@@ -9,7 +9,6 @@
 //! with [`servable`] whether to answer with the pre-built body or a 503 that says why. No STS
 //! call, file read or allocation of secrets happens on this path.
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::imds::{self, Imds};
-use crate::refresh::{Clock, RoleStatus, Unservable, servable};
+use crate::refresh::{Clock, Unservable, servable};
+use crate::supervisor::RoleTable;
 use crate::token::AuthToken;
 
 /// How long in-flight requests may take to finish after a stop is requested.
@@ -52,26 +52,17 @@ struct Inner {
     token: AuthToken,
     /// The metadata endpoint, when `[imds]` is configured.
     imds: Option<Arc<Imds>>,
-    roles: BTreeMap<String, watch::Receiver<RoleStatus>>,
+    roles: watch::Receiver<Arc<RoleTable>>,
     allowed_hosts: Vec<String>,
     clock: Arc<dyn Clock>,
 }
 
 impl AppState {
-    /// State for a listener bound at `local`, serving `roles` to holders of `token`.
+    /// State for a listener bound at `local`, serving the roles of `roles` to holders of
+    /// `token`, and answering as instance metadata if `imds` is given.
     pub fn new(
         token: AuthToken,
-        roles: Vec<(String, watch::Receiver<RoleStatus>)>,
-        local: SocketAddr,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self::with_imds(token, roles, local, clock, None)
-    }
-
-    /// Like [`AppState::new`], also answering as instance metadata.
-    pub fn with_imds(
-        token: AuthToken,
-        roles: Vec<(String, watch::Receiver<RoleStatus>)>,
+        roles: watch::Receiver<Arc<RoleTable>>,
         local: SocketAddr,
         clock: Arc<dyn Clock>,
         imds: Option<Arc<Imds>>,
@@ -80,7 +71,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 token,
                 imds,
-                roles: roles.into_iter().collect(),
+                roles,
                 allowed_hosts: allowed_hosts(local),
                 clock,
             }),
@@ -203,17 +194,22 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn role_credentials(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    let Some(status) = state.inner.roles.get(&name) else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "UnknownRole",
-            "no such role is configured",
-        );
-    };
     let now = state.inner.clock.now();
-    let body = match servable(&status.borrow(), now) {
-        Ok(served) => served.ecs_body.clone(),
-        Err(reason) => return unservable_response(&name, reason),
+    let found = {
+        let table = state.inner.roles.borrow();
+        let entry = table.get(&name);
+        entry.map(|entry| servable(&entry.status.borrow(), now).map(|s| s.ecs_body.clone()))
+    };
+    let body = match found {
+        None => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "UnknownRole",
+                "no such role is configured",
+            );
+        }
+        Some(Err(reason)) => return unservable_response(&name, reason),
+        Some(Ok(body)) => body,
     };
     debug!(role = %name, "credentials served");
     let mut response = Response::new(Body::from(body));
@@ -256,12 +252,13 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.inner.clock.now();
-    let waiting: Vec<&str> = state
+    let waiting: Vec<String> = state
         .inner
         .roles
+        .borrow()
         .iter()
-        .filter(|(_, status)| servable(&status.borrow(), now).is_err())
-        .map(|(name, _)| name.as_str())
+        .filter(|(_, entry)| servable(&entry.status.borrow(), now).is_err())
+        .map(|(name, _)| name.clone())
         .collect();
     if waiting.is_empty() {
         return json_response(StatusCode::OK, json!({"status": "ready"}));

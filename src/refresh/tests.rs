@@ -1,13 +1,9 @@
 //! Refresh decisions with plain numbers, and the engine's timing with a fake STS and paused time.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
 use super::*;
-use crate::config::{RoleArn, RoleConfig};
-use crate::credentials::Credentials;
+use crate::fake::{FakeClock, FakeSts, Reply, role};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -15,6 +11,8 @@ const HOUR: Duration = Duration::from_secs(3600);
 fn at(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
 }
+
+const _: () = assert!(HOUR.as_secs() == crate::fake::HOUR.as_secs());
 
 #[test]
 fn one_hour_sets_are_renewed_with_30_to_36_minutes_left() {
@@ -97,106 +95,6 @@ fn servable_explains_why_not() {
     );
 }
 
-/// A wall clock that follows tokio's (paused) clock and can also jump, like a resumed laptop.
-struct FakeClock {
-    base: SystemTime,
-    start: tokio::time::Instant,
-    jumped: Mutex<Duration>,
-}
-
-impl FakeClock {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            base: at(0),
-            start: tokio::time::Instant::now(),
-            jumped: Mutex::new(Duration::ZERO),
-        })
-    }
-
-    fn jump(&self, by: Duration) {
-        *self.jumped.lock().unwrap() += by;
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> SystemTime {
-        self.base + self.start.elapsed() + *self.jumped.lock().unwrap()
-    }
-}
-
-/// What the fake STS does on one call.
-#[derive(Clone)]
-enum Reply {
-    Issue(Duration),
-    Fail(ErrorKind),
-    Hang,
-}
-
-/// STS that follows a script, then issues one-hour sets; it counts calls.
-struct FakeSts {
-    clock: Arc<FakeClock>,
-    script: Mutex<VecDeque<Reply>>,
-    default: Mutex<Reply>,
-    calls: AtomicUsize,
-}
-
-impl FakeSts {
-    fn new(clock: Arc<FakeClock>, script: Vec<Reply>) -> Arc<Self> {
-        Arc::new(Self {
-            clock,
-            script: Mutex::new(script.into()),
-            default: Mutex::new(Reply::Issue(HOUR)),
-            calls: AtomicUsize::new(0),
-        })
-    }
-
-    fn set_default(&self, reply: Reply) {
-        *self.default.lock().unwrap() = reply;
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl Sts for FakeSts {
-    async fn assume_role(&self, role: &RoleConfig) -> Result<Credentials, StsError> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst);
-        let reply = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| self.default.lock().unwrap().clone());
-        match reply {
-            Reply::Issue(lifetime) => {
-                let expiry = self.clock.now() + lifetime;
-                let key = format!("ASIAFAKE{call:012}");
-                Ok(
-                    Credentials::new(key, "secret".into(), "token".into(), expiry).for_role(
-                        role.arn.as_str(),
-                        role.arn.account_id(),
-                        String::new(),
-                    ),
-                )
-            }
-            Reply::Fail(kind) => Err(StsError::new(kind, "Throttling", "slow down")),
-            Reply::Hang => std::future::pending().await,
-        }
-    }
-}
-
-fn role() -> RoleConfig {
-    RoleConfig {
-        name: "piyo".into(),
-        arn: RoleArn::parse("arn:aws:iam::444455556666:role/piyo-role").unwrap(),
-        session_name: "test".into(),
-        external_id: None,
-        source_identity: None,
-        duration: HOUR,
-    }
-}
-
 struct Harness {
     clock: Arc<FakeClock>,
     sts: Arc<FakeSts>,
@@ -208,7 +106,7 @@ impl Harness {
     fn start(script: Vec<Reply>) -> Self {
         let clock = FakeClock::new();
         let sts = FakeSts::new(clock.clone(), script);
-        let (refresher, status) = Refresher::new(role(), sts.clone(), clock.clone());
+        let (refresher, status) = Refresher::new(role("piyo"), sts.clone(), clock.clone());
         let shutdown = CancellationToken::new();
         tokio::spawn(refresher.run(shutdown.clone()));
         Self {

@@ -8,8 +8,10 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::credentials::{Credentials, Served};
+use crate::fake::role;
 use crate::refresh::RoleStatus;
 use crate::sts::{ErrorKind, StsError};
+use crate::supervisor::{RoleEntry, RoleTable};
 
 const LISTEN: &str = "127.0.0.1:9357";
 const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
@@ -44,11 +46,18 @@ fn served(expires_in_secs: u64) -> Arc<Served> {
 
 fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
     let (sender, receiver) = watch::channel(status);
+    let entry = RoleEntry {
+        config: role("piyo"),
+        status: receiver,
+    };
+    let table: RoleTable = [("piyo".to_owned(), entry)].into_iter().collect();
+    let (_keep, roles) = watch::channel(Arc::new(table));
     let state = AppState::new(
         AuthToken::parse(TOKEN).unwrap(),
-        vec![("piyo".to_owned(), receiver)],
+        roles,
         LISTEN.parse().unwrap(),
         Arc::new(FixedClock(now())),
+        None,
     );
     (router(state), sender)
 }

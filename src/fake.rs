@@ -1,0 +1,118 @@
+//! Test doubles for the seams: a wall clock tests can move and an STS that follows a script.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{RoleArn, RoleConfig};
+use crate::credentials::Credentials;
+use crate::refresh::Clock;
+use crate::sts::{ErrorKind, Sts, StsError};
+
+pub const HOUR: Duration = Duration::from_secs(3600);
+
+fn at(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
+}
+
+/// A wall clock that follows tokio's (paused) clock and can also jump, like a resumed laptop.
+pub struct FakeClock {
+    base: SystemTime,
+    start: tokio::time::Instant,
+    jumped: Mutex<Duration>,
+}
+
+impl FakeClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: at(0),
+            start: tokio::time::Instant::now(),
+            jumped: Mutex::new(Duration::ZERO),
+        })
+    }
+
+    pub fn jump(&self, by: Duration) {
+        *self.jumped.lock().unwrap() += by;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> SystemTime {
+        self.base + self.start.elapsed() + *self.jumped.lock().unwrap()
+    }
+}
+
+/// What the fake STS does on one call.
+#[derive(Clone)]
+pub enum Reply {
+    Issue(Duration),
+    Fail(ErrorKind),
+    Hang,
+}
+
+/// STS that follows a script, then issues one-hour sets; it counts calls.
+pub struct FakeSts {
+    clock: Arc<FakeClock>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Mutex<Reply>,
+    calls: AtomicUsize,
+}
+
+impl FakeSts {
+    pub fn new(clock: Arc<FakeClock>, script: Vec<Reply>) -> Arc<Self> {
+        Arc::new(Self {
+            clock,
+            script: Mutex::new(script.into()),
+            default: Mutex::new(Reply::Issue(HOUR)),
+            calls: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn set_default(&self, reply: Reply) {
+        *self.default.lock().unwrap() = reply;
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Sts for FakeSts {
+    async fn assume_role(&self, role: &RoleConfig) -> Result<Credentials, StsError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let reply = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| self.default.lock().unwrap().clone());
+        match reply {
+            Reply::Issue(lifetime) => {
+                let expiry = self.clock.now() + lifetime;
+                let key = format!("ASIAFAKE{call:012}");
+                Ok(
+                    Credentials::new(key, "secret".into(), "token".into(), expiry).for_role(
+                        role.arn.as_str(),
+                        role.arn.account_id(),
+                        String::new(),
+                    ),
+                )
+            }
+            Reply::Fail(kind) => Err(StsError::new(kind, "Throttling", "slow down")),
+            Reply::Hang => std::future::pending().await,
+        }
+    }
+}
+
+/// A one-hour role named `name`.
+pub fn role(name: &str) -> RoleConfig {
+    RoleConfig {
+        name: name.into(),
+        arn: RoleArn::parse("arn:aws:iam::444455556666:role/piyo-role").unwrap(),
+        session_name: "test".into(),
+        external_id: None,
+        source_identity: None,
+        duration: HOUR,
+    }
+}

@@ -1,0 +1,249 @@
+//! systemd notifications: readiness, status lines and watchdog pings (`sd_notify`).
+//!
+//! Under `Type=notify` systemd passes a datagram socket in `NOTIFY_SOCKET`; the daemon sends
+//! `READY=1` once every role has servable credentials, `STATUS=` lines saying what it is doing,
+//! `WATCHDOG=1` at half the `WATCHDOG_USEC` interval, and `RELOADING=1` / `STOPPING=1` around
+//! reloads and stops. Outside systemd there is no socket and every call does nothing. The
+//! protocol is a few lines of text on a Unix socket, so it is written here rather than pulled in.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::credentials::format_timestamp;
+use crate::refresh::{Clock, RoleStatus, Unservable, servable};
+use crate::supervisor::RoleTable;
+
+/// How often the status is recomputed (and, at most, the watchdog interval).
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A connection to systemd's notification socket, if there is one.
+#[derive(Debug)]
+pub struct Notifier {
+    socket: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
+    watchdog: Option<Duration>,
+}
+
+impl Notifier {
+    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from the environment.
+    pub fn from_env() -> Self {
+        let socket = std::env::var("NOTIFY_SOCKET").ok().and_then(|path| {
+            let address = socket_address(&path)?;
+            Some((UnixDatagram::unbound().ok()?, address))
+        });
+        let watchdog_pid = std::env::var("WATCHDOG_PID").ok();
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|usec| watchdog_interval(&usec, watchdog_pid.as_deref(), std::process::id()));
+        Self { socket, watchdog }
+    }
+
+    /// Sends one notification; failures are logged, never fatal.
+    pub fn send(&self, state: &str) {
+        if let Some((socket, address)) = &self.socket
+            && let Err(error) = socket.send_to_addr(state.as_bytes(), address)
+        {
+            debug!(%error, "cannot notify systemd");
+        }
+    }
+
+    /// How often to ping the watchdog, if systemd asked for it.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
+    }
+}
+
+/// The socket address in `NOTIFY_SOCKET`: a path, or an abstract name after `@`.
+fn socket_address(text: &str) -> Option<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    match text.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name).ok(),
+        None => std::os::unix::net::SocketAddr::from_pathname(text).ok(),
+    }
+}
+
+/// Half the watchdog timeout, if the watchdog is meant for this process.
+pub fn watchdog_interval(usec: &str, for_pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    if for_pid.is_some_and(|pid| pid.parse() != Ok(own_pid)) {
+        return None;
+    }
+    let usec: u64 = usec.parse().ok().filter(|usec| *usec > 0)?;
+    Some(Duration::from_micros(usec) / 2)
+}
+
+/// What the roles add up to, for `READY=1` and `STATUS=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Every role has servable credentials.
+    pub ready: bool,
+    pub text: String,
+}
+
+/// Summarises role statuses at `now`.
+pub fn summarize(roles: &[(String, RoleStatus)], now: SystemTime) -> Summary {
+    let mut valid_until: Option<SystemTime> = None;
+    let mut waiting = Vec::new();
+    for (name, status) in roles {
+        match servable(status, now) {
+            Ok(served) => {
+                let expiry = served.credentials.expiration;
+                valid_until = Some(valid_until.map_or(expiry, |t| t.min(expiry)));
+            }
+            Err(Unservable::Uninitialized) => waiting.push(format!("{name}: first fetch")),
+            Err(Unservable::Failing(error) | Unservable::Expiring(Some(error))) => {
+                waiting.push(format!("{name}: {}", error.code))
+            }
+            Err(Unservable::Expiring(None)) => waiting.push(format!("{name}: renewing")),
+        }
+    }
+    let count = roles.len();
+    let noun = if count == 1 { "role" } else { "roles" };
+    if waiting.is_empty() {
+        let until = valid_until.map_or_else(|| "-".to_owned(), format_timestamp);
+        return Summary {
+            ready: true,
+            text: format!("serving {count} {noun}, credentials valid until {until}"),
+        };
+    }
+    Summary {
+        ready: false,
+        text: format!("waiting for STS: {}", waiting.join("; ")),
+    }
+}
+
+/// Keeps systemd informed until `shutdown`: readiness once, status on change, watchdog pings.
+pub async fn run(
+    notifier: Arc<Notifier>,
+    roles: watch::Receiver<Arc<RoleTable>>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    let tick = notifier
+        .watchdog()
+        .map_or(STATUS_INTERVAL, |w| w.min(STATUS_INTERVAL));
+    let mut announced_ready = false;
+    let mut last_text = String::new();
+    loop {
+        let snapshot: Vec<(String, RoleStatus)> = roles
+            .borrow()
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.status.borrow().clone()))
+            .collect();
+        let summary = summarize(&snapshot, clock.now());
+        if summary.ready && !announced_ready {
+            notifier.send("READY=1");
+            announced_ready = true;
+            info!(status = %summary.text, "ready");
+        }
+        if summary.text != last_text {
+            notifier.send(&format!("STATUS={}", summary.text));
+            last_text = summary.text;
+        }
+        if notifier.watchdog().is_some() {
+            notifier.send("WATCHDOG=1");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = shutdown.cancelled() => {
+                notifier.send("STOPPING=1");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::{Credentials, Served};
+    use crate::sts::{ErrorKind, StsError};
+    use std::time::UNIX_EPOCH;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
+    }
+
+    fn fresh() -> RoleStatus {
+        let credentials = Credentials::new(
+            "ASIAEXAMPLE123456789".into(),
+            "s".into(),
+            "t".into(),
+            at(3600),
+        );
+        RoleStatus {
+            current: Some(Arc::new(Served::new(credentials, at(0)))),
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn summaries() {
+        let ready = summarize(&[("piyo".into(), fresh())], at(60));
+        assert_eq!(
+            ready,
+            Summary {
+                ready: true,
+                text: "serving 1 role, credentials valid until 2027-01-15T09:00:00Z".into()
+            }
+        );
+        let denied = RoleStatus {
+            current: None,
+            last_error: Some(StsError::new(
+                ErrorKind::Configuration,
+                "AccessDenied",
+                "no",
+            )),
+        };
+        let roles = [
+            ("piyo".into(), fresh()),
+            ("fuga".into(), denied),
+            ("hoge".into(), RoleStatus::default()),
+        ];
+        let waiting = summarize(&roles, at(60));
+        assert!(!waiting.ready);
+        assert_eq!(
+            waiting.text,
+            "waiting for STS: fuga: AccessDenied; hoge: first fetch"
+        );
+    }
+
+    #[test]
+    fn watchdog_intervals() {
+        assert_eq!(
+            watchdog_interval("30000000", None, 7),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            watchdog_interval("30000000", Some("7"), 7),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(watchdog_interval("30000000", Some("8"), 7), None);
+        assert_eq!(watchdog_interval("0", None, 7), None);
+        assert_eq!(watchdog_interval("x", None, 7), None);
+    }
+
+    #[test]
+    fn notifications_reach_the_socket() {
+        let dir = std::env::temp_dir().join(format!("assume-roled-notify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let listener = UnixDatagram::bind(&path).unwrap();
+        let notifier = Notifier {
+            socket: Some((
+                UnixDatagram::unbound().unwrap(),
+                socket_address(path.to_str().unwrap()).unwrap(),
+            )),
+            watchdog: None,
+        };
+        notifier.send("READY=1");
+        let mut buffer = [0u8; 64];
+        let read = listener.recv(&mut buffer).unwrap();
+        assert_eq!(&buffer[..read], b"READY=1");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,231 @@
+//! The set of served roles: one refresher task per role, and the table handlers read.
+//!
+//! At start the supervisor runs a refresher for every configured role; on reload it compares
+//! the new role list with the running one ([`plan`], pure): unchanged roles keep their task and
+//! their credentials (no STS call), new roles get a task, removed roles stop being served, and a
+//! role whose settings changed is replaced. The table of roles is published through a `watch`
+//! channel of `Arc<RoleTable>`, so a request reads one consistent snapshot and never waits on a
+//! reload.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RoleConfig;
+use crate::refresh::{Clock, Refresher, RoleStatus};
+use crate::sts::Sts;
+
+/// A served role: what it is, and the status its refresher publishes.
+#[derive(Debug, Clone)]
+pub struct RoleEntry {
+    pub config: RoleConfig,
+    pub status: watch::Receiver<RoleStatus>,
+}
+
+/// Served roles by name.
+pub type RoleTable = BTreeMap<String, RoleEntry>;
+
+/// What a reload changes, by role name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Same settings: the running refresher and its credentials stay.
+    pub kept: Vec<String>,
+    /// New names: a refresher starts.
+    pub started: Vec<String>,
+    /// Same name, other settings: the old refresher stops, a new one starts.
+    pub changed: Vec<String>,
+    /// Names no longer configured: no longer served.
+    pub stopped: Vec<String>,
+}
+
+/// Compares the running roles with the wanted ones.
+pub fn plan<'a>(
+    running: impl IntoIterator<Item = &'a RoleConfig>,
+    wanted: &[RoleConfig],
+) -> ReloadPlan {
+    let running: BTreeMap<&str, &RoleConfig> =
+        running.into_iter().map(|r| (r.name.as_str(), r)).collect();
+    let mut plan = ReloadPlan::default();
+    for role in wanted {
+        let bucket = match running.get(role.name.as_str()) {
+            Some(current) if *current == role => &mut plan.kept,
+            Some(_) => &mut plan.changed,
+            None => &mut plan.started,
+        };
+        bucket.push(role.name.clone());
+    }
+    let wanted_names: Vec<&str> = wanted.iter().map(|r| r.name.as_str()).collect();
+    plan.stopped = running
+        .keys()
+        .filter(|name| !wanted_names.contains(name))
+        .map(|name| name.to_string())
+        .collect();
+    plan
+}
+
+struct Running {
+    entry: RoleEntry,
+    stop: CancellationToken,
+}
+
+/// Owns the refresher tasks; the one writer of the role table.
+pub struct Supervisor<S, C> {
+    sts: Arc<S>,
+    clock: Arc<C>,
+    running: BTreeMap<String, Running>,
+    table: watch::Sender<Arc<RoleTable>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl<S: Sts, C: Clock> Supervisor<S, C> {
+    /// Starts a refresher for each of `roles`; they all stop when `shutdown` is cancelled.
+    pub fn start(
+        roles: &[RoleConfig],
+        sts: Arc<S>,
+        clock: Arc<C>,
+        shutdown: CancellationToken,
+    ) -> (Self, watch::Receiver<Arc<RoleTable>>) {
+        let (table, receiver) = watch::channel(Arc::new(RoleTable::new()));
+        let mut supervisor = Self {
+            sts,
+            clock,
+            running: BTreeMap::new(),
+            table,
+            shutdown,
+            tasks: JoinSet::new(),
+        };
+        supervisor.apply(roles);
+        (supervisor, receiver)
+    }
+
+    /// Brings the running roles in line with `roles` and publishes the new table.
+    pub fn apply(&mut self, roles: &[RoleConfig]) -> ReloadPlan {
+        let plan = plan(self.running.values().map(|r| &r.entry.config), roles);
+        for name in plan.stopped.iter().chain(&plan.changed) {
+            if let Some(running) = self.running.remove(name) {
+                running.stop.cancel();
+            }
+        }
+        let to_start = plan.started.iter().chain(&plan.changed);
+        for role in roles
+            .iter()
+            .filter(|r| to_start.clone().any(|n| *n == r.name))
+        {
+            self.spawn(role.clone());
+        }
+        let table = self
+            .running
+            .iter()
+            .map(|(name, running)| (name.clone(), running.entry.clone()))
+            .collect();
+        self.table.send_replace(Arc::new(table));
+        while self.tasks.try_join_next().is_some() {}
+        plan
+    }
+
+    fn spawn(&mut self, role: RoleConfig) {
+        let (refresher, status) =
+            Refresher::new(role.clone(), self.sts.clone(), self.clock.clone());
+        let stop = self.shutdown.child_token();
+        self.tasks.spawn(refresher.run(stop.clone()));
+        let entry = RoleEntry {
+            config: role.clone(),
+            status,
+        };
+        self.running.insert(role.name, Running { entry, stop });
+    }
+
+    /// Waits for every refresher to finish (after `shutdown` was cancelled).
+    pub async fn wait(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RoleArn;
+    use std::time::Duration;
+
+    fn role(name: &str, account: &str) -> RoleConfig {
+        RoleConfig {
+            name: name.into(),
+            arn: RoleArn::parse(&format!("arn:aws:iam::{account}:role/{name}")).unwrap(),
+            session_name: "host".into(),
+            external_id: None,
+            source_identity: None,
+            duration: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn reload_plan_sorts_roles() {
+        let running = [
+            role("a", "111111111111"),
+            role("b", "222222222222"),
+            role("c", "333333333333"),
+        ];
+        let wanted = [
+            role("a", "111111111111"),
+            role("b", "999999999999"),
+            role("d", "444444444444"),
+        ];
+        let plan = plan(&running, &wanted);
+        assert_eq!(plan.kept, ["a"]);
+        assert_eq!(plan.changed, ["b"]);
+        assert_eq!(plan.started, ["d"]);
+        assert_eq!(plan.stopped, ["c"]);
+    }
+
+    /// A reload that adds a role fetches only that role; the unchanged one keeps its set
+    /// without another STS call; a removed role leaves the table.
+    #[tokio::test(start_paused = true)]
+    async fn reload_fetches_only_what_changed() {
+        use crate::fake::{FakeClock, FakeSts};
+        let clock = FakeClock::new();
+        let sts = FakeSts::new(clock.clone(), vec![]);
+        let shutdown = CancellationToken::new();
+        let piyo = crate::fake::role("piyo");
+        let (mut supervisor, table) = Supervisor::start(
+            std::slice::from_ref(&piyo),
+            sts.clone(),
+            clock,
+            shutdown.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(sts.calls(), 1);
+        let key = |table: &watch::Receiver<Arc<RoleTable>>, name: &str| {
+            let table = table.borrow();
+            let status = table.get(name)?.status.borrow().clone();
+            status.current.map(|s| s.credentials.access_key_id.clone())
+        };
+        let first = key(&table, "piyo").unwrap();
+
+        let plan = supervisor.apply(&[piyo.clone(), crate::fake::role("fuga")]);
+        assert_eq!(
+            (plan.kept, plan.started),
+            (vec!["piyo".to_owned()], vec!["fuga".to_owned()])
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(sts.calls(), 2, "only the new role was fetched");
+        assert_eq!(key(&table, "piyo").unwrap(), first);
+        assert!(key(&table, "fuga").is_some());
+
+        supervisor.apply(&[crate::fake::role("fuga")]);
+        assert!(table.borrow().get("piyo").is_none());
+        supervisor.wait().await;
+    }
+
+    #[test]
+    fn identical_lists_change_nothing() {
+        let roles = [role("a", "111111111111")];
+        let plan = plan(&roles, &roles);
+        assert_eq!(plan.kept, ["a"]);
+        assert!(plan.started.is_empty() && plan.changed.is_empty() && plan.stopped.is_empty());
+    }
+}
