@@ -1,15 +1,29 @@
-# assume-roled: build, test, demo.
+# assume-roled: build, test, install, demo.
 #
-#   make test   installs the test tools into .venv (pinned moto, boto3, aws CLI), then runs
-#               every test; this is what CI runs.
-#   make demo   re-enacts the cross-account scenario offline, against moto.
-#   make lint   formatting and clippy, as CI checks them.
+#   make test          installs the test tools into .venv (pinned moto, boto3, aws CLI), then
+#                      runs every test; this is the README's test command and what CI runs.
+#   make lint          formatting, clippy, and the systemd unit checks, as CI runs them.
+#   make systemd-test  boots a real systemd (Debian in systemd-nspawn) and tests the installed
+#                      service in it; slower, so it has its own target (CI runs it too).
+#   make install       installs binary, unit, sysusers, profile snippet and configuration.
+#   make demo          re-enacts the cross-account scenario offline, against moto.
 
-PYTHON ?= python3
-VENV   := .venv
-CARGO  ?= cargo
+PYTHON  ?= python3
+CARGO   ?= cargo
+VENV    := .venv
 
-.PHONY: all build test lint demo venv clean
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+SYSCONFDIR  ?= /etc
+# The binary to install; the default is built by `make install` itself.
+BIN         ?= target/release/assume-roled
+# systemd-analyze security's exposure score, in tenths, that the unit must not exceed.
+EXPOSURE_LIMIT := 15
+
+.PHONY: all build test lint check-unit systemd-test install demo venv clean
 
 all: build
 
@@ -31,9 +45,39 @@ test: venv
 	$(CARGO) build --examples
 	$(CARGO) test --all-targets
 
-lint:
+lint: check-unit
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# `systemd-analyze verify` only warns (exit 0) on unknown keys and typos, so any output on
+# stderr fails the check. The unit is checked as installed, with @BINDIR@ filled in.
+check-unit:
+	$(CARGO) build --quiet
+	rm -rf target/unit-check && mkdir -p target/unit-check
+	sed 's|@BINDIR@|$(CURDIR)/target/debug|' systemd/assume-roled.service > target/unit-check/assume-roled.service
+	cd target/unit-check && systemd-analyze verify assume-roled.service 2> verify.err; \
+	  status=$$?; cat verify.err; test $$status -eq 0 && test ! -s verify.err
+	cd target/unit-check && systemd-analyze security --offline=yes --threshold=$(EXPOSURE_LIMIT) \
+	  --no-pager assume-roled.service > security.txt; status=$$?; tail -n 1 security.txt; exit $$status
+
+systemd-test: venv
+	$(CARGO) build
+	tests/systemd/run.sh
+
+install:
+ifeq ($(BIN),target/release/assume-roled)
+	$(CARGO) build --release
+endif
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/assume-roled
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|' systemd/assume-roled.service > $(DESTDIR)$(UNITDIR)/assume-roled.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/assume-roled.service
+	install -D -m 0644 systemd/assume-roled.sysusers $(DESTDIR)$(SYSUSERSDIR)/assume-roled.conf
+	install -D -m 0644 systemd/profile.sh $(DESTDIR)$(SYSCONFDIR)/profile.d/assume-roled.sh
+	install -D -m 0644 config.example.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.example.toml
+	@# An existing configuration is never overwritten.
+	test -e $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml || \
+	  install -m 0644 systemd/config.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml
 
 demo: venv
 	$(CARGO) build --quiet

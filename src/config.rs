@@ -203,9 +203,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-/// The kernel's host name, or an empty string if it cannot be read.
+/// The host name, or an empty string if it cannot be read. `/etc/hostname` is the fallback
+/// because the systemd unit's `ProcSubset=pid` hides `/proc/sys`.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
         .map(|name| name.trim().to_owned())
         .unwrap_or_default()
 }
@@ -755,6 +758,14 @@ arn = "arn:aws:iam::444455556666:role/piyo-role"
             known.extend(keys.iter().map(|k| format!("{table}.{k}")));
         }
         assert_eq!(seen, known);
+    }
+
+    /// The starter configuration `make install` puts in /etc is valid as shipped.
+    #[test]
+    fn installed_starter_config_parses() {
+        let config = from_toml(include_str!("../systemd/config.toml"), "host").unwrap();
+        assert_eq!(config.server.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+        assert!(config.imds.is_none());
     }
 
     #[test]

@@ -31,8 +31,10 @@ use crate::sts::{CHAINED_SESSION_LIMIT, SdkSts, is_role_session};
 use crate::supervisor::Supervisor;
 use crate::token;
 
-/// How long the start-up identity lookup may take before the daemon stops waiting for it.
+/// How long one source-identity lookup may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
+/// First and longest wait between source-identity lookups while STS is unreachable.
+const IDENTITY_RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(300));
 /// Where the SDKs (and so the daemon's own source chain) look for instance metadata.
 const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 /// Environment variables that redirect the daemon's own STS calls.
@@ -86,7 +88,7 @@ pub async fn run(
         None => None,
     };
     log_summary(&config, &sts, metadata.as_ref().map(|_| upstream.as_str()));
-    tokio::spawn(log_source_identity(sts, config.clone()));
+    tokio::spawn(log_source_identity(sts, config.clone(), shutdown.clone()));
     let notifier = Arc::new(Notifier::from_env());
     let notifications = tokio::spawn(notify::run(
         notifier.clone(),
@@ -265,17 +267,25 @@ fn log_summary(config: &Config, sts: &SdkSts, metadata_upstream: Option<&str>) {
 }
 
 /// Says which identity the daemon acts as (the first thing to check when AssumeRole is
-/// denied), and which configured durations STS will not grant to that identity.
-async fn log_source_identity(sts: Arc<SdkSts>, config: Config) {
-    let arn = match tokio::time::timeout(IDENTITY_TIMEOUT, sts.caller_identity()).await {
-        Ok(Ok(arn)) => arn,
-        Ok(Err(error)) => {
-            warn!(code = %error.code, reason = %error.message, "cannot determine the source identity");
-            return;
+/// denied), and which configured durations STS will not grant to that identity. STS may be
+/// unreachable at start, so the lookup is retried until it succeeds.
+async fn log_source_identity(sts: Arc<SdkSts>, config: Config, shutdown: CancellationToken) {
+    let mut delay = IDENTITY_RETRY.0;
+    let arn = loop {
+        match tokio::time::timeout(IDENTITY_TIMEOUT, sts.caller_identity()).await {
+            Ok(Ok(arn)) => break arn,
+            Ok(Err(error)) if delay == IDENTITY_RETRY.0 => warn!(
+                code = %error.code, reason = %error.message,
+                "cannot determine the source identity yet; retrying"
+            ),
+            Err(_) if delay == IDENTITY_RETRY.0 => {
+                warn!("cannot determine the source identity yet: STS did not answer in time")
+            }
+            _ => {}
         }
-        Err(_) => {
-            warn!("cannot determine the source identity: STS did not answer in time");
-            return;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => delay = (delay * 2).min(IDENTITY_RETRY.1),
+            () = shutdown.cancelled() => return,
         }
     };
     info!(arn = %arn, "source identity");

@@ -10,6 +10,7 @@
 //!   credentials, errors sorted into transient and configuration;
 //! - [`refresh`] runs one task per role that calls STS at start, then at half-life, and backs off
 //!   when STS fails; it publishes each role's [`refresh::RoleStatus`] on a `watch` channel;
+//! - [`supervisor`] owns those tasks and the table of served roles, and applies reloads;
 //! - [`credentials`] holds a credential set, redacted in `Debug`, with its response body built
 //!   once per refresh;
 //! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
@@ -18,6 +19,7 @@
 //! - [`imds`] answers as IMDSv2 for one role, from the same engine, and passes other metadata
 //!   through (never the instance's own `iam/`);
 //! - [`daemon`] wires these together for `serve`; [`shutdown`] turns signals into cancellation;
+//!   [`notify`] tells systemd about readiness, status and liveness;
 //! - [`check`] and [`env`] are the `check` and `env` commands.
 
 #![forbid(unsafe_code)]

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# The installed service under a real systemd. Boots Debian 12 in systemd-nspawn, sharing the
+# host's network so that moto and an instance-metadata double on the host's loopback are
+# reachable from inside, installs with `make install DESTDIR=...`, and checks what only systemd
+# can show: the unit is active only once credentials exist; reload adds a role without
+# re-fetching the old one and survives a typo; a crash is restarted, a hung process is killed by
+# the watchdog, a bad configuration at start fails without a restart loop; the hardening is in
+# force; the profile snippet serves members of the group only; stop exits 0.
+#
+# Run by `make systemd-test` (as root; needs systemd-nspawn and debootstrap). The debootstrapped
+# root file system is cached in target/systemd-rootfs; each run works on a fresh copy.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+VENV=$ROOT/.venv
+BIN=${BIN:-$ROOT/target/debug/assume-roled}
+ROOTFS_CACHE=${ROOTFS_CACHE:-$ROOT/target/systemd-rootfs}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+UNIT=assume-roled
+
+work=$(mktemp -d /var/tmp/assume-roled-systemd.XXXXXX)
+pids=()
+nspawn_pid=""
+leader=""
+checks=0
+
+cleanup() {
+  if [ -n "$leader" ]; then inside systemctl poweroff >/dev/null 2>&1 || true; fi
+  if [ -n "$nspawn_pid" ]; then
+    for _ in $(seq 50); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
+    kill "$nspawn_pid" 2>/dev/null || true
+    wait "$nspawn_pid" 2>/dev/null || true
+  fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { printf '\n== %s\n' "$*"; }
+ok() { checks=$((checks + 1)); printf 'ok %d: %s\n' "$checks" "$*"; }
+fail() {
+  printf 'FAIL: %s\n' "$*" >&2
+  if [ -n "$leader" ]; then
+    printf -- '--- journal of %s ---\n' "$UNIT" >&2
+    journal | tail -n 40 >&2 || true
+  fi
+  exit 1
+}
+free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# wait_until SECONDS COMMAND...: polls every 0.2 s.
+wait_until() {
+  local deadline=$(($(date +%s) + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+inside() { nsenter --target "$leader" --mount --uts --ipc --pid -- "$@"; }
+journal() { inside journalctl -u "$UNIT" --no-pager -o cat; }
+journal_has() { journal | grep -q -- "$1"; }
+property() { inside systemctl show -p "$1" --value "$UNIT"; }
+is_state() { [ "$(inside systemctl is-active "$UNIT" || true)" = "$1" ]; }
+token() { cat "$root/var/lib/assume-roled/token"; }
+fetch() { curl -s -o "$work/answer" -w '%{http_code}' -H "Authorization: $(token)" "http://127.0.0.1:$listen_port/roles/$1"; }
+write_config() {
+  {
+    printf '[server]\nlisten = "127.0.0.1:%s"\n' "$listen_port"
+    printf '[sts]\nregion = "us-east-1"\nendpoint = "http://127.0.0.1:%s"\n' "$gate_port"
+    for name in "$@"; do
+      printf '[[roles]]\nname = "%s"\narn = "arn:aws:iam::444455556666:role/piyo-role"\nsession_name = "hoge"\n' "$name"
+    done
+  } >"$root/etc/assume-roled/config.toml"
+}
+
+[ "$(id -u)" = 0 ] || fail "needs root (systemd-nspawn)"
+for tool in systemd-nspawn debootstrap nsenter curl; do
+  command -v "$tool" >/dev/null || fail "$tool is missing: apt-get install systemd-container debootstrap util-linux curl"
+done
+[ -x "$BIN" ] || fail "$BIN is missing: run cargo build"
+[ -x "$VENV/bin/moto_server" ] || fail "$VENV is missing: run make venv"
+
+if [ ! -e "$ROOTFS_CACHE/.complete" ]; then
+  say "debootstrapping Debian 12 into $ROOTFS_CACHE (once)"
+  rm -rf "$ROOTFS_CACHE"
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus \
+    bookworm "$ROOTFS_CACHE" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
+    { tail -n 20 "$work/debootstrap.log"; fail "debootstrap failed"; }
+  touch "$ROOTFS_CACHE/.complete"
+fi
+root=$work/root
+cp -a "$ROOTFS_CACHE" "$root"
+
+say "AWS stand-ins on the host's loopback"
+moto_port=$(free_port)
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+pids+=($!)
+wait_until 20 curl -sf "http://127.0.0.1:$moto_port/moto-api/" || fail "moto did not start"
+host_credentials=$("$VENV/bin/python" "$ROOT/tests/support/bootstrap.py" "http://127.0.0.1:$moto_port")
+"$VENV/bin/python" "$ROOT/tests/support/imds_double.py" "$host_credentials" >"$work/imds.port" 2>"$work/imds.log" &
+pids+=($!)
+wait_until 20 test -s "$work/imds.port" || fail "the metadata double did not start"
+imds_port=$(head -n 1 "$work/imds.port")
+# STS as the daemon sees it: a gate in front of moto, closed until the test opens it.
+gate_port=$(free_port)
+listen_port=$(free_port)
+
+say "make install DESTDIR=$root"
+make -C "$ROOT" --no-print-directory install DESTDIR="$root" BIN="$BIN" >/dev/null
+[ -f "$root/etc/assume-roled/config.toml" ] || fail "make install did not install a configuration"
+write_config piyo
+mkdir -p "$root/etc/systemd/system/$UNIT.service.d"
+cat >"$root/etc/systemd/system/$UNIT.service.d/test.conf" <<EOF
+[Service]
+# The host's instance profile, as the instance-metadata double vends it.
+Environment=AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:$imds_port/
+# A short watchdog, so that the test can watch it fire.
+WatchdogSec=4
+EOF
+
+say "booting systemd in a container"
+systemd-nspawn --directory="$root" --boot --register=no --keep-unit --console=pipe --quiet \
+  >"$work/boot.log" 2>&1 &
+nspawn_pid=$!
+wait_until 30 pgrep -P "$nspawn_pid" || fail "the container did not start"
+leader=$(pgrep -P "$nspawn_pid" | head -n 1)
+booted() { case "$(inside systemctl is-system-running 2>/dev/null)" in running | degraded) return 0 ;; esac; return 1; }
+wait_until 60 booted || fail "the container did not finish booting"
+ok "systemd $(inside systemctl --version | head -n 1 | cut -d' ' -f2) booted"
+
+say "readiness follows credentials"
+inside systemctl start --no-block "$UNIT"
+wait_until 30 journal_has "refresh failed" || fail "the daemon did not try STS"
+is_state activating || fail "the unit is $(inside systemctl is-active $UNIT) before it has credentials"
+status_is() { [[ "$(property StatusText)" == $1 ]]; }
+wait_until 10 status_is "waiting for STS: piyo: Unreachable" || fail "status: $(property StatusText)"
+ok "activating while STS is unreachable, status: $(property StatusText)"
+"$VENV/bin/python" "$ROOT/tests/support/gate.py" "$gate_port" "$moto_port" >/dev/null 2>&1 &
+pids+=($!)
+wait_until 60 is_state active || fail "the unit did not become active once STS answered"
+wait_until 10 status_is "serving 1 role, credentials valid until *" || fail "status: $(property StatusText)"
+ok "active once credentials exist, status: $(property StatusText)"
+[ "$(fetch piyo)" = 200 ] && grep -q '"AccessKeyId":"ASIA' "$work/answer" || fail "no credentials served"
+journal_has "source identity arn=arn:aws:sts::111122223333:assumed-role/hoge-ec2-role/" ||
+  fail "the source identity is not the instance profile's"
+ok "serves credentials, as the instance profile's role"
+
+say "token file and hardening"
+[ "$(inside stat -c '%a %U %G' /var/lib/assume-roled/token)" = "640 assume-roled assume-roled" ] ||
+  fail "token file: $(inside stat -c '%a %U %G' /var/lib/assume-roled/token)"
+[ "$(tail -c 1 "$root/var/lib/assume-roled/token" | od -An -c | tr -d ' ')" != '\n' ] || fail "trailing newline"
+ok "token file is 0640 assume-roled:assume-roled, no trailing newline"
+pid=$(property MainPID)
+owner=$(inside stat -c %U "/proc/$pid")
+[ "$owner" = assume-roled ] || fail "runs as $owner"
+status=$(inside cat "/proc/$pid/status")
+for field in CapInh CapPrm CapEff CapBnd CapAmb; do
+  grep -q "^$field:[[:space:]]*0000000000000000$" <<<"$status" || fail "$(grep "^$field" <<<"$status")"
+done
+grep -q '^NoNewPrivs:[[:space:]]*1$' <<<"$status" || fail "NoNewPrivs is not set"
+grep -q '^Seccomp:[[:space:]]*2$' <<<"$status" || fail "no system call filter"
+ok "runs as assume-roled with no capabilities, no new privileges, a system call filter"
+
+say "profile snippet"
+inside useradd --create-home --groups assume-roled member
+inside useradd --create-home outsider
+member_uri=$(inside su - member -c 'printf %s "$AWS_CONTAINER_CREDENTIALS_FULL_URI"')
+[ "$member_uri" = "http://127.0.0.1:$listen_port/roles/piyo" ] || fail "member got '$member_uri'"
+member_token=$(inside su - member -c 'cat "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"')
+[ "$member_token" = "$(token)" ] || fail "member cannot read the token"
+outsider_env=$(inside su - outsider -c 'env' | grep '^AWS_CONTAINER' || true)
+[ -z "$outsider_env" ] || fail "outsider got: $outsider_env; $(inside stat -c '%a %U %G' /var/lib/assume-roled); $(inside su - outsider -c 'id; assume-roled env; echo rc=$?' 2>&1)"
+inside su - outsider -c 'cat /var/lib/assume-roled/token' >/dev/null 2>&1 && fail "outsider can read the token"
+ok "a member of group assume-roled gets the variables and the token; an outsider gets neither"
+
+say "reload"
+refreshed_piyo() { journal | grep -c "credentials refreshed role=piyo access_key_id" || true; }
+before=$(refreshed_piyo)
+write_config piyo piyo2
+inside systemctl reload "$UNIT" || fail "systemctl reload failed"
+wait_until 20 journal_has "credentials refreshed role=piyo2" || fail "the new role was not fetched"
+[ "$(fetch piyo2)" = 200 ] || fail "the new role is not served"
+[ "$(refreshed_piyo)" = "$before" ] || fail "reload re-fetched the unchanged role"
+journal_has 'configuration reloaded kept=\["piyo"\] started=\["piyo2"\]' || fail "no reload summary"
+ok "reload serves a new role without re-fetching the old one"
+echo 'this is = = not TOML' >>"$root/etc/assume-roled/config.toml"
+inside systemctl reload "$UNIT" || fail "systemctl reload failed"
+wait_until 20 journal_has "reload failed" || fail "the bad configuration was not reported"
+is_state active || fail "a typo took the service down"
+[ "$(fetch piyo2)" = 200 ] || fail "a typo changed what is served"
+ok "a typo on reload is logged and the running configuration kept"
+write_config piyo
+
+say "restarts"
+pid=$(property MainPID)
+inside sh -c "kill -KILL $pid"
+restarted() { is_state active && [ "$(property MainPID)" != "$pid" ] && [ "$(property MainPID)" != 0 ]; }
+wait_until 30 restarted || fail "a killed daemon was not restarted"
+ok "killed with SIGKILL, restarted by systemd (restarts: $(property NRestarts))"
+pid=$(property MainPID)
+inside sh -c "kill -STOP $pid"
+wait_until 30 restarted || fail "a hung daemon was not restarted by the watchdog"
+inside journalctl --no-pager -o cat | grep -q "$UNIT.service: Watchdog timeout" || fail "no watchdog timeout logged"
+ok "a stopped (hung) daemon missed its watchdog pings and was restarted"
+
+say "bad configuration at start"
+echo 'listen = "0.0.0.0:1"' >"$root/etc/assume-roled/config.toml"
+inside systemctl restart "$UNIT" >/dev/null 2>&1 && fail "a bad configuration started"
+wait_until 10 is_state failed || fail "the unit is $(inside systemctl is-active $UNIT)"
+[ "$(property ExecMainStatus)" = 78 ] || fail "exit status $(property ExecMainStatus)"
+sleep 5
+# A manual restart resets NRestarts; any automatic restart after it would count.
+is_state failed && [ "$(property NRestarts)" = 0 ] ||
+  fail "the bad configuration is being restarted: $(inside systemctl is-active $UNIT), restarts $(property NRestarts)"
+journal_has "config.toml:1: listen: unknown key" || fail "the error does not name the file, line and key"
+ok "a bad configuration at start leaves the unit failed (status 78), not restarting"
+
+say "stop"
+write_config piyo
+inside systemctl reset-failed "$UNIT"
+inside systemctl start "$UNIT"
+is_state active || fail "did not start again"
+inside systemctl stop "$UNIT"
+[ "$(property Result)" = success ] && [ "$(property ExecMainStatus)" = 0 ] ||
+  fail "stop: result $(property Result), status $(property ExecMainStatus)"
+journal_has "stopping signal=\"SIGTERM\"" || fail "SIGTERM was not logged"
+ok "systemctl stop drains and exits 0"
+
+say "all $checks systemd checks passed"
