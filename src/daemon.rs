@@ -40,16 +40,25 @@ const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 /// Environment variables that redirect the daemon's own STS calls.
 const STS_ENDPOINT_VARIABLES: &[&str] = &["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"];
 
-/// A setting that would make the daemon call itself.
+/// Why this host cannot run the daemon as configured: an operator must act, so no restart.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{setting} ({url}) points at this daemon's own listener {listen}: it would ask itself for \
-     credentials; point it at STS or the real instance metadata"
-)]
-pub struct SelfLoopError {
-    setting: String,
-    url: String,
-    listen: SocketAddr,
+pub enum SetupError {
+    /// A setting would make the daemon call itself.
+    #[error(
+        "{setting} ({url}) points at this daemon's own listener {listen}: it would ask itself \
+         for credentials; point it at STS or the real instance metadata"
+    )]
+    SelfLoop {
+        setting: String,
+        url: String,
+        listen: SocketAddr,
+    },
+    /// STS is reached over https, and nothing could verify its certificate.
+    #[error(
+        "no trusted CA certificates found on this host, so STS's certificate cannot be \
+         verified: install the ca-certificates package (or set SSL_CERT_FILE)"
+    )]
+    NoTrustRoots,
 }
 
 /// Runs the daemon until `shutdown` is cancelled; SIGHUP re-reads `config_path`.
@@ -68,6 +77,7 @@ pub async fn run(
         .context("cannot read the bound address")?;
     let upstream = metadata_upstream(&config);
     refuse_self_loops(local, &outbound_urls(&config, &upstream))?;
+    require_trust_roots(&config)?;
     let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     info!(address = %local, "listening");
 
@@ -210,15 +220,29 @@ fn outbound_urls(config: &Config, upstream: &str) -> Vec<(String, String)> {
     urls
 }
 
-fn refuse_self_loops(local: SocketAddr, urls: &[(String, String)]) -> Result<(), SelfLoopError> {
+fn refuse_self_loops(local: SocketAddr, urls: &[(String, String)]) -> Result<(), SetupError> {
     match urls.iter().find(|(_, url)| points_at(url, local)) {
-        Some((setting, url)) => Err(SelfLoopError {
+        Some((setting, url)) => Err(SetupError::SelfLoop {
             setting: setting.clone(),
             url: url.clone(),
             listen: local,
         }),
         None => Ok(()),
     }
+}
+
+/// Fails early, with the fix, when STS is reached over https and the host has no CA
+/// certificates; otherwise every refresh would fail with a TLS error.
+fn require_trust_roots(config: &Config) -> Result<(), SetupError> {
+    let https = config
+        .sts
+        .endpoint
+        .as_deref()
+        .is_none_or(|endpoint| endpoint.starts_with("https://"));
+    if https && rustls_native_certs::load_native_certs().certs.is_empty() {
+        return Err(SetupError::NoTrustRoots);
+    }
+    Ok(())
 }
 
 /// Whether `url` would reach a listener bound at `local`.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use assume_roled::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
-use assume_roled::daemon::SelfLoopError;
+use assume_roled::daemon::SetupError;
 use assume_roled::env::{Shell, profile_lines};
 use assume_roled::token::TokenFileError;
 use assume_roled::{check, daemon, shutdown};
@@ -120,7 +120,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 fn exit_code(error: &anyhow::Error) -> u8 {
     let is_config = error.downcast_ref::<ConfigError>().is_some()
         || error.downcast_ref::<TokenFileError>().is_some()
-        || error.downcast_ref::<SelfLoopError>().is_some();
+        || error.downcast_ref::<SetupError>().is_some();
     if is_config { EXIT_CONFIG } else { 1 }
 }
 

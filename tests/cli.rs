@@ -211,3 +211,29 @@ fn sigterm_exits_zero() {
     assert!(status.success(), "{status}");
     assert!(daemon.log().contains("stopped"));
 }
+
+/// Without CA certificates STS's certificate cannot be verified: the daemon says so and what to
+/// install, and exits 78 instead of failing every refresh (or crash-looping).
+#[test]
+fn missing_ca_certificates_are_explained() {
+    let dir = TempDir::new("no-ca");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[sts]\nregion = \"us-east-1\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
+        dir.path().join("token").display()
+    );
+    let config = dir.write("config.toml", &config);
+    let empty = dir.write("no-certificates.pem", "");
+    let mut command = Command::new(daemon_binary());
+    isolated(&mut command)
+        .env("SSL_CERT_FILE", &empty)
+        .env("SSL_CERT_DIR", dir.path())
+        .args(["serve", "--config"])
+        .arg(&config);
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("install the ca-certificates package"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -84,7 +84,7 @@ done
 if [ ! -e "$ROOTFS_CACHE/.complete" ]; then
   say "debootstrapping Debian 12 into $ROOTFS_CACHE (once)"
   rm -rf "$ROOTFS_CACHE"
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus \
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates \
     bookworm "$ROOTFS_CACHE" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
     { tail -n 20 "$work/debootstrap.log"; fail "debootstrap failed"; }
   touch "$ROOTFS_CACHE/.complete"

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Benchmarks (`make bench`). Every figure is a ratio or a count measured side by side in the same
+# run, because absolute times drift on shared machines. All load is on loopback and every step
+# stops by itself. Results are appended to bench/results.md with machine, date and versions.
+#
+#   1. throughput and latency of GET /roles/<name> (and the IMDS credentials path) over 64
+#      keep-alive connections with wrk, against a bare axum baseline answering the same bytes;
+#   2. AssumeRole calls reaching STS with 1, 10, 100 and 1000 concurrent clients;
+#   3. the aws CLI through assume-roled versus a profile with role_arn + credential_source;
+#   4. resident memory idle and under 1000 connections;
+#   5. start-up time to /readyz, minus the STS round trip;
+#   6. stripped binary size and cold release build time.
+#
+# Knobs: DURATION (s per wrk run, default 10), INVOCATIONS (aws CLI runs per method, 100),
+# COLD_BUILD=0 skips the cold build (it takes minutes).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+VENV=$ROOT/.venv
+DURATION=${DURATION:-10}
+INVOCATIONS=${INVOCATIONS:-100}
+COLD_BUILD=${COLD_BUILD:-1}
+RESULTS=$ROOT/bench/results.md
+BIN=$ROOT/target/release/assume-roled
+BASELINE=$ROOT/target/release/examples/bench_baseline
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+say() { printf '\n== %s\n' "$*" >&2; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_until() { for _ in $(seq 500); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.02; done; return 1; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "install wrk" >&2; exit 1; }; }
+[ -x "$VENV/bin/moto_server" ] || { echo "run make venv first" >&2; exit 1; }
+ulimit -n 65536 2>/dev/null || ulimit -n 4096
+
+say "building release binaries"
+cargo build --release --quiet --bin assume-roled --example bench_baseline
+
+say "AWS stand-ins: moto behind a counting STS proxy"
+moto_port=$(free_port)
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+pids+=($!)
+wait_until curl -sf "http://127.0.0.1:$moto_port/moto-api/"
+host=$("$VENV/bin/python" tests/support/bootstrap.py "http://127.0.0.1:$moto_port")
+"$VENV/bin/python" tests/support/sts_proxy.py "http://127.0.0.1:$moto_port" >"$work/proxy.port" &
+pids+=($!)
+wait_until test -s "$work/proxy.port"
+sts="http://127.0.0.1:$(head -n 1 "$work/proxy.port")"
+assume_role_calls() { curl -s "$sts/__proxy/stats" | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin).get("AssumeRole", 0))'; }
+host_field() { "$VENV/bin/python" -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$host"; }
+host_env=(AWS_ACCESS_KEY_ID="$(host_field AccessKeyId)" AWS_SECRET_ACCESS_KEY="$(host_field SecretAccessKey)"
+  AWS_SESSION_TOKEN="$(host_field SessionToken)" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+  AWS_EC2_METADATA_DISABLED=true)
+
+# start_daemon PORT: a daemon serving piyo (and piyo over IMDS) on PORT; sets daemon_pid.
+start_daemon() {
+  mkdir -p "$work/d$1"
+  cat >"$work/d$1/config.toml" <<EOF
+[server]
+listen = "127.0.0.1:$1"
+token_file = "$work/token"
+[sts]
+region = "us-east-1"
+endpoint = "$sts"
+[imds]
+role = "piyo"
+upstream = "http://127.0.0.1:9"
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::444455556666:role/piyo-role"
+session_name = "bench"
+EOF
+  env -i PATH="$PATH" "${host_env[@]}" ASSUME_ROLED_LOG=warn "$BIN" serve --config "$work/d$1/config.toml" \
+    2>"$work/d$1/log" &
+  daemon_pid=$!
+  pids+=("$daemon_pid")
+}
+ready() { curl -sf "http://127.0.0.1:$1/readyz"; }
+
+port=$(free_port)
+start_daemon "$port"
+daemon=$daemon_pid
+wait_until ready "$port"
+token=$(cat "$work/token")
+"$BASELINE" >"$work/baseline.addr" &
+pids+=($!)
+wait_until test -s "$work/baseline.addr"
+baseline="http://$(head -n 1 "$work/baseline.addr")"
+imds_token=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$port/latest/api/token")
+
+# load NAME URL [HEADER]: wrk, 2 threads, 64 connections; prints the RESULT line.
+load() {
+  local args=(-t2 -c64 -d"${DURATION}s" -s bench/latency.lua)
+  [ -n "${3:-}" ] && args+=(-H "$3")
+  wrk -t2 -c64 -d2s ${3:+-H "$3"} "$2" >/dev/null # warm-up
+  wrk "${args[@]}" "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
+}
+say "1. throughput and latency, ${DURATION}s each, 64 connections"
+base_line=$(load baseline "$baseline/roles/piyo")
+ecs_line=$(load ecs "http://127.0.0.1:$port/roles/piyo" "Authorization: $token")
+base_imds_line=$(load baseline-imds "$baseline/latest/meta-data/iam/security-credentials/piyo-role")
+imds_line=$(load imds "http://127.0.0.1:$port/latest/meta-data/iam/security-credentials/piyo-role" \
+  "X-aws-ec2-metadata-token: $imds_token")
+printf '%s\n' "$base_line" "$ecs_line" "$base_imds_line" "$imds_line" >&2
+rps() { awk -v r="$(field requests "$1")" -v s="$(field seconds "$1")" 'BEGIN { printf "%.0f", r / s }'; }
+errors() { echo $(($(field errors "$1") + $(field non2xx "$1"))); }
+for line in "$ecs_line" "$imds_line"; do
+  [ "$(errors "$line")" = 0 ] || { echo "errors under load: $line" >&2; exit 1; }
+done
+
+say "4. memory: idle, and under 1000 connections"
+idle_rss=$(rss_kib "$daemon")
+wrk -t2 -c1000 -d5s -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo" >/dev/null &
+loader=$!
+peak_rss=0
+while kill -0 "$loader" 2>/dev/null; do
+  current=$(rss_kib "$daemon")
+  [ "$current" -gt "$peak_rss" ] && peak_rss=$current
+  sleep 0.1
+done
+wait "$loader" || true
+
+say "2. AssumeRole calls with 1, 10, 100, 1000 concurrent clients (fresh daemon each, 5 s)"
+sts_counts=()
+for clients in 1 10 100 1000; do
+  before=$(assume_role_calls)
+  p=$(free_port)
+  start_daemon "$p"
+  threads=$((clients < 2 ? 1 : 2))
+  wrk -t"$threads" -c"$clients" -d5s -H "Authorization: $token" "http://127.0.0.1:$p/roles/piyo" >/dev/null 2>&1 || true
+  ready "$p" >/dev/null || { echo "daemon for $clients clients not ready" >&2; exit 1; }
+  kill "$daemon_pid"
+  wait "$daemon_pid" 2>/dev/null || true
+  sts_counts+=("$clients:$(($(assume_role_calls) - before))")
+done
+echo "${sts_counts[*]}" >&2
+
+say "5. start-up to /readyz, minus the STS round trip (median of 9)"
+startups=()
+for _ in $(seq 9); do
+  p=$(free_port)
+  t0=$(date +%s%N)
+  start_daemon "$p"
+  until ready "$p" >/dev/null 2>&1; do sleep 0.002; done
+  t1=$(date +%s%N)
+  startups+=($(((t1 - t0) / 1000)))
+  kill "$daemon_pid"
+  wait "$daemon_pid" 2>/dev/null || true
+done
+startup_us=$(printf '%s\n' "${startups[@]}" | sort -n | sed -n 5p)
+sts_rtt_us=$(env "${host_env[@]}" "$VENV/bin/python" - "$sts" <<'EOF'
+import sys, time, boto3
+sts = boto3.client("sts", endpoint_url=sys.argv[1], region_name="us-east-1")
+arn = "arn:aws:iam::444455556666:role/piyo-role"
+sts.assume_role(RoleArn=arn, RoleSessionName="warm")
+times = []
+for _ in range(9):
+    t = time.perf_counter()
+    sts.assume_role(RoleArn=arn, RoleSessionName="rtt")
+    times.append(time.perf_counter() - t)
+print(int(sorted(times)[4] * 1e6))
+EOF
+)
+
+say "3. aws sts get-caller-identity: through assume-roled vs a role_arn profile, $INVOCATIONS runs each"
+cli_home=$work/home
+mkdir -p "$cli_home/.aws"
+cat >"$cli_home/.aws/config" <<EOF
+[profile piyo]
+role_arn = arn:aws:iam::444455556666:role/piyo-role
+credential_source = Environment
+EOF
+client_env=(HOME="$cli_home" PATH="$PATH" AWS_DEFAULT_REGION=us-east-1 AWS_ENDPOINT_URL="$sts"
+  AWS_EC2_METADATA_DISABLED=true)
+# run_cli LABEL ENV...: total milliseconds for INVOCATIONS runs, and AssumeRole calls they caused.
+run_cli() {
+  local label=$1
+  shift
+  local before t0 t1
+  before=$(assume_role_calls)
+  t0=$(now_ms)
+  for _ in $(seq "$INVOCATIONS"); do
+    env -i "${client_env[@]}" "$@" "$VENV/bin/aws" sts get-caller-identity >/dev/null
+  done
+  t1=$(now_ms)
+  echo "$label $((t1 - t0)) $(($(assume_role_calls) - before))"
+}
+daemon_cli=$(run_cli daemon AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+  AWS_CONTAINER_CREDENTIALS_FULL_URI="http://127.0.0.1:$port/roles/piyo" \
+  AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$work/token")
+profile_cli=$(run_cli profile "${host_env[@]:0:3}" AWS_CONFIG_FILE="$cli_home/.aws/config" AWS_PROFILE=piyo)
+cached_secrets=$(find "$cli_home/.aws" -path '*cli/cache*' -type f | wc -l)
+printf '%s\n%s\n' "$daemon_cli" "$profile_cli" >&2
+
+say "6. binary size and cold build"
+size_bytes=$(stat -c %s "$BIN")
+cold_build_s="not measured (COLD_BUILD=0)"
+if [ "$COLD_BUILD" != 0 ]; then
+  rm -rf "$ROOT/target/bench-cold"
+  t0=$(now_ms)
+  CARGO_TARGET_DIR="$ROOT/target/bench-cold" cargo build --release --quiet --bin assume-roled
+  cold_build_s="$((($(now_ms) - t0) / 1000)) s"
+  rm -rf "$ROOT/target/bench-cold"
+fi
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+base_rps=$(rps "$base_line")
+ecs_rps=$(rps "$ecs_line")
+base_imds_rps=$(rps "$base_imds_line")
+imds_rps=$(rps "$imds_line")
+ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+{
+  printf '\n## %s\n\n' "$(date -u +%Y-%m-%dT%H:%MZ)"
+  printf 'Machine: %s cores, %s, %s GiB; Linux %s. assume-roled %s (release), %s, %s.\n\n' \
+    "$(nproc)" "$cpu" "$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" "$(uname -r)" \
+    "$("$BIN" --version | cut -d' ' -f2)" "$(rustc --version | cut -d' ' -f1-2)" "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+  printf '| measure | assume-roled | baseline | ratio | target |\n|---|---|---|---|---|\n'
+  printf '| GET /roles/piyo, requests/s (64 conns, %ss) | %s | %s | %s | ≥ 0.8 |\n' "$DURATION" "$ecs_rps" "$base_rps" "$(ratio "$ecs_rps" "$base_rps")"
+  for p in p50 p99 p999; do
+    printf '| GET /roles/piyo, %s latency (ms) | %s | %s | %s | %s |\n' "$p" "$(ms "$(field $p "$ecs_line")")" \
+      "$(ms "$(field $p "$base_line")")" "$(ratio "$(field $p "$ecs_line")" "$(field $p "$base_line")")" \
+      "$([ $p = p99 ] && echo '≤ 1.5' || echo '-')"
+  done
+  printf '| IMDS credentials, requests/s | %s | %s | %s | - |\n' "$imds_rps" "$base_imds_rps" "$(ratio "$imds_rps" "$base_imds_rps")"
+  printf '| IMDS credentials, p99 latency (ms) | %s | %s | %s | - |\n' "$(ms "$(field p99 "$imds_line")")" \
+    "$(ms "$(field p99 "$base_imds_line")")" "$(ratio "$(field p99 "$imds_line")" "$(field p99 "$base_imds_line")")"
+  printf '\n| measure | result | target |\n|---|---|---|\n'
+  printf '| AssumeRole calls in 5 s from a cold start, by concurrent clients | %s | the same for all |\n' "${sts_counts[*]}"
+  read -r _ d_ms d_calls <<<"$daemon_cli"
+  read -r _ p_ms p_calls <<<"$profile_cli"
+  printf '| %s × `aws sts get-caller-identity` through assume-roled | %.2f s each, %s AssumeRole calls | - |\n' \
+    "$INVOCATIONS" "$(ms "$((d_ms * 1000 / INVOCATIONS))" | awk '{print $1/1000}')" "$d_calls"
+  printf '| %s × the same with a `role_arn` + `credential_source` profile | %.2f s each, %s AssumeRole calls, %s credential files written to ~/.aws/cli/cache | - |\n' \
+    "$INVOCATIONS" "$(ms "$((p_ms * 1000 / INVOCATIONS))" | awk '{print $1/1000}')" "$p_calls" "$cached_secrets"
+  printf '| resident memory, idle, one role | %s MiB | ≤ 10 MiB |\n' "$(awk -v k="$idle_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+  printf '| resident memory, peak under 1000 connections | %s MiB | ≤ 40 MiB |\n' "$(awk -v k="$peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+  printf '| start-up to ready (median of 9) | %s ms, of which the STS round trip %s ms: %s ms own | - |\n' \
+    "$(ms "$startup_us")" "$(ms "$sts_rtt_us")" "$(ms "$((startup_us - sts_rtt_us))")"
+  printf '| stripped release binary | %s MiB | ≤ 15 MiB |\n' "$(awk -v b="$size_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')"
+  printf '| cold release build (all dependencies) | %s | - |\n' "$cold_build_s"
+} | tee -a "$RESULTS"

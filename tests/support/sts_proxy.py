@@ -1,0 +1,117 @@
+"""An STS stand-in in front of moto that counts calls and injects faults.
+
+Forwards every request to moto (argv[1], e.g. http://127.0.0.1:5000) and counts them by STS
+Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a mode name):
+
+  pass      forward (the default)
+  refuse    close the connection without an answer (STS unreachable)
+  hang      accept and never answer (STS hangs)
+  throttle  400 Throttling, as STS answers when a caller exceeds its rate
+  error500  500 InternalFailure
+  denied    403 AccessDenied (a trust policy or permission is missing)
+  short     forward, but AssumeRole credentials expire in 15 minutes (a role whose maximum
+            session is shorter than asked: the request itself is signed, so the answer is
+            what changes)
+
+`GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
+the proxy, whatever the mode. Prints its port on the first line of stdout.
+
+Usage: python sts_proxy.py http://127.0.0.1:MOTO_PORT
+"""
+
+import collections
+import json
+import re
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TARGET = sys.argv[1]
+MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short"}
+state = {"mode": "pass"}
+counts = collections.Counter()
+lock = threading.Lock()
+
+ERROR = """<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>
+<RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"""
+FAULTS = {
+    "throttle": (400, "Sender", "Throttling", "Rate exceeded"),
+    "error500": (500, "Receiver", "InternalFailure", "An internal error occurred"),
+    "denied": (
+        403,
+        "Sender",
+        "AccessDenied",
+        "User: arn:aws:sts::111122223333:assumed-role/hoge-ec2-role/i-0123456789abcdef0 "
+        "is not authorized to perform: sts:AssumeRole on resource: "
+        "arn:aws:iam::444455556666:role/piyo-role",
+    ),
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/__proxy/stats":
+            with lock:
+                return self.reply(200, json.dumps(dict(counts)).encode(), "application/json")
+        self.forward(b"")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/__proxy/mode":
+            mode = body.decode().strip()
+            if mode not in MODES:
+                return self.reply(400, b"unknown mode", "text/plain")
+            state["mode"] = mode
+            return self.reply(200, mode.encode(), "text/plain")
+        action = urllib.parse.parse_qs(body.decode()).get("Action", ["?"])[0]
+        with lock:
+            counts[action] += 1
+        mode = state["mode"]
+        if mode == "refuse":
+            self.close_connection = True
+            return
+        if mode == "hang":
+            time.sleep(3600)
+            return
+        if mode in FAULTS:
+            status, kind, code, message = FAULTS[mode]
+            data = ERROR.format(kind=kind, code=code, message=message).encode()
+            return self.reply(status, data, "text/xml")
+        self.forward(body, shorten=(mode == "short" and action == "AssumeRole"))
+
+    def forward(self, body, shorten=False):
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        request = urllib.request.Request(TARGET + self.path, data=body or None, headers=headers, method=self.command)
+        try:
+            with urllib.request.urlopen(request) as answer:
+                data = answer.read()
+                if shorten:
+                    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900))
+                    data = re.sub(rb"<Expiration>[^<]*</Expiration>", f"<Expiration>{soon}</Expiration>".encode(), data)
+                self.reply(answer.status, data, answer.headers.get("Content-Type", "text/xml"))
+        except urllib.error.HTTPError as error:
+            self.reply(error.code, error.read(), error.headers.get("Content-Type", "text/xml"))
+
+    def reply(self, status, data, content_type):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_):
+        pass
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
