@@ -6,6 +6,8 @@
 #   make systemd-test  boots a real systemd (Debian in systemd-nspawn) and tests the installed
 #                      service in it; slower, so it has its own target (CI runs it too).
 #   make install       installs binary, unit, sysusers, profile snippet and configuration.
+#   make bench         benchmarks against a bare baseline and today's practice; appends to
+#                      bench/results.md (takes about ten minutes; COLD_BUILD=0 skips the build).
 #   make demo          re-enacts the cross-account scenario offline, against moto.
 
 PYTHON  ?= python3
@@ -23,7 +25,7 @@ BIN         ?= target/release/assume-roled
 # systemd-analyze security's exposure score, in tenths, that the unit must not exceed.
 EXPOSURE_LIMIT := 15
 
-.PHONY: all build test lint check-unit systemd-test install demo venv clean
+.PHONY: all build test lint check-unit systemd-test install bench demo venv clean
 
 all: build
 
@@ -78,6 +80,9 @@ endif
 	@# An existing configuration is never overwritten.
 	test -e $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml || \
 	  install -m 0644 systemd/config.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml
+
+bench: venv
+	bench/run.sh
 
 demo: venv
 	$(CARGO) build --quiet

@@ -14,7 +14,8 @@ Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a
             what changes)
 
 `GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
-the proxy, whatever the mode. Prints its port on the first line of stdout.
+the proxy, whatever the mode, and "AssumeRole_last_ms": how long moto took to answer the last
+forwarded AssumeRole (the STS round trip as the daemon sees it, minus loopback). Prints its port on the first line of stdout.
 
 Usage: python sts_proxy.py http://127.0.0.1:MOTO_PORT
 """
@@ -84,10 +85,14 @@ class Handler(BaseHTTPRequestHandler):
             status, kind, code, message = FAULTS[mode]
             data = ERROR.format(kind=kind, code=code, message=message).encode()
             return self.reply(status, data, "text/xml")
+        started = time.perf_counter()
         self.forward(body, shorten=(mode == "short" and action == "AssumeRole"))
+        with lock:
+            counts[action + "_last_ms"] = round((time.perf_counter() - started) * 1000, 2)
 
     def forward(self, body, shorten=False):
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        # The Host header stays: it is part of the SigV4 signature moto checks.
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
         request = urllib.request.Request(TARGET + self.path, data=body or None, headers=headers, method=self.command)
         try:
             with urllib.request.urlopen(request) as answer:
