@@ -60,46 +60,49 @@ const IMMUTABLE_PATHS: &[&str] = &[
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Issues and checks IMDSv2 session tokens: `<expiry seconds>.<hex HMAC of them>`.
+/// Issues and checks IMDSv2 session tokens: `<expiry seconds>.<hex HMAC of those digits>`.
 pub struct SessionTokens {
-    key: Zeroizing<[u8; 32]>,
+    /// The HMAC already keyed (with a random key made at start): every check clones it
+    /// instead of re-deriving the key's pads, and nothing is allocated.
+    keyed: HmacSha256,
 }
 
 impl SessionTokens {
     /// Tokens under a fresh random key; they die with the process, as real IMDS tokens do
     /// with the instance.
     pub fn new() -> Self {
-        Self {
-            key: Zeroizing::new(rand::random()),
-        }
+        let key: Zeroizing<[u8; 32]> = Zeroizing::new(rand::random());
+        let keyed = HmacSha256::new_from_slice(key.as_ref()).expect("any key length works");
+        Self { keyed }
     }
 
-    fn mac(&self, expiry: u64) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(self.key.as_ref()).expect("any key length works");
-        mac.update(expiry.to_string().as_bytes());
+    fn mac(&self, expiry_digits: &[u8]) -> HmacSha256 {
+        let mut mac = self.keyed.clone();
+        mac.update(expiry_digits);
         mac
     }
 
     /// A token valid for `ttl` from `now`.
     pub fn mint(&self, now: SystemTime, ttl: Duration) -> String {
-        let expiry = unix_seconds(now) + ttl.as_secs();
-        let tag = self.mac(expiry).finalize().into_bytes();
+        let expiry = (unix_seconds(now) + ttl.as_secs()).to_string();
+        let tag = self.mac(expiry.as_bytes()).finalize().into_bytes();
         let hex: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
         format!("{expiry}.{hex}")
     }
 
     /// Whether `token` was minted here and has not expired at `now`.
     pub fn verify(&self, token: &[u8], now: SystemTime) -> bool {
-        let Some((expiry, tag)) = std::str::from_utf8(token)
+        let Some(dot) = token.iter().position(|b| *b == b'.') else {
+            return false;
+        };
+        let (digits, tag) = (&token[..dot], &token[dot + 1..]);
+        let expiry = std::str::from_utf8(digits)
             .ok()
-            .and_then(|t| t.split_once('.'))
-        else {
+            .and_then(|d| d.parse::<u64>().ok());
+        let (Some(expiry), Some(tag)) = (expiry, decode_hex(tag)) else {
             return false;
         };
-        let (Ok(expiry), Some(tag)) = (expiry.parse::<u64>(), decode_hex(tag)) else {
-            return false;
-        };
-        expiry > unix_seconds(now) && self.mac(expiry).verify_slice(&tag).is_ok()
+        expiry > unix_seconds(now) && self.mac(digits).verify_slice(&tag).is_ok()
     }
 }
 
@@ -113,14 +116,17 @@ fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 || !text.is_ascii() {
+/// Decodes the 64 hex digits of an HMAC-SHA256 tag.
+fn decode_hex(text: &[u8]) -> Option<[u8; 32]> {
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut tag = [0u8; 32];
+    if text.len() != 64 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
+    for (byte, pair) in tag.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(tag)
 }
 
 /// The token lifetime a `PUT` asks for, if it is one IMDS would accept.
@@ -297,7 +303,7 @@ impl Imds {
         let entry = table.get(&self.role)?;
         let arn = entry.config.arn.as_str();
         Some(ServedRole {
-            iam_name: arn.rsplit('/').next().unwrap_or(arn).to_owned(),
+            iam_name: iam_name(arn).to_owned(),
             arn: arn.to_owned(),
             status: entry.status.borrow().clone(),
         })
@@ -354,27 +360,50 @@ async fn read(State(imds): State<Arc<Imds>>, Path(path): Path<String>) -> Respon
     if let Route::Upstream(full_path) = &route {
         return passthrough(&imds, full_path).await;
     }
+    if let Route::Credentials(name) = &route {
+        return credentials(&imds, name);
+    }
     let Some(role) = imds.served_role() else {
-        warn!(role = %imds.role, "the metadata role is no longer configured; restart to apply [imds]");
-        return not_found();
+        return role_gone(&imds);
     };
     match route {
         Route::IamListing => text_response("info\nsecurity-credentials/".to_owned()),
         Route::RoleList => text_response(role.iam_name),
-        Route::Credentials(name) if name == role.iam_name => credentials(&imds, &role),
         Route::Info => info(&imds, &role),
         _ => not_found(),
     }
+}
+
+fn role_gone(imds: &Imds) -> Response {
+    warn!(role = %imds.role, "the metadata role is no longer configured; restart to apply [imds]");
+    not_found()
+}
+
+/// The IAM name of a role ARN (what follows the last `/`).
+fn iam_name(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
 }
 
 fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
 }
 
-fn credentials(imds: &Imds, role: &ServedRole) -> Response {
-    let body = match servable(&role.status, imds.clock.now()) {
-        Ok(served) => served.imds_body.clone(),
-        Err(_) => {
+/// The hot path: read the body under the table's borrow, allocate nothing but the response.
+fn credentials(imds: &Imds, name: &str) -> Response {
+    let now = imds.clock.now();
+    let found = {
+        let table = imds.roles.borrow();
+        table.get(&imds.role).map(|entry| {
+            let asked_for_this_role = iam_name(entry.config.arn.as_str()) == name;
+            asked_for_this_role
+                .then(|| servable(&entry.status.borrow(), now).map(|s| s.imds_body.clone()))
+        })
+    };
+    let body = match found {
+        None => return role_gone(imds),
+        Some(None) => return not_found(),
+        Some(Some(Ok(body))) => body,
+        Some(Some(Err(_))) => {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "CredentialsUnavailable",

@@ -97,13 +97,7 @@ fn token_file_readable_by_others_is_refused() {
     let dir = TempDir::new("open-token");
     let token = dir.write("token", &"t".repeat(48));
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let config = dir.write(
-        "config.toml",
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
-            token.display()
-        ),
-    );
+    let config = dir.write("config.toml", &piyo_config("127.0.0.1:0", &token, None));
     let output = run(&["serve", "--config", &config.display().to_string()]);
     assert_eq!(output.status.code(), Some(78));
     assert!(
@@ -120,10 +114,7 @@ fn listen_address_in_use_is_named() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let dir = TempDir::new("taken");
-    let config = format!(
-        "[server]\nlisten = \"{address}\"\ntoken_file = \"{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
-        dir.path().join("token").display()
-    );
+    let config = piyo_config(&address, &dir.path().join("token"), None);
     let config = dir.write("config.toml", &config);
     let output = run(&["serve", "--config", &config.display().to_string()]);
     assert_eq!(output.status.code(), Some(1));
@@ -139,10 +130,11 @@ fn listen_address_in_use_is_named() {
 #[test]
 fn unreachable_sts_gives_503_that_says_why() {
     let dir = TempDir::new("no-sts");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[sts]\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
-        dir.path().join("state/token").display(),
-        free_port()
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let config = piyo_config(
+        "127.0.0.1:0",
+        &dir.path().join("state/token"),
+        Some(&nowhere),
     );
     let host = vec![
         (
@@ -155,13 +147,7 @@ fn unreachable_sts_gives_503_that_says_why() {
         ),
     ];
     let daemon = Daemon::start_with(dir, &config, &host, &[]);
-    let token = daemon.token();
-    let mut answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
-    while answer.1.contains("CredentialsUninitialized") {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
-    }
-    let (status, body) = answer;
+    let (status, body) = daemon.first_outcome("piyo");
     assert_eq!(status, 503, "{body}");
     assert!(
         body.contains("\"code\":\"CredentialsUnavailable\""),
@@ -180,19 +166,15 @@ fn source_identity_never_comes_from_the_container_endpoint() {
     trap.set_nonblocking(true).unwrap();
     let trap_uri = format!("http://{}/creds", trap.local_addr().unwrap());
     let dir = TempDir::new("no-ecs");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[sts]\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:{}\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
-        dir.path().join("state/token").display(),
-        free_port()
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let config = piyo_config(
+        "127.0.0.1:0",
+        &dir.path().join("state/token"),
+        Some(&nowhere),
     );
     let env = [("AWS_CONTAINER_CREDENTIALS_FULL_URI", trap_uri.as_str())];
     let daemon = Daemon::start_with(dir, &config, &[], &env);
-    let token = daemon.token();
-    let mut answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
-    while answer.1.contains("CredentialsUninitialized") {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        answer = daemon.get("/roles/piyo", &[("Authorization", &token)]);
-    }
+    let answer = daemon.first_outcome("piyo");
     assert_eq!(answer.0, 503, "{}", answer.1);
     assert!(answer.1.contains("NoSourceCredentials"), "{}", answer.1);
     assert!(
@@ -217,10 +199,7 @@ fn sigterm_exits_zero() {
 #[test]
 fn missing_ca_certificates_are_explained() {
     let dir = TempDir::new("no-ca");
-    let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[sts]\nregion = \"us-east-1\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
-        dir.path().join("token").display()
-    );
+    let config = piyo_config("127.0.0.1:0", &dir.path().join("token"), None);
     let config = dir.write("config.toml", &config);
     let empty = dir.write("no-certificates.pem", "");
     let mut command = Command::new(daemon_binary());

@@ -5,8 +5,6 @@ mod support;
 
 use support::*;
 
-const PIYO_SESSION_PREFIX: &str = "arn:aws:sts::444455556666:assumed-role/piyo-role/";
-
 /// The aws CLI acts as piyo-role in 444455556666: it reads, sees that account's VPC, and is
 /// denied a write that the role's policy does not allow.
 #[test]
@@ -86,12 +84,7 @@ fn shell_set_up_by_env_acts_as_the_role() {
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .args(["-c", &script]);
     let output = command.output().unwrap();
-    assert!(
-        stdout(&output).starts_with(PIYO_SESSION_PREFIX),
-        "{} {}",
-        stdout(&output),
-        stderr(&output)
-    );
+    assert_acts_as_piyo(&output);
 }
 
 /// A long-lived boto3 session making 50 calls asks the daemon once: the served credentials
@@ -107,12 +100,7 @@ arns = {sts.get_caller_identity()["Arn"] for _ in range(50)}
 print(arns.pop() if len(arns) == 1 else arns)
 "#;
     let output = python(&moto, &daemon.client_env(), script);
-    assert!(
-        stdout(&output).starts_with(PIYO_SESSION_PREFIX),
-        "{} {}",
-        stdout(&output),
-        stderr(&output)
-    );
+    assert_acts_as_piyo(&output);
     let fetches = daemon.log().matches("credentials served").count();
     assert_eq!(fetches, 1, "boto3 fetched {fetches} times for 50 calls");
 }
@@ -125,12 +113,7 @@ fn rust_sdk_default_chain_acts_as_the_role() {
     let output = client(&moto, &rust_sdk_whoami(), &daemon.client_env())
         .output()
         .unwrap();
-    assert!(
-        stdout(&output).starts_with(PIYO_SESSION_PREFIX),
-        "{} {}",
-        stdout(&output),
-        stderr(&output)
-    );
+    assert_acts_as_piyo(&output);
 }
 
 /// Without the token, or with a wrong one, clients get nothing, and the daemon's log holds no
@@ -161,11 +144,7 @@ fn clients_without_the_right_token_fail() {
     assert!(!output.status.success(), "{}", stdout(&output));
 
     let log = daemon.log();
-    let mut secrets = moto.host_secrets();
-    secrets.push(daemon.token());
-    secrets.push(credentials["SecretAccessKey"].as_str().unwrap().to_owned());
-    secrets.push(credentials["Token"].as_str().unwrap().to_owned());
-    for secret in secrets {
+    for secret in known_secrets(&moto, &daemon, &credentials) {
         assert!(!log.contains(&secret), "a secret is in the log");
     }
 }
@@ -181,7 +160,7 @@ fn trace_logs_never_contain_secrets() {
     let output = aws(&moto, &daemon.client_env(), &["sts", "get-caller-identity"]);
     assert!(output.status.success(), "{}", stderr(&output));
     daemon.get("/roles/piyo", &[("Authorization", "wrong")]);
-    let token = daemon.token();
+    let secrets = known_secrets(&moto, &daemon, &credentials);
     let status = daemon.terminate();
     assert!(status.success(), "SIGTERM exits 0: {status}");
     let log = daemon.log();
@@ -190,10 +169,6 @@ fn trace_logs_never_contain_secrets() {
         "{log}"
     );
     assert!(log.lines().count() > 20, "trace logging was on");
-    let mut secrets = moto.host_secrets();
-    secrets.push(token);
-    secrets.push(credentials["SecretAccessKey"].as_str().unwrap().to_owned());
-    secrets.push(credentials["Token"].as_str().unwrap().to_owned());
     for secret in secrets {
         assert!(!log.contains(&secret), "a secret is in the trace log");
     }

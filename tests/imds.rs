@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use support::*;
 
-const PIYO_SESSION_PREFIX: &str = "arn:aws:sts::444455556666:assumed-role/piyo-role/";
 const TTL: (&str, &str) = ("X-aws-ec2-metadata-token-ttl-seconds", "300");
 
 /// moto, the metadata double, and a daemon whose source identity comes from the double and
@@ -97,12 +96,7 @@ fn aws_cli_through_metadata_acts_as_the_role() {
         "text",
     ];
     let identity = host.run(&aws, &args, Some("us-east-1"));
-    assert!(
-        stdout(&identity).starts_with(PIYO_SESSION_PREFIX),
-        "{} {}",
-        stdout(&identity),
-        stderr(&identity)
-    );
+    assert_acts_as_piyo(&identity);
     let instances = host.run(&aws, &["ec2", "describe-instances"], Some("us-east-1"));
     assert!(instances.status.success(), "{}", stderr(&instances));
 }

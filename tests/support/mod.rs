@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub const TARGET_ACCOUNT: &str = "444455556666";
+/// How piyo-role's session ARNs start: proof that a client acts in the target account.
+pub const PIYO_SESSION_PREFIX: &str = "arn:aws:sts::444455556666:assumed-role/piyo-role/";
 pub const PIYO_ARN: &str = "arn:aws:iam::444455556666:role/piyo-role";
 /// How long a process may take to become ready before the test fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -169,24 +171,20 @@ impl Moto {
 
     /// A configuration for the daemon that serves piyo-role through this moto.
     pub fn config(&self, token_file: &Path) -> String {
-        format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-token_file = "{}"
-
-[sts]
-region = "us-east-1"
-endpoint = "{}"
-
-[[roles]]
-name = "piyo"
-arn = "{PIYO_ARN}"
-session_name = "hoge"
-"#,
-            token_file.display(),
-            self.endpoint
-        )
+        piyo_config("127.0.0.1:0", token_file, Some(&self.endpoint))
     }
+}
+
+/// A configuration serving piyo-role as `/roles/piyo`, listening on `listen`, with STS at
+/// `sts_endpoint` (`None`: the regional default, over https). It ends inside the role's table,
+/// so tests can append role keys.
+pub fn piyo_config(listen: &str, token_file: &Path, sts_endpoint: Option<&str>) -> String {
+    let endpoint = sts_endpoint.map_or(String::new(), |url| format!("endpoint = \"{url}\"\n"));
+    format!(
+        "[server]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\n\n[sts]\nregion = \"us-east-1\"\n{endpoint}\n\
+         [[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\nsession_name = \"hoge\"\n",
+        token_file.display()
+    )
 }
 
 /// Environment every process gets, isolating it from the machine's own AWS configuration.
@@ -291,6 +289,20 @@ impl Daemon {
         }
         request.push_str("\r\n");
         raw_exchange(self.address, request.as_bytes())
+    }
+
+    /// The first answer for `role` that is not `CredentialsUninitialized`: the outcome of the
+    /// daemon's first STS call.
+    pub fn first_outcome(&self, role: &str) -> (u16, String) {
+        let token = self.token();
+        let path = format!("/roles/{role}");
+        loop {
+            let answer = self.get(&path, &[("Authorization", &token)]);
+            if !answer.1.contains("CredentialsUninitialized") {
+                return answer;
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// The credentials body, fetched with the right token.
@@ -458,6 +470,27 @@ impl ImdsDouble {
         let _ = self.process.0.kill();
         let _ = self.process.0.wait();
     }
+}
+
+/// Asserts that a client printed (first) piyo-role's session ARN.
+pub fn assert_acts_as_piyo(output: &Output) {
+    assert!(
+        stdout(output).starts_with(PIYO_SESSION_PREFIX),
+        "{} {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// Every secret a test run knows: the host's credentials, the daemon's token, and the served
+/// credentials in `served` (an ECS body).
+pub fn known_secrets(moto: &Moto, daemon: &Daemon, served: &Value) -> Vec<String> {
+    let mut secrets = moto.host_secrets();
+    secrets.push(daemon.token());
+    for key in ["SecretAccessKey", "Token"] {
+        secrets.push(served[key].as_str().unwrap().to_owned());
+    }
+    secrets
 }
 
 pub fn stdout(output: &Output) -> String {
