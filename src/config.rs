@@ -30,13 +30,17 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/assume-roled/token";
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
 /// STS refuses `DurationSeconds` outside this range.
 const DURATION_RANGE_SECS: std::ops::RangeInclusive<u64> = 900..=43_200;
+/// Connections served at once when `[server] max_connections` is absent: far more than a host's
+/// tools open, few enough that a local flood cannot exhaust memory or file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<i64> = 1..=65_536;
 /// Role names become one URL path segment, so they stay short and need no escaping.
 const MAX_ROLE_NAME_LEN: usize = 64;
 
 /// Keys each table may hold; anything else is reported as unknown. `config.example.toml` must
 /// document exactly these (a test checks it), so adding a key means adding it there too.
 const TOP_KEYS: &[&str] = &["server", "sts", "imds", "roles"];
-const SERVER_KEYS: &[&str] = &["listen", "token_file"];
+const SERVER_KEYS: &[&str] = &["listen", "token_file", "max_connections"];
 const STS_KEYS: &[&str] = &["region", "endpoint"];
 const IMDS_KEYS: &[&str] = &["role", "upstream"];
 const ROLE_KEYS: &[&str] = &[
@@ -64,6 +68,8 @@ pub struct ServerConfig {
     /// Always a loopback address.
     pub listen: SocketAddr,
     pub token_file: PathBuf,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 /// `[sts]`: how to reach STS. Absent values mean "as the AWS SDK resolves them".
@@ -317,6 +323,7 @@ struct RawImds {
 struct RawServer {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -445,9 +452,22 @@ fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerC
         PathBuf::from(DEFAULT_TOKEN_FILE),
         parse_token_file,
     );
+    let max_connections = match &raw.max_connections {
+        None => Some(DEFAULT_MAX_CONNECTIONS),
+        Some(value) if MAX_CONNECTIONS_RANGE.contains(value.get_ref()) => {
+            Some(*value.get_ref() as usize)
+        }
+        Some(value) => {
+            let (min, max) = (MAX_CONNECTIONS_RANGE.start(), MAX_CONNECTIONS_RANGE.end());
+            let message = format!("{} is outside {min} to {max}", value.get_ref());
+            checker.report(value.span().start, "server.max_connections", message);
+            None
+        }
+    };
     Some(ServerConfig {
         listen: listen?,
         token_file: token_file?,
+        max_connections: max_connections?,
     })
 }
 
@@ -715,6 +735,7 @@ arn = "arn:aws:iam::444455556666:role/piyo-role"
         let config = from_toml(MINIMAL, "ip-10-0-0-1.ec2.internal").unwrap();
         assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.server.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+        assert_eq!(config.server.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(config.sts, StsConfig::default());
         let role = &config.roles[0];
         assert_eq!(role.name, "piyo");
@@ -834,6 +855,18 @@ duration = "5m"
         let found = problems(&format!("[imds]\nrole = \"fuga\"\n{MINIMAL}"));
         assert_eq!((found[0].line, found[0].key.as_str()), (2, "imds.role"));
         assert!(from_toml(MINIMAL, "h").unwrap().imds.is_none());
+    }
+
+    #[test]
+    fn max_connections_range() {
+        let with = |n: &str| from_toml(&format!("[server]\nmax_connections = {n}\n{MINIMAL}"), "h");
+        assert_eq!(with("8").unwrap().server.max_connections, 8);
+        let found = with("0").unwrap_err();
+        assert_eq!(
+            (found[0].line, found[0].key.as_str()),
+            (2, "server.max_connections")
+        );
+        assert!(with("\"many\"").is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
 use crate::imds::{self, Imds, Upstream};
+use crate::listener;
 use crate::notify::{self, Notifier};
 use crate::refresh::SystemClock;
 use crate::server::{self, AppState};
@@ -106,6 +107,7 @@ pub async fn run(
         clock.clone(),
         shutdown.clone(),
     ));
+    let max_connections = config.server.max_connections;
     let reloads = Reloads {
         path: config_path.to_owned(),
         current: config,
@@ -115,10 +117,10 @@ pub async fn run(
     let reloading = tokio::spawn(reloads.run(hangups, shutdown.clone()));
 
     let state = AppState::new(token, roles, local, clock, metadata);
-    let served = server::serve(listener, state, shutdown.clone()).await;
+    let app = server::router(state);
+    listener::serve(listener, app, max_connections, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(reloading, notifications);
-    served.context("server failed")?;
     info!("stopped");
     Ok(())
 }

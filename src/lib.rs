@@ -13,6 +13,7 @@
 //! - [`supervisor`] owns those tasks and the table of served roles, and applies reloads;
 //! - [`credentials`] holds a credential set, redacted in `Debug`, with its response body built
 //!   once per refresh;
+//! - [`listener`] accepts connections within limits (count, header timeout) and drains on stop;
 //! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
 //!   or a 503 that says why; it never calls STS;
 //! - [`token`] creates and checks the token file clients read;
@@ -32,6 +33,7 @@ pub mod env;
 #[cfg(test)]
 mod fake;
 pub mod imds;
+pub mod listener;
 pub mod notify;
 pub mod refresh;
 pub mod server;

@@ -9,10 +9,8 @@
 //! with [`servable`] whether to answer with the pre-built body or a 503 that says why. No STS
 //! call, file read or allocation of secrets happens on this path.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -23,18 +21,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+
+use tracing::debug;
 
 use crate::imds::{self, Imds};
 use crate::refresh::{Clock, Unservable, servable};
 use crate::supervisor::RoleTable;
 use crate::token::AuthToken;
 
-/// How long in-flight requests may take to finish after a stop is requested.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Paths answered without a token: they reveal nothing but liveness and readiness.
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
 /// Where the instance-metadata routes live.
@@ -291,32 +286,6 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-/// Serves on `listener` until `shutdown` is cancelled, then lets in-flight requests finish for
-/// at most [`DRAIN_TIMEOUT`].
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let drain_deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
-    tokio::select! {
-        result = server => {
-            info!("server stopped");
-            result
-        }
-        () = drain_deadline => {
-            warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "requests still open after the drain timeout");
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,96 @@
+//! Accepting connections: the limits that keep one local client from hurting the others, and
+//! the drain on shutdown.
+//!
+//! Every tool on the host depends on this port, so a slow or flooding client must not starve
+//! it: a connection must send its request head within [`HEADER_READ_TIMEOUT`] (a client
+//! dribbling headers a byte a second is cut off), the head may not exceed [`MAX_HEAD_BYTES`],
+//! and at most `max_connections` are served at once; beyond that, new connections wait in the
+//! kernel's backlog until one closes, so memory stays bounded. Only HTTP/1.1 (and 1.0) is
+//! spoken: every SDK fetches credentials that way. What a request may do is decided by
+//! [`crate::server`]; this module only moves bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// How long a client may take to send its request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request head read (hyper's smallest buffer); larger heads get 431.
+pub const MAX_HEAD_BYTES: usize = 8192;
+/// How long in-flight requests may take to finish after a stop is requested.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed `accept` (out of file descriptors), wait before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
+/// cancelled; then stops accepting and lets open requests finish for at most
+/// [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let connections = TaskTracker::new();
+    loop {
+        // Waiting for a permit before accepting leaves extra clients in the backlog.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            tokio::pin!(connection);
+            let finished = tokio::select! {
+                finished = connection.as_mut() => finished,
+                () = shutdown.cancelled() => {
+                    // Finish the request in progress, then close instead of keeping alive.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = finished {
+                debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            "requests still open after the drain timeout"
+        );
+    }
+    info!("server stopped");
+}
