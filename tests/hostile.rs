@@ -1,0 +1,517 @@
+//! Hostile requests against the real daemon, byte for byte over TCP: each gets the expected
+//! status and no key material (a refused request sees none; even a served one never sees the
+//! auth token). Then a slowloris client and a connection flood, which must not starve others.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime};
+
+use support::*;
+
+/// One request as raw bytes (`{T}` becomes the token, `{H}` the listener's host:port) and the
+/// statuses of the answers it must get, in order (pipelined requests get several).
+struct Case {
+    name: &'static str,
+    raw: Vec<u8>,
+    expect: &'static [u16],
+}
+
+fn case(name: &'static str, raw: impl AsRef<[u8]>, expect: &'static [u16]) -> Case {
+    Case {
+        name,
+        raw: raw.as_ref().to_vec(),
+        expect,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let long_path = format!("/roles/{}", "a".repeat(6000));
+    let huge_path = format!("/roles/{}", "a".repeat(20_000));
+    let big_header = format!("X-Filler: {}\r\n", "b".repeat(9000));
+    let many_headers: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let ok = "Host: {H}\r\nAuthorization: {T}\r\n";
+    let get = |extra: &str| format!("GET /roles/piyo HTTP/1.1\r\nHost: {{H}}\r\n{extra}\r\n");
+    vec![
+        case("right token", (get("Authorization: {T}\r\n")), &[200]),
+        case("no token", (get("")), &[401]),
+        case(
+            "wrong token",
+            (get("Authorization: 0123456789abcdef0123456789abcdef01234567\r\n")),
+            &[401],
+        ),
+        case("empty token", (get("Authorization: \r\n")), &[401]),
+        case(
+            "token with a suffix",
+            (get("Authorization: {T}x\r\n")),
+            &[401],
+        ),
+        case(
+            "token with a prefix",
+            (get("Authorization: x{T}\r\n")),
+            &[401],
+        ),
+        case(
+            "Bearer token",
+            (get("Authorization: Bearer {T}\r\n")),
+            &[401],
+        ),
+        case("Basic token", (get("Authorization: Basic {T}\r\n")), &[401]),
+        case(
+            "token in the query",
+            "GET /roles/piyo?token={T} HTTP/1.1\r\nHost: {H}\r\n\r\n",
+            &[401],
+        ),
+        case(
+            "token as another header",
+            (get("X-Aws-Ec2-Metadata-Token: {T}\r\n")),
+            &[401],
+        ),
+        case(
+            "two Authorization headers",
+            (get("Authorization: {T}\r\nAuthorization: {T}\r\n")),
+            &[401],
+        ),
+        case(
+            "right and wrong Authorization",
+            (get("Authorization: {T}\r\nAuthorization: nope\r\n")),
+            &[401],
+        ),
+        case(
+            "header name in lower case",
+            (get("authorization: {T}\r\n")),
+            &[200],
+        ),
+        case(
+            "X-Forwarded-For",
+            (get("Authorization: {T}\r\nX-Forwarded-For: 10.0.0.1\r\n")),
+            &[403],
+        ),
+        case(
+            "Forwarded",
+            (get("Authorization: {T}\r\nForwarded: for=10.0.0.1\r\n")),
+            &[403],
+        ),
+        case(
+            "Origin",
+            (get("Authorization: {T}\r\nOrigin: http://evil.example\r\n")),
+            &[403],
+        ),
+        case(
+            "Referer",
+            (get("Authorization: {T}\r\nReferer: http://evil.example/\r\n")),
+            &[403],
+        ),
+        case(
+            "foreign Host",
+            "GET /roles/piyo HTTP/1.1\r\nHost: evil.example\r\nAuthorization: {T}\r\n\r\n",
+            &[403],
+        ),
+        case(
+            "Host with another port",
+            "GET /roles/piyo HTTP/1.1\r\nHost: 127.0.0.1:1\r\nAuthorization: {T}\r\n\r\n",
+            &[403],
+        ),
+        case(
+            "rebinding Host name",
+            "GET /roles/piyo HTTP/1.1\r\nHost: attacker.127.0.0.1.nip.io\r\nAuthorization: {T}\r\n\r\n",
+            &[403],
+        ),
+        case(
+            "two Host headers",
+            "GET /roles/piyo HTTP/1.1\r\nHost: {H}\r\nHost: evil.example\r\nAuthorization: {T}\r\n\r\n",
+            &[403],
+        ),
+        case(
+            "missing Host",
+            "GET /roles/piyo HTTP/1.1\r\nAuthorization: {T}\r\n\r\n",
+            &[403],
+        ),
+        case(
+            "absolute URI of another host",
+            "GET http://169.254.169.254/roles/piyo HTTP/1.1\r\nHost: {H}\r\nAuthorization: {T}\r\n\r\n",
+            &[403],
+        ),
+        case(
+            "localhost Host",
+            "GET /roles/piyo HTTP/1.1\r\nHost: localhost:{P}\r\nAuthorization: {T}\r\n\r\n",
+            &[200],
+        ),
+        case(
+            "path traversal",
+            (format!("GET /roles/../roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "encoded traversal",
+            (format!("GET /roles/%2e%2e/roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "encoded slash",
+            (format!("GET /roles%2fpiyo HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "encoded NUL",
+            (format!("GET /roles/piyo%00 HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "double slash",
+            (format!("GET //roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "trailing slash",
+            (format!("GET /roles/piyo/ HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "other case",
+            (format!("GET /ROLES/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "unknown role",
+            (format!("GET /roles/admin HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "unknown role without token",
+            "GET /roles/admin HTTP/1.1\r\nHost: {H}\r\n\r\n",
+            &[401],
+        ),
+        case(
+            "metadata path, IMDS off",
+            (format!("GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "long path",
+            (format!("GET {long_path} HTTP/1.1\r\n{ok}\r\n")),
+            &[404],
+        ),
+        case(
+            "long path without token",
+            (format!("GET {long_path} HTTP/1.1\r\nHost: {{H}}\r\n\r\n")),
+            &[401],
+        ),
+        case(
+            "path beyond the head limit",
+            (format!("GET {huge_path} HTTP/1.1\r\n{ok}\r\n")),
+            &[431],
+        ),
+        case(
+            "oversized header",
+            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}{big_header}\r\n")),
+            &[431],
+        ),
+        case(
+            "very many headers",
+            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}{many_headers}\r\n")),
+            &[431],
+        ),
+        case(
+            "body on GET",
+            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 5\r\n\r\nhello")),
+            &[200],
+        ),
+        case(
+            "POST",
+            (format!("POST /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n")),
+            &[405],
+        ),
+        case(
+            "PUT",
+            (format!("PUT /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n")),
+            &[405],
+        ),
+        case(
+            "DELETE",
+            (format!("DELETE /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[405],
+        ),
+        case(
+            "PATCH",
+            (format!("PATCH /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n")),
+            &[405],
+        ),
+        case(
+            "OPTIONS",
+            (format!("OPTIONS /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[405],
+        ),
+        case(
+            "TRACE",
+            (format!("TRACE /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[405],
+        ),
+        case(
+            "lower-case method",
+            (format!("get /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[405],
+        ),
+        case(
+            "HEAD",
+            (format!("HEAD /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            &[200],
+        ),
+        case(
+            "POST without token",
+            "POST /roles/piyo HTTP/1.1\r\nHost: {H}\r\nContent-Length: 0\r\n\r\n",
+            &[401],
+        ),
+        case(
+            "HTTP/1.0",
+            "GET /roles/piyo HTTP/1.0\r\nHost: {H}\r\nAuthorization: {T}\r\n\r\n",
+            &[200],
+        ),
+        case(
+            "HTTP/1.0 without Host",
+            "GET /roles/piyo HTTP/1.0\r\nAuthorization: {T}\r\n\r\n",
+            &[403],
+        ),
+        case("HTTP/0.9", "GET /roles/piyo\r\n\r\n", &[400]),
+        // Only HTTP/1 is spoken: the connection is closed without an answer.
+        case(
+            "HTTP/2 preface on HTTP/1",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            &[],
+        ),
+        // Transfer-Encoding wins over Content-Length (RFC 9112), and the connection closes after.
+        case(
+            "length and chunked",
+            (format!(
+                "POST /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            )),
+            &[405],
+        ),
+        case(
+            "space in a header name",
+            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}Bad Header: x\r\n\r\n")),
+            &[400],
+        ),
+        case(
+            "invalid UTF-8 in the path",
+            b"GET /roles/pi\xffyo HTTP/1.1\r\nHost: {H}\r\nAuthorization: {T}\r\n\r\n",
+            &[400],
+        ),
+        case(
+            "NUL in the token",
+            b"GET /roles/piyo HTTP/1.1\r\nHost: {H}\r\nAuthorization: {T}\x00\r\n\r\n",
+            &[400],
+        ),
+        case(
+            "invalid UTF-8 token",
+            b"GET /roles/piyo HTTP/1.1\r\nHost: {H}\r\nAuthorization: \xff\xfe\r\n\r\n",
+            &[401],
+        ),
+        case(
+            "pipelined: good then bad token",
+            (format!(
+                "GET /roles/piyo HTTP/1.1\r\n{ok}\r\nGET /roles/piyo HTTP/1.1\r\nHost: {{H}}\r\nAuthorization: nope\r\nConnection: close\r\n\r\n"
+            )),
+            &[200, 401],
+        ),
+        case(
+            "pipelined: bad then good token",
+            (format!(
+                "GET /roles/piyo HTTP/1.1\r\nHost: {{H}}\r\nAuthorization: nope\r\n\r\nGET /roles/piyo HTTP/1.1\r\n{ok}Connection: close\r\n\r\n"
+            )),
+            &[401, 200],
+        ),
+        case(
+            "health without token",
+            "GET /healthz HTTP/1.1\r\nHost: {H}\r\n\r\n",
+            &[200],
+        ),
+        case(
+            "readiness without token",
+            "GET /readyz HTTP/1.1\r\nHost: {H}\r\n\r\n",
+            &[200],
+        ),
+    ]
+}
+
+/// Sends raw bytes and returns every answer's status and text, until the server closes or
+/// goes quiet.
+fn exchange(daemon: &Daemon, raw: &[u8]) -> Vec<(u16, String)> {
+    let mut stream = TcpStream::connect(daemon.address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let _ = stream.write_all(raw);
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 65536];
+    // Wait long for the first bytes; once answers flow, a short silence means they are all in
+    // (kept-alive connections stay open, so the end is not always a close).
+    while let Ok(read @ 1..) = stream.read(&mut chunk) {
+        received.extend_from_slice(&chunk[..read]);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(150)))
+            .unwrap();
+    }
+    let text = String::from_utf8_lossy(&received).into_owned();
+    text.split("HTTP/1.")
+        .skip(1)
+        .filter_map(|answer| {
+            let status = answer.get(2..5)?.parse().ok()?;
+            Some((status, answer.to_owned()))
+        })
+        .collect()
+}
+
+/// Every hostile request gets its status and no key material; the table is the contract.
+#[test]
+fn hostile_requests_get_refused_without_leaking() {
+    let moto = Moto::start();
+    let daemon = Daemon::start(&moto, &[]);
+    daemon.wait_ready();
+    let served = daemon.credentials();
+    let token = daemon.token();
+    let secrets = known_secrets(&moto, &daemon, &served);
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let raw = substitute(&case.raw, &token, daemon.address);
+        let answers = exchange(&daemon, &raw);
+        let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+        if statuses != case.expect {
+            failures.push(format!(
+                "{}: expected {:?}, got {statuses:?}",
+                case.name, case.expect
+            ));
+        }
+        for (status, text) in &answers {
+            let leaked = secrets.iter().any(|secret| {
+                let allowed = *status == 200 && *secret != token;
+                !allowed && text.contains(secret.as_str())
+            });
+            if leaked {
+                failures.push(format!(
+                    "{}: a {status} answer carries key material",
+                    case.name
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// Fills in `{T}` (token), `{H}` (host:port) and `{P}` (port), byte by byte, so that cases
+/// with invalid UTF-8 or NUL keep their bytes.
+fn substitute(raw: &[u8], token: &str, address: std::net::SocketAddr) -> Vec<u8> {
+    let host = address.to_string();
+    let port = address.port().to_string();
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut rest = raw;
+    while let Some(&byte) = rest.first() {
+        let replacement = [("{T}", token), ("{H}", &host), ("{P}", &port)]
+            .into_iter()
+            .find(|(placeholder, _)| rest.starts_with(placeholder.as_bytes()));
+        match replacement {
+            Some((placeholder, value)) => {
+                out.extend_from_slice(value.as_bytes());
+                rest = &rest[placeholder.len()..];
+            }
+            None => {
+                out.push(byte);
+                rest = &rest[1..];
+            }
+        }
+    }
+    out
+}
+
+/// A client dribbling its headers a byte a second is cut off by the header timeout, and other
+/// clients are served meanwhile.
+#[test]
+fn slowloris_is_cut_off_and_others_are_served() {
+    let moto = Moto::start();
+    let daemon = Daemon::start(&moto, &[]);
+    daemon.wait_ready();
+    let mut slow = TcpStream::connect(daemon.address).unwrap();
+    let started = SystemTime::now();
+    let head = format!(
+        "GET /roles/piyo HTTP/1.1\r\nHost: {}\r\nX-Slow: ",
+        daemon.address
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let mut cut_off = None;
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            daemon.get("/healthz", &[]).0,
+            200,
+            "another client was blocked"
+        );
+        if slow.write_all(b"a").is_err() || slow.flush().is_err() {
+            cut_off = Some(started.elapsed().unwrap());
+            break;
+        }
+        let mut probe = [0u8; 512];
+        slow.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        if let Ok(read) = slow.read(&mut probe) {
+            // The server answered (408) or closed (0 bytes): either way it gave up on us.
+            let _ = read;
+            cut_off = Some(started.elapsed().unwrap());
+            break;
+        }
+    }
+    let cut_off = cut_off.expect("the slow client was never cut off");
+    assert!(
+        cut_off <= Duration::from_secs(8),
+        "cut off only after {cut_off:?}"
+    );
+}
+
+/// At most `max_connections` are served at once: one more waits instead of exhausting the
+/// daemon, and is served as soon as a slot frees (idle connections time out).
+#[test]
+fn connection_cap_holds_back_a_flood() {
+    let moto = Moto::start();
+    let dir = TempDir::new("cap");
+    let config = moto
+        .config(&dir.path().join("state/token"))
+        .replace("[sts]", "max_connections = 4\n\n[sts]");
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(daemon.address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut waiting = TcpStream::connect(daemon.address).unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        daemon.address
+    );
+    waiting.write_all(request.as_bytes()).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let early = waiting.read_to_end(&mut answer);
+    assert!(
+        early.is_err() && answer.is_empty(),
+        "a fifth connection was served while four were held"
+    );
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    waiting.read_to_end(&mut answer).unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{answer:?}"
+    );
+    drop(held);
+}
