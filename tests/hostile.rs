@@ -34,14 +34,14 @@ fn cases() -> Vec<Case> {
     let ok = "Host: {H}\r\nAuthorization: {T}\r\n";
     let get = |extra: &str| format!("GET /roles/piyo HTTP/1.1\r\nHost: {{H}}\r\n{extra}\r\n");
     vec![
-        case("right token", (get("Authorization: {T}\r\n")), &[200]),
-        case("no token", (get("")), &[401]),
+        case("right token", get("Authorization: {T}\r\n"), &[200]),
+        case("no token", get(""), &[401]),
         case(
             "wrong token",
             (get("Authorization: 0123456789abcdef0123456789abcdef01234567\r\n")),
             &[401],
         ),
-        case("empty token", (get("Authorization: \r\n")), &[401]),
+        case("empty token", get("Authorization: \r\n"), &[401]),
         case(
             "token with a suffix",
             (get("Authorization: {T}x\r\n")),
@@ -57,7 +57,7 @@ fn cases() -> Vec<Case> {
             (get("Authorization: Bearer {T}\r\n")),
             &[401],
         ),
-        case("Basic token", (get("Authorization: Basic {T}\r\n")), &[401]),
+        case("Basic token", get("Authorization: Basic {T}\r\n"), &[401]),
         case(
             "token in the query",
             "GET /roles/piyo?token={T} HTTP/1.1\r\nHost: {H}\r\n\r\n",
