@@ -38,25 +38,21 @@ fn cases() -> Vec<Case> {
         case("no token", get(""), &[401]),
         case(
             "wrong token",
-            (get("Authorization: 0123456789abcdef0123456789abcdef01234567\r\n")),
+            get("Authorization: 0123456789abcdef0123456789abcdef01234567\r\n"),
             &[401],
         ),
         case("empty token", get("Authorization: \r\n"), &[401]),
         case(
             "token with a suffix",
-            (get("Authorization: {T}x\r\n")),
+            get("Authorization: {T}x\r\n"),
             &[401],
         ),
         case(
             "token with a prefix",
-            (get("Authorization: x{T}\r\n")),
+            get("Authorization: x{T}\r\n"),
             &[401],
         ),
-        case(
-            "Bearer token",
-            (get("Authorization: Bearer {T}\r\n")),
-            &[401],
-        ),
+        case("Bearer token", get("Authorization: Bearer {T}\r\n"), &[401]),
         case("Basic token", get("Authorization: Basic {T}\r\n"), &[401]),
         case(
             "token in the query",
@@ -65,42 +61,42 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "token as another header",
-            (get("X-Aws-Ec2-Metadata-Token: {T}\r\n")),
+            get("X-Aws-Ec2-Metadata-Token: {T}\r\n"),
             &[401],
         ),
         case(
             "two Authorization headers",
-            (get("Authorization: {T}\r\nAuthorization: {T}\r\n")),
+            get("Authorization: {T}\r\nAuthorization: {T}\r\n"),
             &[401],
         ),
         case(
             "right and wrong Authorization",
-            (get("Authorization: {T}\r\nAuthorization: nope\r\n")),
+            get("Authorization: {T}\r\nAuthorization: nope\r\n"),
             &[401],
         ),
         case(
             "header name in lower case",
-            (get("authorization: {T}\r\n")),
+            get("authorization: {T}\r\n"),
             &[200],
         ),
         case(
             "X-Forwarded-For",
-            (get("Authorization: {T}\r\nX-Forwarded-For: 10.0.0.1\r\n")),
+            get("Authorization: {T}\r\nX-Forwarded-For: 10.0.0.1\r\n"),
             &[403],
         ),
         case(
             "Forwarded",
-            (get("Authorization: {T}\r\nForwarded: for=10.0.0.1\r\n")),
+            get("Authorization: {T}\r\nForwarded: for=10.0.0.1\r\n"),
             &[403],
         ),
         case(
             "Origin",
-            (get("Authorization: {T}\r\nOrigin: http://evil.example\r\n")),
+            get("Authorization: {T}\r\nOrigin: http://evil.example\r\n"),
             &[403],
         ),
         case(
             "Referer",
-            (get("Authorization: {T}\r\nReferer: http://evil.example/\r\n")),
+            get("Authorization: {T}\r\nReferer: http://evil.example/\r\n"),
             &[403],
         ),
         case(
@@ -140,42 +136,42 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "path traversal",
-            (format!("GET /roles/../roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /roles/../roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "encoded traversal",
-            (format!("GET /roles/%2e%2e/roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /roles/%2e%2e/roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "encoded slash",
-            (format!("GET /roles%2fpiyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /roles%2fpiyo HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "encoded NUL",
-            (format!("GET /roles/piyo%00 HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /roles/piyo%00 HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "double slash",
-            (format!("GET //roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET //roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "trailing slash",
-            (format!("GET /roles/piyo/ HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /roles/piyo/ HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "other case",
-            (format!("GET /ROLES/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /ROLES/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "unknown role",
-            (format!("GET /roles/admin HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /roles/admin HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
@@ -185,77 +181,77 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "metadata path, IMDS off",
-            (format!("GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "long path",
-            (format!("GET {long_path} HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET {long_path} HTTP/1.1\r\n{ok}\r\n"),
             &[404],
         ),
         case(
             "long path without token",
-            (format!("GET {long_path} HTTP/1.1\r\nHost: {{H}}\r\n\r\n")),
+            format!("GET {long_path} HTTP/1.1\r\nHost: {{H}}\r\n\r\n"),
             &[401],
         ),
         case(
             "path beyond the head limit",
-            (format!("GET {huge_path} HTTP/1.1\r\n{ok}\r\n")),
+            format!("GET {huge_path} HTTP/1.1\r\n{ok}\r\n"),
             &[431],
         ),
         case(
             "oversized header",
-            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}{big_header}\r\n")),
+            format!("GET /roles/piyo HTTP/1.1\r\n{ok}{big_header}\r\n"),
             &[431],
         ),
         case(
             "very many headers",
-            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}{many_headers}\r\n")),
+            format!("GET /roles/piyo HTTP/1.1\r\n{ok}{many_headers}\r\n"),
             &[431],
         ),
         case(
             "body on GET",
-            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 5\r\n\r\nhello")),
+            format!("GET /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 5\r\n\r\nhello"),
             &[200],
         ),
         case(
             "POST",
-            (format!("POST /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n")),
+            format!("POST /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n"),
             &[405],
         ),
         case(
             "PUT",
-            (format!("PUT /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n")),
+            format!("PUT /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n"),
             &[405],
         ),
         case(
             "DELETE",
-            (format!("DELETE /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("DELETE /roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[405],
         ),
         case(
             "PATCH",
-            (format!("PATCH /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n")),
+            format!("PATCH /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 0\r\n\r\n"),
             &[405],
         ),
         case(
             "OPTIONS",
-            (format!("OPTIONS /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("OPTIONS /roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[405],
         ),
         case(
             "TRACE",
-            (format!("TRACE /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("TRACE /roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[405],
         ),
         case(
             "lower-case method",
-            (format!("get /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("get /roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[405],
         ),
         case(
             "HEAD",
-            (format!("HEAD /roles/piyo HTTP/1.1\r\n{ok}\r\n")),
+            format!("HEAD /roles/piyo HTTP/1.1\r\n{ok}\r\n"),
             &[200],
         ),
         case(
@@ -283,14 +279,14 @@ fn cases() -> Vec<Case> {
         // Transfer-Encoding wins over Content-Length (RFC 9112), and the connection closes after.
         case(
             "length and chunked",
-            (format!(
+            format!(
                 "POST /roles/piyo HTTP/1.1\r\n{ok}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-            )),
+            ),
             &[405],
         ),
         case(
             "space in a header name",
-            (format!("GET /roles/piyo HTTP/1.1\r\n{ok}Bad Header: x\r\n\r\n")),
+            format!("GET /roles/piyo HTTP/1.1\r\n{ok}Bad Header: x\r\n\r\n"),
             &[400],
         ),
         case(
@@ -310,16 +306,16 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "pipelined: good then bad token",
-            (format!(
+            format!(
                 "GET /roles/piyo HTTP/1.1\r\n{ok}\r\nGET /roles/piyo HTTP/1.1\r\nHost: {{H}}\r\nAuthorization: nope\r\nConnection: close\r\n\r\n"
-            )),
+            ),
             &[200, 401],
         ),
         case(
             "pipelined: bad then good token",
-            (format!(
+            format!(
                 "GET /roles/piyo HTTP/1.1\r\nHost: {{H}}\r\nAuthorization: nope\r\n\r\nGET /roles/piyo HTTP/1.1\r\n{ok}Connection: close\r\n\r\n"
-            )),
+            ),
             &[401, 200],
         ),
         case(
