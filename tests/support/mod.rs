@@ -425,6 +425,69 @@ pub fn rust_sdk_whoami() -> PathBuf {
     binary
 }
 
+/// The fault-injecting STS proxy (`sts_proxy.py`) in front of moto.
+pub struct StsProxy {
+    pub endpoint: String,
+    address: SocketAddr,
+    _process: Process,
+}
+
+impl StsProxy {
+    pub fn start(moto: &Moto) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sts_proxy.py");
+        let mut child = Command::new(venv_tool("python"))
+            .arg(script)
+            .arg(&moto.endpoint)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let port: u16 = line.trim().parse().expect("the proxy prints its port");
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            _process: Process(child),
+        }
+    }
+
+    /// Switches what the proxy does with the next requests (see `sts_proxy.py`).
+    pub fn set_mode(&self, mode: &str) {
+        let request = format!(
+            "POST /__proxy/mode HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{mode}",
+            self.address,
+            mode.len()
+        );
+        let answer = raw_exchange(self.address, request.as_bytes());
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+
+    /// How many calls of `action` (e.g. `AssumeRole`) reached the proxy.
+    pub fn calls(&self, action: &str) -> u64 {
+        let request = format!(
+            "GET /__proxy/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        );
+        let stats: Value =
+            serde_json::from_str(&raw_exchange(self.address, request.as_bytes()).body).unwrap();
+        stats[action].as_u64().unwrap_or(0)
+    }
+}
+
+/// Polls `condition` every 50 ms for up to `seconds`; false if it never held.
+pub fn eventually(seconds: u64, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(seconds);
+    while std::time::SystemTime::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(POLL);
+    }
+    condition()
+}
+
 /// An instance-metadata double (`imds_double.py`) vending the host role's credentials.
 pub struct ImdsDouble {
     pub endpoint: String,

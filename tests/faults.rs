@@ -1,0 +1,285 @@
+//! STS faults, injected by a proxy in front of moto, against the real daemon: unreachable,
+//! throttling, 5xx, access denied, hanging, short-lived credentials; then a crowd of clients at
+//! a cold start and SIGTERM under load. (Timing that needs hours, such as an outage longer than
+//! the credentials' life or a wall-clock jump, is proved with a fake clock in `src/refresh`.)
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use support::*;
+
+/// A daemon whose STS is the fault proxy, already in `mode` when the daemon starts.
+fn daemon_behind(proxy: &StsProxy, moto: &Moto, mode: &str) -> Daemon {
+    proxy.set_mode(mode);
+    let dir = TempDir::new("faults");
+    let config = piyo_config(
+        "127.0.0.1:0",
+        &dir.path().join("state/token"),
+        Some(&proxy.endpoint),
+    );
+    Daemon::start_with(dir, &config, &moto.host_env(), &[])
+}
+
+/// 1. STS unreachable at start: 503 saying why, not ready; served as soon as STS answers.
+#[test]
+fn unreachable_at_start_then_served() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "refuse");
+    let (status, body) = daemon.first_outcome("piyo");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("CredentialsUnavailable") && body.contains("transient"),
+        "{body}"
+    );
+    assert_eq!(daemon.get("/readyz", &[]).0, 503);
+    proxy.set_mode("pass");
+    assert!(
+        eventually(10, || daemon.get("/readyz", &[]).0 == 200),
+        "not served after STS came back"
+    );
+    assert_eq!(daemon.credentials()["AccountId"], TARGET_ACCOUNT);
+}
+
+/// 2. STS down while the credentials are valid: clients keep getting the same set, no error.
+#[test]
+fn outage_with_valid_credentials_is_invisible() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "pass");
+    daemon.wait_ready();
+    let key = daemon.credentials()["AccessKeyId"].clone();
+    proxy.set_mode("refuse");
+    for _ in 0..200 {
+        assert_eq!(daemon.credentials()["AccessKeyId"], key);
+    }
+    assert_eq!(daemon.get("/readyz", &[]).0, 200);
+}
+
+/// 3. Throttling for a minute: exponential backoff, a bounded number of calls, never a burst.
+#[test]
+fn throttling_backs_off() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "throttle");
+    std::thread::sleep(Duration::from_secs(60));
+    let calls = proxy.calls("AssumeRole");
+    eprintln!("AssumeRole calls during 60 s of throttling: {calls}");
+    assert!(
+        (4..=9).contains(&calls),
+        "{calls} calls in a minute of throttling"
+    );
+    let (status, body) = daemon.first_outcome("piyo");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("Throttling") && body.contains("transient"),
+        "{body}"
+    );
+    let warnings = daemon.log().matches("refresh failed, will retry").count();
+    assert_eq!(
+        warnings, 1,
+        "a long outage is one warning, then quieter lines"
+    );
+}
+
+/// 3b. 5xx answers are transient too: quick retries, growing apart.
+#[test]
+fn server_errors_back_off() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "error500");
+    std::thread::sleep(Duration::from_secs(10));
+    let calls = proxy.calls("AssumeRole");
+    eprintln!("AssumeRole calls during 10 s of 500s: {calls}");
+    assert!(
+        (3..=6).contains(&calls),
+        "{calls} calls in 10 s of server errors"
+    );
+    assert!(daemon.first_outcome("piyo").1.contains("InternalFailure"));
+}
+
+/// 4. AccessDenied: logged once as a configuration error with the role and STS's message,
+/// retried slowly; the 503 says why.
+#[test]
+fn access_denied_is_a_configuration_error() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "denied");
+    let (status, body) = daemon.first_outcome("piyo");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("AccessDenied") && body.contains("configuration error"),
+        "{body}"
+    );
+    assert!(
+        body.contains("is not authorized to perform: sts:AssumeRole"),
+        "{body}"
+    );
+    assert!(
+        eventually(40, || proxy.calls("AssumeRole") >= 2),
+        "no slow retry"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let log = daemon.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("role=\"piyo\"") && errors[0].contains("code=AccessDenied"),
+        "{}",
+        errors[0]
+    );
+    assert!(proxy.calls("AssumeRole") <= 2, "retried too fast");
+}
+
+/// 5. STS accepts and never answers: requests are answered from memory in milliseconds, and
+/// the attempt times out (30 s) and is retried.
+#[test]
+fn hanging_sts_does_not_slow_requests() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "hang");
+    for _ in 0..50 {
+        let started = SystemTime::now();
+        assert_eq!(daemon.get("/readyz", &[]).0, 503);
+        let took = started.elapsed().unwrap();
+        assert!(took < Duration::from_millis(200), "{took:?}");
+    }
+    assert!(
+        eventually(45, || proxy.calls("AssumeRole") >= 2),
+        "the hung attempt was not retried"
+    );
+    assert!(daemon.log().contains("code=Timeout"), "{}", daemon.log());
+    proxy.set_mode("pass");
+    assert!(eventually(40, || daemon.get("/readyz", &[]).0 == 200));
+}
+
+/// 6. Credentials shorter-lived than asked (the role's maximum session is 15 minutes): served,
+/// renewal planned with about 10 minutes left, and no refresh loop.
+#[test]
+fn short_lived_credentials_are_renewed_earlier() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "short");
+    daemon.wait_ready();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(proxy.calls("AssumeRole"), 1, "refresh loop");
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("credentials refreshed"))
+        .unwrap();
+    let time_of = |key: &str| {
+        let text = line
+            .split(&format!("{key}="))
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let parsed = aws_smithy_types::DateTime::from_str(
+            text,
+            aws_smithy_types::date_time::Format::DateTime,
+        );
+        SystemTime::try_from(parsed.unwrap()).unwrap()
+    };
+    let reserve = time_of("expiration")
+        .duration_since(time_of("next_refresh"))
+        .unwrap();
+    assert!(
+        (Duration::from_secs(600)..=Duration::from_secs(700)).contains(&reserve),
+        "renewal planned {reserve:?} before expiry: {line}"
+    );
+}
+
+/// 8. Two thousand clients at a cold start: exactly one STS call, and every client ends up
+/// with valid credentials.
+#[test]
+fn crowd_at_cold_start_makes_one_call() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "pass");
+    let token = daemon.token();
+    let clients: Vec<_> = (0..2000)
+        .map(|_| {
+            let address = daemon.address;
+            let token = token.clone();
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let request = format!(
+                        "GET /roles/piyo HTTP/1.1\r\nHost: {address}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+                    );
+                    for _ in 0..400 {
+                        let answer = raw_exchange(address, request.as_bytes());
+                        if answer.status == 200 {
+                            return answer.body.contains("\"AccountId\":\"444455556666\"");
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    false
+                })
+                .unwrap()
+        })
+        .collect();
+    let served = clients
+        .into_iter()
+        .filter_map(|client| client.join().ok())
+        .filter(|served| *served)
+        .count();
+    assert_eq!(served, 2000);
+    assert_eq!(proxy.calls("AssumeRole"), 1);
+}
+
+/// 9. SIGTERM under load: requests in flight complete, and the daemon exits 0 within the drain
+/// bound.
+#[test]
+fn sigterm_under_load_drains_and_exits_zero() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let mut daemon = daemon_behind(&proxy, &moto, "pass");
+    daemon.wait_ready();
+    let token = daemon.token();
+    let address = daemon.address;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..8)
+        .map(|_| {
+            let (token, stop) = (token.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut bad = Vec::new();
+                let request = format!(
+                    "GET /roles/piyo HTTP/1.1\r\nHost: {address}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+                );
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok(mut stream) = std::net::TcpStream::connect(address) else { break };
+                    use std::io::{Read, Write};
+                    let _ = stream.write_all(request.as_bytes());
+                    let mut answer = String::new();
+                    let _ = stream.read_to_string(&mut answer);
+                    // An answer, if any, is a whole 200: never a 5xx or a cut-off body.
+                    if !answer.is_empty() && !(answer.starts_with("HTTP/1.1 200") && answer.ends_with('}')) {
+                        bad.push(answer);
+                    }
+                }
+                bad
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = SystemTime::now();
+    let status = daemon.terminate();
+    let took = started.elapsed().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let bad: Vec<String> = loaders
+        .into_iter()
+        .flat_map(|l| l.join().unwrap())
+        .collect();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(11), "exit took {took:?}");
+    assert!(
+        bad.is_empty(),
+        "{} bad answers, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+}
