@@ -21,7 +21,7 @@ fn daemon_behind(proxy: &StsProxy, moto: &Moto, mode: &str) -> Daemon {
     Daemon::start_with(dir, &config, &moto.host_env(), &[])
 }
 
-/// 1. STS unreachable at start: 503 saying why, not ready; served as soon as STS answers.
+/// Fault 1: STS unreachable at start: 503 saying why, not ready; served as soon as STS answers.
 #[test]
 fn unreachable_at_start_then_served() {
     let moto = Moto::start();
@@ -42,7 +42,7 @@ fn unreachable_at_start_then_served() {
     assert_eq!(daemon.credentials()["AccountId"], TARGET_ACCOUNT);
 }
 
-/// 2. STS down while the credentials are valid: clients keep getting the same set, no error.
+/// Fault 2: STS down while the credentials are valid: clients keep getting the same set, no error.
 #[test]
 fn outage_with_valid_credentials_is_invisible() {
     let moto = Moto::start();
@@ -57,7 +57,7 @@ fn outage_with_valid_credentials_is_invisible() {
     assert_eq!(daemon.get("/readyz", &[]).0, 200);
 }
 
-/// 3. Throttling for a minute: exponential backoff, a bounded number of calls, never a burst.
+/// Fault 3: Throttling for a minute: exponential backoff, a bounded number of calls, never a burst.
 #[test]
 fn throttling_backs_off() {
     let moto = Moto::start();
@@ -83,7 +83,7 @@ fn throttling_backs_off() {
     );
 }
 
-/// 3b. 5xx answers are transient too: quick retries, growing apart.
+/// Fault 3b: 5xx answers are transient too: quick retries, growing apart.
 #[test]
 fn server_errors_back_off() {
     let moto = Moto::start();
@@ -99,7 +99,7 @@ fn server_errors_back_off() {
     assert!(daemon.first_outcome("piyo").1.contains("InternalFailure"));
 }
 
-/// 4. AccessDenied: logged once as a configuration error with the role and STS's message,
+/// Fault 4: AccessDenied: logged once as a configuration error with the role and STS's message,
 /// retried slowly; the 503 says why.
 #[test]
 fn access_denied_is_a_configuration_error() {
@@ -132,7 +132,7 @@ fn access_denied_is_a_configuration_error() {
     assert!(proxy.calls("AssumeRole") <= 2, "retried too fast");
 }
 
-/// 5. STS accepts and never answers: requests are answered from memory in milliseconds, and
+/// Fault 5: STS accepts and never answers: requests are answered from memory in milliseconds, and
 /// the attempt times out (30 s) and is retried.
 #[test]
 fn hanging_sts_does_not_slow_requests() {
@@ -154,7 +154,7 @@ fn hanging_sts_does_not_slow_requests() {
     assert!(eventually(40, || daemon.get("/readyz", &[]).0 == 200));
 }
 
-/// 6. Credentials shorter-lived than asked (the role's maximum session is 15 minutes): served,
+/// Fault 6: Credentials shorter-lived than asked (the role's maximum session is 15 minutes): served,
 /// renewal planned with about 10 minutes left, and no refresh loop.
 #[test]
 fn short_lived_credentials_are_renewed_earlier() {
@@ -192,7 +192,7 @@ fn short_lived_credentials_are_renewed_earlier() {
     );
 }
 
-/// 8. Two thousand clients at a cold start: exactly one STS call, and every client ends up
+/// Fault 8: Two thousand clients at a cold start: exactly one STS call, and every client ends up
 /// with valid credentials.
 #[test]
 fn crowd_at_cold_start_makes_one_call() {
@@ -231,7 +231,7 @@ fn crowd_at_cold_start_makes_one_call() {
     assert_eq!(proxy.calls("AssumeRole"), 1);
 }
 
-/// 9. SIGTERM under load: requests in flight complete, and the daemon exits 0 within the drain
+/// Fault 9: SIGTERM under load: requests in flight complete, and the daemon exits 0 within the drain
 /// bound.
 #[test]
 fn sigterm_under_load_drains_and_exits_zero() {
