@@ -257,7 +257,8 @@ fn sigterm_under_load_drains_and_exits_zero() {
                     let mut answer = String::new();
                     let _ = stream.read_to_string(&mut answer);
                     // An answer, if any, is a whole 200: never a 5xx or a cut-off body.
-                    if !answer.is_empty() && !(answer.starts_with("HTTP/1.1 200") && answer.ends_with('}')) {
+                    let whole_200 = answer.starts_with("HTTP/1.1 200") && answer.ends_with('}');
+                    if !answer.is_empty() && !whole_200 {
                         bad.push(answer);
                     }
                 }
