@@ -6,6 +6,8 @@
 #   make systemd-test  boots a real systemd (Debian in systemd-nspawn) and tests the installed
 #                      service in it; slower, so it has its own target (CI runs it too).
 #   make install       installs binary, unit, sysusers, profile snippet and configuration.
+#   make soak          the full soak: 1,000,000 requests over 64 connections (make test runs
+#                      200,000).
 #   make bench         benchmarks against a bare baseline and today's practice; appends to
 #                      bench/results.md (takes about ten minutes; COLD_BUILD=0 skips the build).
 #   make demo          re-enacts the cross-account scenario offline, against moto.
@@ -25,7 +27,7 @@ BIN         ?= target/release/assume-roled
 # systemd-analyze security's exposure score, in tenths, that the unit must not exceed.
 EXPOSURE_LIMIT := 15
 
-.PHONY: all build test lint check-unit systemd-test install bench demo venv clean
+.PHONY: all build test lint check-unit systemd-test install bench soak demo venv clean
 
 all: build
 
@@ -83,6 +85,9 @@ endif
 
 bench: venv
 	bench/run.sh
+
+soak: venv
+	SOAK_REQUESTS=1000000 $(CARGO) test --test soak -- --nocapture
 
 demo: venv
 	$(CARGO) build --quiet

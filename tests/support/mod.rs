@@ -257,6 +257,11 @@ impl Daemon {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(&self.token_file).unwrap()
     }
