@@ -118,7 +118,14 @@ pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
         path: path.to_owned(),
         source,
     };
-    let mode = fs::metadata(path).map_err(read_error)?.permissions().mode() & 0o777;
+    let metadata = fs::metadata(path).map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(TokenFileError::Invalid {
+            path: path.to_owned(),
+            reason: "it is not a regular file".to_owned(),
+        });
+    }
+    let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o007 != 0 {
         return Err(TokenFileError::OpenToOthers {
             path: path.to_owned(),

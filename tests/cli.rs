@@ -216,3 +216,50 @@ fn missing_ca_certificates_are_explained() {
         stderr(&output)
     );
 }
+
+/// A token file the daemon's user cannot read (here: the daemon runs as `nobody`, the file is
+/// root's, mode 0640) is a clear error naming the file, not a crash or a new token.
+#[test]
+fn token_file_unreadable_by_the_daemon_is_explained() {
+    let dir = TempDir::new("unreadable-token");
+    let token = dir.write("token", &"u".repeat(48));
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.write("config.toml", &piyo_config("127.0.0.1:0", &token, None));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut command = Command::new("setpriv");
+    isolated(&mut command)
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(daemon_binary())
+        .args(["serve", "--config"])
+        .arg(&config);
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("cannot read token file {}", token.display())),
+        "{text}"
+    );
+    assert!(text.contains("Permission denied"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&token).unwrap(),
+        "u".repeat(48),
+        "the token was kept"
+    );
+}
+
+/// A token path that is a directory is refused as such.
+#[test]
+fn token_path_that_is_a_directory_is_refused() {
+    let dir = TempDir::new("token-dir");
+    let token = dir.path().join("token");
+    std::fs::create_dir(&token).unwrap();
+    let config = dir.write("config.toml", &piyo_config("127.0.0.1:0", &token, None));
+    let output = run(&["serve", "--config", &config.display().to_string()]);
+    assert_eq!(output.status.code(), Some(78));
+    assert!(
+        stderr(&output).contains("is not a regular file"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -192,6 +192,40 @@ fn short_lived_credentials_are_renewed_earlier() {
     );
 }
 
+/// Fault 7: an outage longer than the credentials' life (here 150 s, so that it fits in a
+/// test): serving stops two minutes before expiry with a 503 that says why, and resumes by
+/// itself once STS answers again.
+#[test]
+fn outage_past_expiry_stops_serving_then_recovers() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "short:150");
+    daemon.wait_ready();
+    proxy.set_mode("refuse");
+    let started = SystemTime::now();
+    assert!(
+        eventually(45, || daemon.get("/readyz", &[]).0 == 503),
+        "still serving near expiry"
+    );
+    let stopped_after = started.elapsed().unwrap();
+    assert!(
+        stopped_after >= Duration::from_secs(25),
+        "stopped too early: {stopped_after:?}"
+    );
+    let (status, body) = daemon.get("/roles/piyo", &[("Authorization", &daemon.token())]);
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("CredentialsExpired") && body.contains("about to expire"),
+        "{body}"
+    );
+    proxy.set_mode("pass");
+    assert!(
+        eventually(90, || daemon.get("/readyz", &[]).0 == 200),
+        "did not resume"
+    );
+    assert_eq!(daemon.credentials()["AccountId"], TARGET_ACCOUNT);
+}
+
 /// Fault 8: Two thousand clients at a cold start: exactly one STS call, and every client ends up
 /// with valid credentials.
 #[test]

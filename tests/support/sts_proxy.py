@@ -11,7 +11,7 @@ Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a
   denied    403 AccessDenied (a trust policy or permission is missing)
   short     forward, but AssumeRole credentials expire in 15 minutes (a role whose maximum
             session is shorter than asked: the request itself is signed, so the answer is
-            what changes)
+            what changes); `short:N` makes them expire in N seconds
 
 `GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
 the proxy, whatever the mode, and "AssumeRole_last_ms": how long moto took to answer the last
@@ -67,7 +67,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/__proxy/mode":
             mode = body.decode().strip()
-            if mode not in MODES:
+            if mode.split(":")[0] not in MODES:
                 return self.reply(400, b"unknown mode", "text/plain")
             state["mode"] = mode
             return self.reply(200, mode.encode(), "text/plain")
@@ -86,19 +86,22 @@ class Handler(BaseHTTPRequestHandler):
             data = ERROR.format(kind=kind, code=code, message=message).encode()
             return self.reply(status, data, "text/xml")
         started = time.perf_counter()
-        self.forward(body, shorten=(mode == "short" and action == "AssumeRole"))
+        life = None
+        if mode.startswith("short") and action == "AssumeRole":
+            life = int(mode.partition(":")[2] or 900)
+        self.forward(body, life)
         with lock:
             counts[action + "_last_ms"] = round((time.perf_counter() - started) * 1000, 2)
 
-    def forward(self, body, shorten=False):
+    def forward(self, body, life=None):
         # The Host header stays: it is part of the SigV4 signature moto checks.
         headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
         request = urllib.request.Request(TARGET + self.path, data=body or None, headers=headers, method=self.command)
         try:
             with urllib.request.urlopen(request) as answer:
                 data = answer.read()
-                if shorten:
-                    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900))
+                if life is not None:
+                    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + life))
                     data = re.sub(rb"<Expiration>[^<]*</Expiration>", f"<Expiration>{soon}</Expiration>".encode(), data)
                 self.reply(answer.status, data, answer.headers.get("Content-Type", "text/xml"))
         except urllib.error.HTTPError as error:
