@@ -8,6 +8,7 @@
 #   make install       installs binary, unit, sysusers, profile snippet and configuration.
 #   make soak          the full soak: 1,000,000 requests over 64 connections (make test runs
 #                      200,000).
+#   make fuzz          runs each cargo-fuzz target for FUZZ_SECONDS (default 60).
 #   make bench         benchmarks against a bare baseline and today's practice; appends to
 #                      bench/results.md (takes about ten minutes; COLD_BUILD=0 skips the build).
 #   make demo          re-enacts the cross-account scenario offline, against moto.
@@ -27,7 +28,7 @@ BIN         ?= target/release/assume-roled
 # systemd-analyze security's exposure score, in tenths, that the unit must not exceed.
 EXPOSURE_LIMIT := 15
 
-.PHONY: all build test lint check-unit systemd-test install bench soak demo venv clean
+.PHONY: all build test lint check-unit systemd-test install bench soak fuzz demo venv clean
 
 all: build
 
@@ -85,6 +86,14 @@ endif
 
 bench: venv
 	bench/run.sh
+
+FUZZ_SECONDS ?= 60
+# cargo-fuzz passes nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable toolchain
+# accept them.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run config -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run request -- -max_total_time=$(FUZZ_SECONDS)
 
 soak: venv
 	SOAK_REQUESTS=1000000 $(CARGO) test --test soak -- --nocapture
