@@ -21,7 +21,8 @@
 //!   through (never the instance's own `iam/`);
 //! - [`daemon`] wires these together for `serve`; [`shutdown`] turns signals into cancellation;
 //!   [`notify`] tells systemd about readiness, status and liveness;
-//! - [`check`] and [`env`] are the `check` and `env` commands.
+//! - [`check`], [`env`] and [`status`] are the `check`, `env` and `status` commands (`status`
+//!   reads the daemon's `GET /status` report).
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +39,7 @@ pub mod notify;
 pub mod refresh;
 pub mod server;
 pub mod shutdown;
+pub mod status;
 pub mod sts;
 pub mod supervisor;
 pub mod token;

@@ -14,7 +14,7 @@ use assume_roled::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::SetupError;
 use assume_roled::env::{Shell, profile_lines};
 use assume_roled::token::TokenFileError;
-use assume_roled::{check, daemon, shutdown};
+use assume_roled::{check, daemon, shutdown, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
@@ -43,6 +43,14 @@ enum Command {
         /// Also call AssumeRole once per role and print the identity obtained.
         #[arg(long)]
         assume: bool,
+    },
+    /// Ask the running daemon how each role is doing; exits 1 if any has nothing to serve.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the report as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the shell lines that point AWS tools at the daemon: eval "$(assume-roled env)".
     Env {
@@ -91,6 +99,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", check::summary(&loaded));
             if assume {
                 print!("{}", check::assume_all(&loaded).await?);
+            }
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let loaded = config::load(&config.config)?;
+            let report = status::fetch(&loaded)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", status::render(&report));
+            }
+            let unservable: Vec<&str> = report
+                .roles
+                .iter()
+                .filter(|role| !role.servable)
+                .map(|role| role.name.as_str())
+                .collect();
+            if !unservable.is_empty() {
+                anyhow::bail!("nothing servable for: {}", unservable.join(", "));
             }
             Ok(())
         }

@@ -177,6 +177,7 @@ mod tests {
         RoleStatus {
             current: Some(Arc::new(Served::new(credentials, at(0)))),
             last_error: None,
+            ..RoleStatus::default()
         }
     }
 
@@ -197,6 +198,7 @@ mod tests {
                 "AccessDenied",
                 "no",
             )),
+            ..RoleStatus::default()
         };
         let roles = [
             ("piyo".into(), fresh()),

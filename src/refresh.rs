@@ -66,6 +66,10 @@ pub struct RoleStatus {
     pub current: Option<Arc<Served>>,
     /// The error of the most recent attempt; `None` once an attempt succeeds.
     pub last_error: Option<StsError>,
+    /// An STS call is in flight.
+    pub refreshing: bool,
+    /// When the next attempt is planned (wall clock), once the first attempt has finished.
+    pub next_attempt: Option<SystemTime>,
 }
 
 /// Why a role has nothing to serve at the moment.
@@ -165,6 +169,7 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
 
     /// One STS call; publishes the outcome and returns when to try next.
     async fn attempt(&mut self) -> SystemTime {
+        self.status.send_modify(|status| status.refreshing = true);
         let call = tokio::time::timeout(ATTEMPT_TIMEOUT, self.sts.assume_role(&self.role));
         let outcome = call.await.unwrap_or_else(|_| {
             Err(StsError::new(
@@ -202,6 +207,8 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
         self.status.send_replace(RoleStatus {
             current: Some(Arc::new(served)),
             last_error: None,
+            refreshing: false,
+            next_attempt: Some(due),
         });
         due
     }
@@ -210,9 +217,13 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
         self.failures = self.failures.saturating_add(1);
         let delay = backoff(error.kind, self.failures, rand::random());
         self.log_failure(&error, delay);
-        self.status
-            .send_modify(|status| status.last_error = Some(error));
-        now + delay
+        let next = now + delay;
+        self.status.send_modify(|status| {
+            status.last_error = Some(error);
+            status.refreshing = false;
+            status.next_attempt = Some(next);
+        });
+        next
     }
 
     fn log_failure(&mut self, error: &StsError, retry_in: Duration) {

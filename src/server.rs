@@ -27,6 +27,7 @@ use tracing::debug;
 
 use crate::imds::{self, Imds};
 use crate::refresh::{Clock, Unservable, servable};
+use crate::status;
 use crate::supervisor::RoleTable;
 use crate::token::AuthToken;
 
@@ -179,6 +180,7 @@ pub fn router(state: AppState) -> Router {
         .route("/roles/{name}", get(role_credentials))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/status", get(status_report))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
@@ -260,6 +262,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
     let message = format!("no servable credentials for: {}", waiting.join(", "));
     error_response(StatusCode::SERVICE_UNAVAILABLE, "NotReady", &message)
+}
+
+/// The operator's report (`assume-roled status`); behind the token like the credentials.
+async fn status_report(State(state): State<AppState>) -> Response {
+    let now = state.inner.clock.now();
+    let report = status::report(&state.inner.roles.borrow(), now);
+    let value = serde_json::to_value(report).expect("the report serialises");
+    json_response(StatusCode::OK, value)
 }
 
 async fn not_found() -> Response {

@@ -318,3 +318,61 @@ fn sigterm_under_load_drains_and_exits_zero() {
         bad.first()
     );
 }
+
+/// `assume-roled status` asks the running daemon: a role STS refuses is `failing` (exit 1, the
+/// error shown, in text and JSON); once STS answers again it is `fresh` (exit 0).
+#[test]
+fn status_command_follows_sts() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    proxy.set_mode("denied");
+    let dir = TempDir::new("status");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = piyo_config(
+        &listen,
+        &dir.path().join("state/token"),
+        Some(&proxy.endpoint),
+    );
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.first_outcome("piyo");
+    let status = |json: bool| {
+        let mut command = std::process::Command::new(daemon_binary());
+        isolated(&mut command)
+            .args(["status", "--config"])
+            .arg(&daemon.config_file);
+        if json {
+            command.arg("--json");
+        }
+        command.output().unwrap()
+    };
+    let failing = status(false);
+    assert_eq!(failing.status.code(), Some(1), "{}", stderr(&failing));
+    let text = stdout(&failing);
+    assert!(
+        text.starts_with(&format!("piyo  failing  {PIYO_ARN}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("last error (configuration): AccessDenied"),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status(true).stdout).unwrap();
+    assert_eq!(report["roles"][0]["state"], "failing");
+    assert_eq!(report["roles"][0]["last_error"]["code"], "AccessDenied");
+    assert!(report["roles"][0]["next_refresh"].is_string());
+    proxy.set_mode("pass");
+    assert!(
+        eventually(45, || status(false).status.success()),
+        "never fresh again"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status(true).stdout).unwrap();
+    assert_eq!(report["roles"][0]["state"], "fresh");
+    assert!(
+        report["roles"][0]["expiration"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let token = daemon.token();
+    assert!(!String::from_utf8_lossy(&status(true).stdout).contains(&token));
+}

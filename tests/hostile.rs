@@ -324,6 +324,11 @@ fn cases() -> Vec<Case> {
             &[200],
         ),
         case(
+            "status report without token",
+            "GET /status HTTP/1.1\r\nHost: {H}\r\n\r\n",
+            &[401],
+        ),
+        case(
             "readiness without token",
             "GET /readyz HTTP/1.1\r\nHost: {H}\r\n\r\n",
             &[200],

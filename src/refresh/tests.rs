@@ -88,6 +88,7 @@ fn servable_explains_why_not() {
     let status = RoleStatus {
         current: None,
         last_error: Some(denied.clone()),
+        ..RoleStatus::default()
     };
     assert_eq!(
         servable(&status, at(0)).unwrap_err(),

@@ -66,6 +66,7 @@ fn ready() -> RoleStatus {
     RoleStatus {
         current: Some(served(3600)),
         last_error: None,
+        ..RoleStatus::default()
     }
 }
 
@@ -259,6 +260,7 @@ async fn nothing_to_serve_is_a_503_that_says_why() {
             RoleStatus {
                 current: None,
                 last_error: Some(denied.clone()),
+                ..RoleStatus::default()
             },
             "CredentialsUnavailable",
         ),
@@ -266,6 +268,7 @@ async fn nothing_to_serve_is_a_503_that_says_why() {
             RoleStatus {
                 current: Some(served(60)),
                 last_error: Some(denied),
+                ..RoleStatus::default()
             },
             "CredentialsExpired",
         ),

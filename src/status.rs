@@ -1,0 +1,249 @@
+//! Role status for operators: the daemon's `GET /status` report (token-protected) and the
+//! `assume-roled status` command that reads and prints it.
+//!
+//! A role is `fresh` (servable, last attempt succeeded), `refreshing` (an STS call is in
+//! flight), `stale-serving` (STS is failing but the last good set is still served) or
+//! `failing` (nothing servable). The report carries times and the last error, never a secret.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::credentials::format_timestamp;
+use crate::refresh::{RoleStatus, servable};
+use crate::supervisor::RoleTable;
+use crate::token;
+
+/// How long `status` waits for the daemon.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a role is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Fresh,
+    Refreshing,
+    StaleServing,
+    Failing,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Fresh => "fresh",
+            State::Refreshing => "refreshing",
+            State::StaleServing => "stale-serving",
+            State::Failing => "failing",
+        }
+    }
+}
+
+/// The state of one role at `now`.
+pub fn state_of(status: &RoleStatus, now: SystemTime) -> State {
+    let serving = servable(status, now).is_ok();
+    match (serving, status.refreshing, &status.last_error) {
+        (_, true, _) if serving || status.last_error.is_none() => State::Refreshing,
+        (true, _, None) => State::Fresh,
+        (true, _, Some(_)) => State::StaleServing,
+        (false, _, None) => State::Refreshing,
+        (false, _, Some(_)) => State::Failing,
+    }
+}
+
+/// The whole report, as `GET /status` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub roles: Vec<RoleReport>,
+}
+
+/// One role's line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleReport {
+    pub name: String,
+    pub arn: String,
+    pub state: State,
+    pub servable: bool,
+    pub expiration: Option<String>,
+    pub last_refresh: Option<String>,
+    pub next_refresh: Option<String>,
+    pub last_error: Option<ErrorReport>,
+}
+
+/// The last STS error, as STS gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    pub kind: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// The report for every served role at `now`.
+pub fn report(table: &RoleTable, now: SystemTime) -> Report {
+    let roles = table
+        .iter()
+        .map(|(name, entry)| {
+            let status = entry.status.borrow().clone();
+            let current = status.current.as_ref();
+            RoleReport {
+                name: name.clone(),
+                arn: entry.config.arn.to_string(),
+                state: state_of(&status, now),
+                servable: servable(&status, now).is_ok(),
+                expiration: current.map(|s| s.credentials.expiration_text()),
+                last_refresh: current.map(|s| format_timestamp(s.obtained)),
+                next_refresh: status.next_attempt.map(format_timestamp),
+                last_error: status.last_error.as_ref().map(|error| ErrorReport {
+                    kind: error.kind.as_str().to_owned(),
+                    code: error.code.clone(),
+                    message: error.message.clone(),
+                }),
+            }
+        })
+        .collect();
+    Report { roles }
+}
+
+/// The report as people read it.
+pub fn render(report: &Report) -> String {
+    let dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+    let mut text = String::new();
+    for role in &report.roles {
+        text.push_str(&format!(
+            "{}  {}  {}\n",
+            role.name,
+            role.state.as_str(),
+            role.arn
+        ));
+        text.push_str(&format!(
+            "  expires {}, last refresh {}, next refresh {}\n",
+            dash(&role.expiration),
+            dash(&role.last_refresh),
+            dash(&role.next_refresh)
+        ));
+        if let Some(error) = &role.last_error {
+            let kind = &error.kind;
+            text.push_str(&format!(
+                "  last error ({kind}): {}: {}\n",
+                error.code, error.message
+            ));
+        }
+    }
+    text
+}
+
+/// Asks the running daemon for its report, with the token from the configured file.
+pub fn fetch(config: &Config) -> anyhow::Result<Report> {
+    let token = token::load(&config.server.token_file)?;
+    let address = config.server.listen;
+    let mut stream = TcpStream::connect_timeout(&address, STATUS_TIMEOUT)
+        .with_context(|| format!("cannot reach the daemon at {address}; is it running?"))?;
+    stream.set_read_timeout(Some(STATUS_TIMEOUT))?;
+    let request = format!(
+        "GET /status HTTP/1.1\r\nHost: {address}\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        token.expose()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!(
+            "the daemon answered {}: {body}",
+            head.lines().next().unwrap_or("")
+        );
+    }
+    serde_json::from_str(body).context("the daemon's status report is not valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::{Credentials, Served};
+    use crate::sts::{ErrorKind, StsError};
+    use std::sync::Arc;
+    use std::time::UNIX_EPOCH;
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
+    }
+
+    fn status(expires_at: Option<u64>, failing: bool, refreshing: bool) -> RoleStatus {
+        let current = expires_at.map(|expiry| {
+            let credentials = Credentials::new(
+                "ASIAEXAMPLE123456789".into(),
+                "s".into(),
+                "t".into(),
+                at(expiry),
+            );
+            Arc::new(Served::new(credentials, at(0)))
+        });
+        let last_error =
+            failing.then(|| StsError::new(ErrorKind::Transient, "Throttling", "slow down"));
+        RoleStatus {
+            current,
+            last_error,
+            refreshing,
+            next_attempt: None,
+        }
+    }
+
+    #[test]
+    fn states() {
+        let now = at(60);
+        assert_eq!(
+            state_of(&status(Some(3600), false, false), now),
+            State::Fresh
+        );
+        assert_eq!(
+            state_of(&status(Some(3600), false, true), now),
+            State::Refreshing
+        );
+        assert_eq!(
+            state_of(&status(Some(3600), true, false), now),
+            State::StaleServing
+        );
+        assert_eq!(
+            state_of(&status(Some(3600), true, true), now),
+            State::Refreshing
+        );
+        assert_eq!(state_of(&status(None, true, false), now), State::Failing);
+        assert_eq!(state_of(&status(None, true, true), now), State::Failing);
+        assert_eq!(state_of(&status(None, false, true), now), State::Refreshing);
+        assert_eq!(
+            state_of(&status(Some(100), true, false), now),
+            State::Failing,
+            "expiring"
+        );
+    }
+
+    #[test]
+    fn rendering_names_the_role_state_and_error() {
+        let report = Report {
+            roles: vec![RoleReport {
+                name: "piyo".into(),
+                arn: "arn:aws:iam::444455556666:role/piyo-role".into(),
+                state: State::Failing,
+                servable: false,
+                expiration: None,
+                last_refresh: None,
+                next_refresh: Some("2027-01-15T08:01:00Z".into()),
+                last_error: Some(ErrorReport {
+                    kind: "configuration".into(),
+                    code: "AccessDenied".into(),
+                    message: "no".into(),
+                }),
+            }],
+        };
+        let text = render(&report);
+        assert!(text.starts_with("piyo  failing  arn:aws:iam::444455556666:role/piyo-role\n"));
+        assert!(text.contains("next refresh 2027-01-15T08:01:00Z"));
+        assert!(text.contains("last error (configuration): AccessDenied: no"));
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(json.contains("\"state\":\"failing\""), "{json}");
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+    }
+}
