@@ -40,7 +40,7 @@ const MAX_ROLE_NAME_LEN: usize = 64;
 /// Keys each table may hold; anything else is reported as unknown. `config.example.toml` must
 /// document exactly these (a test checks it), so adding a key means adding it there too.
 const TOP_KEYS: &[&str] = &["server", "sts", "imds", "roles"];
-const SERVER_KEYS: &[&str] = &["listen", "token_file", "max_connections"];
+const SERVER_KEYS: &[&str] = &["listen", "token_file", "max_connections", "metrics_listen"];
 const STS_KEYS: &[&str] = &["region", "endpoint"];
 const IMDS_KEYS: &[&str] = &["role", "upstream"];
 const ROLE_KEYS: &[&str] = &[
@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub token_file: PathBuf,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// A second loopback address serving only `/metrics`, without the token (for Prometheus,
+    /// which cannot send a bare token); `None`: metrics only at `/metrics` behind the token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[sts]`: how to reach STS. Absent values mean "as the AWS SDK resolves them".
@@ -324,6 +327,7 @@ struct RawServer {
     listen: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
+    metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -464,10 +468,16 @@ fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerC
             None
         }
     };
+    let metrics_listen = checker.optional(
+        "server.metrics_listen",
+        raw.metrics_listen.as_ref(),
+        parse_listen,
+    );
     Some(ServerConfig {
         listen: listen?,
         token_file: token_file?,
         max_connections: max_connections?,
+        metrics_listen: metrics_listen?,
     })
 }
 

@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config};
 use crate::imds::{self, Imds, Upstream};
 use crate::listener;
+use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::refresh::SystemClock;
 use crate::server::{self, AppState};
@@ -36,6 +37,8 @@ use crate::token;
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
 /// First and longest wait between source-identity lookups while STS is unreachable.
 const IDENTITY_RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(300));
+/// Connections served at once on `metrics_listen`: scrapers, not clients.
+const METRICS_CONNECTIONS: usize = 16;
 /// Where the SDKs (and so the daemon's own source chain) look for instance metadata.
 const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 /// Environment variables that redirect the daemon's own STS calls.
@@ -82,14 +85,36 @@ pub async fn run(
     let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     info!(address = %local, "listening");
 
+    let metrics_listener = match config.server.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?,
+        ),
+        None => None,
+    };
+
     let sts = Arc::new(SdkSts::new(&config.sts).await);
     let clock = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::new());
     let (supervisor, roles) = Supervisor::start(
         &config.roles,
         sts.clone(),
         clock.clone(),
+        metrics.clone(),
         shutdown.child_token(),
     );
+    if let Some(scrapes) = metrics_listener {
+        let app = server::metrics_router(metrics.clone(), roles.clone(), clock.clone());
+        let serving = listener::serve(
+            scrapes,
+            app,
+            METRICS_CONNECTIONS,
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(serving);
+    }
     let metadata = match &config.imds {
         Some(imds_config) => {
             let upstream = Upstream::new(&upstream)?;
@@ -116,9 +141,9 @@ pub async fn run(
     };
     let reloading = tokio::spawn(reloads.run(hangups, shutdown.clone()));
 
-    let state = AppState::new(token, roles, local, clock, metadata);
+    let state = AppState::new(token, roles, local, clock, metadata, metrics.clone());
     let app = server::router(state);
-    listener::serve(listener, app, max_connections, shutdown.clone()).await;
+    listener::serve(listener, app, max_connections, metrics, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(reloading, notifications);
     info!("stopped");

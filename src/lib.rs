@@ -13,6 +13,7 @@
 //! - [`supervisor`] owns those tasks and the table of served roles, and applies reloads;
 //! - [`credentials`] holds a credential set, redacted in `Debug`, with its response body built
 //!   once per refresh;
+//! - [`metrics`] counts requests, refreshes, STS latency and connections for Prometheus;
 //! - [`listener`] accepts connections within limits (count, header timeout) and drains on stop;
 //! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
 //!   or a 503 that says why; it never calls STS;
@@ -35,6 +36,7 @@ pub mod env;
 mod fake;
 pub mod imds;
 pub mod listener;
+pub mod metrics;
 pub mod notify;
 pub mod refresh;
 pub mod server;

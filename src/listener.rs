@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::metrics::Metrics;
+
 /// How long a client may take to send its request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request head read (hyper's smallest buffer); larger heads get 431.
@@ -38,6 +40,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     max_connections: usize,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -65,6 +68,8 @@ pub async fn serve(
             .max_buf_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
+        metrics.connection_opened();
         connections.spawn(async move {
             let _permit = permit;
             tokio::pin!(connection);
@@ -76,6 +81,7 @@ pub async fn serve(
                     connection.await
                 }
             };
+            metrics.connection_closed();
             if let Err(error) = finished {
                 debug!(%error, "connection ended with an error");
             }

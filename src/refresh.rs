@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::RoleConfig;
 use crate::credentials::{Served, format_timestamp};
+use crate::metrics::Metrics;
 use crate::sts::{ErrorKind, Sts, StsError};
 
 /// Refresh once no more than this is left (or half the lifetime, if that is more), so that
@@ -129,6 +130,7 @@ pub struct Refresher<S, C> {
     role: RoleConfig,
     sts: Arc<S>,
     clock: Arc<C>,
+    metrics: Arc<Metrics>,
     status: watch::Sender<RoleStatus>,
     failures: u32,
     /// The last error logged loudly, so a long outage is one warning, not one per retry.
@@ -141,12 +143,14 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
         role: RoleConfig,
         sts: Arc<S>,
         clock: Arc<C>,
+        metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<RoleStatus>) {
         let (status, receiver) = watch::channel(RoleStatus::default());
         let refresher = Self {
             role,
             sts,
             clock,
+            metrics,
             status,
             failures: 0,
             last_logged: None,
@@ -170,6 +174,7 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
     /// One STS call; publishes the outcome and returns when to try next.
     async fn attempt(&mut self) -> SystemTime {
         self.status.send_modify(|status| status.refreshing = true);
+        let started = tokio::time::Instant::now();
         let call = tokio::time::timeout(ATTEMPT_TIMEOUT, self.sts.assume_role(&self.role));
         let outcome = call.await.unwrap_or_else(|_| {
             Err(StsError::new(
@@ -179,6 +184,11 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
             ))
         });
         let now = self.clock.now();
+        let label = outcome
+            .as_ref()
+            .map_or_else(|error| error.kind.as_str(), |_| "success");
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.refresh(&self.role.name, label, seconds);
         match outcome {
             Ok(credentials) => self.succeeded(Served::new(credentials, now), now),
             Err(error) => self.failed(error, now),

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::imds::{self, Imds};
+use crate::metrics::{self, Metrics};
 use crate::refresh::{Clock, Unservable, servable};
 use crate::status;
 use crate::supervisor::RoleTable;
@@ -46,6 +47,7 @@ pub struct AppState {
 
 struct Inner {
     token: AuthToken,
+    metrics: Arc<Metrics>,
     /// The metadata endpoint, when `[imds]` is configured.
     imds: Option<Arc<Imds>>,
     roles: watch::Receiver<Arc<RoleTable>>,
@@ -62,10 +64,12 @@ impl AppState {
         local: SocketAddr,
         clock: Arc<dyn Clock>,
         imds: Option<Arc<Imds>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 token,
+                metrics,
                 imds,
                 roles,
                 allowed_hosts: allowed_hosts(local),
@@ -165,13 +169,16 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         &inner.token,
         inner.imds.is_some(),
     );
-    match checked {
+    let route = metrics::route_label(request.uri().path());
+    let response = match checked {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             debug!(?refusal, path = %request.uri().path(), "request refused");
             refusal.into_response()
         }
-    }
+    };
+    inner.metrics.request(route, response.status().as_u16());
+    response
 }
 
 /// The application: routes behind the guard, JSON errors for everything else.
@@ -181,6 +188,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status_report))
+        .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
@@ -270,6 +278,38 @@ async fn status_report(State(state): State<AppState>) -> Response {
     let report = status::report(&state.inner.roles.borrow(), now);
     let value = serde_json::to_value(report).expect("the report serialises");
     json_response(StatusCode::OK, value)
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let inner = &state.inner;
+    render_metrics(&inner.metrics, &inner.roles, inner.clock.as_ref())
+}
+
+fn render_metrics(
+    metrics: &Metrics,
+    roles: &watch::Receiver<Arc<RoleTable>>,
+    clock: &dyn Clock,
+) -> Response {
+    let text = metrics.render(&roles.borrow(), clock.now());
+    let mut response = Response::new(Body::from(text));
+    let content_type = HeaderValue::from_static(metrics::CONTENT_TYPE);
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
+    response
+}
+
+/// The router of `[server] metrics_listen`: `/metrics` only, without the token.
+pub fn metrics_router(
+    metrics: Arc<Metrics>,
+    roles: watch::Receiver<Arc<RoleTable>>,
+    clock: Arc<dyn Clock>,
+) -> Router {
+    let scrape = move || {
+        let response = render_metrics(&metrics, &roles, clock.as_ref());
+        async move { response }
+    };
+    Router::new()
+        .route("/metrics", get(scrape))
+        .fallback(not_found)
 }
 
 async fn not_found() -> Response {

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RoleConfig;
+use crate::metrics::Metrics;
 use crate::refresh::{Clock, Refresher, RoleStatus};
 use crate::sts::Sts;
 
@@ -75,6 +76,7 @@ struct Running {
 pub struct Supervisor<S, C> {
     sts: Arc<S>,
     clock: Arc<C>,
+    metrics: Arc<Metrics>,
     running: BTreeMap<String, Running>,
     table: watch::Sender<Arc<RoleTable>>,
     shutdown: CancellationToken,
@@ -87,12 +89,14 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
         roles: &[RoleConfig],
         sts: Arc<S>,
         clock: Arc<C>,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Self, watch::Receiver<Arc<RoleTable>>) {
         let (table, receiver) = watch::channel(Arc::new(RoleTable::new()));
         let mut supervisor = Self {
             sts,
             clock,
+            metrics,
             running: BTreeMap::new(),
             table,
             shutdown,
@@ -128,8 +132,12 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
     }
 
     fn spawn(&mut self, role: RoleConfig) {
-        let (refresher, status) =
-            Refresher::new(role.clone(), self.sts.clone(), self.clock.clone());
+        let (refresher, status) = Refresher::new(
+            role.clone(),
+            self.sts.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+        );
         let stop = self.shutdown.child_token();
         self.tasks.spawn(refresher.run(stop.clone()));
         let entry = RoleEntry {
@@ -195,6 +203,7 @@ mod tests {
             std::slice::from_ref(&piyo),
             sts.clone(),
             clock,
+            Arc::new(Metrics::new()),
             shutdown.clone(),
         );
         tokio::time::sleep(Duration::from_millis(1)).await;

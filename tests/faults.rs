@@ -376,3 +376,71 @@ fn status_command_follows_sts() {
     let token = daemon.token();
     assert!(!String::from_utf8_lossy(&status(true).stdout).contains(&token));
 }
+
+/// Metrics move as requests and refreshes happen: served on `metrics_listen` without the token
+/// (and on the main listener only with it), refreshes counted by outcome, expiry per role.
+#[test]
+fn metrics_follow_requests_and_refreshes() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    proxy.set_mode("throttle");
+    let dir = TempDir::new("metrics");
+    let scrape_address = format!("127.0.0.1:{}", free_port());
+    let config = piyo_config(
+        "127.0.0.1:0",
+        &dir.path().join("state/token"),
+        Some(&proxy.endpoint),
+    )
+    .replace(
+        "[sts]",
+        &format!("metrics_listen = \"{scrape_address}\"\n\n[sts]"),
+    );
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.first_outcome("piyo");
+    let scrape = || {
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: {scrape_address}\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(scrape_address.parse().unwrap(), request.as_bytes());
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.body
+    };
+    let transient = "assume_roled_refreshes_total{role=\"piyo\",outcome=\"transient\"}";
+    assert!(scrape().contains(transient), "{}", scrape());
+    proxy.set_mode("pass");
+    assert!(eventually(20, || daemon.get("/readyz", &[]).0 == 200));
+    for _ in 0..3 {
+        daemon.credentials();
+    }
+    let text = scrape();
+    assert!(
+        text.contains("assume_roled_refreshes_total{role=\"piyo\",outcome=\"success\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("assume_roled_http_requests_total{route=\"roles\",status=\"200\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("assume_roled_credentials_expiry_seconds{role=\"piyo\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("assume_roled_sts_call_duration_seconds_count"),
+        "{text}"
+    );
+    assert!(text.contains("assume_roled_open_connections"), "{text}");
+    assert_eq!(
+        daemon.get("/metrics", &[]).0,
+        401,
+        "the main listener wants the token"
+    );
+    assert_eq!(
+        daemon
+            .get("/metrics", &[("Authorization", &daemon.token())])
+            .0,
+        200
+    );
+    for secret in known_secrets(&moto, &daemon, &daemon.credentials()) {
+        assert!(!text.contains(&secret));
+    }
+}

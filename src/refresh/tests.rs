@@ -107,7 +107,8 @@ impl Harness {
     fn start(script: Vec<Reply>) -> Self {
         let clock = FakeClock::new();
         let sts = FakeSts::new(clock.clone(), script);
-        let (refresher, status) = Refresher::new(role("piyo"), sts.clone(), clock.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (refresher, status) = Refresher::new(role("piyo"), sts.clone(), clock.clone(), metrics);
         let shutdown = CancellationToken::new();
         tokio::spawn(refresher.run(shutdown.clone()));
         Self {

@@ -58,6 +58,7 @@ fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
         LISTEN.parse().unwrap(),
         Arc::new(FixedClock(now())),
         None,
+        Arc::new(crate::metrics::Metrics::new()),
     );
     (router(state), sender)
 }

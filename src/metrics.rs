@@ -1,0 +1,207 @@
+//! Metrics in the Prometheus/OpenMetrics text format: requests by route and status, refreshes
+//! by role and outcome, seconds until each role's credentials expire, STS call latency, open
+//! connections. None of them carries a secret.
+//!
+//! Counters are updated where things happen (the request guard, the refresher, the accept
+//! loop); the expiry gauges are computed from the role table when scraped, so they are never
+//! stale and a role removed by a reload disappears.
+
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::supervisor::RoleTable;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    role: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: String,
+}
+
+/// The daemon's metrics; shared by reference, updated without locks on the hot path beyond a
+/// read lock to find a label set that already exists.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    refreshes: Family<RefreshLabels, Counter>,
+    expiry: Family<RoleLabels, Gauge<f64, AtomicU64>>,
+    sts_latency: Histogram,
+    connections: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("assume_roled");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let refreshes = Family::<RefreshLabels, Counter>::default();
+        let expiry = Family::<RoleLabels, Gauge<f64, AtomicU64>>::default();
+        // 5 ms to about 20 s.
+        let sts_latency = Histogram::new(exponential_buckets(0.005, 2.0, 13));
+        let connections = Gauge::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "refreshes",
+            "STS AssumeRole attempts by role and outcome",
+            refreshes.clone(),
+        );
+        registry.register(
+            "credentials_expiry_seconds",
+            "Seconds until the served credentials of each role expire",
+            expiry.clone(),
+        );
+        registry.register(
+            "sts_call_duration_seconds",
+            "STS AssumeRole call latency",
+            sts_latency.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections being served",
+            connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            refreshes,
+            expiry,
+            sts_latency,
+            connections,
+        }
+    }
+
+    /// Counts one answered request; `route` comes from [`route_label`].
+    pub fn request(&self, route: &'static str, status: u16) {
+        let labels = RequestLabels { route, status };
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts one refresh attempt: `outcome` is `success`, `transient` or `configuration`.
+    pub fn refresh(&self, role: &str, outcome: &'static str, seconds: f64) {
+        let labels = RefreshLabels {
+            role: role.to_owned(),
+            outcome,
+        };
+        self.refreshes.get_or_create(&labels).inc();
+        self.sts_latency.observe(seconds);
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    /// The text a scrape gets, with expiry gauges computed from `roles` at `now`.
+    pub fn render(&self, roles: &RoleTable, now: SystemTime) -> String {
+        self.expiry.clear();
+        for (name, entry) in roles {
+            let status = entry.status.borrow();
+            if let Some(served) = &status.current {
+                let expiry = served.credentials.expiration;
+                let left = match expiry.duration_since(now) {
+                    Ok(left) => left.as_secs_f64(),
+                    Err(past) => -past.duration().as_secs_f64(),
+                };
+                let labels = RoleLabels { role: name.clone() };
+                self.expiry.get_or_create(&labels).set(left);
+            }
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// A bounded set of route names, so that arbitrary paths cannot create label sets.
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/status" => "status",
+        "/metrics" => "metrics",
+        "/latest/api/token" => "imds_token",
+        _ if path.starts_with("/roles/") => "roles",
+        _ if path.starts_with("/latest/meta-data/iam/security-credentials/") => "imds_credentials",
+        _ if path.starts_with("/latest/") => "imds_other",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_bounded() {
+        assert_eq!(route_label("/roles/piyo"), "roles");
+        assert_eq!(route_label("/roles/../../etc/passwd"), "roles");
+        assert_eq!(
+            route_label("/latest/meta-data/iam/security-credentials/x"),
+            "imds_credentials"
+        );
+        assert_eq!(route_label("/latest/meta-data/instance-id"), "imds_other");
+        assert_eq!(route_label("/anything/else"), "other");
+    }
+
+    #[test]
+    fn counters_appear_in_the_text() {
+        let metrics = Metrics::new();
+        metrics.request(route_label("/roles/piyo"), 200);
+        metrics.request(route_label("/roles/piyo"), 200);
+        metrics.request(route_label("/nope"), 401);
+        metrics.refresh("piyo", "success", 0.02);
+        metrics.connection_opened();
+        let text = metrics.render(&RoleTable::new(), SystemTime::now());
+        assert!(
+            text.contains("assume_roled_http_requests_total{route=\"roles\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("assume_roled_http_requests_total{route=\"other\",status=\"401\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("assume_roled_refreshes_total{role=\"piyo\",outcome=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("assume_roled_open_connections 1"), "{text}");
+        assert!(
+            text.contains("assume_roled_sts_call_duration_seconds_count 1"),
+            "{text}"
+        );
+    }
+}
