@@ -50,6 +50,8 @@ const ROLE_KEYS: &[&str] = &[
     "external_id",
     "source_identity",
     "duration",
+    "allowed_users",
+    "allowed_groups",
 ];
 
 /// A validated configuration: every value checked, every default filled in.
@@ -100,6 +102,21 @@ pub struct RoleConfig {
     pub external_id: Option<String>,
     pub source_identity: Option<String>,
     pub duration: Duration,
+    /// If not empty (with `allowed_groups`): only connections from these users (or members
+    /// of those groups) get this role, token or not.
+    pub allowed_users: Vec<String>,
+    pub allowed_groups: Vec<String>,
+}
+
+impl RoleConfig {
+    /// Whether a client running as `user`, member of `groups`, may have this role.
+    pub fn admits(&self, user: Option<&str>, groups: &[String]) -> bool {
+        if self.allowed_users.is_empty() && self.allowed_groups.is_empty() {
+            return true;
+        }
+        let named = user.is_some_and(|user| self.allowed_users.iter().any(|u| u == user));
+        named || groups.iter().any(|g| self.allowed_groups.contains(g))
+    }
 }
 
 /// A syntactically valid IAM role ARN, with its account id split out.
@@ -344,6 +361,8 @@ struct RawRole {
     external_id: Option<Spanned<String>>,
     source_identity: Option<Spanned<String>>,
     duration: Option<Spanned<String>>,
+    allowed_users: Option<Spanned<Vec<String>>>,
+    allowed_groups: Option<Spanned<Vec<String>>>,
 }
 
 /// Collects problems while turning raw values into checked ones.
@@ -550,6 +569,12 @@ fn validate_role(
         DEFAULT_DURATION,
         parse_session_duration,
     );
+    let allowed_users = names(checker, &key("allowed_users"), role.allowed_users.as_ref());
+    let allowed_groups = names(
+        checker,
+        &key("allowed_groups"),
+        role.allowed_groups.as_ref(),
+    );
     Some(RoleConfig {
         name: name?,
         arn: arn?,
@@ -557,7 +582,42 @@ fn validate_role(
         external_id: external_id?,
         source_identity: source_identity?,
         duration: duration?,
+        allowed_users: allowed_users?,
+        allowed_groups: allowed_groups?,
     })
+}
+
+/// A list of user or group names, each as `useradd` and `groupadd` accept them.
+fn names(
+    checker: &mut Checker<'_>,
+    key: &str,
+    raw: Option<&Spanned<Vec<String>>>,
+) -> Option<Vec<String>> {
+    let Some(raw) = raw else {
+        return Some(Vec::new());
+    };
+    let valid = |name: &String| {
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+        first_ok
+            && name.len() <= 32
+            && chars.all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+            })
+    };
+    match raw.get_ref().iter().find(|name| !valid(name)) {
+        Some(bad) => {
+            checker.report(
+                raw.span().start,
+                key,
+                format!("{bad:?} is not a user or group name"),
+            );
+            None
+        }
+        None => Some(raw.get_ref().clone()),
+    }
 }
 
 fn report_duplicate_names(checker: &mut Checker<'_>, roles: &[Spanned<RawRole>]) {

@@ -157,13 +157,17 @@ pub struct Served {
     pub imds_body: Bytes,
     /// When the daemon received the set (wall clock): the start of its lifetime.
     pub obtained: SystemTime,
+    /// The masked access key id, for the audit line of every response.
+    pub masked_key_id: String,
 }
 
 impl Served {
     pub fn new(credentials: Credentials, obtained: SystemTime) -> Self {
         let ecs_body = credentials.ecs_body();
         let imds_body = credentials.imds_body(obtained);
+        let masked_key_id = credentials.masked_access_key_id();
         Self {
+            masked_key_id,
             credentials,
             ecs_body,
             imds_body,

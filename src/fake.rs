@@ -114,5 +114,7 @@ pub fn role(name: &str) -> RoleConfig {
         external_id: None,
         source_identity: None,
         duration: HOUR,
+        allowed_users: Vec::new(),
+        allowed_groups: Vec::new(),
     }
 }

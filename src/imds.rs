@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -23,13 +22,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, put};
+use axum::{Extension, Router};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::credentials::format_timestamp;
+use crate::peer::{Known, Peer};
 use crate::refresh::{Clock, RoleStatus, servable};
 use crate::server::error_response;
 use crate::supervisor::RoleTable;
@@ -355,13 +356,18 @@ async fn require_session(State(imds): State<Arc<Imds>>, request: Request, next: 
     next.run(request).await
 }
 
-async fn read(State(imds): State<Arc<Imds>>, Path(path): Path<String>) -> Response {
+async fn read(
+    State(imds): State<Arc<Imds>>,
+    Path(path): Path<String>,
+    peer: Option<Extension<Arc<Peer>>>,
+) -> Response {
     let route = route(&path);
     if let Route::Upstream(full_path) = &route {
         return passthrough(&imds, full_path).await;
     }
     if let Route::Credentials(name) = &route {
-        return credentials(&imds, name);
+        let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
+        return credentials(&imds, name, &peer);
     }
     let Some(role) = imds.served_role() else {
         return role_gone(&imds);
@@ -369,7 +375,7 @@ async fn read(State(imds): State<Arc<Imds>>, Path(path): Path<String>) -> Respon
     match route {
         Route::IamListing => text_response("info\nsecurity-credentials/".to_owned()),
         Route::RoleList => text_response(role.iam_name),
-        Route::Info => info(&imds, &role),
+        Route::Info => iam_info(&imds, &role),
         _ => not_found(),
     }
 }
@@ -389,21 +395,39 @@ fn not_found() -> Response {
 }
 
 /// The hot path: read the body under the table's borrow, allocate nothing but the response.
-fn credentials(imds: &Imds, name: &str) -> Response {
+fn credentials(imds: &Imds, name: &str, peer: &Peer) -> Response {
     let now = imds.clock.now();
     let found = {
         let table = imds.roles.borrow();
         table.get(&imds.role).map(|entry| {
             let asked_for_this_role = iam_name(entry.config.arn.as_str()) == name;
-            asked_for_this_role
-                .then(|| servable(&entry.status.borrow(), now).map(|s| s.imds_body.clone()))
+            let admitted = entry.config.admits(peer.user.as_deref(), &peer.groups);
+            asked_for_this_role.then(|| {
+                let status = entry.status.borrow();
+                let served = servable(&status, now);
+                let bodies = served.map(|s| (s.imds_body.clone(), s.masked_key_id.clone()));
+                (admitted, bodies)
+            })
         })
     };
     let body = match found {
         None => return role_gone(imds),
         Some(None) => return not_found(),
-        Some(Some(Ok(body))) => body,
-        Some(Some(Err(_))) => {
+        Some(Some((false, _))) => {
+            warn!(target: "audit", role = %imds.role, uid = %Known(&peer.uid), user = %Known(&peer.user),
+                pid = %Known(&peer.pid), exe = %Known(&peer.exe), "credentials refused: user not allowed for this role");
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the connecting user may not have this role",
+            );
+        }
+        Some(Some((true, Ok((body, key))))) => {
+            info!(target: "audit", role = %imds.role, access_key_id = %key, uid = %Known(&peer.uid),
+                user = %Known(&peer.user), pid = %Known(&peer.pid), exe = %Known(&peer.exe), via = "imds", "credentials served");
+            body
+        }
+        Some(Some((true, Err(_)))) => {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "CredentialsUnavailable",
@@ -411,7 +435,6 @@ fn credentials(imds: &Imds, name: &str) -> Response {
             );
         }
     };
-    debug!(role = %imds.role, "credentials served through imds");
     let mut response = Response::new(Body::from(body));
     response
         .headers_mut()
@@ -419,7 +442,7 @@ fn credentials(imds: &Imds, name: &str) -> Response {
     response
 }
 
-fn info(imds: &Imds, role: &ServedRole) -> Response {
+fn iam_info(imds: &Imds, role: &ServedRole) -> Response {
     let updated = role
         .status
         .current

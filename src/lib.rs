@@ -38,6 +38,7 @@ pub mod imds;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
+pub mod peer;
 pub mod refresh;
 pub mod server;
 pub mod shutdown;

@@ -7,12 +7,15 @@
 //! and at most `max_connections` are served at once; beyond that, new connections wait in the
 //! kernel's backlog until one closes, so memory stays bounded. Only HTTP/1.1 (and 1.0) is
 //! spoken: every SDK fetches credentials that way. What a request may do is decided by
-//! [`crate::server`]; this module only moves bytes.
+//! [`crate::server`]; this module only moves bytes, and attaches to every request the
+//! [`Peer`] found for its connection (once per connection, see [`crate::peer`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -20,9 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::peer::{self, Peer};
 
 /// How long a client may take to send its request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,15 +50,16 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(max_connections));
     let connections = TaskTracker::new();
+    let server = listener.local_addr().ok();
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             () = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
+        let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     warn!(%error, "cannot accept a connection");
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -62,16 +68,29 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let app = app.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         metrics.connection_opened();
         connections.spawn(async move {
             let _permit = permit;
+            // Once per connection, off the runtime's threads: it reads /proc.
+            let peer = match server {
+                Some(server) => tokio::task::spawn_blocking(move || peer::lookup(client, server))
+                    .await
+                    .unwrap_or_default(),
+                None => Peer::default(),
+            };
+            let peer = Arc::new(peer);
+            let app = app.map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                request
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
             tokio::pin!(connection);
             let finished = tokio::select! {
                 finished = connection.as_mut() => finished,

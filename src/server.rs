@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -20,13 +21,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::watch;
 
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::imds::{self, Imds};
 use crate::metrics::{self, Metrics};
+use crate::peer::{Known, Peer};
 use crate::refresh::{Clock, Unservable, servable};
 use crate::status;
 use crate::supervisor::RoleTable;
@@ -198,25 +201,58 @@ pub fn router(state: AppState) -> Router {
     app.layer(middleware::from_fn_with_state(state, guard))
 }
 
-async fn role_credentials(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+/// What the role handler found, decided under the table's borrow.
+enum Lookup {
+    Unknown,
+    NotAdmitted,
+    Unservable(Unservable),
+    Served(Bytes, String),
+}
+
+async fn role_credentials(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    peer: Option<Extension<Arc<Peer>>>,
+) -> Response {
     let now = state.inner.clock.now();
+    let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
     let found = {
         let table = state.inner.roles.borrow();
-        let entry = table.get(&name);
-        entry.map(|entry| servable(&entry.status.borrow(), now).map(|s| s.ecs_body.clone()))
+        match table.get(&name) {
+            None => Lookup::Unknown,
+            Some(entry) if !entry.config.admits(peer.user.as_deref(), &peer.groups) => {
+                Lookup::NotAdmitted
+            }
+            Some(entry) => match servable(&entry.status.borrow(), now) {
+                Ok(served) => Lookup::Served(served.ecs_body.clone(), served.masked_key_id.clone()),
+                Err(reason) => Lookup::Unservable(reason),
+            },
+        }
     };
     let body = match found {
-        None => {
+        Lookup::Unknown => {
             return error_response(
                 StatusCode::NOT_FOUND,
                 "UnknownRole",
                 "no such role is configured",
             );
         }
-        Some(Err(reason)) => return unservable_response(&name, reason),
-        Some(Ok(body)) => body,
+        Lookup::NotAdmitted => {
+            warn!(target: "audit", role = %name, uid = %Known(&peer.uid), user = %Known(&peer.user), pid = %Known(&peer.pid),
+                exe = %Known(&peer.exe), "credentials refused: user not allowed for this role");
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the connecting user may not have this role",
+            );
+        }
+        Lookup::Unservable(reason) => return unservable_response(&name, reason),
+        Lookup::Served(body, key) => {
+            info!(target: "audit", role = %name, access_key_id = %key, uid = %Known(&peer.uid),
+                user = %Known(&peer.user), pid = %Known(&peer.pid), exe = %Known(&peer.exe), "credentials served");
+            body
+        }
     };
-    debug!(role = %name, "credentials served");
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -168,6 +168,8 @@ mod tests {
             external_id: None,
             source_identity: None,
             duration: Duration::from_secs(3600),
+            allowed_users: Vec::new(),
+            allowed_groups: Vec::new(),
         }
     }
 

@@ -1,0 +1,233 @@
+//! Who is on the other end of a loopback connection, from the kernel's own tables.
+//!
+//! For a connection accepted from `peer` on `local`, the client's socket is the row of
+//! `/proc/net/tcp` (or `tcp6`) whose local address is `peer` and whose remote address is
+//! `local`; that row names the socket's owner (uid) and inode. The process holding the inode
+//! is found by scanning `/proc/<pid>/fd`, which only works for processes the daemon may see
+//! (under the unit's `ProtectProc=invisible`, only its own): so uid is always known on
+//! loopback, pid and executable only when visible. User and group names come from
+//! `/etc/passwd` and `/etc/group`. This is done once per connection, never per request.
+//!
+//! Parsing is pure ([`find_socket`], [`user_name`], [`groups_of`]); [`lookup`] does the I/O.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// What is known of a connection's client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// Names of the user's groups (primary and supplementary).
+    pub groups: Vec<String>,
+    pub pid: Option<u32>,
+    pub exe: Option<String>,
+}
+
+/// Shows an optional value in a log field, `-` when unknown.
+pub struct Known<'a, T>(pub &'a Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Known<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A row of `/proc/net/tcp{,6}`: the socket's owner and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketRow {
+    pub uid: u32,
+    pub inode: u64,
+}
+
+/// Finds the socket whose local address is `client` and remote address is `server` in the
+/// text of `/proc/net/tcp` or `/proc/net/tcp6`.
+pub fn find_socket(table: &str, client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote) = (
+            parse_address(fields.get(1)?)?,
+            parse_address(fields.get(2)?)?,
+        );
+        if local != client || remote != server {
+            return None;
+        }
+        Some(SocketRow {
+            uid: fields.get(7)?.parse().ok()?,
+            inode: fields.get(9)?.parse().ok()?,
+        })
+    })
+}
+
+/// Parses `0100007F:2487` (IPv4) or 32 hex digits and a port (IPv6). The kernel prints each
+/// 32-bit word of the address in host byte order, which on every Linux this runs on is little
+/// endian.
+fn parse_address(text: &str) -> Option<SocketAddr> {
+    let (address, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Option<Vec<u32>> = (0..address.len() / 8)
+        .map(|i| u32::from_str_radix(address.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect();
+    let ip = match words?.as_slice() {
+        [word] => IpAddr::V4(Ipv4Addr::from(word.swap_bytes())),
+        [a, b, c, d] => {
+            let bytes: Vec<u8> = [a, b, c, d]
+                .iter()
+                .flat_map(|word| word.to_le_bytes())
+                .collect();
+            let octets: [u8; 16] = bytes.try_into().ok()?;
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The name of `uid` in the text of `/etc/passwd`, and its primary group id.
+pub fn user_name(passwd: &str, uid: u32) -> Option<(String, u32)> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let (name, id, gid) = (fields.first()?, fields.get(2)?, fields.get(3)?);
+        (id.parse() == Ok(uid)).then(|| Some((name.to_string(), gid.parse().ok()?)))?
+    })
+}
+
+/// The groups (by name) of `user` with primary group `gid`, in the text of `/etc/group`.
+pub fn groups_of(group_file: &str, user: &str, gid: u32) -> Vec<String> {
+    group_file
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (name, id, members) = (fields.first()?, fields.get(2)?, fields.get(3)?);
+            let member = members.split(',').any(|m| m == user);
+            (member || id.parse() == Ok(gid)).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// Looks the client of a connection up (blocking file reads: call it off the async runtime).
+pub fn lookup(client: SocketAddr, server: SocketAddr) -> Peer {
+    let table = if client.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let Some(row) = std::fs::read_to_string(table)
+        .ok()
+        .and_then(|text| find_socket(&text, client, server))
+    else {
+        return Peer::default();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let (user, groups) = match user_name(&passwd, row.uid) {
+        Some((name, gid)) => {
+            let group_file = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            let groups = groups_of(&group_file, &name, gid);
+            (Some(name), groups)
+        }
+        None => (None, Vec::new()),
+    };
+    let pid = owner_of_socket(row.inode);
+    let exe = pid
+        .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+        .map(|path| path.to_string_lossy().into_owned());
+    Peer {
+        uid: Some(row.uid),
+        user,
+        groups,
+        pid,
+        exe,
+    }
+}
+
+/// The first visible process with a file descriptor on socket `inode`.
+fn owner_of_socket(inode: u64) -> Option<u32> {
+    let target = PathBuf::from(format!("socket:[{inode}]"));
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| link == target))
+                .then_some(pid)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:2475 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:C350 0100007F:2475 01 00000000:00000000 00:00000000 00000000  1001        0 2222 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:2475 0100007F:C350 01 00000000:00000000 00:00000000 00000000   998        0 3333 1 0000000000000000 20 4 30 10 -1
+";
+
+    #[test]
+    fn finds_the_client_socket_not_the_server_side() {
+        let client: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let server: SocketAddr = "127.0.0.1:9333".parse().unwrap();
+        assert_eq!(
+            find_socket(TCP, client, server),
+            Some(SocketRow {
+                uid: 1001,
+                inode: 2222
+            })
+        );
+        assert_eq!(
+            find_socket(TCP, server, "127.0.0.1:1".parse().unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn parses_ipv6_rows() {
+        let row = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:C350 00000000000000000000000001000000:2475 01 00000000:00000000 00:00000000 00000000  1002        0 4444 1";
+        let client: SocketAddr = "[::1]:50000".parse().unwrap();
+        let server: SocketAddr = "[::1]:9333".parse().unwrap();
+        assert_eq!(
+            find_socket(row, client, server),
+            Some(SocketRow {
+                uid: 1002,
+                inode: 4444
+            })
+        );
+    }
+
+    #[test]
+    fn names_from_passwd_and_group() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001::/home/alice:/bin/sh\n";
+        let group = "root:x:0:\nalice:x:1001:\nassume-roled:x:998:alice,bob\nops:x:1500:bob\n";
+        assert_eq!(user_name(passwd, 1001), Some(("alice".to_owned(), 1001)));
+        assert_eq!(user_name(passwd, 4242), None);
+        assert_eq!(
+            groups_of(group, "alice", 1001),
+            vec!["alice", "assume-roled"]
+        );
+    }
+
+    #[test]
+    fn looks_up_a_real_connection_of_this_process() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(server).unwrap();
+        let (_accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        let found = lookup(peer, server);
+        let own_uid = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
+        assert_eq!(found.uid, own_uid);
+        assert_eq!(found.pid, Some(std::process::id()));
+        let own_exe = std::env::current_exe().unwrap();
+        assert_eq!(found.exe, Some(own_exe.to_string_lossy().into_owned()));
+    }
+}
