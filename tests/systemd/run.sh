@@ -163,7 +163,7 @@ grep -q '^Seccomp:[[:space:]]*2$' <<<"$status" || fail "no system call filter"
 ok "runs as assume-roled with no capabilities, no new privileges, a system call filter"
 
 say "profile snippet"
-inside useradd --create-home --groups assume-roled member
+inside useradd --create-home --shell /bin/bash --groups assume-roled member
 inside useradd --create-home outsider
 member_uri=$(inside su - member -c 'printf %s "$AWS_CONTAINER_CREDENTIALS_FULL_URI"')
 [ "$member_uri" = "http://127.0.0.1:$listen_port/roles/piyo" ] || fail "member got '$member_uri'"
@@ -173,6 +173,16 @@ outsider_env=$(inside su - outsider -c 'env' | grep '^AWS_CONTAINER' || true)
 [ -z "$outsider_env" ] || fail "outsider got: $outsider_env; $(inside stat -c '%a %U %G' /var/lib/assume-roled); $(inside su - outsider -c 'id; assume-roled env; echo rc=$?' 2>&1)"
 inside su - outsider -c 'cat /var/lib/assume-roled/token' >/dev/null 2>&1 && fail "outsider can read the token"
 ok "a member of group assume-roled gets the variables and the token; an outsider gets neither"
+# A request from the member's own shell (bash's /dev/tcp): the audit line names that user,
+# which needs the kernel's socket table to be readable and not remapped by the hardening.
+inside su - member -c "exec 3<>/dev/tcp/127.0.0.1/$listen_port
+  printf 'GET /roles/piyo HTTP/1.1\r\nHost: 127.0.0.1:$listen_port\r\nAuthorization: %s\r\nConnection: close\r\n\r\n' \"\$(cat /var/lib/assume-roled/token)\" >&3
+  cat <&3" >"$work/member-answer" || true
+grep -q '"AccessKeyId":"ASIA' "$work/member-answer" || fail "the member's request was not served: $(head -c 300 "$work/member-answer")"
+member_uid=$(inside id -u member)
+wait_until 10 journal_has "audit: credentials served role=piyo access_key_id=ASIA.* uid=$member_uid user=member" ||
+  fail "no audit line naming the member: $(journal | grep audit | tail -n 2)"
+ok "under the hardened unit, the audit line names the connecting user (uid $member_uid)"
 
 say "reload"
 refreshed_piyo() { journal | grep -c "credentials refreshed role=piyo access_key_id" || true; }
@@ -201,7 +211,8 @@ ok "killed with SIGKILL, restarted by systemd (restarts: $(property NRestarts))"
 pid=$(property MainPID)
 inside sh -c "kill -STOP $pid"
 wait_until 30 restarted || fail "a hung daemon was not restarted by the watchdog"
-inside journalctl --no-pager -o cat | grep -q "$UNIT.service: Watchdog timeout" || fail "no watchdog timeout logged"
+watchdog_logged() { inside journalctl --no-pager -o cat | grep -q "$UNIT.service: Watchdog timeout"; }
+wait_until 10 watchdog_logged || fail "no watchdog timeout logged"
 ok "a stopped (hung) daemon missed its watchdog pings and was restarted"
 
 say "bad configuration at start"
