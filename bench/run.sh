@@ -65,13 +65,15 @@ host_env=(AWS_ACCESS_KEY_ID="$(host_field AccessKeyId)" AWS_SECRET_ACCESS_KEY="$
   AWS_SESSION_TOKEN="$(host_field SessionToken)" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
   AWS_EC2_METADATA_DISABLED=true)
 
-# start_daemon PORT: a daemon serving piyo (and piyo over IMDS) on PORT; sets daemon_pid.
+# start_daemon PORT [SERVER_KEYS]: a daemon serving piyo (and piyo over IMDS) on PORT, with
+# extra [server] keys; sets daemon_pid.
 start_daemon() {
   mkdir -p "$work/d$1"
   cat >"$work/d$1/config.toml" <<EOF
 [server]
 listen = "127.0.0.1:$1"
 token_file = "$work/token"
+${2:-}
 [sts]
 region = "us-east-1"
 endpoint = "$sts"
@@ -103,12 +105,13 @@ wait_until test -s "$work/baseline.addr"
 baseline="http://$(head -n 1 "$work/baseline.addr")"
 imds_token=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$port/latest/api/token")
 
-# load NAME URL [HEADER]: wrk, 2 threads, 64 connections; prints the RESULT line.
+# load NAME URL [HEADER [HEADER]]: wrk, 2 threads, 64 connections; prints the RESULT line.
 load() {
-  local args=(-t2 -c64 -d"${DURATION}s" -s bench/latency.lua)
-  [ -n "${3:-}" ] && args+=(-H "$3")
-  wrk -t2 -c64 -d2s ${3:+-H "$3"} "$2" >/dev/null # warm-up
-  wrk "${args[@]}" "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
+  local headers=()
+  [ -n "${3:-}" ] && headers+=(-H "$3")
+  [ -n "${4:-}" ] && headers+=(-H "$4")
+  wrk -t2 -c64 -d2s "${headers[@]}" "$2" >/dev/null # warm-up
+  wrk -t2 -c64 -d"${DURATION}s" -s bench/latency.lua "${headers[@]}" "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
 }
 say "1. throughput and latency, ${DURATION}s each, 64 connections"
 base_line=$(load baseline "$baseline/roles/piyo")
@@ -119,6 +122,16 @@ imds_line=$(load imds "http://127.0.0.1:$port/latest/meta-data/iam/security-cred
 printf '%s\n' "$base_line" "$ecs_line" "$base_imds_line" "$imds_line" >&2
 rps() { awk -v r="$(field requests "$1")" -v s="$(field seconds "$1")" 'BEGIN { printf "%.0f", r / s }'; }
 errors() { echo $(($(field errors "$1") + $(field non2xx "$1"))); }
+say "1b. the cost of finding each connection's user: keep-alive, and a new connection per request"
+p=$(free_port)
+start_daemon "$p" "peer_lookup = false"
+no_lookup_pid=$daemon_pid
+wait_until ready "$p"
+no_lookup_line=$(load no-lookup "http://127.0.0.1:$p/roles/piyo" "Authorization: $token")
+close_line=$(load close-lookup "http://127.0.0.1:$port/roles/piyo" "Authorization: $token" "Connection: close")
+close_no_lookup_line=$(load close-no-lookup "http://127.0.0.1:$p/roles/piyo" "Authorization: $token" "Connection: close")
+kill "$no_lookup_pid"
+printf '%s\n' "$no_lookup_line" "$close_line" "$close_no_lookup_line" >&2
 for line in "$ecs_line" "$imds_line"; do
   [ "$(errors "$line")" = 0 ] || { echo "errors under load: $line" >&2; exit 1; }
 done
@@ -242,6 +255,10 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
       "$([ $p = p99 ] && echo '≤ 1.5' || echo '-')"
   done
   printf '| IMDS credentials, requests/s | %s | %s | %s | - |\n' "$imds_rps" "$base_imds_rps" "$(ratio "$imds_rps" "$base_imds_rps")"
+  printf '| GET /roles/piyo keep-alive, requests/s: peer lookup on (above) vs off | %s | %s | %s | ≥ 0.9 |\n' \
+    "$ecs_rps" "$(rps "$no_lookup_line")" "$(ratio "$ecs_rps" "$(rps "$no_lookup_line")")"
+  printf '| GET /roles/piyo, new connection per request: peer lookup on vs off | %s | %s | %s | - |\n' \
+    "$(rps "$close_line")" "$(rps "$close_no_lookup_line")" "$(ratio "$(rps "$close_line")" "$(rps "$close_no_lookup_line")")"
   printf '| IMDS credentials, p99 latency (ms) | %s | %s | %s | - |\n' "$(ms "$(field p99 "$imds_line")")" \
     "$(ms "$(field p99 "$base_imds_line")")" "$(ratio "$(field p99 "$imds_line")" "$(field p99 "$base_imds_line")")"
   printf '\n| measure | result | target |\n|---|---|---|\n'

@@ -40,7 +40,13 @@ const MAX_ROLE_NAME_LEN: usize = 64;
 /// Keys each table may hold; anything else is reported as unknown. `config.example.toml` must
 /// document exactly these (a test checks it), so adding a key means adding it there too.
 const TOP_KEYS: &[&str] = &["server", "sts", "imds", "roles"];
-const SERVER_KEYS: &[&str] = &["listen", "token_file", "max_connections", "metrics_listen"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "token_file",
+    "max_connections",
+    "metrics_listen",
+    "peer_lookup",
+];
 const STS_KEYS: &[&str] = &["region", "endpoint"];
 const IMDS_KEYS: &[&str] = &["role", "upstream"];
 const ROLE_KEYS: &[&str] = &[
@@ -75,6 +81,9 @@ pub struct ServerConfig {
     /// A second loopback address serving only `/metrics`, without the token (for Prometheus,
     /// which cannot send a bare token); `None`: metrics only at `/metrics` behind the token.
     pub metrics_listen: Option<SocketAddr>,
+    /// Find each connection's user in the kernel's tables (needed by `allowed_users`,
+    /// `allowed_groups` and the audit log's user fields).
+    pub peer_lookup: bool,
 }
 
 /// `[sts]`: how to reach STS. Absent values mean "as the AWS SDK resolves them".
@@ -345,6 +354,7 @@ struct RawServer {
     token_file: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<String>>,
+    peer_lookup: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -447,6 +457,7 @@ fn validate(
         );
     }
     report_duplicate_names(&mut checker, &raw.roles);
+    report_restrictions_without_lookup(&mut checker, &raw);
     let imds = match &raw.imds {
         Some(imds) => Some(validate_imds(&mut checker, imds, &raw.roles)?),
         None => None,
@@ -457,6 +468,27 @@ fn validate(
         imds,
         roles: roles.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// `allowed_users` and `allowed_groups` need to know who connects.
+fn report_restrictions_without_lookup(checker: &mut Checker<'_>, raw: &RawConfig) {
+    if raw.server.peer_lookup != Some(false) {
+        return;
+    }
+    for (index, role) in raw.roles.iter().enumerate() {
+        let restrictions = [
+            &role.get_ref().allowed_users,
+            &role.get_ref().allowed_groups,
+        ];
+        for list in restrictions.into_iter().flatten() {
+            let message = "needs server.peer_lookup, which is false".to_owned();
+            checker.report(
+                list.span().start,
+                &format!("roles[{index}].allowed_*"),
+                message,
+            );
+        }
+    }
 }
 
 fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerConfig> {
@@ -497,6 +529,7 @@ fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerC
         token_file: token_file?,
         max_connections: max_connections?,
         metrics_listen: metrics_listen?,
+        peer_lookup: raw.peer_lookup.unwrap_or(true),
     })
 }
 
@@ -937,6 +970,21 @@ duration = "5m"
             (2, "server.max_connections")
         );
         assert!(with("\"many\"").is_err());
+    }
+
+    #[test]
+    fn restrictions_need_peer_lookup() {
+        let text = format!("[server]\npeer_lookup = false\n{MINIMAL}allowed_users = [\"hoge\"]\n");
+        let found = problems(&text);
+        assert_eq!(
+            (found[0].line, found[0].key.as_str()),
+            (7, "roles[0].allowed_*")
+        );
+        let allowed = from_toml(&format!("{MINIMAL}allowed_groups = [\"ops\"]\n"), "h").unwrap();
+        assert!(allowed.roles[0].admits(Some("x"), &["ops".to_owned()]));
+        assert!(!allowed.roles[0].admits(Some("ops"), &[]));
+        assert!(!allowed.roles[0].admits(None, &[]));
+        assert!(problems(&format!("{MINIMAL}allowed_users = [\"Not A Name\"]\n")).len() == 1);
     }
 
     #[test]

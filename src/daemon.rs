@@ -37,8 +37,11 @@ use crate::token;
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
 /// First and longest wait between source-identity lookups while STS is unreachable.
 const IDENTITY_RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(300));
-/// Connections served at once on `metrics_listen`: scrapers, not clients.
-const METRICS_CONNECTIONS: usize = 16;
+/// `metrics_listen` serves scrapers, not clients: few connections, nobody to identify.
+const METRICS_LISTENER: listener::Options = listener::Options {
+    max_connections: 16,
+    peer_lookup: false,
+};
 /// Where the SDKs (and so the daemon's own source chain) look for instance metadata.
 const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 /// Environment variables that redirect the daemon's own STS calls.
@@ -109,7 +112,7 @@ pub async fn run(
         let serving = listener::serve(
             scrapes,
             app,
-            METRICS_CONNECTIONS,
+            METRICS_LISTENER,
             metrics.clone(),
             shutdown.clone(),
         );
@@ -132,7 +135,10 @@ pub async fn run(
         clock.clone(),
         shutdown.clone(),
     ));
-    let max_connections = config.server.max_connections;
+    let options = listener::Options {
+        max_connections: config.server.max_connections,
+        peer_lookup: config.server.peer_lookup,
+    };
     let reloads = Reloads {
         path: config_path.to_owned(),
         current: config,
@@ -143,7 +149,7 @@ pub async fn run(
 
     let state = AppState::new(token, roles, local, clock, metadata, metrics.clone());
     let app = server::router(state);
-    listener::serve(listener, app, max_connections, metrics, shutdown.clone()).await;
+    listener::serve(listener, app, options, metrics, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(reloading, notifications);
     info!("stopped");

@@ -38,19 +38,28 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed `accept` (out of file descriptors), wait before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// How a listener treats its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Look up each connection's user (see [`crate::peer`]).
+    pub peer_lookup: bool,
+}
+
 /// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
 /// cancelled; then stops accepting and lets open requests finish for at most
 /// [`DRAIN_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    max_connections: usize,
+    options: Options,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let permits = Arc::new(Semaphore::new(options.max_connections));
     let connections = TaskTracker::new();
-    let server = listener.local_addr().ok();
+    let server = listener.local_addr().ok().filter(|_| options.peer_lookup);
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
         let permit = tokio::select! {
