@@ -46,6 +46,7 @@ const SERVER_KEYS: &[&str] = &[
     "max_connections",
     "metrics_listen",
     "peer_lookup",
+    "peer_processes",
 ];
 const STS_KEYS: &[&str] = &["region", "endpoint"];
 const IMDS_KEYS: &[&str] = &["role", "upstream"];
@@ -84,6 +85,9 @@ pub struct ServerConfig {
     /// Find each connection's user in the kernel's tables (needed by `allowed_users`,
     /// `allowed_groups` and the audit log's user fields).
     pub peer_lookup: bool,
+    /// Also find each connection's process (pid, executable) for the audit log: a scan of
+    /// every visible process per connection.
+    pub peer_processes: bool,
 }
 
 /// `[sts]`: how to reach STS. Absent values mean "as the AWS SDK resolves them".
@@ -355,6 +359,7 @@ struct RawServer {
     max_connections: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<String>>,
     peer_lookup: Option<bool>,
+    peer_processes: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -530,6 +535,7 @@ fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerC
         max_connections: max_connections?,
         metrics_listen: metrics_listen?,
         peer_lookup: raw.peer_lookup.unwrap_or(true),
+        peer_processes: raw.peer_processes.unwrap_or(false),
     })
 }
 

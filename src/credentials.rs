@@ -97,8 +97,8 @@ impl Credentials {
     }
 
     /// The secret parts, for tests that must prove they never leak.
-    #[doc(hidden)]
-    pub fn secrets(&self) -> [&str; 2] {
+    #[cfg(test)]
+    fn secrets(&self) -> [&str; 2] {
         [&self.secret_access_key, &self.session_token]
     }
 }

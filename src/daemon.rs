@@ -41,6 +41,7 @@ const IDENTITY_RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::
 const METRICS_LISTENER: listener::Options = listener::Options {
     max_connections: 16,
     peer_lookup: false,
+    peer_processes: false,
 };
 /// Where the SDKs (and so the daemon's own source chain) look for instance metadata.
 const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
@@ -138,6 +139,7 @@ pub async fn run(
     let options = listener::Options {
         max_connections: config.server.max_connections,
         peer_lookup: config.server.peer_lookup,
+        peer_processes: config.server.peer_processes,
     };
     let reloads = Reloads {
         path: config_path.to_owned(),

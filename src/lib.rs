@@ -14,7 +14,8 @@
 //! - [`credentials`] holds a credential set, redacted in `Debug`, with its response body built
 //!   once per refresh;
 //! - [`metrics`] counts requests, refreshes, STS latency and connections for Prometheus;
-//! - [`listener`] accepts connections within limits (count, header timeout) and drains on stop;
+//! - [`listener`] accepts connections within limits (count, header timeout) and drains on stop,
+//!   and attaches to each the [`peer::Peer`] (local user) found in the kernel's tables;
 //! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
 //!   or a 503 that says why; it never calls STS;
 //! - [`token`] creates and checks the token file clients read;

@@ -45,6 +45,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Look up each connection's user (see [`crate::peer`]).
     pub peer_lookup: bool,
+    /// Also look up its process (pid and executable).
+    pub peer_processes: bool,
 }
 
 /// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
@@ -85,9 +87,11 @@ pub async fn serve(
             let _permit = permit;
             // Once per connection, off the runtime's threads: it reads /proc.
             let peer = match server {
-                Some(server) => tokio::task::spawn_blocking(move || peer::lookup(client, server))
-                    .await
-                    .unwrap_or_default(),
+                Some(server) => tokio::task::spawn_blocking(move || {
+                    peer::lookup(client, server, options.peer_processes)
+                })
+                .await
+                .unwrap_or_default(),
                 None => Peer::default(),
             };
             let peer = Arc::new(peer);

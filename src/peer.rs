@@ -44,22 +44,39 @@ pub struct SocketRow {
 }
 
 /// Finds the socket whose local address is `client` and remote address is `server` in the
-/// text of `/proc/net/tcp` or `/proc/net/tcp6`.
+/// text of `/proc/net/tcp` or `/proc/net/tcp6`. The table can hold tens of thousands of rows
+/// (connections in TIME_WAIT), so the pair is searched as the kernel prints it, in one pass,
+/// and only the matching row is split into fields.
 pub fn find_socket(table: &str, client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (local, remote) = (
-            parse_address(fields.get(1)?)?,
-            parse_address(fields.get(2)?)?,
-        );
-        if local != client || remote != server {
-            return None;
-        }
-        Some(SocketRow {
-            uid: fields.get(7)?.parse().ok()?,
-            inode: fields.get(9)?.parse().ok()?,
-        })
+    let needle = format!(" {} {} ", kernel_text(client), kernel_text(server));
+    let start = table.find(&needle)?;
+    let line_start = table[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = table[start..].find('\n').map_or(table.len(), |i| start + i);
+    let fields: Vec<&str> = table[line_start..line_end].split_whitespace().collect();
+    debug_assert_eq!(parse_address(fields.get(1)?), Some(client));
+    Some(SocketRow {
+        uid: fields.get(7)?.parse().ok()?,
+        inode: fields.get(9)?.parse().ok()?,
     })
+}
+
+/// An address as `/proc/net/tcp{,6}` prints it: each 32-bit word of the address in host
+/// (little-endian) byte order as upper-case hex, a colon, the port as four hex digits.
+fn kernel_text(address: SocketAddr) -> String {
+    let words: Vec<String> = match address.ip() {
+        IpAddr::V4(ip) => vec![format!("{:08X}", u32::from_le_bytes(ip.octets()))],
+        IpAddr::V6(ip) => ip
+            .octets()
+            .chunks_exact(4)
+            .map(|word| {
+                format!(
+                    "{:08X}",
+                    u32::from_le_bytes(word.try_into().expect("4 bytes"))
+                )
+            })
+            .collect(),
+    };
+    format!("{}:{:04X}", words.concat(), address.port())
 }
 
 /// Parses `0100007F:2487` (IPv4) or 32 hex digits and a port (IPv6). The kernel prints each
@@ -109,7 +126,9 @@ pub fn groups_of(group_file: &str, user: &str, gid: u32) -> Vec<String> {
 }
 
 /// Looks the client of a connection up (blocking file reads: call it off the async runtime).
-pub fn lookup(client: SocketAddr, server: SocketAddr) -> Peer {
+/// `with_process` also finds its pid and executable, by scanning the file descriptors of every
+/// visible process: far costlier than the rest, so it is optional.
+pub fn lookup(client: SocketAddr, server: SocketAddr, with_process: bool) -> Peer {
     let table = if client.is_ipv4() {
         "/proc/net/tcp"
     } else {
@@ -130,7 +149,7 @@ pub fn lookup(client: SocketAddr, server: SocketAddr) -> Peer {
         }
         None => (None, Vec::new()),
     };
-    let pid = owner_of_socket(row.inode);
+    let pid = with_process.then(|| owner_of_socket(row.inode)).flatten();
     let exe = pid
         .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
         .map(|path| path.to_string_lossy().into_owned());
@@ -219,7 +238,8 @@ mod tests {
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_accepted, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
-        let found = lookup(peer, server);
+        let found = lookup(peer, server, true);
+        assert_eq!(lookup(peer, server, false).pid, None);
         let own_uid = std::fs::read_to_string("/proc/self/status")
             .unwrap()
             .lines()

@@ -303,7 +303,7 @@ fn has_source<T: std::error::Error + 'static>(error: &(dyn std::error::Error + '
 }
 
 /// Whether an STS error code (or a 5xx status) is worth a quick retry.
-pub fn kind_of_code(code: &str, server_side: bool) -> ErrorKind {
+fn kind_of_code(code: &str, server_side: bool) -> ErrorKind {
     if server_side || TRANSIENT_CODES.contains(&code) {
         ErrorKind::Transient
     } else {

@@ -1,6 +1,7 @@
 //! Several Unix users on one host: the daemon learns each connection's user from the kernel's
-//! socket table, serves a role restricted by `allowed_groups` only to members (a copy of the
-//! token does not help anyone else), and writes an audit line naming the user and executable.
+//! socket table (and, with `peer_processes`, its executable), serves a role restricted by
+//! `allowed_groups` only to members (a copy of the token does not help anyone else), and writes
+//! an audit line naming the user and executable.
 //! Test users are created with `useradd` (the tests run as root, as CI does).
 
 mod support;
@@ -85,7 +86,8 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
     let config = format!(
         "{}allowed_groups = [\"{GROUP}\"]\n",
         moto.config(&dir.path().join("state/token"))
-    );
+    )
+    .replace("[sts]", "peer_processes = true\n\n[sts]");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     let token = daemon.token();
