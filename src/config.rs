@@ -447,7 +447,11 @@ fn validate(
     problems: &mut Vec<Problem>,
 ) -> Option<Config> {
     let mut checker = Checker { text, problems };
-    let server = validate_server(&mut checker, &raw.server);
+    let any_restricted_role = raw.roles.iter().any(|role| {
+        let role = role.get_ref();
+        role.allowed_users.is_some() || role.allowed_groups.is_some()
+    });
+    let server = validate_server(&mut checker, &raw.server, any_restricted_role);
     let sts = validate_sts(&mut checker, &raw.sts);
     let default_session = session_name_from_host(host_name);
     let mut roles = Vec::with_capacity(raw.roles.len());
@@ -496,7 +500,11 @@ fn report_restrictions_without_lookup(checker: &mut Checker<'_>, raw: &RawConfig
     }
 }
 
-fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerConfig> {
+fn validate_server(
+    checker: &mut Checker<'_>,
+    raw: &RawServer,
+    any_restricted_role: bool,
+) -> Option<ServerConfig> {
     let default_listen = DEFAULT_LISTEN
         .parse()
         .expect("default listen address parses");
@@ -534,7 +542,8 @@ fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerC
         token_file: token_file?,
         max_connections: max_connections?,
         metrics_listen: metrics_listen?,
-        peer_lookup: raw.peer_lookup.unwrap_or(true),
+        // Off unless needed: reading the socket table costs milliseconds per connection.
+        peer_lookup: raw.peer_lookup.unwrap_or(any_restricted_role),
         peer_processes: raw.peer_processes.unwrap_or(false),
     })
 }

@@ -19,6 +19,7 @@ use anyhow::Context;
 use axum::http::Uri;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -30,8 +31,8 @@ use crate::notify::{self, Notifier};
 use crate::refresh::SystemClock;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, SdkSts, is_role_session};
-use crate::supervisor::Supervisor;
-use crate::token;
+use crate::supervisor::{RoleTable, Supervisor};
+use crate::token::{self, AuthToken};
 
 /// How long one source-identity lookup may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -69,35 +70,56 @@ pub enum SetupError {
     NoTrustRoots,
 }
 
+/// What start-up has checked and bound before anything talks to AWS.
+struct Bound {
+    token: AuthToken,
+    listener: TcpListener,
+    local: SocketAddr,
+    metrics_listener: Option<TcpListener>,
+    hangups: Signal,
+    /// The real instance metadata, for `[imds]`.
+    upstream: String,
+}
+
+/// Checks the token file, binds the listeners and refuses set-ups that cannot work.
+async fn bind(config: &Config) -> anyhow::Result<Bound> {
+    let token = token::load_or_create(&config.server.token_file)?;
+    let listener = bind_to(config.server.listen, "listen").await?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let upstream = metadata_upstream(config);
+    refuse_self_loops(local, &outbound_urls(config, &upstream))?;
+    require_trust_roots(config)?;
+    let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let metrics_listener = match config.server.metrics_listen {
+        Some(address) => Some(bind_to(address, "metrics_listen").await?),
+        None => None,
+    };
+    Ok(Bound {
+        token,
+        listener,
+        local,
+        metrics_listener,
+        hangups,
+        upstream,
+    })
+}
+
+async fn bind_to(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({key})"))
+}
+
 /// Runs the daemon until `shutdown` is cancelled; SIGHUP re-reads `config_path`.
 pub async fn run(
     config_path: &Path,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let token = token::load_or_create(&config.server.token_file)?;
-    let listen = config.server.listen;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
-    let upstream = metadata_upstream(&config);
-    refuse_self_loops(local, &outbound_urls(&config, &upstream))?;
-    require_trust_roots(&config)?;
-    let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    info!(address = %local, "listening");
-
-    let metrics_listener = match config.server.metrics_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?,
-        ),
-        None => None,
-    };
-
+    let bound = bind(&config).await?;
+    info!(address = %bound.local, "listening");
     let sts = Arc::new(SdkSts::new(&config.sts).await);
     let clock = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new());
@@ -108,7 +130,7 @@ pub async fn run(
         metrics.clone(),
         shutdown.child_token(),
     );
-    if let Some(scrapes) = metrics_listener {
+    if let Some(scrapes) = bound.metrics_listener {
         let app = server::metrics_router(metrics.clone(), roles.clone(), clock.clone());
         let serving = listener::serve(
             scrapes,
@@ -119,15 +141,12 @@ pub async fn run(
         );
         tokio::spawn(serving);
     }
-    let metadata = match &config.imds {
-        Some(imds_config) => {
-            let upstream = Upstream::new(&upstream)?;
-            let served = Imds::new(&imds_config.role, roles.clone(), upstream, clock.clone());
-            Some(Arc::new(served))
-        }
-        None => None,
-    };
-    log_summary(&config, &sts, metadata.as_ref().map(|_| upstream.as_str()));
+    let metadata = metadata_endpoint(&config, &bound.upstream, &roles, clock.clone())?;
+    log_summary(
+        &config,
+        &sts,
+        metadata.as_ref().map(|_| bound.upstream.as_str()),
+    );
     tokio::spawn(log_source_identity(sts, config.clone(), shutdown.clone()));
     let notifier = Arc::new(Notifier::from_env());
     let notifications = tokio::spawn(notify::run(
@@ -136,26 +155,51 @@ pub async fn run(
         clock.clone(),
         shutdown.clone(),
     ));
-    let options = listener::Options {
-        max_connections: config.server.max_connections,
-        peer_lookup: config.server.peer_lookup,
-        peer_processes: config.server.peer_processes,
-    };
+    let options = listener_options(&config);
     let reloads = Reloads {
         path: config_path.to_owned(),
         current: config,
         supervisor,
         notifier,
     };
-    let reloading = tokio::spawn(reloads.run(hangups, shutdown.clone()));
-
-    let state = AppState::new(token, roles, local, clock, metadata, metrics.clone());
+    let reloading = tokio::spawn(reloads.run(bound.hangups, shutdown.clone()));
+    let state = AppState::new(
+        bound.token,
+        roles,
+        bound.local,
+        clock,
+        metadata,
+        metrics.clone(),
+    );
     let app = server::router(state);
-    listener::serve(listener, app, options, metrics, shutdown.clone()).await;
+    listener::serve(bound.listener, app, options, metrics, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(reloading, notifications);
     info!("stopped");
     Ok(())
+}
+
+fn listener_options(config: &Config) -> listener::Options {
+    listener::Options {
+        max_connections: config.server.max_connections,
+        peer_lookup: config.server.peer_lookup,
+        peer_processes: config.server.peer_processes,
+    }
+}
+
+/// The metadata endpoint, when `[imds]` names a role.
+fn metadata_endpoint(
+    config: &Config,
+    upstream: &str,
+    roles: &watch::Receiver<Arc<RoleTable>>,
+    clock: Arc<SystemClock>,
+) -> anyhow::Result<Option<Arc<Imds>>> {
+    let Some(imds_config) = &config.imds else {
+        return Ok(None);
+    };
+    let upstream = Upstream::new(upstream)?;
+    let served = Imds::new(&imds_config.role, roles.clone(), upstream, clock);
+    Ok(Some(Arc::new(served)))
 }
 
 /// Applies configuration changes on SIGHUP; owns the supervisor.

@@ -35,6 +35,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// How long in-flight requests may take to finish after a stop is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Peer lookups running at once: each reads the whole socket table, so a flood of new
+/// connections must not run hundreds of them side by side (memory, CPU).
+const CONCURRENT_LOOKUPS: usize = 2;
 /// After a failed `accept` (out of file descriptors), wait before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -62,6 +65,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let connections = TaskTracker::new();
     let server = listener.local_addr().ok().filter(|_| options.peer_lookup);
+    let lookups = Arc::new(Semaphore::new(CONCURRENT_LOOKUPS));
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
         let permit = tokio::select! {
@@ -80,6 +84,7 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let app = app.clone();
+        let lookups = lookups.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         metrics.connection_opened();
@@ -87,11 +92,13 @@ pub async fn serve(
             let _permit = permit;
             // Once per connection, off the runtime's threads: it reads /proc.
             let peer = match server {
-                Some(server) => tokio::task::spawn_blocking(move || {
-                    peer::lookup(client, server, options.peer_processes)
-                })
-                .await
-                .unwrap_or_default(),
+                Some(server) => {
+                    let _slot = lookups.acquire().await.expect("never closed");
+                    let lookup = move || peer::lookup(client, server, options.peer_processes);
+                    tokio::task::spawn_blocking(lookup)
+                        .await
+                        .unwrap_or_default()
+                }
                 None => Peer::default(),
             };
             let peer = Arc::new(peer);

@@ -66,7 +66,7 @@ token() { cat "$root/var/lib/assume-roled/token"; }
 fetch() { curl -s -o "$work/answer" -w '%{http_code}' -H "Authorization: $(token)" "http://127.0.0.1:$listen_port/roles/$1"; }
 write_config() {
   {
-    printf '[server]\nlisten = "127.0.0.1:%s"\n' "$listen_port"
+    printf '[server]\nlisten = "127.0.0.1:%s"\npeer_lookup = true\n' "$listen_port"
     printf '[sts]\nregion = "us-east-1"\nendpoint = "http://127.0.0.1:%s"\n' "$gate_port"
     for name in "$@"; do
       printf '[[roles]]\nname = "%s"\narn = "arn:aws:iam::444455556666:role/piyo-role"\nsession_name = "hoge"\n' "$name"
