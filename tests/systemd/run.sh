@@ -235,7 +235,7 @@ is_state active || fail "did not start again"
 inside systemctl stop "$UNIT"
 [ "$(property Result)" = success ] && [ "$(property ExecMainStatus)" = 0 ] ||
   fail "stop: result $(property Result), status $(property ExecMainStatus)"
-journal_has "stopping signal=\"SIGTERM\"" || fail "SIGTERM was not logged"
+wait_until 10 journal_has 'stopping signal="SIGTERM"' || fail "SIGTERM was not logged"
 ok "systemctl stop drains and exits 0"
 
 say "all $checks systemd checks passed"
