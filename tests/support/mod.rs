@@ -430,6 +430,26 @@ pub fn rust_sdk_whoami() -> PathBuf {
     binary
 }
 
+/// Starts one of the Python helpers in `tests/support/` with one argument; it prints the port
+/// it listens on as its first line.
+fn start_helper(script: &str, argument: &str, stderr: Stdio) -> (Process, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let mut child = Command::new(venv_tool("python"))
+        .arg(script)
+        .arg(argument)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let port = line.trim().parse().expect("the helper prints its port");
+    (Process(child), port)
+}
+
 /// The fault-injecting STS proxy (`sts_proxy.py`) in front of moto.
 pub struct StsProxy {
     pub endpoint: String,
@@ -439,22 +459,11 @@ pub struct StsProxy {
 
 impl StsProxy {
     pub fn start(moto: &Moto) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sts_proxy.py");
-        let mut child = Command::new(venv_tool("python"))
-            .arg(script)
-            .arg(&moto.endpoint)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        let port: u16 = line.trim().parse().expect("the proxy prints its port");
+        let (process, port) = start_helper("sts_proxy.py", &moto.endpoint, Stdio::null());
         Self {
             endpoint: format!("http://127.0.0.1:{port}"),
             address: SocketAddr::from(([127, 0, 0, 1], port)),
-            _process: Process(child),
+            _process: process,
         }
     }
 
@@ -505,22 +514,13 @@ impl ImdsDouble {
     pub fn start(moto: &Moto) -> Self {
         let dir = TempDir::new("imds-double");
         let log_file = dir.path().join("reads.log");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/imds_double.py");
-        let mut child = Command::new(venv_tool("python"))
-            .arg(script)
-            .arg(moto.host_credentials.to_string())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log_file).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-        let port: u16 = line.trim().parse().expect("the double prints its port");
+        let log = Stdio::from(std::fs::File::create(&log_file).unwrap());
+        let (process, port) =
+            start_helper("imds_double.py", &moto.host_credentials.to_string(), log);
         Self {
             endpoint: format!("http://127.0.0.1:{port}/"),
             log_file,
-            process: Process(child),
+            process,
             _dir: dir,
         }
     }
