@@ -10,7 +10,7 @@
 //!
 //! Parsing is pure ([`find_socket`], [`user_name`], [`groups_of`]); [`lookup`] does the I/O.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// What is known of a connection's client.
@@ -53,7 +53,6 @@ pub fn find_socket(table: &str, client: SocketAddr, server: SocketAddr) -> Optio
     let line_start = table[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = table[start..].find('\n').map_or(table.len(), |i| start + i);
     let fields: Vec<&str> = table[line_start..line_end].split_whitespace().collect();
-    debug_assert_eq!(parse_address(fields.get(1)?), Some(client));
     Some(SocketRow {
         uid: fields.get(7)?.parse().ok()?,
         inode: fields.get(9)?.parse().ok()?,
@@ -77,30 +76,6 @@ fn kernel_text(address: SocketAddr) -> String {
             .collect(),
     };
     format!("{}:{:04X}", words.concat(), address.port())
-}
-
-/// Parses `0100007F:2487` (IPv4) or 32 hex digits and a port (IPv6). The kernel prints each
-/// 32-bit word of the address in host byte order, which on every Linux this runs on is little
-/// endian.
-fn parse_address(text: &str) -> Option<SocketAddr> {
-    let (address, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let words: Option<Vec<u32>> = (0..address.len() / 8)
-        .map(|i| u32::from_str_radix(address.get(i * 8..i * 8 + 8)?, 16).ok())
-        .collect();
-    let ip = match words?.as_slice() {
-        [word] => IpAddr::V4(Ipv4Addr::from(word.swap_bytes())),
-        [a, b, c, d] => {
-            let bytes: Vec<u8> = [a, b, c, d]
-                .iter()
-                .flat_map(|word| word.to_le_bytes())
-                .collect();
-            let octets: [u8; 16] = bytes.try_into().ok()?;
-            IpAddr::V6(Ipv6Addr::from(octets))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 /// The name of `uid` in the text of `/etc/passwd`, and its primary group id.

@@ -263,10 +263,9 @@ impl<S: Sts, C: Clock> Refresher<S, C> {
     /// Sleeps until `deadline` on the wall clock, looking again at least every
     /// [`RECHECK_INTERVAL`]. Returns `false` if shutdown came first.
     async fn sleep_until(&self, deadline: SystemTime, shutdown: &CancellationToken) -> bool {
-        while let Ok(left) = deadline.duration_since(self.clock.now()) {
-            if left.is_zero() {
-                break;
-            }
+        while let Ok(left) = deadline.duration_since(self.clock.now())
+            && !left.is_zero()
+        {
             tokio::select! {
                 () = tokio::time::sleep(left.min(RECHECK_INTERVAL)) => {}
                 () = shutdown.cancelled() => return false,

@@ -43,6 +43,9 @@ fn unreachable_at_start_then_served() {
 }
 
 /// Fault 2: STS down while the credentials are valid: clients keep getting the same set, no error.
+/// No refresh falls due in this window, so this shows that serving never depends on STS; a
+/// refresh that fails during an outage (and the one that succeeds after it) is shown with a fake
+/// clock by `refresh::tests::outage_keeps_serving_the_last_good_set`.
 #[test]
 fn outage_with_valid_credentials_is_invisible() {
     let moto = Moto::start();
