@@ -38,6 +38,10 @@ pub fn summary(config: &Config) -> String {
                 ""
             },
         );
+        if let Some(file) = &role.token_file {
+            let group = role.group.as_deref().unwrap_or("the daemon's group");
+            let _ = writeln!(text, "  own token file {} for {group}", file.display());
+        }
     }
     text
 }

@@ -59,6 +59,8 @@ const ROLE_KEYS: &[&str] = &[
     "duration",
     "allowed_users",
     "allowed_groups",
+    "token_file",
+    "group",
 ];
 
 /// A validated configuration: every value checked, every default filled in.
@@ -69,6 +71,15 @@ pub struct Config {
     /// The instance-metadata endpoint; `None` (the default) leaves it off.
     pub imds: Option<ImdsConfig>,
     pub roles: Vec<RoleConfig>,
+}
+
+impl Config {
+    /// The token file that grants `role`: its own, or the server's.
+    pub fn token_file_of<'a>(&'a self, role: &'a RoleConfig) -> &'a Path {
+        role.token_file
+            .as_deref()
+            .unwrap_or(&self.server.token_file)
+    }
 }
 
 /// `[server]`: where the daemon listens and where its token lives.
@@ -119,9 +130,34 @@ pub struct RoleConfig {
     /// of those groups) get this role, token or not.
     pub allowed_users: Vec<String>,
     pub allowed_groups: Vec<String>,
+    /// The role's own token file, so that reading it (membership of `group`) is what grants
+    /// this role; `None`: the role is served to holders of the server's token.
+    pub token_file: Option<PathBuf>,
+    /// The group the role's token file is given to (mode 0640); `None`: the daemon's group.
+    pub group: Option<String>,
 }
 
 impl RoleConfig {
+    /// Whether `other` asks STS for the same session: if so, a reload keeps this role's
+    /// credentials and only updates who may have them.
+    pub fn same_session(&self, other: &RoleConfig) -> bool {
+        (
+            &self.name,
+            &self.arn,
+            &self.session_name,
+            &self.external_id,
+            &self.source_identity,
+            self.duration,
+        ) == (
+            &other.name,
+            &other.arn,
+            &other.session_name,
+            &other.external_id,
+            &other.source_identity,
+            other.duration,
+        )
+    }
+
     /// Whether a client running as `user`, member of `groups`, may have this role.
     pub fn admits(&self, user: Option<&str>, groups: &[String]) -> bool {
         if self.allowed_users.is_empty() && self.allowed_groups.is_empty() {
@@ -204,10 +240,10 @@ pub struct Problem {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read configuration {}: {source}", path.display())]
+    #[error("cannot read configuration {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}", describe_problems(path, problems))]
     Invalid {
@@ -232,9 +268,9 @@ fn describe_problems(path: &Path, problems: &[Problem]) -> String {
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     from_toml(&text, &host_name()).map_err(|problems| ConfigError::Invalid {
         path: path.to_owned(),
@@ -378,6 +414,8 @@ struct RawRole {
     duration: Option<Spanned<String>>,
     allowed_users: Option<Spanned<Vec<String>>>,
     allowed_groups: Option<Spanned<Vec<String>>>,
+    token_file: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
 }
 
 /// Collects problems while turning raw values into checked ones.
@@ -466,6 +504,7 @@ fn validate(
         );
     }
     report_duplicate_names(&mut checker, &raw.roles);
+    report_shared_token_files(&mut checker, &raw);
     report_restrictions_without_lookup(&mut checker, &raw);
     let imds = match &raw.imds {
         Some(imds) => Some(validate_imds(&mut checker, imds, &raw.roles)?),
@@ -568,7 +607,13 @@ fn validate_imds(
         .filter_map(|role| role.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
         .collect();
     let role = checker.required("imds.role", imds.role.as_ref(), raw.span().start, |name| {
-        if names.contains(&name) {
+        if unguarded_own_token(roles, name) {
+            Err(format!(
+                "role {name:?} has its own token_file, but the metadata endpoint serves it \
+                 without that token, to any local process; serve another role, or restrict \
+                 this one with allowed_users / allowed_groups"
+            ))
+        } else if names.contains(&name) {
             Ok(name.to_owned())
         } else {
             Err(format!(
@@ -581,6 +626,16 @@ fn validate_imds(
     Some(ImdsConfig {
         role: role?,
         upstream: upstream?,
+    })
+}
+
+/// Whether role `name` relies on its own token file alone to decide who gets it.
+fn unguarded_own_token(roles: &[Spanned<RawRole>], name: &str) -> bool {
+    roles.iter().map(Spanned::get_ref).any(|role| {
+        role.name.as_ref().is_some_and(|n| n.get_ref() == name)
+            && role.token_file.is_some()
+            && role.allowed_users.is_none()
+            && role.allowed_groups.is_none()
     })
 }
 
@@ -623,6 +678,24 @@ fn validate_role(
         &key("allowed_groups"),
         role.allowed_groups.as_ref(),
     );
+    let token_file = checker.optional(
+        &key("token_file"),
+        role.token_file.as_ref(),
+        parse_token_file,
+    );
+    let group = checker.optional(&key("group"), role.group.as_ref(), |name| {
+        if !is_account_name(name) {
+            return Err(format!("{name:?} is not a group name"));
+        }
+        Ok(name.to_owned())
+    });
+    if let (Some(group), None) = (&role.group, &role.token_file) {
+        let message = format!(
+            "needs {}: the group is given the role's own token file",
+            key("token_file")
+        );
+        checker.report(group.span().start, &key("group"), message);
+    }
     Some(RoleConfig {
         name: name?,
         arn: arn?,
@@ -632,6 +705,8 @@ fn validate_role(
         duration: duration?,
         allowed_users: allowed_users?,
         allowed_groups: allowed_groups?,
+        token_file: token_file?,
+        group: group?,
     })
 }
 
@@ -644,18 +719,7 @@ fn names(
     let Some(raw) = raw else {
         return Some(Vec::new());
     };
-    let valid = |name: &String| {
-        let mut chars = name.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-        first_ok
-            && name.len() <= 32
-            && chars.all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
-            })
-    };
-    match raw.get_ref().iter().find(|name| !valid(name)) {
+    match raw.get_ref().iter().find(|name| !is_account_name(name)) {
         Some(bad) => {
             checker.report(
                 raw.span().start,
@@ -665,6 +729,45 @@ fn names(
             None
         }
         None => Some(raw.get_ref().clone()),
+    }
+}
+
+/// Whether `name` is a user or group name as `useradd` and `groupadd` accept it.
+fn is_account_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    first_ok
+        && name.len() <= 32
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A role's own token file must be its own: shared with the server or another role, reading it
+/// would grant more than that role.
+fn report_shared_token_files(checker: &mut Checker<'_>, raw: &RawConfig) {
+    let server_file = raw
+        .server
+        .token_file
+        .as_ref()
+        .map_or(DEFAULT_TOKEN_FILE, |file| file.get_ref().as_str());
+    let mut seen = BTreeSet::from([server_file]);
+    for (index, role) in raw.roles.iter().enumerate() {
+        if let Some(file) = &role.get_ref().token_file
+            && !seen.insert(file.get_ref().as_str())
+        {
+            let message = format!(
+                "{:?} is already the token file of the server or another role; \
+                 each role's own token file must be its own",
+                file.get_ref()
+            );
+            checker.report(
+                file.span().start,
+                &format!("roles[{index}].token_file"),
+                message,
+            );
+        }
     }
 }
 
@@ -1000,6 +1103,75 @@ duration = "5m"
         assert!(!allowed.roles[0].admits(Some("ops"), &[]));
         assert!(!allowed.roles[0].admits(None, &[]));
         assert!(problems(&format!("{MINIMAL}allowed_users = [\"Not A Name\"]\n")).len() == 1);
+    }
+
+    #[test]
+    fn role_token_files_are_their_own_and_groups_need_one() {
+        let own = format!("{MINIMAL}token_file = \"/srv/piyo.token\"\ngroup = \"piyo-users\"\n");
+        let config = from_toml(&own, "h").unwrap();
+        let role = &config.roles[0];
+        assert_eq!(role.group.as_deref(), Some("piyo-users"));
+        assert_eq!(config.token_file_of(role), Path::new("/srv/piyo.token"));
+        let shared = from_toml(MINIMAL, "h").unwrap();
+        assert_eq!(
+            shared.token_file_of(&shared.roles[0]),
+            Path::new(DEFAULT_TOKEN_FILE)
+        );
+
+        let found = problems(&format!("{MINIMAL}group = \"piyo-users\"\n"));
+        assert_eq!(
+            (found[0].line, found[0].key.as_str()),
+            (5, "roles[0].group")
+        );
+        assert!(found[0].message.contains("needs roles[0].token_file"));
+        let found = problems(&format!("{MINIMAL}token_file = \"{DEFAULT_TOKEN_FILE}\"\n"));
+        assert_eq!(found[0].key, "roles[0].token_file");
+        assert!(
+            found[0].message.contains("must be its own"),
+            "{}",
+            found[0].message
+        );
+        let two = format!(
+            "{own}{}token_file = \"/srv/piyo.token\"\n",
+            MINIMAL.replace("piyo\"", "other\"")
+        );
+        assert_eq!(problems(&two)[0].key, "roles[1].token_file");
+        assert_eq!(
+            problems(&format!("{MINIMAL}token_file = \"relative\"\n"))[0].key,
+            "roles[0].token_file"
+        );
+        assert_eq!(
+            problems(&format!(
+                "{MINIMAL}token_file = \"/t\"\ngroup = \"Bad Group\"\n"
+            ))[0]
+                .key,
+            "roles[0].group"
+        );
+    }
+
+    #[test]
+    fn metadata_cannot_bypass_a_role_token() {
+        let own = format!("{MINIMAL}token_file = \"/srv/piyo.token\"\n");
+        let found = problems(&format!("[imds]\nrole = \"piyo\"\n{own}"));
+        assert_eq!((found[0].line, found[0].key.as_str()), (2, "imds.role"));
+        assert!(
+            found[0].message.contains("allowed_groups"),
+            "{}",
+            found[0].message
+        );
+        let guarded = format!("[imds]\nrole = \"piyo\"\n{own}allowed_groups = [\"ops\"]\n");
+        assert!(from_toml(&guarded, "h").is_ok());
+    }
+
+    #[test]
+    fn reload_keeps_sessions_whose_sts_settings_are_unchanged() {
+        let before = from_toml(MINIMAL, "h").unwrap().roles.remove(0);
+        let mut after = before.clone();
+        after.allowed_groups = vec!["ops".to_owned()];
+        after.token_file = Some(PathBuf::from("/srv/t"));
+        assert!(before.same_session(&after));
+        after.session_name = "other".to_owned();
+        assert!(!before.same_session(&after));
     }
 
     #[test]

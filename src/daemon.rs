@@ -32,7 +32,7 @@ use crate::refresh::SystemClock;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, SdkSts, is_role_session};
 use crate::supervisor::{RoleTable, Supervisor};
-use crate::token::{self, AuthToken};
+use crate::token::{self, AuthToken, RoleTokens};
 
 /// How long one source-identity lookup may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -73,6 +73,7 @@ pub enum SetupError {
 /// What start-up has checked and bound before anything talks to AWS.
 struct Bound {
     token: AuthToken,
+    role_tokens: RoleTokens,
     listener: TcpListener,
     local: SocketAddr,
     metrics_listener: Option<TcpListener>,
@@ -83,7 +84,8 @@ struct Bound {
 
 /// Checks the token file, binds the listeners and refuses set-ups that cannot work.
 async fn bind(config: &Config) -> anyhow::Result<Bound> {
-    let token = token::load_or_create(&config.server.token_file)?;
+    let token = token::load_or_create(&config.server.token_file, None)?;
+    let role_tokens = token::load_role_tokens(config)?;
     let listener = bind_to(config.server.listen, "listen").await?;
     let local = listener
         .local_addr()
@@ -98,6 +100,7 @@ async fn bind(config: &Config) -> anyhow::Result<Bound> {
     };
     Ok(Bound {
         token,
+        role_tokens,
         listener,
         local,
         metrics_listener,
@@ -125,6 +128,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let (supervisor, roles) = Supervisor::start(
         &config.roles,
+        &bound.role_tokens,
         sts.clone(),
         clock.clone(),
         metrics.clone(),
@@ -221,11 +225,20 @@ impl Reloads {
         self.supervisor.wait().await;
     }
 
-    /// Re-reads the file; a bad file is logged and the running configuration kept.
+    /// Re-reads the file and the roles' token files (creating missing ones: deleting a role's
+    /// token file and reloading issues a new token); a bad file is logged and the running
+    /// configuration kept.
     fn reload(&mut self) {
         self.notifier.send("RELOADING=1");
         match config::load(&self.path) {
-            Ok(new) => self.apply(new),
+            Ok(new) => match token::load_role_tokens(&new) {
+                Ok(tokens) => self.apply(new, &tokens),
+                Err(error) => error!(
+                    error = %error,
+                    "reload failed: a role's token file is unusable; keeping the running \
+                     configuration"
+                ),
+            },
             Err(error) => error!(
                 error = %error,
                 "reload failed: the configuration is invalid; keeping the running one"
@@ -234,14 +247,14 @@ impl Reloads {
         self.notifier.send("READY=1");
     }
 
-    fn apply(&mut self, new: Config) {
+    fn apply(&mut self, new: Config, tokens: &RoleTokens) {
         for section in sections_needing_restart(&self.current, &new) {
             warn!(
                 section,
                 "changes to [{section}] take effect at the next restart"
             );
         }
-        let plan = self.supervisor.apply(&new.roles);
+        let plan = self.supervisor.apply(&new.roles, tokens);
         info!(
             kept = ?plan.kept,
             started = ?plan.started,

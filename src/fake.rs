@@ -116,5 +116,7 @@ pub fn role(name: &str) -> RoleConfig {
         duration: HOUR,
         allowed_users: Vec::new(),
         allowed_groups: Vec::new(),
+        token_file: None,
+        group: None,
     }
 }

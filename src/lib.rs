@@ -18,7 +18,8 @@
 //!   and attaches to each the [`peer::Peer`] (local user) found in the kernel's tables;
 //! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
 //!   or a 503 that says why; it never calls STS;
-//! - [`token`] creates and checks the token file clients read;
+//! - [`token`] creates and checks the token files clients read, one per role if configured,
+//!   given to the role's group (names from [`accounts`]);
 //! - [`imds`] answers as IMDSv2 for one role, from the same engine, and passes other metadata
 //!   through (never the instance's own `iam/`);
 //! - [`daemon`] wires these together for `serve`; [`shutdown`] turns signals into cancellation;
@@ -28,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod check;
 pub mod config;
 pub mod credentials;

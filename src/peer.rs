@@ -8,10 +8,12 @@
 //! loopback, pid and executable only when visible. User and group names come from
 //! `/etc/passwd` and `/etc/group`. This is done once per connection, never per request.
 //!
-//! Parsing is pure ([`find_socket`], [`user_name`], [`groups_of`]); [`lookup`] does the I/O.
+//! Parsing is pure ([`find_socket`], and [`accounts`] for names); [`lookup`] does the I/O.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+
+use crate::accounts;
 
 /// What is known of a connection's client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,28 +80,6 @@ fn kernel_text(address: SocketAddr) -> String {
     format!("{}:{:04X}", words.concat(), address.port())
 }
 
-/// The name of `uid` in the text of `/etc/passwd`, and its primary group id.
-pub fn user_name(passwd: &str, uid: u32) -> Option<(String, u32)> {
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        let (name, id, gid) = (fields.first()?, fields.get(2)?, fields.get(3)?);
-        (id.parse() == Ok(uid)).then(|| Some((name.to_string(), gid.parse().ok()?)))?
-    })
-}
-
-/// The groups (by name) of `user` with primary group `gid`, in the text of `/etc/group`.
-pub fn groups_of(group_file: &str, user: &str, gid: u32) -> Vec<String> {
-    group_file
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            let (name, id, members) = (fields.first()?, fields.get(2)?, fields.get(3)?);
-            let member = members.split(',').any(|m| m == user);
-            (member || id.parse() == Ok(gid)).then(|| name.to_string())
-        })
-        .collect()
-}
-
 /// Looks the client of a connection up (blocking file reads: call it off the async runtime).
 /// `with_process` also finds its pid and executable, by scanning the file descriptors of every
 /// visible process: far costlier than the rest, so it is optional.
@@ -115,11 +95,10 @@ pub fn lookup(client: SocketAddr, server: SocketAddr, with_process: bool) -> Pee
     else {
         return Peer::default();
     };
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let (user, groups) = match user_name(&passwd, row.uid) {
+    let passwd = accounts::read(accounts::PASSWD);
+    let (user, groups) = match accounts::user_name(&passwd, row.uid) {
         Some((name, gid)) => {
-            let group_file = std::fs::read_to_string("/etc/group").unwrap_or_default();
-            let groups = groups_of(&group_file, &name, gid);
+            let groups = accounts::groups_of(&accounts::read(accounts::GROUP), &name, gid);
             (Some(name), groups)
         }
         None => (None, Vec::new()),
@@ -191,18 +170,6 @@ mod tests {
                 uid: 1002,
                 inode: 4444
             })
-        );
-    }
-
-    #[test]
-    fn names_from_passwd_and_group() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001::/home/alice:/bin/sh\n";
-        let group = "root:x:0:\nalice:x:1001:\nassume-roled:x:998:alice,bob\nops:x:1500:bob\n";
-        assert_eq!(user_name(passwd, 1001), Some(("alice".to_owned(), 1001)));
-        assert_eq!(user_name(passwd, 4242), None);
-        assert_eq!(
-            groups_of(group, "alice", 1001),
-            vec!["alice", "assume-roled"]
         );
     }
 

@@ -2,8 +2,10 @@
 //!
 //! Every request first passes [`check_request`], before any routing: requests that carry
 //! browser or proxy headers, or name a host other than this listener, get 403 (a web page or an
-//! SSRF on this host must not reach credentials); then anything but the health checks needs the
-//! exact token in `Authorization`, or gets 401. Only then is the path looked at.
+//! SSRF on this host must not reach credentials); then anything but the health checks needs a
+//! known token in `Authorization`, or gets 401. Only then is the path looked at. Which token
+//! was presented is a [`Grant`]: the server's token grants the roles without a token file of
+//! their own, `/status` and `/metrics`; a role's own token grants that role and nothing else.
 //!
 //! Handlers only read: the refresh engine publishes each role's status and the handler decides
 //! with [`servable`] whether to answer with the pre-built body or a 503 that says why. No STS
@@ -32,7 +34,7 @@ use crate::metrics::{self, Metrics};
 use crate::peer::{Known, Peer};
 use crate::refresh::{Clock, Unservable, servable};
 use crate::status;
-use crate::supervisor::RoleTable;
+use crate::supervisor::{RoleEntry, RoleTable};
 use crate::token::AuthToken;
 
 /// Paths answered without a token: they reveal nothing but liveness and readiness.
@@ -92,6 +94,39 @@ pub fn allowed_hosts(local: SocketAddr) -> Vec<String> {
     vec![address, format!("localhost:{port}")]
 }
 
+/// Which token a request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// The server's token (`[server] token_file`).
+    Server,
+    /// The own token of the role so named (its `token_file`).
+    Role(String),
+}
+
+/// Prefix of the credentials paths, the only ones a role's own token opens.
+const ROLES_PREFIX: &str = "/roles/";
+
+/// The grant `presented` carries, if it is any known token; each comparison is constant-time.
+pub fn grant_of(presented: &[u8], server: &AuthToken, roles: &RoleTable) -> Option<Grant> {
+    if server.matches(presented) {
+        return Some(Grant::Server);
+    }
+    roles
+        .iter()
+        .find(|(_, entry)| entry.token.as_ref().is_some_and(|t| t.matches(presented)))
+        .map(|(name, _)| Grant::Role(name.clone()))
+}
+
+/// Whether `grant` opens `entry`: a role with its own token only to that token, the others
+/// only to the server's.
+pub fn grants_role(grant: &Grant, entry: &RoleEntry) -> bool {
+    match (grant, &entry.token) {
+        (Grant::Server, None) => true,
+        (Grant::Role(name), Some(_)) => *name == entry.config.name,
+        _ => false,
+    }
+}
+
 /// Why a request is refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -126,13 +161,14 @@ impl IntoResponse for Refusal {
 }
 
 /// The checks every request passes before routing; pure, so each rule has a plain test.
+/// `identify` names the grant of a presented token. `Ok(None)`: a path that needs no token.
 pub fn check_request(
     headers: &HeaderMap,
     uri: &Uri,
     allowed_hosts: &[String],
-    token: &AuthToken,
+    identify: impl FnOnce(&[u8]) -> Option<Grant>,
     metadata_enabled: bool,
-) -> Result<(), Refusal> {
+) -> Result<Option<Grant>, Refusal> {
     if FORBIDDEN_HEADERS
         .iter()
         .any(|name| headers.contains_key(*name))
@@ -150,31 +186,44 @@ pub fn check_request(
         return Err(Refusal::ForeignHost);
     }
     if PUBLIC_PATHS.contains(&uri.path()) {
-        return Ok(());
+        return Ok(None);
     }
     // Instance metadata has its own session tokens, checked by its routes.
     if metadata_enabled && uri.path().starts_with(METADATA_PREFIX) {
-        return Ok(());
+        return Ok(None);
     }
     let mut presented = headers.get_all(AUTHORIZATION).iter();
-    match (presented.next(), presented.next()) {
-        (Some(value), None) if token.matches(value.as_bytes()) => Ok(()),
-        _ => Err(Refusal::Unauthorized),
+    let grant = match (presented.next(), presented.next()) {
+        (Some(value), None) => identify(value.as_bytes()),
+        _ => None,
+    };
+    match grant {
+        Some(Grant::Role(_)) if !uri.path().starts_with(ROLES_PREFIX) => Err(Refusal::Unauthorized),
+        Some(grant) => Ok(Some(grant)),
+        None => Err(Refusal::Unauthorized),
     }
 }
 
-async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let inner = &state.inner;
-    let checked = check_request(
-        request.headers(),
-        request.uri(),
-        &inner.allowed_hosts,
-        &inner.token,
-        inner.imds.is_some(),
-    );
+    let checked = {
+        let roles = inner.roles.borrow();
+        check_request(
+            request.headers(),
+            request.uri(),
+            &inner.allowed_hosts,
+            |presented| grant_of(presented, &inner.token, &roles),
+            inner.imds.is_some(),
+        )
+    };
     let route = metrics::route_label(request.uri().path());
     let response = match checked {
-        Ok(()) => next.run(request).await,
+        Ok(grant) => {
+            if let Some(grant) = grant {
+                request.extensions_mut().insert(grant);
+            }
+            next.run(request).await
+        }
         Err(refusal) => {
             debug!(?refusal, path = %request.uri().path(), "request refused");
             refusal.into_response()
@@ -204,6 +253,7 @@ pub fn router(state: AppState) -> Router {
 /// What the role handler found, decided under the table's borrow.
 enum Lookup {
     Unknown,
+    OtherToken,
     NotAdmitted,
     Unservable(Unservable),
     Served(Bytes, String),
@@ -213,6 +263,7 @@ async fn role_credentials(
     State(state): State<AppState>,
     Path(name): Path<String>,
     peer: Option<Extension<Arc<Peer>>>,
+    grant: Option<Extension<Grant>>,
 ) -> Response {
     let now = state.inner.clock.now();
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
@@ -220,6 +271,14 @@ async fn role_credentials(
         let table = state.inner.roles.borrow();
         match table.get(&name) {
             None => Lookup::Unknown,
+            // The guard checked that the token is a known one; is it this role's?
+            Some(entry)
+                if !grant
+                    .as_ref()
+                    .is_some_and(|Extension(g)| grants_role(g, entry)) =>
+            {
+                Lookup::OtherToken
+            }
             Some(entry) if !entry.config.admits(peer.user.as_deref(), &peer.groups) => {
                 Lookup::NotAdmitted
             }
@@ -236,6 +295,10 @@ async fn role_credentials(
                 "UnknownRole",
                 "no such role is configured",
             );
+        }
+        Lookup::OtherToken => {
+            debug!(role = %name, "request refused: the token is not this role's");
+            return Refusal::Unauthorized.into_response();
         }
         Lookup::NotAdmitted => {
             warn!(target: "audit", role = %name, uid = %Known(&peer.uid), user = %Known(&peer.user), pid = %Known(&peer.pid),

@@ -1,9 +1,10 @@
 //! The set of served roles: one refresher task per role, and the table handlers read.
 //!
 //! At start the supervisor runs a refresher for every configured role; on reload it compares
-//! the new role list with the running one ([`plan`], pure): unchanged roles keep their task and
-//! their credentials (no STS call), new roles get a task, removed roles stop being served, and a
-//! role whose settings changed is replaced. The table of roles is published through a `watch`
+//! the new role list with the running one ([`plan`], pure): roles whose STS settings are unchanged
+//! keep their task and their credentials (no STS call) and take the new access settings (token,
+//! allowed users), new roles get a task, removed roles stop being served, and a role whose STS
+//! settings changed is replaced. The table of roles is published through a `watch`
 //! channel of `Arc<RoleTable>`, so a request reads one consistent snapshot and never waits on a
 //! reload.
 
@@ -18,11 +19,14 @@ use crate::config::RoleConfig;
 use crate::metrics::Metrics;
 use crate::refresh::{Clock, Refresher, RoleStatus};
 use crate::sts::Sts;
+use crate::token::{AuthToken, RoleTokens};
 
-/// A served role: what it is, and the status its refresher publishes.
+/// A served role: what it is, the token that grants it, and the status its refresher publishes.
 #[derive(Debug, Clone)]
 pub struct RoleEntry {
     pub config: RoleConfig,
+    /// The role's own token (from its `token_file`); `None`: the server's token grants it.
+    pub token: Option<AuthToken>,
     pub status: watch::Receiver<RoleStatus>,
 }
 
@@ -32,7 +36,7 @@ pub type RoleTable = BTreeMap<String, RoleEntry>;
 /// What a reload changes, by role name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReloadPlan {
-    /// Same settings: the running refresher and its credentials stay.
+    /// Same STS settings: the running refresher and its credentials stay.
     pub kept: Vec<String>,
     /// New names: a refresher starts.
     pub started: Vec<String>,
@@ -52,7 +56,7 @@ pub fn plan<'a>(
     let mut plan = ReloadPlan::default();
     for role in wanted {
         let bucket = match running.get(role.name.as_str()) {
-            Some(current) if *current == role => &mut plan.kept,
+            Some(current) if current.same_session(role) => &mut plan.kept,
             Some(_) => &mut plan.changed,
             None => &mut plan.started,
         };
@@ -87,6 +91,7 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
     /// Starts a refresher for each of `roles`; they all stop when `shutdown` is cancelled.
     pub fn start(
         roles: &[RoleConfig],
+        tokens: &RoleTokens,
         sts: Arc<S>,
         clock: Arc<C>,
         metrics: Arc<Metrics>,
@@ -102,12 +107,13 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
             shutdown,
             tasks: JoinSet::new(),
         };
-        supervisor.apply(roles);
+        supervisor.apply(roles, tokens);
         (supervisor, receiver)
     }
 
-    /// Brings the running roles in line with `roles` and publishes the new table.
-    pub fn apply(&mut self, roles: &[RoleConfig]) -> ReloadPlan {
+    /// Brings the running roles in line with `roles` (granted by `tokens` where they have their
+    /// own) and publishes the new table.
+    pub fn apply(&mut self, roles: &[RoleConfig], tokens: &RoleTokens) -> ReloadPlan {
         let plan = plan(self.running.values().map(|r| &r.entry.config), roles);
         for name in plan.stopped.iter().chain(&plan.changed) {
             if let Some(running) = self.running.remove(name) {
@@ -120,6 +126,12 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
             .filter(|r| to_start.clone().any(|n| *n == r.name))
         {
             self.spawn(role.clone());
+        }
+        for role in roles {
+            if let Some(running) = self.running.get_mut(&role.name) {
+                running.entry.config = role.clone();
+                running.entry.token = tokens.get(&role.name).cloned();
+            }
         }
         let table = self
             .running
@@ -142,6 +154,7 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
         self.tasks.spawn(refresher.run(stop.clone()));
         let entry = RoleEntry {
             config: role.clone(),
+            token: None,
             status,
         };
         self.running.insert(role.name, Running { entry, stop });
@@ -170,6 +183,8 @@ mod tests {
             duration: Duration::from_secs(3600),
             allowed_users: Vec::new(),
             allowed_groups: Vec::new(),
+            token_file: None,
+            group: None,
         }
     }
 
@@ -203,6 +218,7 @@ mod tests {
         let piyo = crate::fake::role("piyo");
         let (mut supervisor, table) = Supervisor::start(
             std::slice::from_ref(&piyo),
+            &RoleTokens::new(),
             sts.clone(),
             clock,
             Arc::new(Metrics::new()),
@@ -217,7 +233,10 @@ mod tests {
         };
         let first = key(&table, "piyo").unwrap();
 
-        let plan = supervisor.apply(&[piyo.clone(), crate::fake::role("fuga")]);
+        let mut restricted = piyo.clone();
+        restricted.allowed_groups = vec!["ops".to_owned()];
+        let tokens = RoleTokens::from([("piyo".to_owned(), AuthToken::generate())]);
+        let plan = supervisor.apply(&[restricted, crate::fake::role("fuga")], &tokens);
         assert_eq!(
             (plan.kept, plan.started),
             (vec!["piyo".to_owned()], vec!["fuga".to_owned()])
@@ -225,9 +244,16 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(sts.calls(), 2, "only the new role was fetched");
         assert_eq!(key(&table, "piyo").unwrap(), first);
+        let entry = table.borrow().get("piyo").cloned().unwrap();
+        assert_eq!(
+            entry.config.allowed_groups,
+            ["ops"],
+            "new access settings apply"
+        );
+        assert!(entry.token.is_some());
         assert!(key(&table, "fuga").is_some());
 
-        supervisor.apply(&[crate::fake::role("fuga")]);
+        supervisor.apply(&[crate::fake::role("fuga")], &RoleTokens::new());
         assert!(table.borrow().get("piyo").is_none());
         supervisor.wait().await;
     }

@@ -5,17 +5,27 @@
 //! (botocore and the Rust SDK refuse a token with one). It is created once, atomically, mode
 //! 0640, and reused across restarts so that long-lived shells keep working. Like ssh with its
 //! keys, the daemon refuses to use a token file that other users can read.
+//!
+//! A role may have a token file of its own, given to a group: then membership of that group is
+//! what grants the role. If the configured group changes, the file is rewritten with a new token,
+//! so a copy kept by a former member stops working; SDKs re-read the file, so members notice
+//! nothing.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::RngExt;
 use rand::distr::Alphanumeric;
 use subtle::ConstantTimeEq;
+use tracing::warn;
 use zeroize::Zeroizing;
+
+use crate::accounts;
+use crate::config::{Config, RoleConfig};
 
 /// Generated tokens: 48 alphanumeric characters, about 285 bits of randomness.
 const GENERATED_LEN: usize = 48;
@@ -25,6 +35,9 @@ const MIN_LEN: usize = 32;
 const FILE_MODE: u32 = 0o640;
 /// A directory the daemon creates for the token file: the group may enter, others may not.
 const DIR_MODE: u32 = 0o750;
+/// A directory created for a role's token file: its group is not the daemon's, so others may
+/// pass through (not list) to the one file their group can read.
+const SHARED_DIR_MODE: u32 = 0o751;
 
 /// The token; compared in constant time, never shown by `Debug`.
 #[derive(Clone)]
@@ -86,37 +99,112 @@ pub enum TokenFileError {
         path.display()
     )]
     OpenToOthers { path: PathBuf, mode: u32 },
-    #[error("cannot read token file {}: {source}", path.display())]
+    #[error("cannot read token file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("token file {} is unusable: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
-    #[error("cannot create token file {}: {source}", path.display())]
+    #[error("cannot create token file {}: {cause}", path.display())]
     Create {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    #[error(
+        "token file {}: group {group} is not in /etc/group (create it with `groupadd {group}`)",
+        path.display()
+    )]
+    UnknownGroup { path: PathBuf, group: String },
+    #[error(
+        "cannot give token file {} to group {group}: {cause}; the daemon's user must be a \
+         member of {group} (under systemd: `systemctl edit assume-roled`, then \
+         SupplementaryGroups={group})",
+        path.display()
+    )]
+    Group {
+        path: PathBuf,
+        group: String,
+        cause: std::io::Error,
     },
 }
 
-/// Reads the token at `path`, creating the file with a new token if there is none.
-pub fn load_or_create(path: &Path) -> Result<AuthToken, TokenFileError> {
-    match fs::metadata(path) {
-        Ok(_) => load(path),
-        Err(error) if error.kind() == ErrorKind::NotFound => create(path),
-        Err(source) => Err(TokenFileError::Read {
+/// The group a token file belongs to: its readers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// The own tokens of the roles that name a token file, by role name.
+pub type RoleTokens = BTreeMap<String, AuthToken>;
+
+/// Loads (creating them where missing) the token files of the roles that have their own, each
+/// given to the role's group.
+pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
+    let group_file = accounts::read(accounts::GROUP);
+    let mut tokens = RoleTokens::new();
+    for role in &config.roles {
+        let Some(path) = &role.token_file else {
+            continue;
+        };
+        let group = resolve_group(role, path, &group_file)?;
+        let token = load_or_create(path, group.as_ref())?;
+        if let Some(group) = &group
+            && let Some(closed) = first_closed_directory(path, group.gid)
+        {
+            warn!(
+                role = %role.name, group = %group.name, directory = %closed.display(),
+                "members of the role's group cannot reach its token file: the directory does \
+                 not let them through (chmod o+x, or give it to the group)"
+            );
+        }
+        tokens.insert(role.name.clone(), token);
+    }
+    Ok(tokens)
+}
+
+fn resolve_group(
+    role: &RoleConfig,
+    path: &Path,
+    group_file: &str,
+) -> Result<Option<FileGroup>, TokenFileError> {
+    let Some(name) = &role.group else {
+        return Ok(None);
+    };
+    match accounts::group_id(group_file, name) {
+        Some(gid) => Ok(Some(FileGroup {
+            name: name.clone(),
+            gid,
+        })),
+        None => Err(TokenFileError::UnknownGroup {
             path: path.to_owned(),
-            source,
+            group: name.clone(),
+        }),
+    }
+}
+
+/// Reads the token at `path`, creating the file with a new token if there is none. With a
+/// `group`, the file is given to it; a file of another group gets a new token.
+pub fn load_or_create(path: &Path, group: Option<&FileGroup>) -> Result<AuthToken, TokenFileError> {
+    match fs::metadata(path) {
+        Ok(metadata) => match group {
+            Some(group) if metadata.gid() != group.gid => regroup(path, group, metadata.gid()),
+            _ => load(path),
+        },
+        Err(error) if error.kind() == ErrorKind::NotFound => create(path, group),
+        Err(cause) => Err(TokenFileError::Read {
+            path: path.to_owned(),
+            cause,
         }),
     }
 }
 
 /// Reads an existing token file, refusing one that others can read.
 pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
-    let read_error = |source| TokenFileError::Read {
+    let read_error = |cause| TokenFileError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let metadata = fs::metadata(path).map_err(read_error)?;
     if !metadata.is_file() {
@@ -141,40 +229,115 @@ pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
 
 /// Writes a new token to a temporary file, then links it into place, which fails if another
 /// process created the file meanwhile; in that case that process's token is used.
-fn create(path: &Path) -> Result<AuthToken, TokenFileError> {
-    let create_error = |source| TokenFileError::Create {
+fn create(path: &Path, group: Option<&FileGroup>) -> Result<AuthToken, TokenFileError> {
+    let create_error = |cause| TokenFileError::Create {
         path: path.to_owned(),
-        source,
+        cause,
     };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|dir| !dir.exists()) {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
             .create(dir)
             .map_err(create_error)?;
+        if group.is_some() {
+            fs::set_permissions(dir, Permissions::from_mode(SHARED_DIR_MODE))
+                .map_err(create_error)?;
+        }
     }
     let token = AuthToken::generate();
-    let temporary = path.with_file_name(format!(".token.{}.tmp", std::process::id()));
-    let written = write_private(&temporary, token.expose());
-    let linked = written.and_then(|()| fs::hard_link(&temporary, path));
+    let temporary = temporary_path(path);
+    let written = write_private(&temporary, path, token.expose(), group);
+    let linked = written.and_then(|()| fs::hard_link(&temporary, path).map_err(create_error));
     let _ = fs::remove_file(&temporary);
     match linked {
         Ok(()) => Ok(token),
-        Err(error) if error.kind() == ErrorKind::AlreadyExists => load(path),
-        Err(error) => Err(create_error(error)),
+        Err(TokenFileError::Create { cause, .. }) if cause.kind() == ErrorKind::AlreadyExists => {
+            load(path)
+        }
+        Err(error) => Err(error),
     }
 }
 
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+/// Replaces the token of a file that belongs to another group than configured: whoever could
+/// read it before may have kept a copy.
+fn regroup(path: &Path, group: &FileGroup, old_gid: u32) -> Result<AuthToken, TokenFileError> {
+    load(path)?;
+    let token = AuthToken::generate();
+    let temporary = temporary_path(path);
+    let replaced = write_private(&temporary, path, token.expose(), Some(group)).and_then(|()| {
+        fs::rename(&temporary, path).map_err(|cause| TokenFileError::Create {
+            path: path.to_owned(),
+            cause,
+        })
+    });
+    if replaced.is_err() {
+        let _ = fs::remove_file(&temporary);
+    }
+    replaced?;
+    let old_group = accounts::group_name(&accounts::read(accounts::GROUP), old_gid);
+    warn!(
+        file = %path.display(), group = %group.name,
+        previous_group = old_group.as_deref().unwrap_or("-"), previous_gid = old_gid,
+        "token file given to a new group, with a new token: copies held by the previous \
+         group's members no longer work"
+    );
+    Ok(token)
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    path.with_file_name(format!(".token.{}.tmp", std::process::id()))
+}
+
+/// Creates `temporary` holding `content`, mode 0640, given to `group` before anything is
+/// written; errors name `target`, the file it is about to become.
+fn write_private(
+    temporary: &Path,
+    target: &Path,
+    content: &str,
+    group: Option<&FileGroup>,
+) -> Result<(), TokenFileError> {
+    let create_error = |cause| TokenFileError::Create {
+        path: target.to_owned(),
+        cause,
+    };
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(FILE_MODE)
-        .open(path)?;
+        .open(temporary)
+        .map_err(create_error)?;
     // The umask may have taken group read away; the group is who the file is for.
-    file.set_permissions(Permissions::from_mode(FILE_MODE))?;
-    file.write_all(content.as_bytes())?;
-    file.sync_all()
+    file.set_permissions(Permissions::from_mode(FILE_MODE))
+        .map_err(create_error)?;
+    if let Some(group) = group {
+        give_to_group(&file, group).map_err(|cause| TokenFileError::Group {
+            path: target.to_owned(),
+            group: group.name.clone(),
+            cause,
+        })?;
+    }
+    file.write_all(content.as_bytes()).map_err(create_error)?;
+    file.sync_all().map_err(create_error)
+}
+
+fn give_to_group(file: &File, group: &FileGroup) -> std::io::Result<()> {
+    std::os::unix::fs::fchown(file, None, Some(group.gid))
+}
+
+/// The first directory on the way to `path` that members of group `gid` cannot pass through,
+/// judged by mode bits alone (ACLs may still let them).
+pub fn first_closed_directory(path: &Path, gid: u32) -> Option<PathBuf> {
+    path.ancestors().skip(1).find_map(|dir| {
+        let metadata = fs::metadata(dir).ok()?;
+        let mode = metadata.permissions().mode();
+        (!lets_group_through(mode, metadata.gid(), gid)).then(|| dir.to_owned())
+    })
+}
+
+/// Whether a directory with `mode`, owned by group `dir_gid`, lets members of `gid` enter.
+fn lets_group_through(mode: u32, dir_gid: u32, gid: u32) -> bool {
+    mode & 0o001 != 0 || (dir_gid == gid && mode & 0o010 != 0)
 }
 
 #[cfg(test)]
@@ -191,14 +354,14 @@ mod tests {
     fn created_once_with_mode_0640_and_no_newline_then_reused() {
         let dir = temp_dir("create");
         let path = dir.join("state/token");
-        let created = load_or_create(&path).unwrap();
+        let created = load_or_create(&path, None).unwrap();
         let content = fs::read_to_string(&path).unwrap();
         assert_eq!(content, created.expose());
         assert_eq!(content.len(), GENERATED_LEN);
         assert!(content.bytes().all(|b| b.is_ascii_alphanumeric()));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
-        let reused = load_or_create(&path).unwrap();
+        let reused = load_or_create(&path, None).unwrap();
         assert_eq!(reused.expose(), created.expose());
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
         fs::remove_dir_all(dir).unwrap();
@@ -208,15 +371,50 @@ mod tests {
     fn refuses_a_file_others_can_read() {
         let dir = temp_dir("open");
         let path = dir.join("token");
-        load_or_create(&path).unwrap();
+        load_or_create(&path, None).unwrap();
         fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
-        let error = load_or_create(&path).unwrap_err().to_string();
+        let error = load_or_create(&path, None).unwrap_err().to_string();
         assert!(
             error.contains("can be read by other users (mode 644)"),
             "{error}"
         );
         assert!(error.contains(&path.display().to_string()), "{error}");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Changing a role's group replaces its token, so that a former member's copy stops
+    /// working. (Giving a file to a group the process is not in needs root, as the tests run.)
+    #[test]
+    fn a_group_gets_the_file_and_a_new_group_gets_a_new_token() {
+        let dir = temp_dir("group");
+        let path = dir.join("roles/piyo.token");
+        let group = |gid| FileGroup {
+            name: format!("g{gid}"),
+            gid,
+        };
+        let first = load_or_create(&path, Some(&group(4242))).unwrap();
+        let metadata = fs::metadata(&path).unwrap();
+        assert_eq!((metadata.gid(), metadata.mode() & 0o777), (4242, 0o640));
+        let parent = fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(parent.mode() & 0o777, SHARED_DIR_MODE);
+        let same = load_or_create(&path, Some(&group(4242))).unwrap();
+        assert_eq!(same.expose(), first.expose());
+
+        let moved = load_or_create(&path, Some(&group(4343))).unwrap();
+        assert_ne!(moved.expose(), first.expose());
+        let metadata = fs::metadata(&path).unwrap();
+        assert_eq!((metadata.gid(), metadata.mode() & 0o777), (4343, 0o640));
+        assert_eq!(fs::read_to_string(&path).unwrap(), moved.expose());
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn directories_that_stop_a_group() {
+        assert!(lets_group_through(0o751, 0, 100));
+        assert!(lets_group_through(0o750, 100, 100));
+        assert!(!lets_group_through(0o750, 0, 100));
+        assert!(!lets_group_through(0o700, 100, 100));
     }
 
     #[test]

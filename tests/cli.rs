@@ -240,7 +240,11 @@ fn token_file_unreadable_by_the_daemon_is_explained() {
         text.contains(&format!("cannot read token file {}", token.display())),
         "{text}"
     );
-    assert!(text.contains("Permission denied"), "{text}");
+    assert_eq!(
+        text.matches("Permission denied").count(),
+        1,
+        "said once: {text}"
+    );
     assert_eq!(
         std::fs::read_to_string(&token).unwrap(),
         "u".repeat(48),

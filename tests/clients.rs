@@ -13,18 +13,7 @@ fn aws_cli_acts_as_the_role_in_the_target_account() {
     let daemon = Daemon::start(&moto, &[]);
     let env = daemon.client_env();
 
-    let identity = aws(
-        &moto,
-        &env,
-        &[
-            "sts",
-            "get-caller-identity",
-            "--query",
-            "Arn",
-            "--output",
-            "text",
-        ],
-    );
+    let identity = aws(&moto, &env, WHOAMI);
     assert!(identity.status.success(), "{}", stderr(&identity));
     assert!(
         stdout(&identity).starts_with(PIYO_SESSION_PREFIX),

@@ -87,15 +87,7 @@ impl Host {
 fn aws_cli_through_metadata_acts_as_the_role() {
     let host = Host::start("1h");
     let aws = venv_tool("aws");
-    let args = [
-        "sts",
-        "get-caller-identity",
-        "--query",
-        "Arn",
-        "--output",
-        "text",
-    ];
-    let identity = host.run(&aws, &args, Some("us-east-1"));
+    let identity = host.run(&aws, WHOAMI, Some("us-east-1"));
     assert_acts_as_piyo(&identity);
     let instances = host.run(&aws, &["ec2", "describe-instances"], Some("us-east-1"));
     assert!(instances.status.success(), "{}", stderr(&instances));

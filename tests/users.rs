@@ -1,11 +1,14 @@
 //! Several Unix users on one host: the daemon learns each connection's user from the kernel's
 //! socket table (and, with `peer_processes`, its executable), serves a role restricted by
 //! `allowed_groups` only to members (a copy of the token does not help anyone else), and writes
-//! an audit line naming the user and executable.
+//! an audit line naming the user and executable. A role with its own token file gives it to
+//! its group: members read it and get that role through the real aws CLI, others cannot read it,
+//! and moving the role to another group replaces the token.
 //! Test users are created with `useradd` (the tests run as root, as CI does).
 
 mod support;
 
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Output};
 
 use support::*;
@@ -13,6 +16,8 @@ use support::*;
 const MEMBER: &str = "ar-test-member";
 const OUTSIDER: &str = "ar-test-outsider";
 const GROUP: &str = "ar-test-piyo";
+/// A second group, which the role is moved to.
+const OTHER_GROUP: &str = "ar-test-fuga";
 
 fn ensure_users() {
     let exists = |what: &str, name: &str| {
@@ -23,14 +28,16 @@ fn ensure_users() {
             .status
             .success()
     };
-    if !exists("group", GROUP) {
-        assert!(
-            Command::new("groupadd")
-                .arg(GROUP)
-                .status()
-                .unwrap()
-                .success()
-        );
+    for group in [GROUP, OTHER_GROUP] {
+        if !exists("group", group) {
+            assert!(
+                Command::new("groupadd")
+                    .arg(group)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
     }
     for (user, groups) in [(MEMBER, GROUP), (OUTSIDER, "")] {
         if !exists("passwd", user) {
@@ -52,17 +59,32 @@ fn uid_of(user: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// `curl` run as `user` (with that user's groups), sending `token`.
-fn curl_as(user: &str, url: &str, token: &str) -> Output {
-    Command::new("setpriv")
+fn gid_of(group: &str) -> u32 {
+    let output = Command::new("getent")
+        .args(["group", group])
+        .output()
+        .unwrap();
+    stdout(&output).split(':').nth(2).unwrap().parse().unwrap()
+}
+
+/// `program` run as `user`, with that user's groups.
+fn as_user(user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command
         .args([
             &format!("--reuid={user}"),
             &format!("--regid={user}"),
             "--init-groups",
             "--",
         ])
+        .arg(program);
+    command
+}
+
+/// `curl` run as `user` (with that user's groups), sending `token`.
+fn curl_as(user: &str, url: &str, token: &str) -> Output {
+    as_user(user, "curl")
         .args([
-            "curl",
             "-s",
             "-w",
             "\n%{http_code}",
@@ -134,5 +156,131 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
         &serde_json::from_str(stdout(&member).lines().next().unwrap()).unwrap(),
     ) {
         assert!(!log.contains(&secret), "a secret in the log");
+    }
+}
+
+/// The variables `assume-roled env` prints, parsed from its sh lines.
+fn exported(lines: &str) -> Vec<(String, String)> {
+    lines
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .map(|assignment| {
+            let (name, value) = assignment.split_once('=').unwrap();
+            (name.to_owned(), value.trim_matches('\'').to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_role_token_file_belongs_to_its_group() {
+    ensure_users();
+    let moto = Moto::start();
+    let dir = TempDir::new("role-token");
+    let role_file = dir.path().join("roles/team.token");
+    let team = format!(
+        "\n[[roles]]\nname = \"team\"\narn = \"{PIYO_ARN}\"\nsession_name = \"hoge\"\n\
+         token_file = \"{}\"\ngroup = \"{GROUP}\"\n",
+        role_file.display()
+    );
+    // `env` prints the configured address, so this test needs a fixed port.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = format!("{}{team}", moto.config(&dir.path().join("state/token")))
+        .replace("127.0.0.1:0", &listen);
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+
+    let metadata = std::fs::metadata(&role_file).unwrap();
+    assert_eq!(metadata.mode() & 0o777, 0o640);
+    assert_eq!(metadata.gid(), gid_of(GROUP));
+    let team_token = std::fs::read_to_string(&role_file).unwrap();
+    assert!(!team_token.ends_with('\n'));
+
+    // A member reads the file; `assume-roled env` (no --role) picks the one role the member can
+    // read, and the real aws CLI, run as the member with those lines, acts as the role.
+    let read = as_user(MEMBER, "cat").arg(&role_file).output().unwrap();
+    assert_eq!(stdout(&read), team_token);
+    let env = as_user(MEMBER, daemon_binary())
+        .args(["env", "--config"])
+        .arg(&daemon.config_file)
+        .output()
+        .unwrap();
+    assert!(env.status.success(), "{}", stderr(&env));
+    let lines = stdout(&env);
+    assert!(lines.contains("/roles/team'"), "{lines}");
+    let whoami = {
+        let mut command = as_user(MEMBER, venv_tool("aws"));
+        isolated(&mut command)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .envs(exported(&lines))
+            .args(WHOAMI);
+        command.output().unwrap()
+    };
+    assert_acts_as_piyo(&whoami);
+
+    // Others can neither read the file nor get lines pointing at it.
+    let denied = as_user(OUTSIDER, "cat").arg(&role_file).output().unwrap();
+    assert!(!denied.status.success());
+    assert!(stdout(&denied).is_empty());
+    let env = as_user(OUTSIDER, daemon_binary())
+        .args(["env", "--config"])
+        .arg(&daemon.config_file)
+        .output()
+        .unwrap();
+    assert!(!env.status.success());
+    assert!(
+        stderr(&env).contains("cannot read the token file of any role"),
+        "{}",
+        stderr(&env)
+    );
+
+    // Each token opens its own roles only.
+    let server_token = daemon.token();
+    let status = |path: &str, token: &str| daemon.get(path, &[("Authorization", token)]).0;
+    assert_eq!(status("/roles/team", &team_token), 200);
+    assert_eq!(status("/roles/team", &server_token), 401);
+    assert_eq!(status("/roles/piyo", &team_token), 401);
+    assert_eq!(status("/status", &team_token), 401);
+
+    // Moved to another group on reload: a new token, so the old one (which a former member may
+    // have kept) stops working; the role keeps its credentials (no new session).
+    let moved = config.replace(
+        &format!("group = \"{GROUP}\""),
+        &format!("group = \"{OTHER_GROUP}\""),
+    );
+    std::fs::write(&daemon.config_file, moved).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(eventually(10, || daemon
+        .log()
+        .contains("configuration reloaded")));
+    assert!(
+        daemon.log().contains(r#"kept=["piyo", "team"]"#),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        std::fs::metadata(&role_file).unwrap().gid(),
+        gid_of(OTHER_GROUP)
+    );
+    let new_token = std::fs::read_to_string(&role_file).unwrap();
+    assert_ne!(new_token, team_token);
+    assert_eq!(status("/roles/team", &team_token), 401);
+    assert_eq!(status("/roles/team", &new_token), 200);
+    assert!(
+        !as_user(MEMBER, "cat")
+            .arg(&role_file)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(daemon.log().contains("token file given to a new group"));
+    for secret in [&team_token, &new_token, &server_token] {
+        assert!(
+            !daemon.log().contains(secret.as_str()),
+            "a token in the log"
+        );
     }
 }

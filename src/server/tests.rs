@@ -15,6 +15,8 @@ use crate::supervisor::{RoleEntry, RoleTable};
 
 const LISTEN: &str = "127.0.0.1:9357";
 const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+/// The own token of role `fuga` (its `token_file`).
+const ROLE_TOKEN: &str = "fugafugafugafugafugafugafugafugafuga0000";
 
 struct FixedClock(SystemTime);
 
@@ -46,11 +48,19 @@ fn served(expires_in_secs: u64) -> Arc<Served> {
 
 fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
     let (sender, receiver) = watch::channel(status);
-    let entry = RoleEntry {
+    let piyo = RoleEntry {
         config: role("piyo"),
+        token: None,
+        status: receiver.clone(),
+    };
+    let fuga = RoleEntry {
+        config: role("fuga"),
+        token: Some(AuthToken::parse(ROLE_TOKEN).unwrap()),
         status: receiver,
     };
-    let table: RoleTable = [("piyo".to_owned(), entry)].into_iter().collect();
+    let table: RoleTable = [("piyo".to_owned(), piyo), ("fuga".to_owned(), fuga)]
+        .into_iter()
+        .collect();
     let (_keep, roles) = watch::channel(Arc::new(table));
     let state = AppState::new(
         AuthToken::parse(TOKEN).unwrap(),
@@ -290,6 +300,33 @@ async fn nothing_to_serve_is_a_503_that_says_why() {
         }
         let (ready, _) = send(router, get("/readyz")).await;
         assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
+
+/// A role with its own token file is granted by that token alone, and that token grants
+/// nothing else: not the other roles, not the status report, not the metrics.
+#[tokio::test]
+async fn a_role_token_opens_its_role_only() {
+    let (router, _status) = app(ready());
+    let cases = [
+        ("/roles/fuga", ROLE_TOKEN, StatusCode::OK),
+        // Routing decodes the name; the grant is checked on the decoded one.
+        ("/roles/fug%61", ROLE_TOKEN, StatusCode::OK),
+        ("/roles/fuga", TOKEN, StatusCode::UNAUTHORIZED),
+        ("/roles/fug%61", TOKEN, StatusCode::UNAUTHORIZED),
+        ("/roles/piyo", ROLE_TOKEN, StatusCode::UNAUTHORIZED),
+        ("/roles/piyo", TOKEN, StatusCode::OK),
+        ("/status", ROLE_TOKEN, StatusCode::UNAUTHORIZED),
+        ("/metrics", ROLE_TOKEN, StatusCode::UNAUTHORIZED),
+        ("/status", TOKEN, StatusCode::OK),
+    ];
+    for (path, token, expected) in cases {
+        let request = get(path).header(AUTHORIZATION, token);
+        let (status, body) = send(router.clone(), request).await;
+        assert_eq!(status, expected, "{path} with {token}: {body}");
+        if status != StatusCode::OK {
+            assert_no_secret(&body);
+        }
     }
 }
 

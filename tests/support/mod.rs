@@ -540,6 +540,16 @@ impl ImdsDouble {
     }
 }
 
+/// The aws CLI arguments that print the caller's ARN alone.
+pub const WHOAMI: &[&str] = &[
+    "sts",
+    "get-caller-identity",
+    "--query",
+    "Arn",
+    "--output",
+    "text",
+];
+
 /// Asserts that a client printed (first) piyo-role's session ARN.
 pub fn assert_acts_as_piyo(output: &Output) {
     assert!(

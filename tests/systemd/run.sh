@@ -5,7 +5,8 @@
 # can show: the unit is active only once credentials exist; reload adds a role without
 # re-fetching the old one and survives a typo; a crash is restarted, a hung process is killed by
 # the watchdog, a bad configuration at start fails without a restart loop; the hardening is in
-# force; the profile snippet serves members of the group only; stop exits 0.
+# force; the profile snippet serves members of the group only, and a role's own token file is
+# given to that role's group (through SupplementaryGroups=); stop exits 0.
 #
 # Run by `make systemd-test` (as root; needs systemd-nspawn and debootstrap). The debootstrapped
 # root file system is cached in target/systemd-rootfs; each run works on a fresh copy.
@@ -183,6 +184,34 @@ member_uid=$(inside id -u member)
 wait_until 10 journal_has "audit: credentials served role=piyo access_key_id=ASIA.* uid=$member_uid user=member" ||
   fail "no audit line naming the member: $(journal | grep audit | tail -n 2)"
 ok "under the hardened unit, the audit line names the connecting user (uid $member_uid)"
+
+say "a role's own token file, given to its group"
+inside groupadd team
+inside useradd --create-home --shell /bin/bash --groups team teammate
+cat >"$root/etc/systemd/system/$UNIT.service.d/team.conf" <<EOF
+[Service]
+# The daemon gives the role's token file to group team, so it must be a member.
+SupplementaryGroups=team
+EOF
+write_config piyo
+printf '[[roles]]\nname = "team"\narn = "arn:aws:iam::444455556666:role/piyo-role"\ntoken_file = "/var/lib/assume-roled/team.token"\ngroup = "team"\n' \
+  >>"$root/etc/assume-roled/config.toml"
+inside systemctl daemon-reload
+inside systemctl restart "$UNIT" || fail "did not start with a role token file: $(journal | tail -n 5)"
+[ "$(inside stat -c '%a %U %G' /var/lib/assume-roled/team.token)" = "640 assume-roled team" ] ||
+  fail "team token file: $(inside stat -c '%a %U %G' /var/lib/assume-roled/team.token)"
+ok "the role's token file is 0640 assume-roled:team, given by the daemon's supplementary group"
+teammate_uri=$(inside su - teammate -c 'printf %s "$AWS_CONTAINER_CREDENTIALS_FULL_URI"')
+[ "$teammate_uri" = "http://127.0.0.1:$listen_port/roles/team" ] || fail "teammate got '$teammate_uri'"
+inside su - teammate -c "exec 3<>/dev/tcp/127.0.0.1/$listen_port
+  printf 'GET /roles/team HTTP/1.1\r\nHost: 127.0.0.1:$listen_port\r\nAuthorization: %s\r\nConnection: close\r\n\r\n' \"\$(cat \"\$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE\")\" >&3
+  cat <&3" >"$work/teammate-answer" || true
+grep -q '"AccessKeyId":"ASIA' "$work/teammate-answer" || fail "the teammate was not served: $(head -c 300 "$work/teammate-answer")"
+member_uri=$(inside su - member -c 'printf %s "$AWS_CONTAINER_CREDENTIALS_FULL_URI"')
+[ "$member_uri" = "http://127.0.0.1:$listen_port/roles/piyo" ] || fail "member got '$member_uri'"
+inside su - member -c 'cat /var/lib/assume-roled/team.token' >/dev/null 2>&1 && fail "a non-member can read the team token"
+[ "$(fetch team)" = 401 ] || fail "the server's token opened the team role"
+ok "the same profile line gives each group its role; the team token is the team's alone"
 
 say "reload"
 refreshed_piyo() { journal | grep -c "credentials refreshed role=piyo access_key_id" || true; }
