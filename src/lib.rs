@@ -15,7 +15,8 @@
 //!   once per refresh;
 //! - [`metrics`] counts requests, refreshes, STS latency and connections for Prometheus;
 //! - [`listener`] accepts connections within limits (count, header timeout) and drains on stop,
-//!   and attaches to each the [`peer::Peer`] (local user) found in the kernel's tables;
+//!   and attaches to each the [`peer::Peer`] (local user) the kernel names for its socket
+//!   ([`sockdiag`]);
 //! - [`server`] answers HTTP: host, origin and token checks first, then the role's current body
 //!   or a 503 that says why; it never calls STS;
 //! - [`token`] creates and checks the token files clients read, one per role if configured,
@@ -45,6 +46,7 @@ pub mod peer;
 pub mod refresh;
 pub mod server;
 pub mod shutdown;
+pub mod sockdiag;
 pub mod status;
 pub mod sts;
 pub mod supervisor;

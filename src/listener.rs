@@ -27,7 +27,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::peer::{self, Peer};
+use crate::peer::{Peer, Resolver};
 
 /// How long a client may take to send its request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,8 +35,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// How long in-flight requests may take to finish after a stop is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Peer lookups running at once: each reads the whole socket table, so a flood of new
-/// connections must not run hundreds of them side by side (memory, CPU).
+/// Peer lookups running at once: without netlink each reads the whole socket table, and with
+/// `peer_processes` each scans every process, so a flood of new connections must not run
+/// hundreds of them side by side (memory, CPU).
 const CONCURRENT_LOOKUPS: usize = 2;
 /// After a failed `accept` (out of file descriptors), wait before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -66,6 +67,7 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let server = listener.local_addr().ok().filter(|_| options.peer_lookup);
     let lookups = Arc::new(Semaphore::new(CONCURRENT_LOOKUPS));
+    let resolver = Arc::new(Resolver::new(options.peer_processes));
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
         let permit = tokio::select! {
@@ -85,16 +87,17 @@ pub async fn serve(
         };
         let app = app.clone();
         let lookups = lookups.clone();
+        let resolver = resolver.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         metrics.connection_opened();
         connections.spawn(async move {
             let _permit = permit;
-            // Once per connection, off the runtime's threads: it reads /proc.
+            // Once per connection, off the runtime's threads: system calls and file reads.
             let peer = match server {
                 Some(server) => {
                     let _slot = lookups.acquire().await.expect("never closed");
-                    let lookup = move || peer::lookup(client, server, options.peer_processes);
+                    let lookup = move || resolver.lookup(client, server);
                     tokio::task::spawn_blocking(lookup)
                         .await
                         .unwrap_or_default()

@@ -1,19 +1,28 @@
 //! Who is on the other end of a loopback connection, from the kernel's own tables.
 //!
-//! For a connection accepted from `peer` on `local`, the client's socket is the row of
-//! `/proc/net/tcp` (or `tcp6`) whose local address is `peer` and whose remote address is
-//! `local`; that row names the socket's owner (uid) and inode. The process holding the inode
-//! is found by scanning `/proc/<pid>/fd`, which only works for processes the daemon may see
-//! (under the unit's `ProtectProc=invisible`, only its own): so uid is always known on
-//! loopback, pid and executable only when visible. User and group names come from
-//! `/etc/passwd` and `/etc/group`. This is done once per connection, never per request.
+//! For a connection accepted from `peer` on `local`, the client's socket is the one whose local
+//! address is `peer` and whose remote address is `local`; the kernel names its owner (uid) and
+//! inode. It is asked by an exact sock_diag request ([`crate::sockdiag`], microseconds); if
+//! netlink is not permitted, the row is searched in `/proc/net/tcp` (or `tcp6`), which costs
+//! time proportional to the host's whole TCP table. The process holding the inode is found by
+//! scanning `/proc/<pid>/fd`, which only works for processes the daemon may see (under the
+//! unit's `ProtectProc=invisible`, only its own): so uid is always known on loopback, pid and
+//! executable only when visible. User and group names come from `/etc/passwd` and
+//! `/etc/group`, cached per uid until either file changes. This is done once per connection,
+//! never per request.
 //!
-//! Parsing is pure ([`find_socket`], and [`accounts`] for names); [`lookup`] does the I/O.
+//! Parsing is pure ([`find_socket`], and [`accounts`] for names); [`Resolver`] does the I/O.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+use std::time::SystemTime;
+
+use tracing::warn;
 
 use crate::accounts;
+use crate::sockdiag;
 
 /// What is known of a connection's client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,40 +89,120 @@ fn kernel_text(address: SocketAddr) -> String {
     format!("{}:{:04X}", words.concat(), address.port())
 }
 
-/// Looks the client of a connection up (blocking file reads: call it off the async runtime).
-/// `with_process` also finds its pid and executable, by scanning the file descriptors of every
-/// visible process: far costlier than the rest, so it is optional.
-pub fn lookup(client: SocketAddr, server: SocketAddr, with_process: bool) -> Peer {
+/// Looks connections' clients up, remembering user and group names between connections.
+pub struct Resolver {
+    with_process: bool,
+    /// `/etc/passwd` and `/etc/group` (other files in tests).
+    account_files: [PathBuf; 2],
+    names: Mutex<NameCache>,
+}
+
+/// Names by uid, valid while `/etc/passwd` and `/etc/group` keep the modification times
+/// `stamp` (tools like `usermod` replace the files, so a membership change is seen at once).
+#[derive(Default)]
+struct NameCache {
+    stamp: [Option<SystemTime>; 2],
+    by_uid: HashMap<u32, Names>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Names {
+    user: Option<String>,
+    groups: Vec<String>,
+}
+
+impl Resolver {
+    /// `with_process` also finds each client's pid and executable, by scanning the file
+    /// descriptors of every visible process: far costlier than the rest, so it is optional.
+    pub fn new(with_process: bool) -> Self {
+        Self {
+            with_process,
+            account_files: [accounts::PASSWD.into(), accounts::GROUP.into()],
+            names: Mutex::new(NameCache::default()),
+        }
+    }
+
+    /// The client of a connection from `client` to `server` (blocking system calls and file
+    /// reads: call it off the async runtime).
+    pub fn lookup(&self, client: SocketAddr, server: SocketAddr) -> Peer {
+        let Some(row) = client_socket(client, server) else {
+            return Peer::default();
+        };
+        let names = self.names_of(row.uid);
+        let pid = self
+            .with_process
+            .then(|| owner_of_socket(row.inode))
+            .flatten();
+        let exe = pid
+            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+            .map(|path| path.to_string_lossy().into_owned());
+        Peer {
+            uid: Some(row.uid),
+            user: names.user,
+            groups: names.groups,
+            pid,
+            exe,
+        }
+    }
+
+    fn names_of(&self, uid: u32) -> Names {
+        let [passwd, group] = &self.account_files;
+        let stamp = [modified(passwd), modified(group)];
+        let mut cache = self
+            .names
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.stamp != stamp {
+            *cache = NameCache {
+                stamp,
+                by_uid: HashMap::new(),
+            };
+        }
+        cache
+            .by_uid
+            .entry(uid)
+            .or_insert_with(|| read_names(uid, passwd, group))
+            .clone()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_names(uid: u32, passwd: &Path, group: &Path) -> Names {
+    match accounts::user_name(&accounts::read(passwd), uid) {
+        Some((name, gid)) => Names {
+            groups: accounts::groups_of(&accounts::read(group), &name, gid),
+            user: Some(name),
+        },
+        None => Names::default(),
+    }
+}
+
+/// The client's socket, from the kernel by sock_diag, else from `/proc/net/tcp{,6}`.
+fn client_socket(client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
+    static FALLBACK_NOTED: Once = Once::new();
+    match sockdiag::query(client, server) {
+        Ok(row) => row,
+        Err(error) => {
+            FALLBACK_NOTED.call_once(|| {
+                warn!(%error, "sock_diag is unavailable (is AF_NETLINK allowed?); reading \
+                    /proc/net/tcp instead, which is slower on busy hosts");
+            });
+            proc_table_socket(client, server)
+        }
+    }
+}
+
+fn proc_table_socket(client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
     let table = if client.is_ipv4() {
         "/proc/net/tcp"
     } else {
         "/proc/net/tcp6"
     };
-    let Some(row) = std::fs::read_to_string(table)
-        .ok()
-        .and_then(|text| find_socket(&text, client, server))
-    else {
-        return Peer::default();
-    };
-    let passwd = accounts::read(accounts::PASSWD);
-    let (user, groups) = match accounts::user_name(&passwd, row.uid) {
-        Some((name, gid)) => {
-            let groups = accounts::groups_of(&accounts::read(accounts::GROUP), &name, gid);
-            (Some(name), groups)
-        }
-        None => (None, Vec::new()),
-    };
-    let pid = with_process.then(|| owner_of_socket(row.inode)).flatten();
-    let exe = pid
-        .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
-        .map(|path| path.to_string_lossy().into_owned());
-    Peer {
-        uid: Some(row.uid),
-        user,
-        groups,
-        pid,
-        exe,
-    }
+    let text = std::fs::read_to_string(table).ok()?;
+    find_socket(&text, client, server)
 }
 
 /// The first visible process with a file descriptor on socket `inode`.
@@ -173,6 +262,30 @@ mod tests {
         );
     }
 
+    /// Removing a user from a group takes effect for the next connection, not at restart.
+    #[test]
+    fn names_are_cached_until_the_account_files_change() {
+        let dir = std::env::temp_dir().join(format!("assume-roled-names-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (passwd, group) = (dir.join("passwd"), dir.join("group"));
+        std::fs::write(&passwd, "alice:x:1001:1001::/home/alice:/bin/sh\n").unwrap();
+        std::fs::write(&group, "alice:x:1001:\nops:x:1500:alice\n").unwrap();
+        let resolver = Resolver {
+            with_process: false,
+            account_files: [passwd.clone(), group.clone()],
+            names: Mutex::new(NameCache::default()),
+        };
+        assert_eq!(resolver.names_of(1001).groups, ["alice", "ops"]);
+        let cached = resolver.names.lock().unwrap().by_uid.len();
+        assert_eq!(cached, 1);
+        // A new file with a later modification time, as usermod writes it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&group, "alice:x:1001:\nops:x:1500:\n").unwrap();
+        assert_eq!(resolver.names_of(1001).groups, ["alice"]);
+        assert_eq!(resolver.names_of(4242).user, None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn looks_up_a_real_connection_of_this_process() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -180,8 +293,12 @@ mod tests {
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_accepted, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
-        let found = lookup(peer, server, true);
-        assert_eq!(lookup(peer, server, false).pid, None);
+        let found = Resolver::new(true).lookup(peer, server);
+        assert_eq!(Resolver::new(false).lookup(peer, server).pid, None);
+        assert_eq!(
+            proc_table_socket(peer, server).map(|row| row.uid),
+            found.uid
+        );
         let own_uid = std::fs::read_to_string("/proc/self/status")
             .unwrap()
             .lines()

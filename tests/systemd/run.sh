@@ -183,7 +183,8 @@ grep -q '"AccessKeyId":"ASIA' "$work/member-answer" || fail "the member's reques
 member_uid=$(inside id -u member)
 wait_until 10 journal_has "audit: credentials served role=piyo access_key_id=ASIA.* uid=$member_uid user=member" ||
   fail "no audit line naming the member: $(journal | grep audit | tail -n 2)"
-ok "under the hardened unit, the audit line names the connecting user (uid $member_uid)"
+journal_has "sock_diag is unavailable" && fail "the unit does not let the daemon ask the kernel (sock_diag)"
+ok "under the hardened unit, the audit line names the connecting user (uid $member_uid), from sock_diag"
 
 say "a role's own token file, given to its group"
 inside groupadd team
