@@ -485,11 +485,7 @@ fn validate(
     problems: &mut Vec<Problem>,
 ) -> Option<Config> {
     let mut checker = Checker { text, problems };
-    let any_restricted_role = raw.roles.iter().any(|role| {
-        let role = role.get_ref();
-        role.allowed_users.is_some() || role.allowed_groups.is_some()
-    });
-    let server = validate_server(&mut checker, &raw.server, any_restricted_role);
+    let server = validate_server(&mut checker, &raw.server);
     let sts = validate_sts(&mut checker, &raw.sts);
     let default_session = session_name_from_host(host_name);
     let mut roles = Vec::with_capacity(raw.roles.len());
@@ -539,11 +535,7 @@ fn report_restrictions_without_lookup(checker: &mut Checker<'_>, raw: &RawConfig
     }
 }
 
-fn validate_server(
-    checker: &mut Checker<'_>,
-    raw: &RawServer,
-    any_restricted_role: bool,
-) -> Option<ServerConfig> {
+fn validate_server(checker: &mut Checker<'_>, raw: &RawServer) -> Option<ServerConfig> {
     let default_listen = DEFAULT_LISTEN
         .parse()
         .expect("default listen address parses");
@@ -581,8 +573,9 @@ fn validate_server(
         token_file: token_file?,
         max_connections: max_connections?,
         metrics_listen: metrics_listen?,
-        // Off unless needed: reading the socket table costs milliseconds per connection.
-        peer_lookup: raw.peer_lookup.unwrap_or(any_restricted_role),
+        // On: one sock_diag question per connection costs microseconds, and the audit log
+        // names the user.
+        peer_lookup: raw.peer_lookup.unwrap_or(true),
         peer_processes: raw.peer_processes.unwrap_or(false),
     })
 }
@@ -957,6 +950,10 @@ arn = "arn:aws:iam::444455556666:role/piyo-role"
         assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.server.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
         assert_eq!(config.server.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert!(
+            config.server.peer_lookup,
+            "the audit log names users by default"
+        );
         assert_eq!(config.sts, StsConfig::default());
         let role = &config.roles[0];
         assert_eq!(role.name, "piyo");

@@ -93,8 +93,9 @@ pub async fn serve(
         metrics.connection_opened();
         connections.spawn(async move {
             let _permit = permit;
-            // Once per connection, off the runtime's threads: system calls and file reads.
+            // Once per connection; off the runtime's threads unless it takes microseconds.
             let peer = match server {
+                Some(server) if resolver.is_quick() => resolver.lookup(client, server),
                 Some(server) => {
                     let _slot = lookups.acquire().await.expect("never closed");
                     let lookup = move || resolver.lookup(client, server);

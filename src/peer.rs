@@ -8,17 +8,19 @@
 //! scanning `/proc/<pid>/fd`, which only works for processes the daemon may see (under the
 //! unit's `ProtectProc=invisible`, only its own): so uid is always known on loopback, pid and
 //! executable only when visible. User and group names come from `/etc/passwd` and
-//! `/etc/group`, cached per uid until either file changes. This is done once per connection,
-//! never per request.
+//! `/etc/group`, cached per uid until either file changes (looked at no more than once a
+//! second). This is done once per connection, never per request.
 //!
 //! Parsing is pure ([`find_socket`], and [`accounts`] for names); [`Resolver`] does the I/O.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, Once};
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::accounts;
@@ -92,16 +94,25 @@ fn kernel_text(address: SocketAddr) -> String {
 /// Looks connections' clients up, remembering user and group names between connections.
 pub struct Resolver {
     with_process: bool,
+    /// Cleared when sock_diag fails: from then on the slow `/proc/net/tcp` path is used.
+    netlink_works: AtomicBool,
     /// `/etc/passwd` and `/etc/group` (other files in tests).
     account_files: [PathBuf; 2],
+    /// [`ACCOUNTS_RECHECK`] (zero in tests).
+    recheck: Duration,
     names: Mutex<NameCache>,
 }
 
+/// How often the account files' modification times are looked at: a membership change takes
+/// effect within this, and a flood of new connections does not `stat` twice each.
+const ACCOUNTS_RECHECK: Duration = Duration::from_secs(1);
+
 /// Names by uid, valid while `/etc/passwd` and `/etc/group` keep the modification times
-/// `stamp` (tools like `usermod` replace the files, so a membership change is seen at once).
+/// `stamp` (tools like `usermod` replace the files, so a membership change is seen).
 #[derive(Default)]
 struct NameCache {
     stamp: [Option<SystemTime>; 2],
+    checked: Option<Instant>,
     by_uid: HashMap<u32, Names>,
 }
 
@@ -117,15 +128,23 @@ impl Resolver {
     pub fn new(with_process: bool) -> Self {
         Self {
             with_process,
+            netlink_works: AtomicBool::new(true),
             account_files: [accounts::PASSWD.into(), accounts::GROUP.into()],
+            recheck: ACCOUNTS_RECHECK,
             names: Mutex::new(NameCache::default()),
         }
     }
 
+    /// Whether a lookup takes microseconds (one netlink round trip, two `stat`s, names from
+    /// the cache), so that it may run on the async runtime's own threads.
+    pub fn is_quick(&self) -> bool {
+        !self.with_process && self.netlink_works.load(Ordering::Relaxed)
+    }
+
     /// The client of a connection from `client` to `server` (blocking system calls and file
-    /// reads: call it off the async runtime).
+    /// reads: unless [`Resolver::is_quick`], call it off the async runtime).
     pub fn lookup(&self, client: SocketAddr, server: SocketAddr) -> Peer {
-        let Some(row) = client_socket(client, server) else {
+        let Some(row) = self.client_socket(client, server) else {
             return Peer::default();
         };
         let names = self.names_of(row.uid);
@@ -145,18 +164,39 @@ impl Resolver {
         }
     }
 
+    /// The client's socket, from the kernel by sock_diag, else from `/proc/net/tcp{,6}`.
+    fn client_socket(&self, client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
+        if self.netlink_works.load(Ordering::Relaxed) {
+            match sockdiag::query(client, server) {
+                Ok(row) => return row,
+                Err(error) if sockdiag::is_unavailable(&error) => {
+                    self.netlink_works.store(false, Ordering::Relaxed);
+                    warn!(%error, "sock_diag is unavailable (is AF_NETLINK allowed?); reading \
+                        /proc/net/tcp from now on, which is slower on busy hosts");
+                }
+                Err(error) => warn!(%error, "sock_diag failed; reading /proc/net/tcp this time"),
+            }
+        }
+        proc_table_socket(client, server)
+    }
+
     fn names_of(&self, uid: u32) -> Names {
         let [passwd, group] = &self.account_files;
-        let stamp = [modified(passwd), modified(group)];
         let mut cache = self
             .names
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.stamp != stamp {
-            *cache = NameCache {
-                stamp,
-                by_uid: HashMap::new(),
-            };
+        let now = Instant::now();
+        let due = cache
+            .checked
+            .is_none_or(|at| now.duration_since(at) >= self.recheck);
+        if due {
+            let stamp = [modified(passwd), modified(group)];
+            if cache.stamp != stamp {
+                cache.stamp = stamp;
+                cache.by_uid.clear();
+            }
+            cache.checked = Some(now);
         }
         cache
             .by_uid
@@ -177,21 +217,6 @@ fn read_names(uid: u32, passwd: &Path, group: &Path) -> Names {
             user: Some(name),
         },
         None => Names::default(),
-    }
-}
-
-/// The client's socket, from the kernel by sock_diag, else from `/proc/net/tcp{,6}`.
-fn client_socket(client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
-    static FALLBACK_NOTED: Once = Once::new();
-    match sockdiag::query(client, server) {
-        Ok(row) => row,
-        Err(error) => {
-            FALLBACK_NOTED.call_once(|| {
-                warn!(%error, "sock_diag is unavailable (is AF_NETLINK allowed?); reading \
-                    /proc/net/tcp instead, which is slower on busy hosts");
-            });
-            proc_table_socket(client, server)
-        }
     }
 }
 
@@ -272,7 +297,9 @@ mod tests {
         std::fs::write(&group, "alice:x:1001:\nops:x:1500:alice\n").unwrap();
         let resolver = Resolver {
             with_process: false,
+            netlink_works: AtomicBool::new(true),
             account_files: [passwd.clone(), group.clone()],
+            recheck: Duration::ZERO,
             names: Mutex::new(NameCache::default()),
         };
         assert_eq!(resolver.names_of(1001).groups, ["alice", "ops"]);

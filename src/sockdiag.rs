@@ -14,6 +14,7 @@
 //! the answer's `inet_diag_msg { u8 family, state, timer, retrans; inet_diag_sockid id;
 //! u32 expires, rqueue, wqueue, uid, inode }`.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -100,19 +101,85 @@ pub fn parse_reply(reply: &[u8]) -> io::Result<Option<SocketRow>> {
     }
 }
 
+thread_local! {
+    /// Each thread keeps its netlink socket (and a sequence number) between lookups: opening
+    /// and closing one per connection would cost as much as the question itself.
+    static CHANNEL: RefCell<Option<(Socket, u32)>> = const { RefCell::new(None) };
+}
+
 /// Asks the kernel who owns the TCP socket from `local` to `remote` (a blocking round trip of
-/// microseconds). Errors mean sock_diag is unavailable here (e.g. `AF_NETLINK` not permitted).
+/// microseconds). A failed exchange is retried once on a fresh socket; see [`is_unavailable`]
+/// for errors that will not go away.
 pub fn query(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<SocketRow>> {
+    CHANNEL.with_borrow_mut(|channel| {
+        let first = exchange(channel, local, remote);
+        if first.is_ok() {
+            return first;
+        }
+        // A late answer could still arrive on that socket: ask again on a new one.
+        *channel = None;
+        let second = exchange(channel, local, remote);
+        if second.is_err() {
+            *channel = None;
+        }
+        second
+    })
+}
+
+/// One question on the thread's socket, opened if there is none.
+fn exchange(
+    channel: &mut Option<(Socket, u32)>,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> io::Result<Option<SocketRow>> {
+    let (socket, sequence) = match channel {
+        Some(open) => open,
+        None => channel.insert((open()?, 0)),
+    };
+    *sequence = sequence.wrapping_add(1);
+    round_trip(socket, local, remote, *sequence)
+}
+
+/// Whether `error` means this process may not use sock_diag at all (netlink not permitted by
+/// the sandbox, or not built into the kernel), rather than one failed exchange.
+pub fn is_unavailable(error: &io::Error) -> bool {
+    const EPERM: i32 = 1;
+    const EACCES: i32 = 13;
+    const EPROTONOSUPPORT: i32 = 93;
+    const EAFNOSUPPORT: i32 = 97;
+    matches!(
+        error.raw_os_error(),
+        Some(EPERM | EACCES | EPROTONOSUPPORT | EAFNOSUPPORT)
+    )
+}
+
+fn open() -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::from(AF_NETLINK),
         Type::DGRAM,
         Some(Protocol::from(NETLINK_SOCK_DIAG)),
     )?;
     socket.set_read_timeout(Some(REPLY_TIMEOUT))?;
-    (&socket).write_all(&request(local, remote, 1))?;
+    Ok(socket)
+}
+
+fn round_trip(
+    socket: &Socket,
+    local: SocketAddr,
+    remote: SocketAddr,
+    sequence: u32,
+) -> io::Result<Option<SocketRow>> {
+    (&*socket).write_all(&request(local, remote, sequence))?;
     let mut reply = [0u8; 512];
-    let length = (&socket).read(&mut reply)?;
-    parse_reply(&reply[..length])
+    let length = (&*socket).read(&mut reply)?;
+    let reply = &reply[..length];
+    if reply.get(8..12) != Some(&sequence.to_ne_bytes()[..]) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "sock_diag answered another question",
+        ));
+    }
+    parse_reply(reply)
 }
 
 #[cfg(test)]
@@ -142,6 +209,7 @@ mod tests {
     #[test]
     fn replies() {
         let mut found = vec![0u8; HEADER_LEN + 72];
+        found[8..12].copy_from_slice(&1u32.to_ne_bytes());
         found[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         found[HEADER_LEN + 64..HEADER_LEN + 68].copy_from_slice(&1001u32.to_ne_bytes());
         found[HEADER_LEN + 68..HEADER_LEN + 72].copy_from_slice(&4242u32.to_ne_bytes());
@@ -166,6 +234,11 @@ mod tests {
         let client = std::net::TcpStream::connect(server).unwrap();
         let (_accepted, peer) = listener.accept().unwrap();
         let row = query(peer, server).unwrap().expect("the socket is found");
+        assert_eq!(
+            query(peer, server).unwrap(),
+            Some(row),
+            "the kept socket answers again"
+        );
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
         assert_eq!(Some(row), crate::peer::find_socket(&table, peer, server));
         drop(client);

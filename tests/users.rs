@@ -105,8 +105,11 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
     ensure_users();
     let moto = Moto::start();
     let dir = TempDir::new("users");
+    let solo = format!(
+        "\n[[roles]]\nname = \"solo\"\narn = \"{PIYO_ARN}\"\nallowed_users = [\"{MEMBER}\"]\n"
+    );
     let config = format!(
-        "{}allowed_groups = [\"{GROUP}\"]\n",
+        "{}allowed_groups = [\"{GROUP}\"]\n{solo}",
         moto.config(&dir.path().join("state/token"))
     )
     .replace("[sts]", "peer_processes = true\n\n[sts]");
@@ -129,6 +132,11 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
 
     let root = daemon.get("/roles/piyo", &[("Authorization", &token)]);
     assert_eq!(root.0, 403, "root is not in the group either");
+
+    // allowed_users: the named user only, whatever the token.
+    let solo = daemon.uri("solo");
+    assert_eq!(status_of(&curl_as(MEMBER, &solo, &token)), "200");
+    assert_eq!(status_of(&curl_as(OUTSIDER, &solo, &token)), "403");
 
     let log = daemon.log();
     let served = log
