@@ -7,12 +7,14 @@ use std::fmt::Write as _;
 
 use anyhow::bail;
 
+use crate::accounts;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::sts::{SdkSts, Sts};
 
-/// A summary of a valid configuration.
-pub fn summary(config: &Config) -> String {
+/// A summary of a valid configuration, warning about roles' groups missing from `group_file`
+/// (the text of `/etc/group`): `serve` would refuse to start without them.
+pub fn summary(config: &Config, group_file: &str) -> String {
     let mut text = String::new();
     let server = &config.server;
     let _ = writeln!(text, "listen      {}", server.listen);
@@ -41,6 +43,15 @@ pub fn summary(config: &Config) -> String {
         if let Some(file) = &role.token_file {
             let group = role.group.as_deref().unwrap_or("the daemon's group");
             let _ = writeln!(text, "  own token file {} for {group}", file.display());
+        }
+        if let Some(group) = &role.group
+            && accounts::group_id(group_file, group).is_none()
+        {
+            let _ = writeln!(
+                text,
+                "  warning: group {group} is not in /etc/group; serve will refuse to start \
+                 until it exists (groupadd {group})"
+            );
         }
     }
     text
@@ -86,4 +97,25 @@ fn describe(credentials: &Credentials) -> String {
         credentials.masked_access_key_id(),
         credentials.expiration_text()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_toml;
+
+    #[test]
+    fn summary_names_role_token_files_and_missing_groups() {
+        let text = "[[roles]]\nname = \"piyo\"\narn = \"arn:aws:iam::444455556666:role/piyo-role\"\n\
+                    token_file = \"/var/lib/assume-roled/piyo.token\"\ngroup = \"piyo-users\"\n";
+        let config = from_toml(text, "host").unwrap();
+        let present = summary(&config, "piyo-users:x:1500:hoge\n");
+        assert!(present.contains("own token file /var/lib/assume-roled/piyo.token for piyo-users"));
+        assert!(!present.contains("warning"), "{present}");
+        let missing = summary(&config, "root:x:0:\n");
+        assert!(
+            missing.contains("warning: group piyo-users is not in /etc/group"),
+            "{missing}"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use assume_roled::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::SetupError;
 use assume_roled::env::{Shell, profile_lines};
 use assume_roled::token::TokenFileError;
-use assume_roled::{check, daemon, shutdown, status};
+use assume_roled::{accounts, check, daemon, shutdown, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
@@ -96,7 +96,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { config, assume } => {
             let loaded = config::load(&config.config)?;
             println!("{}: ok", config.config.display());
-            print!("{}", check::summary(&loaded));
+            let group_file = accounts::read(accounts::GROUP);
+            print!("{}", check::summary(&loaded, &group_file));
             if assume {
                 print!("{}", check::assume_all(&loaded).await?);
             }
