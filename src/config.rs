@@ -133,7 +133,8 @@ pub struct RoleConfig {
     /// The role's own token file, so that reading it (membership of `group`) is what grants
     /// this role; `None`: the role is served to holders of the server's token.
     pub token_file: Option<PathBuf>,
-    /// The group the role's token file is given to (mode 0640); `None`: the daemon's group.
+    /// The group the role's token file is given to (mode 0640); `None`: the daemon's group
+    /// (a file of another group then gets a new token, as when `group` changes).
     pub group: Option<String>,
 }
 

@@ -150,7 +150,7 @@ pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
         };
         let group = resolve_group(role, path, &group_file)?;
         let token = load_or_create(path, group.as_ref())?;
-        if let Some(group) = &group
+        if let Some(group) = group.as_ref().filter(|_| role.group.is_some())
             && let Some(closed) = first_closed_directory(path, group.gid)
         {
             warn!(
@@ -164,13 +164,15 @@ pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
     Ok(tokens)
 }
 
+/// The group `role`'s token file must belong to: the configured one, else the daemon's own
+/// (so that removing `group` from a role takes the file, with a new token, from that group).
 fn resolve_group(
     role: &RoleConfig,
     path: &Path,
     group_file: &str,
 ) -> Result<Option<FileGroup>, TokenFileError> {
     let Some(name) = &role.group else {
-        return Ok(None);
+        return Ok(own_file_group());
     };
     match accounts::group_id(group_file, name) {
         Some(gid) => Ok(Some(FileGroup {
@@ -182,6 +184,18 @@ fn resolve_group(
             group: name.clone(),
         }),
     }
+}
+
+/// The group this process gives the files it creates (its file-system gid), from
+/// `/proc/self/status`; `None` if that cannot be read.
+fn own_file_group() -> Option<FileGroup> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let gids = status.lines().find_map(|line| line.strip_prefix("Gid:"))?;
+    let gid = gids.split_whitespace().nth(3)?.parse().ok()?;
+    Some(FileGroup {
+        name: "the daemon's group".to_owned(),
+        gid,
+    })
 }
 
 /// Reads the token at `path`, creating the file with a new token if there is none. With a
@@ -301,6 +315,8 @@ fn write_private(
         path: target.to_owned(),
         cause,
     };
+    // Left behind by a process that crashed here with the same pid, if present.
+    let _ = fs::remove_file(temporary);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -285,7 +285,26 @@ fn a_role_token_file_belongs_to_its_group() {
             .success()
     );
     assert!(daemon.log().contains("token file given to a new group"));
-    for secret in [&team_token, &new_token, &server_token] {
+
+    // Without `group`, the file goes back to the daemon's group (root's here), again with a new
+    // token: the group that had it can no longer use what it read.
+    let ungrouped = config.replace(&format!("group = \"{GROUP}\"\n"), "");
+    std::fs::write(&daemon.config_file, ungrouped).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(eventually(10, || daemon
+        .log()
+        .matches("configuration reloaded")
+        .count()
+        == 2));
+    assert_eq!(std::fs::metadata(&role_file).unwrap().gid(), 0);
+    let third_token = std::fs::read_to_string(&role_file).unwrap();
+    assert_ne!(third_token, new_token);
+    assert_eq!(status("/roles/team", &new_token), 401);
+    assert_eq!(status("/roles/team", &third_token), 200);
+    for secret in [&team_token, &new_token, &third_token, &server_token] {
         assert!(
             !daemon.log().contains(secret.as_str()),
             "a token in the log"
