@@ -255,14 +255,7 @@ fn a_role_token_file_belongs_to_its_group() {
         &format!("group = \"{GROUP}\""),
         &format!("group = \"{OTHER_GROUP}\""),
     );
-    std::fs::write(&daemon.config_file, moved).unwrap();
-    Command::new("kill")
-        .args(["-HUP", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(eventually(10, || daemon
-        .log()
-        .contains("configuration reloaded")));
+    daemon.reload(&moved);
     assert!(
         daemon.log().contains(r#"kept=["piyo", "team"]"#),
         "{}",
@@ -289,16 +282,7 @@ fn a_role_token_file_belongs_to_its_group() {
     // Without `group`, the file goes back to the daemon's group (root's here), again with a new
     // token: the group that had it can no longer use what it read.
     let ungrouped = config.replace(&format!("group = \"{GROUP}\"\n"), "");
-    std::fs::write(&daemon.config_file, ungrouped).unwrap();
-    Command::new("kill")
-        .args(["-HUP", &daemon.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(eventually(10, || daemon
-        .log()
-        .matches("configuration reloaded")
-        .count()
-        == 2));
+    daemon.reload(&ungrouped);
     assert_eq!(std::fs::metadata(&role_file).unwrap().gid(), 0);
     let third_token = std::fs::read_to_string(&role_file).unwrap();
     assert_ne!(third_token, new_token);

@@ -331,6 +331,21 @@ impl Daemon {
         ]
     }
 
+    /// Rewrites the configuration file with `config`, sends SIGHUP and waits until the daemon
+    /// says it reloaded.
+    pub fn reload(&self, config: &str) {
+        let reloads = || self.log().matches("configuration reloaded").count();
+        let before = reloads();
+        std::fs::write(&self.config_file, config).unwrap();
+        let pid = self.pid().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(
+            eventually(10, || reloads() > before),
+            "no reload: {}",
+            self.log()
+        );
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.process.0.id().to_string();
