@@ -1,89 +1,53 @@
-//! Local users and groups, from `/etc/passwd` and `/etc/group`.
+//! Users and groups, as the system's name service knows them (`getpwuid_r`, `getgrnam_r`,
+//! `getgrouplist` through the `uzers` crate): local files, and directory services such as SSSD or
+//! LDAP where `nsswitch.conf` names them.
 //!
 //! Both the peer lookup (who is this uid, which groups is it in) and the token files (which gid
-//! does a role's `group` name) need them. Parsing is pure; [`read`] does the I/O. Accounts only
-//! known to a directory service (LDAP, SSSD) are not in these files: such a user is known by uid
-//! alone, and such a group cannot be a role's `group`.
+//! does a role's `group` name) need them. These calls may block (a directory service is a network
+//! round trip away), so callers cache: see [`crate::peer`].
 
-use std::path::Path;
-
-/// The account databases.
+/// The local account files; their modification times tell caches when local accounts changed.
 pub const PASSWD: &str = "/etc/passwd";
 pub const GROUP: &str = "/etc/group";
 
-/// Reads an account file; an unreadable one counts as empty (no names known).
-pub fn read(path: impl AsRef<Path>) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+/// The name of `uid` and its primary group id.
+pub fn user(uid: u32) -> Option<(String, u32)> {
+    let user = uzers::get_user_by_uid(uid)?;
+    Some((user.name().to_str()?.to_owned(), user.primary_group_id()))
 }
 
-/// The name of `uid` in the text of `/etc/passwd`, and its primary group id.
-pub fn user_name(passwd: &str, uid: u32) -> Option<(String, u32)> {
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        let (name, id, gid) = (fields.first()?, fields.get(2)?, fields.get(3)?);
-        (id.parse() == Ok(uid)).then(|| Some((name.to_string(), gid.parse().ok()?)))?
-    })
-}
-
-/// The groups (by name) of `user` with primary group `gid`, in the text of `/etc/group`.
-pub fn groups_of(group_file: &str, user: &str, gid: u32) -> Vec<String> {
-    group_file
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            let (name, id, members) = (fields.first()?, fields.get(2)?, fields.get(3)?);
-            let member = members.split(',').any(|m| m == user);
-            (member || id.parse() == Ok(gid)).then(|| name.to_string())
-        })
+/// The names of the groups of `user` (primary group `gid` included).
+pub fn groups_of(user: &str, gid: u32) -> Vec<String> {
+    uzers::get_user_groups(user, gid)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|group| group.name().to_str().map(str::to_owned))
         .collect()
 }
 
-/// The id of group `name` in the text of `/etc/group`.
-pub fn group_id(group_file: &str, name: &str) -> Option<u32> {
-    group_file.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let found = fields.next()? == name;
-        found.then(|| fields.nth(1)?.parse().ok())?
-    })
+/// The id of group `name`.
+pub fn group_id(name: &str) -> Option<u32> {
+    uzers::get_group_by_name(name).map(|group| group.gid())
 }
 
-/// The name of group `gid` in the text of `/etc/group`.
-pub fn group_name(group_file: &str, gid: u32) -> Option<String> {
-    group_file.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        let id: u32 = fields.get(2)?.parse().ok()?;
-        (id == gid).then(|| fields[0].to_owned())
-    })
+/// The name of group `gid`.
+pub fn group_name(gid: u32) -> Option<String> {
+    let group = uzers::get_group_by_gid(gid)?;
+    group.name().to_str().map(str::to_owned)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PASSWD_TEXT: &str =
-        "root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001::/home/alice:/bin/sh\n";
-    const GROUP_TEXT: &str =
-        "root:x:0:\nalice:x:1001:\nassume-roled:x:998:alice,bob\nops:x:1500:bob\n";
-
+    /// Every Linux system has root, uid 0, in group root, gid 0.
     #[test]
-    fn users_and_their_groups() {
-        assert_eq!(
-            user_name(PASSWD_TEXT, 1001),
-            Some(("alice".to_owned(), 1001))
-        );
-        assert_eq!(user_name(PASSWD_TEXT, 4242), None);
-        assert_eq!(
-            groups_of(GROUP_TEXT, "alice", 1001),
-            vec!["alice", "assume-roled"]
-        );
-    }
-
-    #[test]
-    fn group_ids_and_names() {
-        assert_eq!(group_id(GROUP_TEXT, "ops"), Some(1500));
-        assert_eq!(group_id(GROUP_TEXT, "op"), None);
-        assert_eq!(group_id(GROUP_TEXT, "nobody"), None);
-        assert_eq!(group_name(GROUP_TEXT, 998).as_deref(), Some("assume-roled"));
-        assert_eq!(group_name(GROUP_TEXT, 7), None);
+    fn root_is_known() {
+        assert_eq!(user(0), Some(("root".to_owned(), 0)));
+        assert!(groups_of("root", 0).contains(&"root".to_owned()));
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_name(0).as_deref(), Some("root"));
+        assert_eq!(group_id("no-such-group-here"), None);
+        assert_eq!(user(4_000_000_000), None);
     }
 }

@@ -7,14 +7,13 @@ use std::fmt::Write as _;
 
 use anyhow::bail;
 
-use crate::accounts;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::sts::{SdkSts, Sts};
 
-/// A summary of a valid configuration, warning about roles' groups missing from `group_file`
-/// (the text of `/etc/group`): `serve` would refuse to start without them.
-pub fn summary(config: &Config, group_file: &str) -> String {
+/// A summary of a valid configuration, warning about roles' groups for which `group_exists`
+/// is false: `serve` would refuse to start without them.
+pub fn summary(config: &Config, group_exists: impl Fn(&str) -> bool) -> String {
     let mut text = String::new();
     let server = &config.server;
     let _ = writeln!(text, "listen      {}", server.listen);
@@ -45,12 +44,12 @@ pub fn summary(config: &Config, group_file: &str) -> String {
             let _ = writeln!(text, "  own token file {} for {group}", file.display());
         }
         if let Some(group) = &role.group
-            && accounts::group_id(group_file, group).is_none()
+            && !group_exists(group)
         {
             let _ = writeln!(
                 text,
-                "  warning: group {group} is not in /etc/group; serve will refuse to start \
-                 until it exists (groupadd {group})"
+                "  warning: there is no group {group}; serve will refuse to start until it \
+                 exists (groupadd {group})"
             );
         }
     }
@@ -109,12 +108,12 @@ mod tests {
         let text = "[[roles]]\nname = \"piyo\"\narn = \"arn:aws:iam::444455556666:role/piyo-role\"\n\
                     token_file = \"/var/lib/assume-roled/piyo.token\"\ngroup = \"piyo-users\"\n";
         let config = from_toml(text, "host").unwrap();
-        let present = summary(&config, "piyo-users:x:1500:hoge\n");
+        let present = summary(&config, |group| group == "piyo-users");
         assert!(present.contains("own token file /var/lib/assume-roled/piyo.token for piyo-users"));
         assert!(!present.contains("warning"), "{present}");
-        let missing = summary(&config, "root:x:0:\n");
+        let missing = summary(&config, |_| false);
         assert!(
-            missing.contains("warning: group piyo-users is not in /etc/group"),
+            missing.contains("warning: there is no group piyo-users"),
             "{missing}"
         );
     }

@@ -35,10 +35,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// How long in-flight requests may take to finish after a stop is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Peer lookups running at once: without netlink each reads the whole socket table, and with
-/// `peer_processes` each scans every process, so a flood of new connections must not run
-/// hundreds of them side by side (memory, CPU).
-const CONCURRENT_LOOKUPS: usize = 2;
 /// After a failed `accept` (out of file descriptors), wait before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -66,7 +62,6 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let connections = TaskTracker::new();
     let server = listener.local_addr().ok().filter(|_| options.peer_lookup);
-    let lookups = Arc::new(Semaphore::new(CONCURRENT_LOOKUPS));
     let resolver = Arc::new(Resolver::new(options.peer_processes));
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
@@ -86,23 +81,15 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let app = app.clone();
-        let lookups = lookups.clone();
         let resolver = resolver.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         metrics.connection_opened();
         connections.spawn(async move {
             let _permit = permit;
-            // Once per connection; off the runtime's threads unless it takes microseconds.
+            // Once per connection.
             let peer = match server {
-                Some(server) if resolver.is_quick() => resolver.lookup(client, server),
-                Some(server) => {
-                    let _slot = lookups.acquire().await.expect("never closed");
-                    let lookup = move || resolver.lookup(client, server);
-                    tokio::task::spawn_blocking(lookup)
-                        .await
-                        .unwrap_or_default()
-                }
+                Some(server) => resolver.identify(client, server).await,
                 None => Peer::default(),
             };
             let peer = Arc::new(peer);

@@ -7,19 +7,21 @@
 //! time proportional to the host's whole TCP table. The process holding the inode is found by
 //! scanning `/proc/<pid>/fd`, which only works for processes the daemon may see (under the
 //! unit's `ProtectProc=invisible`, only its own): so uid is always known on loopback, pid and
-//! executable only when visible. User and group names come from `/etc/passwd` and
-//! `/etc/group`, cached per uid until either file changes (looked at no more than once a
-//! second). This is done once per connection, never per request.
+//! executable only when visible. User and group names come from the name service
+//! ([`accounts`]), cached per uid until `/etc/passwd` or `/etc/group` changes (looked at no
+//! more than once a second) and for a minute at most. This is done once per connection, never
+//! per request.
 //!
-//! Parsing is pure ([`find_socket`], and [`accounts`] for names); [`Resolver`] does the I/O.
+//! Parsing is pure ([`find_socket`]); [`Resolver`] does the I/O.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -100,24 +102,37 @@ pub struct Resolver {
     account_files: [PathBuf; 2],
     /// [`ACCOUNTS_RECHECK`] (zero in tests).
     recheck: Duration,
+    /// The name service ([`accounts`]; a stand-in in tests).
+    resolve_names: fn(u32) -> Names,
     names: Mutex<NameCache>,
+    /// Lookups that may block (name service, `/proc` scans) run on blocking threads, a few at
+    /// a time: a flood of new connections must not run hundreds of them side by side.
+    slow_lookups: Semaphore,
 }
 
-/// How often the account files' modification times are looked at: a membership change takes
-/// effect within this, and a flood of new connections does not `stat` twice each.
+/// How often the account files' modification times are looked at: a local membership change
+/// takes effect within this, and a flood of new connections does not `stat` twice each.
 const ACCOUNTS_RECHECK: Duration = Duration::from_secs(1);
+/// How long names are kept at most: a change in a directory service (SSSD, LDAP) leaves no
+/// trace in the local files, so it takes effect within this.
+const NAMES_MAX_AGE: Duration = Duration::from_secs(60);
+/// Blocking lookups running at once.
+const CONCURRENT_SLOW_LOOKUPS: usize = 2;
 
 /// Names by uid, valid while `/etc/passwd` and `/etc/group` keep the modification times
-/// `stamp` (tools like `usermod` replace the files, so a membership change is seen).
+/// `stamp` (tools like `usermod` replace the files, so a membership change is seen) and for
+/// [`NAMES_MAX_AGE`] at most.
 #[derive(Default)]
 struct NameCache {
     stamp: [Option<SystemTime>; 2],
     checked: Option<Instant>,
+    emptied: Option<Instant>,
     by_uid: HashMap<u32, Names>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Names {
+/// A user's name and groups, as the name service says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
     user: Option<String>,
     groups: Vec<String>,
 }
@@ -131,19 +146,54 @@ impl Resolver {
             netlink_works: AtomicBool::new(true),
             account_files: [accounts::PASSWD.into(), accounts::GROUP.into()],
             recheck: ACCOUNTS_RECHECK,
+            resolve_names: names_from_service,
             names: Mutex::new(NameCache::default()),
+            slow_lookups: Semaphore::new(CONCURRENT_SLOW_LOOKUPS),
         }
     }
 
-    /// Whether a lookup takes microseconds (one netlink round trip, two `stat`s, names from
-    /// the cache), so that it may run on the async runtime's own threads.
-    pub fn is_quick(&self) -> bool {
-        !self.with_process && self.netlink_works.load(Ordering::Relaxed)
+    /// The client of a connection from `client` to `server`. The usual case (sock_diag, names
+    /// known) takes microseconds and runs where it is called; anything that may block (a name
+    /// not yet known, the `/proc` fallback, the process scan) runs on a blocking thread.
+    pub async fn identify(self: &Arc<Self>, client: SocketAddr, server: SocketAddr) -> Peer {
+        if self.with_process || !self.netlink_works.load(Ordering::Relaxed) {
+            let this = self.clone();
+            return self
+                .off_runtime(move || this.lookup(client, server))
+                .await
+                .unwrap_or_default();
+        }
+        let Some(row) = self.client_socket(client, server) else {
+            return Peer::default();
+        };
+        let names = match self.cached_names(row.uid) {
+            Some(names) => names,
+            None => {
+                let this = self.clone();
+                self.off_runtime(move || this.names_of(row.uid))
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        Peer {
+            uid: Some(row.uid),
+            user: names.user,
+            groups: names.groups,
+            pid: None,
+            exe: None,
+        }
     }
 
-    /// The client of a connection from `client` to `server` (blocking system calls and file
-    /// reads: unless [`Resolver::is_quick`], call it off the async runtime).
-    pub fn lookup(&self, client: SocketAddr, server: SocketAddr) -> Peer {
+    async fn off_runtime<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _slot = self.slow_lookups.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
+    }
+
+    /// The whole lookup, blocking.
+    fn lookup(&self, client: SocketAddr, server: SocketAddr) -> Peer {
         let Some(row) = self.client_socket(client, server) else {
             return Peer::default();
         };
@@ -180,29 +230,50 @@ impl Resolver {
         proc_table_socket(client, server)
     }
 
+    /// The names of `uid` if known and still valid.
+    fn cached_names(&self, uid: u32) -> Option<Names> {
+        let mut cache = self.cache();
+        self.expire(&mut cache);
+        cache.by_uid.get(&uid).cloned()
+    }
+
+    /// The names of `uid`, asking the name service (blocking) if they are not known.
     fn names_of(&self, uid: u32) -> Names {
-        let [passwd, group] = &self.account_files;
-        let mut cache = self
-            .names
+        if let Some(names) = self.cached_names(uid) {
+            return names;
+        }
+        // Asked without holding the lock: the name service may be slow.
+        let names = (self.resolve_names)(uid);
+        self.cache().by_uid.insert(uid, names.clone());
+        names
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, NameCache> {
+        self.names
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets every name if the local account files changed or the names are too old.
+    fn expire(&self, cache: &mut NameCache) {
         let now = Instant::now();
         let due = cache
             .checked
             .is_none_or(|at| now.duration_since(at) >= self.recheck);
-        if due {
-            let stamp = [modified(passwd), modified(group)];
-            if cache.stamp != stamp {
-                cache.stamp = stamp;
-                cache.by_uid.clear();
-            }
-            cache.checked = Some(now);
+        if !due {
+            return;
         }
-        cache
-            .by_uid
-            .entry(uid)
-            .or_insert_with(|| read_names(uid, passwd, group))
-            .clone()
+        let [passwd, group] = &self.account_files;
+        let stamp = [modified(passwd), modified(group)];
+        let too_old = cache
+            .emptied
+            .is_none_or(|at| now.duration_since(at) >= NAMES_MAX_AGE);
+        if cache.stamp != stamp || too_old {
+            cache.stamp = stamp;
+            cache.by_uid.clear();
+            cache.emptied = Some(now);
+        }
+        cache.checked = Some(now);
     }
 }
 
@@ -210,10 +281,10 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-fn read_names(uid: u32, passwd: &Path, group: &Path) -> Names {
-    match accounts::user_name(&accounts::read(passwd), uid) {
+fn names_from_service(uid: u32) -> Names {
+    match accounts::user(uid) {
         Some((name, gid)) => Names {
-            groups: accounts::groups_of(&accounts::read(group), &name, gid),
+            groups: accounts::groups_of(&name, gid),
             user: Some(name),
         },
         None => Names::default(),
@@ -287,7 +358,21 @@ mod tests {
         );
     }
 
-    /// Removing a user from a group takes effect for the next connection, not at restart.
+    /// The stand-in name service's answer for uid 1001: in group ops until `LEFT_OPS`.
+    static LEFT_OPS: AtomicBool = AtomicBool::new(false);
+
+    fn stand_in_names(uid: u32) -> Names {
+        let mut groups = vec!["alice".to_owned()];
+        if !LEFT_OPS.load(Ordering::SeqCst) {
+            groups.push("ops".to_owned());
+        }
+        Names {
+            user: (uid == 1001).then(|| "alice".to_owned()),
+            groups,
+        }
+    }
+
+    /// Removing a user from a group takes effect when the account files change, not at restart.
     #[test]
     fn names_are_cached_until_the_account_files_change() {
         let dir = std::env::temp_dir().join(format!("assume-roled-names-{}", std::process::id()));
@@ -296,15 +381,19 @@ mod tests {
         std::fs::write(&passwd, "alice:x:1001:1001::/home/alice:/bin/sh\n").unwrap();
         std::fs::write(&group, "alice:x:1001:\nops:x:1500:alice\n").unwrap();
         let resolver = Resolver {
-            with_process: false,
-            netlink_works: AtomicBool::new(true),
             account_files: [passwd.clone(), group.clone()],
             recheck: Duration::ZERO,
-            names: Mutex::new(NameCache::default()),
+            resolve_names: stand_in_names,
+            ..Resolver::new(false)
         };
+        assert_eq!(resolver.cached_names(1001), None);
         assert_eq!(resolver.names_of(1001).groups, ["alice", "ops"]);
-        let cached = resolver.names.lock().unwrap().by_uid.len();
-        assert_eq!(cached, 1);
+        LEFT_OPS.store(true, Ordering::SeqCst);
+        assert_eq!(
+            resolver.cached_names(1001).unwrap().groups,
+            ["alice", "ops"],
+            "cached while the files are unchanged"
+        );
         // A new file with a later modification time, as usermod writes it.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&group, "alice:x:1001:\nops:x:1500:\n").unwrap();

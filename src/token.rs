@@ -112,7 +112,7 @@ pub enum TokenFileError {
         cause: std::io::Error,
     },
     #[error(
-        "token file {}: group {group} is not in /etc/group (create it with `groupadd {group}`)",
+        "token file {}: there is no group {group} (create it with `groupadd {group}`)",
         path.display()
     )]
     UnknownGroup { path: PathBuf, group: String },
@@ -142,13 +142,12 @@ pub type RoleTokens = BTreeMap<String, AuthToken>;
 /// Loads (creating them where missing) the token files of the roles that have their own, each
 /// given to the role's group.
 pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
-    let group_file = accounts::read(accounts::GROUP);
     let mut tokens = RoleTokens::new();
     for role in &config.roles {
         let Some(path) = &role.token_file else {
             continue;
         };
-        let group = resolve_group(role, path, &group_file)?;
+        let group = resolve_group(role, path)?;
         let token = load_or_create(path, group.as_ref())?;
         if let Some(group) = group.as_ref().filter(|_| role.group.is_some())
             && let Some(closed) = first_closed_directory(path, group.gid)
@@ -166,15 +165,11 @@ pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
 
 /// The group `role`'s token file must belong to: the configured one, else the daemon's own
 /// (so that removing `group` from a role takes the file, with a new token, from that group).
-fn resolve_group(
-    role: &RoleConfig,
-    path: &Path,
-    group_file: &str,
-) -> Result<Option<FileGroup>, TokenFileError> {
+fn resolve_group(role: &RoleConfig, path: &Path) -> Result<Option<FileGroup>, TokenFileError> {
     let Some(name) = &role.group else {
         return Ok(own_file_group());
     };
-    match accounts::group_id(group_file, name) {
+    match accounts::group_id(name) {
         Some(gid) => Ok(Some(FileGroup {
             name: name.clone(),
             gid,
@@ -289,7 +284,7 @@ fn regroup(path: &Path, group: &FileGroup, old_gid: u32) -> Result<AuthToken, To
         let _ = fs::remove_file(&temporary);
     }
     replaced?;
-    let old_group = accounts::group_name(&accounts::read(accounts::GROUP), old_gid);
+    let old_group = accounts::group_name(old_gid);
     warn!(
         file = %path.display(), group = %group.name,
         previous_group = old_group.as_deref().unwrap_or("-"), previous_gid = old_gid,
