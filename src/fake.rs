@@ -1,4 +1,5 @@
-//! Test doubles for the seams: a wall clock tests can move and an STS that follows a script.
+//! Test doubles for the seams: a wall clock tests can move and an STS that follows a script;
+//! and a real loopback connection for the tests that ask the kernel about one.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,29 @@ use crate::refresh::Clock;
 use crate::sts::{ErrorKind, Sts, StsError};
 
 pub const HOUR: Duration = Duration::from_secs(3600);
+
+/// A loopback connection of this process, open while this lives: `client` as the server sees
+/// it, `server` the listening address.
+pub struct LoopbackConnection {
+    pub client: std::net::SocketAddr,
+    pub server: std::net::SocketAddr,
+    _streams: (std::net::TcpStream, std::net::TcpStream),
+}
+
+impl LoopbackConnection {
+    pub fn open() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let client_stream = std::net::TcpStream::connect(server).unwrap();
+        let (accepted, client) = listener.accept().unwrap();
+        assert_eq!(client, client_stream.local_addr().unwrap());
+        Self {
+            client,
+            server,
+            _streams: (client_stream, accepted),
+        }
+    }
+}
 
 fn at(seconds: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)

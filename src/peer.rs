@@ -404,11 +404,8 @@ mod tests {
 
     #[test]
     fn looks_up_a_real_connection_of_this_process() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let server = listener.local_addr().unwrap();
-        let client = std::net::TcpStream::connect(server).unwrap();
-        let (_accepted, peer) = listener.accept().unwrap();
-        assert_eq!(peer, client.local_addr().unwrap());
+        let connection = crate::fake::LoopbackConnection::open();
+        let (peer, server) = (connection.client, connection.server);
         let found = Resolver::new(true).lookup(peer, server);
         assert_eq!(Resolver::new(false).lookup(peer, server).pid, None);
         assert_eq!(

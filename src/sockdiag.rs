@@ -229,10 +229,8 @@ mod tests {
     /// `/proc/net/tcp`.
     #[test]
     fn asks_the_kernel() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let server = listener.local_addr().unwrap();
-        let client = std::net::TcpStream::connect(server).unwrap();
-        let (_accepted, peer) = listener.accept().unwrap();
+        let connection = crate::fake::LoopbackConnection::open();
+        let (peer, server) = (connection.client, connection.server);
         let row = query(peer, server).unwrap().expect("the socket is found");
         assert_eq!(
             query(peer, server).unwrap(),
@@ -241,7 +239,7 @@ mod tests {
         );
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
         assert_eq!(Some(row), crate::peer::find_socket(&table, peer, server));
-        drop(client);
+        drop(connection);
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(query(gone, server).unwrap(), None);
     }
