@@ -422,4 +422,18 @@ mod tests {
         let own_exe = std::env::current_exe().unwrap();
         assert_eq!(found.exe, Some(own_exe.to_string_lossy().into_owned()));
     }
+
+    /// Where netlink is refused, the same client is found in `/proc/net/tcp`.
+    #[test]
+    fn without_netlink_the_proc_table_answers() {
+        let connection = crate::fake::LoopbackConnection::open();
+        let fallback = Resolver {
+            netlink_works: AtomicBool::new(false),
+            ..Resolver::new(false)
+        };
+        let (client, server) = (connection.client, connection.server);
+        let found = fallback.lookup(client, server);
+        assert!(found.uid.is_some());
+        assert_eq!(found, Resolver::new(false).lookup(client, server));
+    }
 }

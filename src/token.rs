@@ -428,6 +428,26 @@ mod tests {
         assert!(!lets_group_through(0o700, 100, 100));
     }
 
+    /// The warning names the directory that stops the group, and nothing when none does.
+    #[test]
+    fn finds_the_directory_that_stops_a_group() {
+        let dir = temp_dir("closed");
+        let inner = dir.join("inner");
+        fs::create_dir_all(&inner).unwrap();
+        fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&inner, Permissions::from_mode(0o750)).unwrap();
+        let file = inner.join("piyo.token");
+        let gid = fs::metadata(&inner).unwrap().gid();
+        assert_eq!(first_closed_directory(&file, gid), None);
+        assert_eq!(
+            first_closed_directory(&file, gid + 4242),
+            Some(inner.clone())
+        );
+        fs::set_permissions(&inner, Permissions::from_mode(0o751)).unwrap();
+        assert_eq!(first_closed_directory(&file, gid + 4242), None);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn parse_rules() {
         let good = "a".repeat(32);

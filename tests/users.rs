@@ -288,6 +288,17 @@ fn a_role_token_file_belongs_to_its_group() {
     assert_ne!(third_token, new_token);
     assert_eq!(status("/roles/team", &new_token), 401);
     assert_eq!(status("/roles/team", &third_token), 200);
+
+    // A group that does not exist: the reload is refused and everything stays as it was.
+    let unknown = config.replace(GROUP, "ar-test-no-such-group");
+    daemon.reload_until(&unknown, "reload failed: a role's token file is unusable");
+    assert!(
+        daemon
+            .log()
+            .contains("there is no group ar-test-no-such-group")
+    );
+    assert_eq!(std::fs::read_to_string(&role_file).unwrap(), third_token);
+    assert_eq!(status("/roles/team", &third_token), 200);
     for secret in [&team_token, &new_token, &third_token, &server_token] {
         assert!(
             !daemon.log().contains(secret.as_str()),

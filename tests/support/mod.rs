@@ -334,7 +334,12 @@ impl Daemon {
     /// Rewrites the configuration file with `config`, sends SIGHUP and waits until the daemon
     /// says it reloaded.
     pub fn reload(&self, config: &str) {
-        let reloads = || self.log().matches("configuration reloaded").count();
+        self.reload_until(config, "configuration reloaded");
+    }
+
+    /// Like [`Daemon::reload`], but waits for one more log line containing `outcome`.
+    pub fn reload_until(&self, config: &str, outcome: &str) {
+        let reloads = || self.log().matches(outcome).count();
         let before = reloads();
         std::fs::write(&self.config_file, config).unwrap();
         let pid = self.pid().to_string();
