@@ -97,15 +97,20 @@ fn token_file_readable_by_others_is_refused() {
     let dir = TempDir::new("open-token");
     let token = dir.write("token", &"t".repeat(48));
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let config = dir.write("config.toml", &piyo_config("127.0.0.1:0", &token, None));
-    let output = run(&["serve", "--config", &config.display().to_string()]);
-    assert_eq!(output.status.code(), Some(78));
+    let said = serve_refusing(&dir, &token);
     assert!(
-        stderr(&output).contains("can be read by other users (mode 644)"),
-        "{}",
-        stderr(&output)
+        said.contains("can be read by other users (mode 644)"),
+        "{said}"
     );
-    assert!(!stderr(&output).contains(&"t".repeat(48)));
+    assert!(!said.contains(&"t".repeat(48)));
+}
+
+/// `serve` with `token` as its token file; asserts it exits 78 and returns what it said.
+fn serve_refusing(dir: &TempDir, token: &std::path::Path) -> String {
+    let config = dir.write("config.toml", &piyo_config("127.0.0.1:0", token, None));
+    let output = run(&["serve", "--config", &config.display().to_string()]);
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    stderr(&output)
 }
 
 /// A taken port is a clear error naming the address.
@@ -258,12 +263,6 @@ fn token_path_that_is_a_directory_is_refused() {
     let dir = TempDir::new("token-dir");
     let token = dir.path().join("token");
     std::fs::create_dir(&token).unwrap();
-    let config = dir.write("config.toml", &piyo_config("127.0.0.1:0", &token, None));
-    let output = run(&["serve", "--config", &config.display().to_string()]);
-    assert_eq!(output.status.code(), Some(78));
-    assert!(
-        stderr(&output).contains("is not a regular file"),
-        "{}",
-        stderr(&output)
-    );
+    let said = serve_refusing(&dir, &token);
+    assert!(said.contains("is not a regular file"), "{said}");
 }
