@@ -221,6 +221,11 @@ impl RoleArn {
     pub fn account_id(&self) -> &str {
         &self.account_id
     }
+
+    /// The role's IAM name: what follows the last `/` (any path dropped).
+    pub fn role_name(&self) -> &str {
+        self.as_str().rsplit('/').next().unwrap_or_default()
+    }
 }
 
 impl fmt::Display for RoleArn {

@@ -1,38 +1,52 @@
 //! The `serve` command: wires configuration, token, STS, refreshers and the HTTP server together
 //! and runs them until shutdown.
 //!
-//! After start, SIGHUP re-reads the configuration: roles are added, removed or replaced without
-//! touching the others; an invalid file is logged and the running configuration kept.
+//! The caller binds ([`bind`]) and hands in what the daemon serves with ([`Parts`]): the
+//! listeners, the validated configuration, the STS client, the clock, what was read of the
+//! process environment, and a channel of reload requests (SIGHUP in production). So tests run
+//! the whole daemon in-process with a fake STS, and the socket-activated service can hand in
+//! listeners it did not bind.
 //!
-//! Order matters. The token file is checked and the port bound before anything talks to AWS, so
-//! that a misconfigured host fails at once with a clear error, and so that clients asking during
-//! the first STS call get a 503 `CredentialsUninitialized` rather than a refused connection.
-//! Right after binding, the daemon refuses to run if anything it would call (STS, instance
-//! metadata) is its own listener: it would be asking itself for credentials.
+//! After start, a reload request re-reads the configuration: roles are added, removed or
+//! replaced without touching the others; an invalid file is logged and the running configuration
+//! kept.
+//!
+//! Order matters. The token files are checked and the ports bound before anything talks to AWS,
+//! so that a misconfigured host fails at once with a clear error, and so that clients asking
+//! during the first STS call get a 503 `CredentialsUninitialized` rather than a refused
+//! connection. The daemon refuses to run if anything it would call (STS, instance metadata) is
+//! its own listener: it would be asking itself for credentials.
+//!
+//! Every task the daemon starts is joined. A task that panics (a refresher, a listener, the
+//! systemd notifier) stops the daemon with a logged error and a non-zero exit: a daemon that
+//! silently stopped refreshing one role would serve until the credentials ran out.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::http::Uri;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::clock::SharedClock;
 use crate::config::{self, Config};
 use crate::imds::{self, Imds, Upstream};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
-use crate::refresh::SystemClock;
+use crate::roles::RoleTable;
 use crate::server::{self, AppState};
-use crate::sts::{CHAINED_SESSION_LIMIT, SdkSts, is_role_session};
-use crate::supervisor::{RoleTable, Supervisor};
-use crate::token::{self, AuthToken, RoleTokens};
+use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
+use crate::supervisor::Supervisor;
+use crate::token::{self, RoleTokens};
 
 /// How long one source-identity lookup may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -70,43 +84,23 @@ pub enum SetupError {
     NoTrustRoots,
 }
 
-/// What start-up has checked and bound before anything talks to AWS.
-struct Bound {
-    token: AuthToken,
-    role_tokens: RoleTokens,
-    listener: TcpListener,
-    local: SocketAddr,
-    metrics_listener: Option<TcpListener>,
-    hangups: Signal,
-    /// The real instance metadata, for `[imds]`.
-    upstream: String,
+/// The sockets the daemon serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `[server] listen`: credentials, status, metrics and instance metadata.
+    pub main: TcpListener,
+    /// `[server] metrics_listen`: `/metrics` only, without the token.
+    pub metrics: Option<TcpListener>,
 }
 
-/// Checks the token file, binds the listeners and refuses set-ups that cannot work.
-async fn bind(config: &Config) -> anyhow::Result<Bound> {
-    let token = token::load_or_create(&config.server.token_file, None)?;
-    let role_tokens = token::load_role_tokens(config)?;
-    let listener = bind_to(config.server.listen, "listen").await?;
-    let local = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
-    let upstream = metadata_upstream(config);
-    refuse_self_loops(local, &outbound_urls(config, &upstream))?;
-    require_trust_roots(config)?;
-    let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    let metrics_listener = match config.server.metrics_listen {
+/// Binds the configured addresses.
+pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    let main = bind_to(config.server.listen, "listen").await?;
+    let metrics = match config.server.metrics_listen {
         Some(address) => Some(bind_to(address, "metrics_listen").await?),
         None => None,
     };
-    Ok(Bound {
-        token,
-        role_tokens,
-        listener,
-        local,
-        metrics_listener,
-        hangups,
-        upstream,
-    })
+    Ok(Listeners { main, metrics })
 }
 
 async fn bind_to(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
@@ -115,26 +109,82 @@ async fn bind_to(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> 
         .with_context(|| format!("cannot listen on {address} ({key})"))
 }
 
-/// Runs the daemon until `shutdown` is cancelled; SIGHUP re-reads `config_path`.
-pub async fn run(
-    config_path: &Path,
-    config: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let bound = bind(&config).await?;
-    info!(address = %bound.local, "listening");
-    let sts = Arc::new(SdkSts::new(&config.sts).await);
-    let clock = Arc::new(SystemClock);
+/// What the daemon takes from its process environment, read once at start by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`: where the SDKs, and so the daemon's own source
+    /// chain, find instance metadata.
+    pub metadata_endpoint: Option<String>,
+    /// Variables that redirect the daemon's own STS calls, with their values.
+    pub sts_endpoints: Vec<(String, String)>,
+}
+
+impl Environment {
+    /// Reads the variables from this process's environment.
+    pub fn from_process() -> Self {
+        Self {
+            metadata_endpoint: std::env::var(METADATA_ENDPOINT_VARIABLE).ok(),
+            sts_endpoints: STS_ENDPOINT_VARIABLES
+                .iter()
+                .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+                .collect(),
+        }
+    }
+}
+
+/// Everything [`run`] serves with.
+pub struct Parts<S> {
+    /// Where the configuration was read from; reloads read it again.
+    pub config_path: PathBuf,
+    /// The validated configuration.
+    pub config: Config,
+    /// The bound listeners.
+    pub listeners: Listeners,
+    /// The one seam to AWS.
+    pub sts: Arc<S>,
+    /// The wall clock.
+    pub clock: SharedClock,
+    /// What was read of the process environment.
+    pub environment: Environment,
+    /// systemd's notification socket, if any.
+    pub notifier: Notifier,
+    /// One message per reload request.
+    pub reloads: mpsc::Receiver<()>,
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains and joins every task. Fails if
+/// set-up is refused or any task panicked.
+pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Parts {
+        config_path,
+        config,
+        listeners,
+        sts,
+        clock,
+        environment,
+        notifier,
+        reloads,
+    } = parts;
+    let token = token::load_or_create(&config.server.token_file, None)?;
+    let role_tokens = token::load_role_tokens(&config)?;
+    let local = listeners
+        .main
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let upstream = metadata_upstream(&config, &environment);
+    refuse_self_loops(local, &outbound_urls(&config, &upstream, &environment))?;
+    info!(address = %local, "listening");
     let metrics = Arc::new(Metrics::new());
     let (supervisor, roles) = Supervisor::start(
         &config.roles,
-        &bound.role_tokens,
+        &role_tokens,
         sts.clone(),
         clock.clone(),
         metrics.clone(),
         shutdown.child_token(),
     );
-    if let Some(scrapes) = bound.metrics_listener {
+    let mut tasks = Tasks::default();
+    if let Some(scrapes) = listeners.metrics {
         let app = server::metrics_router(metrics.clone(), roles.clone(), clock.clone());
         let serving = listener::serve(
             scrapes,
@@ -143,44 +193,122 @@ pub async fn run(
             metrics.clone(),
             shutdown.clone(),
         );
-        tokio::spawn(serving);
+        tasks.spawn("metrics listener", async move {
+            serving.await;
+            Ok(())
+        });
     }
-    let metadata = metadata_endpoint(&config, &bound.upstream, &roles, clock.clone())?;
+    let metadata = metadata_endpoint(&config, &upstream, &roles, clock.clone())?;
     log_summary(
         &config,
-        &sts,
-        metadata.as_ref().map(|_| bound.upstream.as_str()),
+        sts.region(),
+        metadata.as_ref().map(|_| upstream.as_str()),
     );
-    tokio::spawn(log_source_identity(sts, config.clone(), shutdown.clone()));
-    let notifier = Arc::new(Notifier::from_env());
-    let notifications = tokio::spawn(notify::run(
+    tasks.spawn(
+        "source identity",
+        log_source_identity(sts, config.clone(), shutdown.clone()),
+    );
+    let notifier = Arc::new(notifier);
+    let notifications = notify::run(
         notifier.clone(),
         roles.clone(),
         clock.clone(),
         shutdown.clone(),
-    ));
+    );
+    tasks.spawn("systemd notifier", async move {
+        notifications.await;
+        Ok(())
+    });
     let options = listener_options(&config);
-    let reloads = Reloads {
-        path: config_path.to_owned(),
+    let reloading = Reloads {
+        path: config_path,
         current: config,
         supervisor,
         notifier,
     };
-    let reloading = tokio::spawn(reloads.run(bound.hangups, shutdown.clone()));
-    let state = AppState::new(
-        bound.token,
-        roles,
-        bound.local,
-        clock,
-        metadata,
-        metrics.clone(),
+    tasks.spawn("reloads", reloading.run(reloads, shutdown.clone()));
+    let state = AppState::new(token, roles, local, clock, metadata, metrics.clone());
+    let serving = listener::serve(
+        listeners.main,
+        server::router(state),
+        options,
+        metrics,
+        shutdown.clone(),
     );
-    let app = server::router(state);
-    listener::serve(bound.listener, app, options, metrics, shutdown.clone()).await;
+    tokio::pin!(serving);
+    let failure = tokio::select! {
+        () = &mut serving => None,
+        failure = tasks.failure() => Some(failure),
+    };
+    if let Some(failure) = &failure {
+        error!(error = %format!("{failure:#}"), "stopping: a part of the daemon failed");
+        shutdown.cancel();
+        serving.await;
+    }
     shutdown.cancel();
-    let _ = tokio::join!(reloading, notifications);
+    let joined = tasks.join_all().await;
     info!("stopped");
-    Ok(())
+    match failure {
+        Some(failure) => Err(failure),
+        None => joined,
+    }
+}
+
+/// The daemon's long-running tasks, by name, so a failure says which part failed.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<anyhow::Result<()>>,
+    names: HashMap<Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let id = self.set.spawn(task).id();
+        self.names.insert(id, name);
+    }
+
+    /// The first task to fail (panic or error); pending while none does. Tasks that finish
+    /// well (the identity lookup) are collected on the way. Cancel-safe.
+    async fn failure(&mut self) -> anyhow::Error {
+        loop {
+            match self.set.join_next_with_id().await {
+                Some(joined) => {
+                    if let Err(failure) = self.outcome(joined) {
+                        return failure;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Waits for every task; the first failure, if any, after logging each.
+    async fn join_all(mut self) -> anyhow::Result<()> {
+        let mut first = None;
+        while let Some(joined) = self.set.join_next_with_id().await {
+            if let Err(failure) = self.outcome(joined) {
+                error!(error = %format!("{failure:#}"), "a part of the daemon failed");
+                first.get_or_insert(failure);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    fn outcome(
+        &mut self,
+        joined: Result<(Id, anyhow::Result<()>), tokio::task::JoinError>,
+    ) -> anyhow::Result<()> {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(error) => (error.id(), Err(anyhow::anyhow!("panicked: {error}"))),
+        };
+        let name = self.names.remove(&id).unwrap_or("a task");
+        result.with_context(|| format!("{name} failed"))
+    }
 }
 
 fn listener_options(config: &Config) -> listener::Options {
@@ -196,7 +324,7 @@ fn metadata_endpoint(
     config: &Config,
     upstream: &str,
     roles: &watch::Receiver<Arc<RoleTable>>,
-    clock: Arc<SystemClock>,
+    clock: SharedClock,
 ) -> anyhow::Result<Option<Arc<Imds>>> {
     let Some(imds_config) = &config.imds else {
         return Ok(None);
@@ -206,23 +334,32 @@ fn metadata_endpoint(
     Ok(Some(Arc::new(served)))
 }
 
-/// Applies configuration changes on SIGHUP; owns the supervisor.
-struct Reloads {
+/// Applies configuration changes on request; owns the supervisor.
+struct Reloads<S> {
     path: PathBuf,
     current: Config,
-    supervisor: Supervisor<SdkSts, SystemClock>,
+    supervisor: Supervisor<S>,
     notifier: Arc<Notifier>,
 }
 
-impl Reloads {
-    async fn run(mut self, mut hangups: Signal, shutdown: CancellationToken) {
+impl<S: Sts> Reloads<S> {
+    /// Reloads on each request until `shutdown`; fails as soon as a refresher panics.
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<()>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         loop {
             tokio::select! {
-                _ = hangups.recv() => self.reload(),
+                Some(()) = requests.recv() => self.reload(),
                 () = shutdown.cancelled() => break,
+                failure = self.supervisor.failure() => {
+                    self.supervisor.wait().await.ok();
+                    return Err(failure);
+                }
             }
         }
-        self.supervisor.wait().await;
+        self.supervisor.wait().await
     }
 
     /// Re-reads the file and the roles' token files (creating missing ones: deleting a role's
@@ -283,17 +420,21 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
 }
 
 /// The real instance metadata: configured, else as the SDKs find it, else the link-local default.
-fn metadata_upstream(config: &Config) -> String {
+fn metadata_upstream(config: &Config, environment: &Environment) -> String {
     config
         .imds
         .as_ref()
         .and_then(|imds| imds.upstream.clone())
-        .or_else(|| std::env::var(METADATA_ENDPOINT_VARIABLE).ok())
+        .or_else(|| environment.metadata_endpoint.clone())
         .unwrap_or_else(|| imds::DEFAULT_UPSTREAM.to_owned())
 }
 
 /// Every URL the daemon calls out to, named by the setting it comes from.
-fn outbound_urls(config: &Config, upstream: &str) -> Vec<(String, String)> {
+fn outbound_urls(
+    config: &Config,
+    upstream: &str,
+    environment: &Environment,
+) -> Vec<(String, String)> {
     let mut urls = Vec::new();
     if let Some(endpoint) = &config.sts.endpoint {
         urls.push(("[sts] endpoint".to_owned(), endpoint.clone()));
@@ -301,13 +442,9 @@ fn outbound_urls(config: &Config, upstream: &str) -> Vec<(String, String)> {
     if config.imds.is_some() {
         urls.push(("the metadata upstream".to_owned(), upstream.to_owned()));
     }
-    let variables = STS_ENDPOINT_VARIABLES
-        .iter()
-        .chain([&METADATA_ENDPOINT_VARIABLE]);
-    for variable in variables {
-        if let Ok(url) = std::env::var(variable) {
-            urls.push((variable.to_string(), url));
-        }
+    urls.extend(environment.sts_endpoints.iter().cloned());
+    if let Some(url) = &environment.metadata_endpoint {
+        urls.push((METADATA_ENDPOINT_VARIABLE.to_owned(), url.clone()));
     }
     urls
 }
@@ -325,7 +462,7 @@ fn refuse_self_loops(local: SocketAddr, urls: &[(String, String)]) -> Result<(),
 
 /// Fails early, with the fix, when STS is reached over https and the host has no CA
 /// certificates; otherwise every refresh would fail with a TLS error.
-fn require_trust_roots(config: &Config) -> Result<(), SetupError> {
+pub fn require_trust_roots(config: &Config) -> Result<(), SetupError> {
     let https = config
         .sts
         .endpoint
@@ -360,7 +497,7 @@ pub fn points_at(url: &str, local: SocketAddr) -> bool {
     same_host && port == local.port()
 }
 
-fn log_summary(config: &Config, sts: &SdkSts, metadata_upstream: Option<&str>) {
+fn log_summary(config: &Config, region: Option<String>, metadata_upstream: Option<&str>) {
     let roles: Vec<String> = config
         .roles
         .iter()
@@ -370,14 +507,14 @@ fn log_summary(config: &Config, sts: &SdkSts, metadata_upstream: Option<&str>) {
         version = env!("CARGO_PKG_VERSION"),
         listen = %config.server.listen,
         token_file = %config.server.token_file.display(),
-        region = sts.region().as_deref().unwrap_or("unset"),
+        region = region.as_deref().unwrap_or("unset"),
         endpoint = config.sts.endpoint.as_deref().unwrap_or("default"),
         roles = %roles.join(","),
         imds_role = config.imds.as_ref().map(|imds| imds.role.as_str()).unwrap_or("off"),
         imds_upstream = metadata_upstream.unwrap_or("-"),
         "assume-roled started"
     );
-    if sts.region().is_none() {
+    if region.is_none() {
         warn!("no STS region found; set [sts] region or AWS_REGION");
     }
 }
@@ -385,7 +522,11 @@ fn log_summary(config: &Config, sts: &SdkSts, metadata_upstream: Option<&str>) {
 /// Says which identity the daemon acts as (the first thing to check when AssumeRole is
 /// denied), and which configured durations STS will not grant to that identity. STS may be
 /// unreachable at start, so the lookup is retried until it succeeds.
-async fn log_source_identity(sts: Arc<SdkSts>, config: Config, shutdown: CancellationToken) {
+async fn log_source_identity<S: Sts>(
+    sts: Arc<S>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut delay = IDENTITY_RETRY.0;
     let arn = loop {
         match tokio::time::timeout(IDENTITY_TIMEOUT, sts.caller_identity()).await {
@@ -401,12 +542,12 @@ async fn log_source_identity(sts: Arc<SdkSts>, config: Config, shutdown: Cancell
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => delay = (delay * 2).min(IDENTITY_RETRY.1),
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
         }
     };
     info!(arn = %arn, "source identity");
     if !is_role_session(&arn) {
-        return;
+        return Ok(());
     }
     for role in config
         .roles
@@ -421,49 +562,8 @@ async fn log_source_identity(sts: Arc<SdkSts>, config: Config, shutdown: Cancell
              sessions assumed by role chaining to one hour"
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_loop_detection() {
-        let local: SocketAddr = "127.0.0.1:9357".parse().unwrap();
-        assert!(points_at("http://127.0.0.1:9357/", local));
-        assert!(points_at("http://localhost:9357", local));
-        assert!(points_at("http://LOCALHOST:9357/latest", local));
-        assert!(!points_at("http://127.0.0.1:9358/", local));
-        assert!(!points_at("http://169.254.169.254", local));
-        assert!(!points_at(
-            "https://sts.ap-northeast-1.amazonaws.com",
-            local
-        ));
-        assert!(points_at(
-            "http://127.0.0.1",
-            "127.0.0.1:80".parse().unwrap()
-        ));
-        assert!(points_at(
-            "http://[::1]:9357/",
-            "[::1]:9357".parse().unwrap()
-        ));
-        assert!(!points_at("not a url", local));
-    }
-
-    #[test]
-    fn self_loop_error_names_the_setting() {
-        let local: SocketAddr = "127.0.0.1:9357".parse().unwrap();
-        let urls = vec![
-            (
-                "[sts] endpoint".to_owned(),
-                "https://sts.example".to_owned(),
-            ),
-            (
-                "the metadata upstream".to_owned(),
-                "http://127.0.0.1:9357/".to_owned(),
-            ),
-        ];
-        let error = refuse_self_loops(local, &urls).unwrap_err().to_string();
-        assert!(error.starts_with("the metadata upstream (http://127.0.0.1:9357/) points at"));
-    }
-}
+mod tests;

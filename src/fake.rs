@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::clock::Clock;
 use crate::config::{RoleArn, RoleConfig};
 use crate::credentials::Credentials;
-use crate::refresh::Clock;
 use crate::sts::{ErrorKind, Sts, StsError};
 
 pub const HOUR: Duration = Duration::from_secs(3600);
+/// The identity the fake STS says the daemon acts as: an instance-profile session.
+pub const SOURCE_ARN: &str = "arn:aws:sts::111122223333:assumed-role/hoge-ec2-role/i-0fake";
 
 /// A loopback connection of this process, open while this lives: `client` as the server sees
 /// it, `server` the listening address.
@@ -34,6 +36,14 @@ impl LoopbackConnection {
             _streams: (client_stream, accepted),
         }
     }
+}
+
+/// An empty directory of this test process, named `name`.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("assume-roled-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn at(seconds: u64) -> SystemTime {
@@ -73,6 +83,8 @@ pub enum Reply {
     Issue(Duration),
     Fail(ErrorKind),
     Hang,
+    /// A bug in the refresher's path: the task panics.
+    Panic,
 }
 
 /// STS that follows a script, then issues one-hour sets; it counts calls.
@@ -125,7 +137,16 @@ impl Sts for FakeSts {
             }
             Reply::Fail(kind) => Err(StsError::new(kind, "Throttling", "slow down")),
             Reply::Hang => std::future::pending().await,
+            Reply::Panic => panic!("the fake STS was told to panic"),
         }
+    }
+
+    async fn caller_identity(&self) -> Result<String, StsError> {
+        Ok(SOURCE_ARN.to_owned())
+    }
+
+    fn region(&self) -> Option<String> {
+        Some("ap-northeast-1".to_owned())
     }
 }
 

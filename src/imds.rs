@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -26,14 +24,16 @@ use axum::{Extension, Router};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::warn;
 use zeroize::Zeroizing;
 
+use crate::access::{self, Decision, Via};
+use crate::clock::SharedClock;
 use crate::credentials::format_timestamp;
-use crate::peer::{Known, Peer};
-use crate::refresh::{Clock, RoleStatus, servable};
-use crate::server::error_response;
-use crate::supervisor::RoleTable;
+use crate::http::{credentials_response, error_response, json_response, text_response};
+use crate::peer::Peer;
+use crate::refresh::RoleStatus;
+use crate::roles::RoleTable;
 
 /// The header a client names the token's lifetime in, echoed back (Go and Rust need the echo).
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
@@ -270,7 +270,7 @@ pub struct Imds {
     role: String,
     roles: watch::Receiver<Arc<RoleTable>>,
     upstream: Upstream,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
 }
 
 /// What the metadata routes need of the served role at one moment.
@@ -287,7 +287,7 @@ impl Imds {
         role: &str,
         roles: watch::Receiver<Arc<RoleTable>>,
         upstream: Upstream,
-        clock: Arc<dyn Clock>,
+        clock: SharedClock,
     ) -> Self {
         Self {
             tokens: SessionTokens::new(),
@@ -302,10 +302,9 @@ impl Imds {
     fn served_role(&self) -> Option<ServedRole> {
         let table = self.roles.borrow();
         let entry = table.get(&self.role)?;
-        let arn = entry.config.arn.as_str();
         Some(ServedRole {
-            iam_name: iam_name(arn).to_owned(),
-            arn: arn.to_owned(),
+            iam_name: entry.config.arn.role_name().to_owned(),
+            arn: entry.config.arn.as_str().to_owned(),
             status: entry.status.borrow().clone(),
         })
     }
@@ -385,61 +384,31 @@ fn role_gone(imds: &Imds) -> Response {
     not_found()
 }
 
-/// The IAM name of a role ARN (what follows the last `/`).
-fn iam_name(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
 fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
 }
 
-/// The hot path: read the body under the table's borrow, allocate nothing but the response.
-fn credentials(imds: &Imds, name: &str, peer: &Peer) -> Response {
+/// The hot path: decide under the table's borrow, allocate nothing but the response.
+fn credentials(imds: &Imds, iam_name: &str, peer: &Peer) -> Response {
     let now = imds.clock.now();
-    let found = {
-        let table = imds.roles.borrow();
-        table.get(&imds.role).map(|entry| {
-            let asked_for_this_role = iam_name(entry.config.arn.as_str()) == name;
-            let admitted = entry.config.admits(peer.user.as_deref(), &peer.groups);
-            asked_for_this_role.then(|| {
-                let status = entry.status.borrow();
-                let served = servable(&status, now);
-                let bodies = served.map(|s| (s.imds_body.clone(), s.masked_key_id.clone()));
-                (admitted, bodies)
-            })
-        })
-    };
-    let body = match found {
-        None => return role_gone(imds),
-        Some(None) => return not_found(),
-        Some(Some((false, _))) => {
-            warn!(target: "audit", role = %imds.role, uid = %Known(&peer.uid), user = %Known(&peer.user),
-                pid = %Known(&peer.pid), exe = %Known(&peer.exe), "credentials refused: user not allowed for this role");
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "the connecting user may not have this role",
-            );
-        }
-        Some(Some((true, Ok((body, key))))) => {
-            info!(target: "audit", role = %imds.role, access_key_id = %key, uid = %Known(&peer.uid),
-                user = %Known(&peer.user), pid = %Known(&peer.pid), exe = %Known(&peer.exe), via = "imds", "credentials served");
-            body
-        }
-        Some(Some((true, Err(_)))) => {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "CredentialsUnavailable",
-                "no servable credentials for the metadata role; see the daemon's log",
-            );
-        }
-    };
-    let mut response = Response::new(Body::from(body));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    let via = Via::Metadata { iam_name };
+    let decision = access::decide(&imds.roles.borrow(), &imds.role, via, peer, now);
+    access::audit(&imds.role, via, peer, &decision);
+    match decision {
+        Decision::Served { body, .. } => credentials_response(body),
+        Decision::Unknown if imds.served_role().is_none() => role_gone(imds),
+        Decision::Unknown | Decision::WrongToken => not_found(),
+        Decision::NotAdmitted => error_response(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the connecting user may not have this role",
+        ),
+        Decision::Unservable(_) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CredentialsUnavailable",
+            "no servable credentials for the metadata role; see the daemon's log",
+        ),
+    }
 }
 
 fn iam_info(imds: &Imds, role: &ServedRole) -> Response {
@@ -455,11 +424,7 @@ fn iam_info(imds: &Imds, role: &ServedRole) -> Response {
         "InstanceProfileArn": profile_arn,
         "InstanceProfileId": format!("assume-roled-{}", imds.role),
     });
-    let mut response = text_response(body.to_string());
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_response(StatusCode::OK, body)
 }
 
 async fn passthrough(imds: &Imds, path: &str) -> Response {
@@ -483,14 +448,6 @@ async fn passthrough(imds: &Imds, path: &str) -> Response {
             )
         }
     }
-}
-
-fn text_response(text: String) -> Response {
-    let mut response = Response::new(Body::from(text));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    response
 }
 
 #[cfg(test)]

@@ -30,22 +30,26 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod accounts;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod env;
 #[cfg(test)]
 mod fake;
+pub mod http;
 pub mod imds;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod peer;
 pub mod refresh;
+pub mod roles;
 pub mod server;
-pub mod shutdown;
+pub mod signals;
 pub mod sockdiag;
 pub mod status;
 pub mod sts;

@@ -4,17 +4,21 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use assume_roled::clock::SystemClock;
 use assume_roled::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::SetupError;
 use assume_roled::env::{Shell, profile_lines};
+use assume_roled::notify::Notifier;
+use assume_roled::sts::SdkSts;
 use assume_roled::token::TokenFileError;
-use assume_roled::{accounts, check, daemon, shutdown, status};
+use assume_roled::{accounts, check, daemon, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
@@ -87,12 +91,7 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => {
-            let config = config::load(&args.config)?;
-            let stop = CancellationToken::new();
-            shutdown::cancel_on_signal(stop.clone()).context("cannot install signal handlers")?;
-            daemon::run(&args.config, config, stop).await
-        }
+        Command::Serve(args) => serve(args.config).await,
         Command::Check { config, assume } => {
             let loaded = config::load(&config.config)?;
             println!("{}: ok", config.config.display());
@@ -135,6 +134,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `serve`: load and bind here, from the process's own environment and signals; the daemon
+/// itself takes everything it serves with from its caller.
+async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = config::load(&config_path)?;
+    let stop = CancellationToken::new();
+    signals::cancel_on_signal(stop.clone()).context("cannot install signal handlers")?;
+    let reloads = signals::reload_on_hangup().context("cannot install the SIGHUP handler")?;
+    let listeners = daemon::bind(&config).await?;
+    daemon::require_trust_roots(&config)?;
+    let parts = daemon::Parts {
+        sts: Arc::new(SdkSts::new(&config.sts).await),
+        listeners,
+        config,
+        config_path,
+        clock: SystemClock::shared(),
+        environment: daemon::Environment::from_process(),
+        notifier: Notifier::from_env(),
+        reloads,
+    };
+    daemon::run(parts, stop).await
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {

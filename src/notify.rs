@@ -14,9 +14,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::clock::SharedClock;
 use crate::credentials::format_timestamp;
-use crate::refresh::{Clock, RoleStatus, Unservable, servable};
-use crate::supervisor::RoleTable;
+use crate::refresh::{RoleStatus, Unservable, servable};
+use crate::roles::RoleTable;
 
 /// How often the status is recomputed (and, at most, the watchdog interval).
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,6 +41,14 @@ impl Notifier {
             .ok()
             .and_then(|usec| watchdog_interval(&usec, watchdog_pid.as_deref(), std::process::id()));
         Self { socket, watchdog }
+    }
+
+    /// A notifier that tells nobody: not run by systemd, or in tests.
+    pub fn disabled() -> Self {
+        Self {
+            socket: None,
+            watchdog: None,
+        }
     }
 
     /// Sends one notification; failures are logged, never fatal.
@@ -119,7 +128,7 @@ pub fn summarize(roles: &[(String, RoleStatus)], now: SystemTime) -> Summary {
 pub async fn run(
     notifier: Arc<Notifier>,
     roles: watch::Receiver<Arc<RoleTable>>,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     shutdown: CancellationToken,
 ) {
     let tick = notifier

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::accounts;
-use crate::sockdiag;
+use crate::sockdiag::{self, SocketRow};
 
 /// What is known of a connection's client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,13 +49,6 @@ impl<T: std::fmt::Display> std::fmt::Display for Known<'_, T> {
             None => f.write_str("-"),
         }
     }
-}
-
-/// A row of `/proc/net/tcp{,6}`: the socket's owner and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketRow {
-    pub uid: u32,
-    pub inode: u64,
 }
 
 /// Finds the socket whose local address is `client` and remote address is `server` in the

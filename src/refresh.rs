@@ -9,7 +9,7 @@
 //! [`refresh_due`] (half-life with jitter, so served sets keep 30 minutes or more while STS works),
 //! [`backoff`] (exponential with jitter, slower for configuration errors) and [`servable`]
 //! (stop serving [`STOP_SERVING_MARGIN`] before expiry). All of them use the wall clock through
-//! the [`Clock`] seam, because expiry is a wall-clock fact: after a suspend the monotonic clock
+//! the [`crate::clock::Clock`] seam, because expiry is a wall-clock fact: after a suspend the monotonic clock
 //! has not moved but the credentials have aged. The refresher therefore wakes at least every
 //! [`RECHECK_INTERVAL`] to compare its plan with the wall clock.
 
@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::SharedClock;
 use crate::config::RoleConfig;
 use crate::credentials::{Served, format_timestamp};
 use crate::metrics::Metrics;
@@ -45,21 +46,6 @@ const TRANSIENT_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duratio
 /// Retry delays after configuration errors: someone has to fix IAM first, so ask rarely.
 const CONFIGURATION_BACKOFF: (Duration, Duration) =
     (Duration::from_secs(30), Duration::from_secs(10 * 60));
-
-/// The source of wall-clock time; tests substitute one they can move.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> SystemTime;
-}
-
-/// The system's real-time clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
 
 /// What handlers see of a role: the set to serve, if any, and why the last attempt failed.
 #[derive(Debug, Clone, Default)]
@@ -126,10 +112,10 @@ pub fn servable(status: &RoleStatus, now: SystemTime) -> Result<&Arc<Served>, Un
 }
 
 /// The background task that keeps one role's credentials fresh.
-pub struct Refresher<S, C> {
+pub struct Refresher<S> {
     role: RoleConfig,
     sts: Arc<S>,
-    clock: Arc<C>,
+    clock: SharedClock,
     metrics: Arc<Metrics>,
     status: watch::Sender<RoleStatus>,
     failures: u32,
@@ -137,12 +123,12 @@ pub struct Refresher<S, C> {
     last_logged: Option<(ErrorKind, String)>,
 }
 
-impl<S: Sts, C: Clock> Refresher<S, C> {
+impl<S: Sts> Refresher<S> {
     /// A refresher for `role`, and the receiver handlers read its status from.
     pub fn new(
         role: RoleConfig,
         sts: Arc<S>,
-        clock: Arc<C>,
+        clock: SharedClock,
         metrics: Arc<Metrics>,
     ) -> (Self, watch::Receiver<RoleStatus>) {
         let (status, receiver) = watch::channel(RoleStatus::default());

@@ -16,25 +16,25 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::header::{AUTHORIZATION, HOST};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::debug;
 
-use tracing::{debug, info, warn};
-
+use crate::access::{self, Decision, Grant, Via, grant_of};
+use crate::clock::{Clock, SharedClock};
+use crate::http::{credentials_response, error_response, json_response, typed_response};
 use crate::imds::{self, Imds};
 use crate::metrics::{self, Metrics};
-use crate::peer::{Known, Peer};
-use crate::refresh::{Clock, Unservable, servable};
+use crate::peer::Peer;
+use crate::refresh::{Unservable, servable};
+use crate::roles::RoleTable;
 use crate::status;
-use crate::supervisor::{RoleEntry, RoleTable};
 use crate::token::AuthToken;
 
 /// Paths answered without a token: they reveal nothing but liveness and readiness.
@@ -57,7 +57,7 @@ struct Inner {
     imds: Option<Arc<Imds>>,
     roles: watch::Receiver<Arc<RoleTable>>,
     allowed_hosts: Vec<String>,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
 }
 
 impl AppState {
@@ -67,7 +67,7 @@ impl AppState {
         token: AuthToken,
         roles: watch::Receiver<Arc<RoleTable>>,
         local: SocketAddr,
-        clock: Arc<dyn Clock>,
+        clock: SharedClock,
         imds: Option<Arc<Imds>>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -94,38 +94,8 @@ pub fn allowed_hosts(local: SocketAddr) -> Vec<String> {
     vec![address, format!("localhost:{port}")]
 }
 
-/// Which token a request carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Grant {
-    /// The server's token (`[server] token_file`).
-    Server,
-    /// The own token of the role so named (its `token_file`).
-    Role(String),
-}
-
 /// Prefix of the credentials paths, the only ones a role's own token opens.
 const ROLES_PREFIX: &str = "/roles/";
-
-/// The grant `presented` carries, if it is any known token; each comparison is constant-time.
-pub fn grant_of(presented: &[u8], server: &AuthToken, roles: &RoleTable) -> Option<Grant> {
-    if server.matches(presented) {
-        return Some(Grant::Server);
-    }
-    roles
-        .iter()
-        .find(|(_, entry)| entry.token.as_ref().is_some_and(|t| t.matches(presented)))
-        .map(|(name, _)| Grant::Role(name.clone()))
-}
-
-/// Whether `grant` opens `entry`: a role with its own token only to that token, the others
-/// only to the server's.
-pub fn grants_role(grant: &Grant, entry: &RoleEntry) -> bool {
-    match (grant, &entry.token) {
-        (Grant::Server, None) => true,
-        (Grant::Role(name), Some(_)) => *name == entry.config.name,
-        _ => false,
-    }
-}
 
 /// Why a request is refused before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,15 +220,6 @@ pub fn router(state: AppState) -> Router {
     app.layer(middleware::from_fn_with_state(state, guard))
 }
 
-/// What the role handler found, decided under the table's borrow.
-enum Lookup {
-    Unknown,
-    OtherToken,
-    NotAdmitted,
-    Unservable(Unservable),
-    Served(Bytes, String),
-}
-
 async fn role_credentials(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -267,60 +228,27 @@ async fn role_credentials(
 ) -> Response {
     let now = state.inner.clock.now();
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-    let found = {
-        let table = state.inner.roles.borrow();
-        match table.get(&name) {
-            None => Lookup::Unknown,
-            // The guard checked that the token is a known one; is it this role's?
-            Some(entry)
-                if !grant
-                    .as_ref()
-                    .is_some_and(|Extension(g)| grants_role(g, entry)) =>
-            {
-                Lookup::OtherToken
-            }
-            Some(entry) if !entry.config.admits(peer.user.as_deref(), &peer.groups) => {
-                Lookup::NotAdmitted
-            }
-            Some(entry) => match servable(&entry.status.borrow(), now) {
-                Ok(served) => Lookup::Served(served.ecs_body.clone(), served.masked_key_id.clone()),
-                Err(reason) => Lookup::Unservable(reason),
-            },
-        }
-    };
-    let body = match found {
-        Lookup::Unknown => {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "UnknownRole",
-                "no such role is configured",
-            );
-        }
-        Lookup::OtherToken => {
+    let via = Via::Container(grant.as_ref().map(|Extension(grant)| grant));
+    let decision = access::decide(&state.inner.roles.borrow(), &name, via, &peer, now);
+    access::audit(&name, via, &peer, &decision);
+    match decision {
+        Decision::Served { body, .. } => credentials_response(body),
+        Decision::Unknown => error_response(
+            StatusCode::NOT_FOUND,
+            "UnknownRole",
+            "no such role is configured",
+        ),
+        Decision::WrongToken => {
             debug!(role = %name, "request refused: the token is not this role's");
-            return Refusal::Unauthorized.into_response();
+            Refusal::Unauthorized.into_response()
         }
-        Lookup::NotAdmitted => {
-            warn!(target: "audit", role = %name, uid = %Known(&peer.uid), user = %Known(&peer.user), pid = %Known(&peer.pid),
-                exe = %Known(&peer.exe), "credentials refused: user not allowed for this role");
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "the connecting user may not have this role",
-            );
-        }
-        Lookup::Unservable(reason) => return unservable_response(&name, reason),
-        Lookup::Served(body, key) => {
-            info!(target: "audit", role = %name, access_key_id = %key, uid = %Known(&peer.uid),
-                user = %Known(&peer.user), pid = %Known(&peer.pid), exe = %Known(&peer.exe), "credentials served");
-            body
-        }
-    };
-    let mut response = Response::new(Body::from(body));
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+        Decision::NotAdmitted => error_response(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the connecting user may not have this role",
+        ),
+        Decision::Unservable(reason) => unservable_response(&name, reason),
+    }
 }
 
 /// A 503 whose code and message say why there is nothing to serve.
@@ -390,17 +318,14 @@ fn render_metrics(
     clock: &dyn Clock,
 ) -> Response {
     let text = metrics.render(&roles.borrow(), clock.now());
-    let mut response = Response::new(Body::from(text));
-    let content_type = HeaderValue::from_static(metrics::CONTENT_TYPE);
-    response.headers_mut().insert(CONTENT_TYPE, content_type);
-    response
+    typed_response(text, metrics::CONTENT_TYPE)
 }
 
 /// The router of `[server] metrics_listen`: `/metrics` only, without the token.
 pub fn metrics_router(
     metrics: Arc<Metrics>,
     roles: watch::Receiver<Arc<RoleTable>>,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
 ) -> Router {
     let scrape = move || {
         let response = render_metrics(&metrics, &roles, clock.as_ref());
@@ -421,20 +346,6 @@ async fn method_not_allowed() -> Response {
         "MethodNotAllowed",
         "only GET is supported",
     )
-}
-
-/// A JSON error answer `{"code", "message"}`.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    json_response(status, json!({"code": code, "message": message}))
-}
-
-fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
-    let mut response = Response::new(Body::from(value.to_string()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 #[cfg(test)]

@@ -21,7 +21,12 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::peer::SocketRow;
+/// A client socket as the kernel describes it: its owner and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketRow {
+    pub uid: u32,
+    pub inode: u64,
+}
 
 const AF_NETLINK: i32 = 16;
 const NETLINK_SOCK_DIAG: i32 = 4;
@@ -225,8 +230,8 @@ mod tests {
         assert!(parse_reply(&found[..40]).is_err(), "truncated");
     }
 
-    /// The kernel's answer for a real connection of this process names its uid, and agrees with
-    /// `/proc/net/tcp`.
+    /// The kernel's answer for a real connection of this process names its uid (the /proc
+    /// fallback in `peer` is checked against this answer there).
     #[test]
     fn asks_the_kernel() {
         let connection = crate::fake::LoopbackConnection::open();
@@ -237,8 +242,6 @@ mod tests {
             Some(row),
             "the kept socket answers again"
         );
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        assert_eq!(Some(row), crate::peer::find_socket(&table, peer, server));
         drop(connection);
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(query(gone, server).unwrap(), None);

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::credentials::format_timestamp;
 use crate::refresh::{RoleStatus, servable};
-use crate::supervisor::RoleTable;
+use crate::roles::RoleTable;
 use crate::token;
 
 /// How long `status` waits for the daemon.

@@ -97,6 +97,12 @@ pub trait Sts: Send + Sync + 'static {
         &self,
         role: &RoleConfig,
     ) -> impl Future<Output = Result<Credentials, StsError>> + Send;
+
+    /// The ARN the daemon itself acts as (its source identity).
+    fn caller_identity(&self) -> impl Future<Output = Result<String, StsError>> + Send;
+
+    /// The region STS calls go to, if one was configured or found.
+    fn region(&self) -> Option<String>;
 }
 
 /// STS through the AWS SDK.
@@ -137,25 +143,6 @@ impl SdkSts {
         }
     }
 
-    /// The region STS calls go to, if one was configured or found.
-    pub fn region(&self) -> Option<String> {
-        self.client.config().region().map(|r| r.to_string())
-    }
-
-    /// The ARN the daemon itself acts as (its source identity); asked of STS once.
-    pub async fn caller_identity(&self) -> Result<String, StsError> {
-        let lookup = || async {
-            let output = self
-                .client
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(classify)?;
-            Ok(output.arn().unwrap_or("unknown").to_owned())
-        };
-        self.source_arn.get_or_try_init(lookup).await.cloned()
-    }
-
     /// The session length to ask for: the configured one, capped when STS would refuse it for
     /// role chaining. Only a duration above the cap needs the source identity looked up.
     async fn session_duration(&self, role: &RoleConfig) -> Duration {
@@ -183,6 +170,24 @@ pub fn is_role_session(arn: &str) -> bool {
 }
 
 impl Sts for SdkSts {
+    fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
+    }
+
+    /// Asked of STS once, then remembered.
+    async fn caller_identity(&self) -> Result<String, StsError> {
+        let lookup = || async {
+            let output = self
+                .client
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(output.arn().unwrap_or("unknown").to_owned())
+        };
+        self.source_arn.get_or_try_init(lookup).await.cloned()
+    }
+
     async fn assume_role(&self, role: &RoleConfig) -> Result<Credentials, StsError> {
         let duration = self.session_duration(role).await;
         let output = self

@@ -15,23 +15,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::SharedClock;
 use crate::config::RoleConfig;
 use crate::metrics::Metrics;
-use crate::refresh::{Clock, Refresher, RoleStatus};
+use crate::refresh::Refresher;
+use crate::roles::{RoleEntry, RoleTable};
 use crate::sts::Sts;
-use crate::token::{AuthToken, RoleTokens};
-
-/// A served role: what it is, the token that grants it, and the status its refresher publishes.
-#[derive(Debug, Clone)]
-pub struct RoleEntry {
-    pub config: RoleConfig,
-    /// The role's own token (from its `token_file`); `None`: the server's token grants it.
-    pub token: Option<AuthToken>,
-    pub status: watch::Receiver<RoleStatus>,
-}
-
-/// Served roles by name.
-pub type RoleTable = BTreeMap<String, RoleEntry>;
+use crate::token::RoleTokens;
 
 /// What a reload changes, by role name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -77,9 +67,9 @@ struct Running {
 }
 
 /// Owns the refresher tasks; the one writer of the role table.
-pub struct Supervisor<S, C> {
+pub struct Supervisor<S> {
     sts: Arc<S>,
-    clock: Arc<C>,
+    clock: SharedClock,
     metrics: Arc<Metrics>,
     running: BTreeMap<String, Running>,
     table: watch::Sender<Arc<RoleTable>>,
@@ -87,13 +77,13 @@ pub struct Supervisor<S, C> {
     tasks: JoinSet<()>,
 }
 
-impl<S: Sts, C: Clock> Supervisor<S, C> {
+impl<S: Sts> Supervisor<S> {
     /// Starts a refresher for each of `roles`; they all stop when `shutdown` is cancelled.
     pub fn start(
         roles: &[RoleConfig],
         tokens: &RoleTokens,
         sts: Arc<S>,
-        clock: Arc<C>,
+        clock: SharedClock,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Self, watch::Receiver<Arc<RoleTable>>) {
@@ -139,7 +129,6 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
             .map(|(name, running)| (name.clone(), running.entry.clone()))
             .collect();
         self.table.send_replace(Arc::new(table));
-        while self.tasks.try_join_next().is_some() {}
         plan
     }
 
@@ -160,10 +149,32 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
         self.running.insert(role.name, Running { entry, stop });
     }
 
-    /// Waits for every refresher to finish (after `shutdown` was cancelled).
-    pub async fn wait(mut self) {
+    /// Waits until a refresher fails (panics): a role would silently stop being refreshed.
+    /// Refreshers stopped by a reload are collected on the way. Cancel-safe: it can lose a
+    /// `select!` and be called again.
+    pub async fn failure(&mut self) -> anyhow::Error {
+        loop {
+            match self.tasks.join_next().await {
+                Some(Err(error)) if error.is_panic() => {
+                    return anyhow::anyhow!("a refresher panicked: {error}");
+                }
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Stops every refresher and waits for them; fails if one of them had panicked.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        let mut panicked = 0;
+        while let Some(joined) = self.tasks.join_next().await {
+            panicked += usize::from(joined.is_err_and(|error| error.is_panic()));
+        }
+        match panicked {
+            0 => Ok(()),
+            n => Err(anyhow::anyhow!("{n} refresher(s) panicked")),
+        }
     }
 }
 
@@ -171,6 +182,7 @@ impl<S: Sts, C: Clock> Supervisor<S, C> {
 mod tests {
     use super::*;
     use crate::config::RoleArn;
+    use crate::token::AuthToken;
     use std::time::Duration;
 
     fn role(name: &str, account: &str) -> RoleConfig {
@@ -255,7 +267,7 @@ mod tests {
 
         supervisor.apply(&[crate::fake::role("fuga")], &RoleTokens::new());
         assert!(table.borrow().get("piyo").is_none());
-        supervisor.wait().await;
+        supervisor.wait().await.unwrap();
     }
 
     #[test]

@@ -7,7 +7,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use assume_roled::imds::{Route, SessionTokens, route};
-use assume_roled::server::{Grant, check_request};
+use assume_roled::access::Grant;
+use assume_roled::server::check_request;
 use assume_roled::token::AuthToken;
 use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};

@@ -3,6 +3,7 @@
 use std::time::UNIX_EPOCH;
 
 use super::*;
+use crate::clock::Clock;
 use crate::fake::{FakeClock, FakeSts, Reply, role};
 
 const MINUTE: Duration = Duration::from_secs(60);

@@ -2,16 +2,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::to_bytes;
+use axum::body::{Body, to_bytes};
 use axum::http::Request as HttpRequest;
+use axum::http::header::CONTENT_TYPE;
 use tower::ServiceExt;
 
 use super::*;
 use crate::credentials::{Credentials, Served};
 use crate::fake::role;
 use crate::refresh::RoleStatus;
+use crate::roles::{RoleEntry, RoleTable};
 use crate::sts::{ErrorKind, StsError};
-use crate::supervisor::{RoleEntry, RoleTable};
 
 const LISTEN: &str = "127.0.0.1:9357";
 const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";

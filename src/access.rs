@@ -1,0 +1,147 @@
+//! Who gets a role's credentials now: the one decision both endpoints make, and the one place
+//! that writes the audit line about it.
+//!
+//! A request names a role and arrives with what the daemon knows of it: the token it presented
+//! (the container endpoint) or none (the metadata endpoint, whose session tokens stop SSRF, not
+//! local users), and the connecting local user ([`Peer`]). [`decide`] is pure: it reads one
+//! snapshot of the role table and the wall clock and answers served (with the pre-built body),
+//! refused (and why) or unservable (and why). Each endpoint turns the [`Decision`] into its own
+//! wire format; [`audit`] logs served and refused-by-user decisions under the target `audit`.
+
+use bytes::Bytes;
+use std::time::SystemTime;
+use tracing::{info, warn};
+
+use crate::peer::{Known, Peer};
+use crate::refresh::{Unservable, servable};
+use crate::roles::{RoleEntry, RoleTable};
+use crate::token::AuthToken;
+
+/// Which token a request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// The server's token (`[server] token_file`).
+    Server,
+    /// The own token of the role so named (its `token_file`).
+    Role(String),
+}
+
+/// The grant `presented` carries, if it is any known token; each comparison is constant-time.
+pub fn grant_of(presented: &[u8], server: &AuthToken, roles: &RoleTable) -> Option<Grant> {
+    if server.matches(presented) {
+        return Some(Grant::Server);
+    }
+    roles
+        .iter()
+        .find(|(_, entry)| entry.token.as_ref().is_some_and(|t| t.matches(presented)))
+        .map(|(name, _)| Grant::Role(name.clone()))
+}
+
+/// Whether `grant` opens `entry`: a role with its own token only to that token, the others
+/// only to the server's.
+pub fn grants_role(grant: &Grant, entry: &RoleEntry) -> bool {
+    match (grant, &entry.token) {
+        (Grant::Server, None) => true,
+        (Grant::Role(name), Some(_)) => *name == entry.config.name,
+        _ => false,
+    }
+}
+
+/// Through which endpoint a role is asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum Via<'a> {
+    /// The container endpoint, with the grant of the token the request carried.
+    Container(Option<&'a Grant>),
+    /// The metadata endpoint, asking for the role by its IAM name.
+    Metadata {
+        /// The name in `iam/security-credentials/<name>`.
+        iam_name: &'a str,
+    },
+}
+
+impl Via<'_> {
+    fn label(&self) -> &'static str {
+        match self {
+            Via::Container(_) => "ecs",
+            Via::Metadata { .. } => "imds",
+        }
+    }
+}
+
+/// What a request for a role's credentials gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No such role is served (here).
+    Unknown,
+    /// The request's token does not grant this role.
+    WrongToken,
+    /// The connecting user is not among the role's `allowed_*`.
+    NotAdmitted,
+    /// The user may have the role, but there is nothing to serve now.
+    Unservable(Unservable),
+    /// The body to send, and the masked access key id for the audit line.
+    Served {
+        /// The pre-built body in the endpoint's format.
+        body: Bytes,
+        /// The access key id as logs show it.
+        masked_key_id: String,
+    },
+}
+
+/// Decides whether `peer` gets role `name` through `via` at `now`, from one table snapshot.
+pub fn decide(
+    table: &RoleTable,
+    name: &str,
+    via: Via<'_>,
+    peer: &Peer,
+    now: SystemTime,
+) -> Decision {
+    let Some(entry) = table.get(name) else {
+        return Decision::Unknown;
+    };
+    match via {
+        Via::Container(grant) if !grant.is_some_and(|g| grants_role(g, entry)) => {
+            return Decision::WrongToken;
+        }
+        Via::Metadata { iam_name } if iam_name != entry.config.arn.role_name() => {
+            return Decision::Unknown;
+        }
+        _ => {}
+    }
+    if !entry.config.admits(peer.user.as_deref(), &peer.groups) {
+        return Decision::NotAdmitted;
+    }
+    match servable(&entry.status.borrow(), now) {
+        Ok(served) => Decision::Served {
+            body: match via {
+                Via::Container(_) => served.ecs_body.clone(),
+                Via::Metadata { .. } => served.imds_body.clone(),
+            },
+            masked_key_id: served.masked_key_id.clone(),
+        },
+        Err(reason) => Decision::Unservable(reason),
+    }
+}
+
+/// Writes the audit line for `decision`, if it is one the audit records: every set handed out,
+/// and every refusal of a user by `allowed_*`.
+pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
+    let (uid, user, pid, exe) = (
+        Known(&peer.uid),
+        Known(&peer.user),
+        Known(&peer.pid),
+        Known(&peer.exe),
+    );
+    let via = via.label();
+    match decision {
+        Decision::Served { masked_key_id, .. } => info!(
+            target: "audit", role, access_key_id = %masked_key_id, uid = %uid, user = %user,
+            pid = %pid, exe = %exe, via, "credentials served"
+        ),
+        Decision::NotAdmitted => warn!(
+            target: "audit", role, uid = %uid, user = %user, pid = %pid, exe = %exe, via,
+            "credentials refused: user not allowed for this role"
+        ),
+        _ => {}
+    }
+}

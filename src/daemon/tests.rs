@@ -1,0 +1,303 @@
+//! The daemon run in-process: real listeners on loopback port 0, the fake STS, a reload channel
+//! instead of SIGHUP. What needs the real binary and real clients stays in `tests/`.
+
+use std::path::Path;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::fake::{FakeClock, FakeSts, Reply, scratch_dir};
+
+/// Long enough for anything here on a loaded machine; the daemon answers in milliseconds.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A daemon running in this test's runtime.
+struct Running {
+    address: SocketAddr,
+    metrics_address: Option<SocketAddr>,
+    dir: PathBuf,
+    sts: Arc<FakeSts>,
+    reload: mpsc::Sender<()>,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+fn config_text(dir: &Path, roles: &[&str]) -> String {
+    let mut text = format!(
+        "[server]\ntoken_file = \"{}/token\"\n[sts]\nregion = \"ap-northeast-1\"\n",
+        dir.display()
+    );
+    for role in roles {
+        text.push_str(&format!(
+            "[[roles]]\nname = \"{role}\"\narn = \"arn:aws:iam::444455556666:role/{role}-role\"\n"
+        ));
+    }
+    text
+}
+
+impl Running {
+    /// Starts the daemon and waits until it serves (and so has written its token file).
+    async fn start(name: &str, roles: &[&str], script: Vec<Reply>, with_metrics: bool) -> Self {
+        let daemon =
+            Self::start_with(name, roles, script, with_metrics, Environment::default()).await;
+        assert_eq!(get(daemon.address, "/healthz", None).await.0, 200);
+        daemon
+    }
+
+    async fn start_with(
+        name: &str,
+        roles: &[&str],
+        script: Vec<Reply>,
+        with_metrics: bool,
+        environment: Environment,
+    ) -> Self {
+        let dir = scratch_dir(name);
+        let config_path = dir.join("config.toml");
+        std::fs::write(&config_path, config_text(&dir, roles)).unwrap();
+        let config = config::load(&config_path).unwrap();
+        let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = match with_metrics {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let address = main.local_addr().unwrap();
+        let metrics_address = metrics.as_ref().map(|l| l.local_addr().unwrap());
+        let clock = FakeClock::new();
+        let sts = FakeSts::new(clock.clone(), script);
+        let (reload, reloads) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let parts = Parts {
+            config_path,
+            config,
+            listeners: Listeners { main, metrics },
+            sts: sts.clone(),
+            clock,
+            environment,
+            notifier: Notifier::disabled(),
+            reloads,
+        };
+        let task = tokio::spawn(run(parts, shutdown.clone()));
+        Self {
+            address,
+            metrics_address,
+            dir,
+            sts,
+            reload,
+            shutdown,
+            task,
+        }
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("token")).unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        get(self.address, path, Some(&self.token())).await
+    }
+
+    /// Polls `path` until it answers `status`; the last answer otherwise.
+    async fn until(&self, path: &str, status: u16) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let answer = self.get(path).await;
+            if answer.0 == status || tokio::time::Instant::now() > deadline {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("the daemon stops in time")
+            .expect("the daemon task is joined")
+    }
+}
+
+/// One request on a new connection: status and body.
+async fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let answer = tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .expect("an answer in time");
+    let status = answer[9..12].parse().expect("a status line");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name{labels}` in OpenMetrics text, parsed, so `1` is not `10`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Serves the configured role; a reload adds one role and removes another, fetching only the
+/// new one; shutdown stops accepting, closes idle connections and ends well.
+#[tokio::test]
+async fn reload_adds_and_removes_roles_then_shutdown_ends_cleanly() {
+    let daemon = Running::start("reload", &["piyo"], vec![], false).await;
+    let (status, body) = daemon.until("/roles/piyo", 200).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"AccessKeyId\":\"ASIAFAKE"), "{body}");
+    assert_eq!(daemon.sts.calls(), 1);
+
+    std::fs::write(
+        daemon.dir.join("config.toml"),
+        config_text(&daemon.dir, &["fuga"]),
+    )
+    .unwrap();
+    daemon.reload.send(()).await.unwrap();
+    assert_eq!(daemon.until("/roles/fuga", 200).await.0, 200);
+    assert_eq!(
+        daemon.get("/roles/piyo").await.0,
+        404,
+        "the removed role is gone"
+    );
+    assert_eq!(daemon.sts.calls(), 2, "only the new role was fetched");
+
+    let mut idle = TcpStream::connect(daemon.address).await.unwrap();
+    let address = daemon.address;
+    let sts = daemon.sts.clone();
+    daemon.stop().await.expect("a clean stop");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, idle.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "an idle connection is closed at shutdown");
+    assert!(
+        TcpStream::connect(address).await.is_err(),
+        "no longer accepting"
+    );
+    let calls = sts.calls();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sts.calls(), calls, "refreshers stopped");
+}
+
+/// A bad file on reload is refused and the running roles keep being served.
+#[tokio::test]
+async fn a_bad_reload_keeps_the_running_configuration() {
+    let daemon = Running::start("bad-reload", &["piyo"], vec![], false).await;
+    assert_eq!(daemon.until("/roles/piyo", 200).await.0, 200);
+    std::fs::write(daemon.dir.join("config.toml"), "[[roles]]\nname = 3\n").unwrap();
+    daemon.reload.send(()).await.unwrap();
+    daemon.reload.send(()).await.unwrap(); // the second waits until the first was taken
+    assert_eq!(daemon.get("/roles/piyo").await.0, 200);
+    assert_eq!(daemon.sts.calls(), 1);
+    daemon.stop().await.unwrap();
+}
+
+/// `metrics_listen` answers `/metrics` without the token and counts the refresh; the main
+/// listener keeps `/metrics` behind the token.
+#[tokio::test]
+async fn the_metrics_listener_answers_without_a_token() {
+    let daemon = Running::start("metrics", &["piyo"], vec![], true).await;
+    assert_eq!(daemon.until("/roles/piyo", 200).await.0, 200);
+    let scrapes = daemon.metrics_address.unwrap();
+    let (status, text) = get(scrapes, "/metrics", None).await;
+    assert_eq!(status, 200, "{text}");
+    let series = r#"assume_roled_refreshes_total{role="piyo",outcome="success"}"#;
+    assert_eq!(sample(&text, series), Some(1.0), "{text}");
+    assert_eq!(get(scrapes, "/roles/piyo", None).await.0, 404);
+    assert_eq!(get(daemon.address, "/metrics", None).await.0, 401);
+    daemon.stop().await.unwrap();
+}
+
+/// A refresher that panics stops the daemon with an error naming it, instead of leaving a role
+/// that is never refreshed again.
+#[tokio::test]
+async fn a_panicking_refresher_fails_the_daemon() {
+    let script = vec![Reply::Panic];
+    let daemon =
+        Running::start_with("panic", &["piyo"], script, false, Environment::default()).await;
+    let outcome = tokio::time::timeout(DEADLINE, daemon.task)
+        .await
+        .expect("the daemon stops by itself")
+        .expect("joined");
+    let error = format!("{:#}", outcome.expect_err("a failure"));
+    assert!(error.contains("refresher panicked"), "{error}");
+}
+
+/// Pointing the daemon's own metadata endpoint at its listener is refused before any STS call.
+#[tokio::test]
+async fn a_self_loop_is_refused_at_start() {
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = probe.local_addr().unwrap();
+    drop(probe);
+    let environment = Environment {
+        metadata_endpoint: Some(format!("http://{taken}/")),
+        ..Environment::default()
+    };
+    // The listener is bound by the test at that same address.
+    let dir = scratch_dir("self-loop");
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config_text(&dir, &["piyo"])).unwrap();
+    let clock = FakeClock::new();
+    let sts = FakeSts::new(clock.clone(), vec![]);
+    let parts = Parts {
+        config: config::load(&config_path).unwrap(),
+        config_path,
+        listeners: Listeners {
+            main: TcpListener::bind(taken).await.unwrap(),
+            metrics: None,
+        },
+        sts: sts.clone(),
+        clock,
+        environment,
+        notifier: Notifier::disabled(),
+        reloads: mpsc::channel(1).1,
+    };
+    let error = run(parts, CancellationToken::new()).await.unwrap_err();
+    assert!(error.downcast_ref::<SetupError>().is_some(), "{error:#}");
+    assert_eq!(sts.calls(), 0);
+}
+#[test]
+fn self_loop_detection() {
+    let local: SocketAddr = "127.0.0.1:9357".parse().unwrap();
+    assert!(points_at("http://127.0.0.1:9357/", local));
+    assert!(points_at("http://localhost:9357", local));
+    assert!(points_at("http://LOCALHOST:9357/latest", local));
+    assert!(!points_at("http://127.0.0.1:9358/", local));
+    assert!(!points_at("http://169.254.169.254", local));
+    assert!(!points_at(
+        "https://sts.ap-northeast-1.amazonaws.com",
+        local
+    ));
+    assert!(points_at(
+        "http://127.0.0.1",
+        "127.0.0.1:80".parse().unwrap()
+    ));
+    assert!(points_at(
+        "http://[::1]:9357/",
+        "[::1]:9357".parse().unwrap()
+    ));
+    assert!(!points_at("not a url", local));
+}
+
+#[test]
+fn self_loop_error_names_the_setting() {
+    let local: SocketAddr = "127.0.0.1:9357".parse().unwrap();
+    let urls = vec![
+        (
+            "[sts] endpoint".to_owned(),
+            "https://sts.example".to_owned(),
+        ),
+        (
+            "the metadata upstream".to_owned(),
+            "http://127.0.0.1:9357/".to_owned(),
+        ),
+    ];
+    let error = refuse_self_loops(local, &urls).unwrap_err().to_string();
+    assert!(error.starts_with("the metadata upstream (http://127.0.0.1:9357/) points at"));
+}

@@ -1,0 +1,27 @@
+//! The table of served roles, as request handlers, the status report and the metrics read it.
+//!
+//! The supervisor is its one writer: it publishes a new `Arc<RoleTable>` on a `watch` channel
+//! whenever a reload changes the set of roles, and each role's refresher publishes that role's
+//! [`RoleStatus`] on a channel of its own. Readers clone an `Arc` and never wait on a writer.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::watch;
+
+use crate::config::RoleConfig;
+use crate::refresh::RoleStatus;
+use crate::token::AuthToken;
+
+/// A served role: what it is, the token that grants it, and the status its refresher publishes.
+#[derive(Debug, Clone)]
+pub struct RoleEntry {
+    /// The role's validated configuration.
+    pub config: RoleConfig,
+    /// The role's own token (from its `token_file`); `None`: the server's token grants it.
+    pub token: Option<AuthToken>,
+    /// What the role's refresher last published.
+    pub status: watch::Receiver<RoleStatus>,
+}
+
+/// Served roles by name.
+pub type RoleTable = BTreeMap<String, RoleEntry>;
