@@ -1,0 +1,229 @@
+//! Configuration: the TOML file an operator writes, parsed and then validated into [`Config`].
+//!
+//! Reading happens in passes over the same text, so that one run reports every problem at once
+//! instead of making the operator fix them one by one, low to high as in ripgrep's flags:
+//!
+//! - [`raw`]: the file as written. A syntax pass keeps the position of every key (unknown keys
+//!   are found there, with their line, against the key lists the raw structs define), and a
+//!   serde pass reads each table into a `Raw*` struct whose values are of any TOML type and
+//!   remember their position. A value of the wrong type is therefore not a parse failure that
+//!   hides the rest: it is one more problem for the next pass.
+//! - [`validate`](mod@validate): each raw value becomes a checked one (with [`values`]' parsers)
+//!   or a [`Problem`] naming its line and key, and cross-checks run between keys.
+//! - this module: the checked types, [`from_toml`] (pure, what the tests drive) and [`load`],
+//!   the only I/O.
+//!
+//! Adding a key: one field in its `Raw*` table, one line in its `validate_*` function, a field
+//! in the checked type, and its documentation in `config.example.toml` (a test checks that the
+//! example documents exactly the known keys). Nothing downstream of [`Config`] ever sees an
+//! unchecked value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod raw;
+mod validate;
+mod values;
+
+pub use values::{RoleArn, parse_duration, session_name_from_host};
+
+/// Where `serve`, `check` and `env` look for the configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/assume-roled/config.toml";
+/// The loopback address served when `[server] listen` is absent.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9357";
+/// The token file used when `[server] token_file` is absent.
+pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/assume-roled/token";
+/// The session length requested from STS when a role names none: one hour is both what clients
+/// are tuned for and the cap STS applies when the caller is itself a role session.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
+/// Connections served at once when `[server] max_connections` is absent: far more than a host's
+/// tools open, few enough that a local flood cannot exhaust memory or file descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// A validated configuration: every value checked, every default filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub sts: StsConfig,
+    /// The instance-metadata endpoint; `None` (the default) leaves it off.
+    pub imds: Option<ImdsConfig>,
+    pub roles: Vec<RoleConfig>,
+}
+
+impl Config {
+    /// The token file that grants `role`: its own, or the server's.
+    pub fn token_file_of<'a>(&'a self, role: &'a RoleConfig) -> &'a Path {
+        role.token_file
+            .as_deref()
+            .unwrap_or(&self.server.token_file)
+    }
+}
+
+/// `[server]`: where the daemon listens and where its token lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Always a loopback address.
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A second loopback address serving only `/metrics`, without the token (for Prometheus,
+    /// which cannot send a bare token); `None`: metrics only at `/metrics` behind the token.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Find each connection's user in the kernel's tables (needed by `allowed_users`,
+    /// `allowed_groups` and the audit log's user fields).
+    pub peer_lookup: bool,
+    /// Also find each connection's process (pid, executable) for the audit log: a scan of
+    /// every visible process per connection.
+    pub peer_processes: bool,
+}
+
+/// `[sts]`: how to reach STS. Absent values mean "as the AWS SDK resolves them".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StsConfig {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+/// `[imds]`: answer as IMDSv2 for one role, passing other metadata through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImdsConfig {
+    /// The `name` of the `[[roles]]` entry served under `iam/`.
+    pub role: String,
+    /// The real instance metadata; `None` means as the SDKs resolve it.
+    pub upstream: Option<String>,
+}
+
+/// One `[[roles]]` entry: a role in another account, served at `/roles/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleConfig {
+    pub name: String,
+    pub arn: RoleArn,
+    pub session_name: String,
+    pub external_id: Option<String>,
+    pub source_identity: Option<String>,
+    pub duration: Duration,
+    /// If not empty (with `allowed_groups`): only connections from these users (or members
+    /// of those groups) get this role, token or not.
+    pub allowed_users: Vec<String>,
+    pub allowed_groups: Vec<String>,
+    /// The role's own token file, so that reading it (membership of `group`) is what grants
+    /// this role; `None`: the role is served to holders of the server's token.
+    pub token_file: Option<PathBuf>,
+    /// The group the role's token file is given to (mode 0640); `None`: the daemon's group
+    /// (a file of another group then gets a new token, as when `group` changes).
+    pub group: Option<String>,
+}
+
+impl RoleConfig {
+    /// Whether `other` asks STS for the same session: if so, a reload keeps this role's
+    /// credentials and only updates who may have them.
+    pub fn same_session(&self, other: &RoleConfig) -> bool {
+        (
+            &self.name,
+            &self.arn,
+            &self.session_name,
+            &self.external_id,
+            &self.source_identity,
+            self.duration,
+        ) == (
+            &other.name,
+            &other.arn,
+            &other.session_name,
+            &other.external_id,
+            &other.source_identity,
+            other.duration,
+        )
+    }
+
+    /// Whether a client running as `user`, member of `groups`, may have this role.
+    pub fn admits(&self, user: Option<&str>, groups: &[String]) -> bool {
+        if self.allowed_users.is_empty() && self.allowed_groups.is_empty() {
+            return true;
+        }
+        let named = user.is_some_and(|user| self.allowed_users.iter().any(|u| u == user));
+        named || groups.iter().any(|g| self.allowed_groups.contains(g))
+    }
+}
+
+/// One thing wrong with a configuration file, located by line and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    /// Dotted key path such as `roles[0].arn`; empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{}", describe_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn describe_problems(path: &Path, problems: &[Problem]) -> String {
+    let count = problems.len();
+    let noun = if count == 1 { "problem" } else { "problems" };
+    let mut text = format!("{} has {count} {noun}:", path.display());
+    for problem in problems {
+        let location = format!("{}:{}", path.display(), problem.line);
+        match problem.key.as_str() {
+            "" => text.push_str(&format!("\n  {location}: {}", problem.message)),
+            key => text.push_str(&format!("\n  {location}: {key}: {}", problem.message)),
+        }
+    }
+    text
+}
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        path: path.to_owned(),
+        cause,
+    })?;
+    from_toml(&text, &host_name()).map_err(|problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// The host name, or an empty string if it cannot be read. `/etc/hostname` is the fallback
+/// because the systemd unit's `ProcSubset=pid` hides `/proc/sys`.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Parses and validates configuration text. `host_name` seeds the default session name.
+pub fn from_toml(text: &str, host_name: &str) -> Result<Config, Vec<Problem>> {
+    let (raw, mut problems) = raw::read(text)?;
+    let config = validate::validate(text, &raw, host_name, &mut problems);
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => {
+            problems.sort_by_key(|problem| problem.line);
+            Err(problems)
+        }
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests;

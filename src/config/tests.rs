@@ -1,0 +1,338 @@
+//! Configuration tests: defaults, every problem at once with its line and key, each value.
+
+use std::collections::BTreeSet;
+
+use toml::de::{DeTable, DeValue};
+
+use super::raw::{RawImds, RawRole, RawServer, RawSts, TOP_KEYS};
+use super::values::*;
+use super::*;
+
+const MINIMAL: &str = r#"
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::444455556666:role/piyo-role"
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    from_toml(text, "host").expect_err("config should be refused")
+}
+
+#[test]
+fn minimal_config_takes_defaults() {
+    let config = from_toml(MINIMAL, "ip-10-0-0-1.ec2.internal").unwrap();
+    assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(config.server.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+    assert_eq!(config.server.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert!(
+        config.server.peer_lookup,
+        "the audit log names users by default"
+    );
+    assert_eq!(config.sts, StsConfig::default());
+    let role = &config.roles[0];
+    assert_eq!(role.name, "piyo");
+    assert_eq!(role.arn.account_id(), "444455556666");
+    assert_eq!(role.session_name, "ip-10-0-0-1.ec2.internal");
+    assert_eq!(role.duration, DEFAULT_DURATION);
+    assert_eq!(role.external_id, None);
+}
+
+/// The example shipped to users parses, and documents every key the program knows.
+#[test]
+fn example_config_parses_and_documents_every_key() {
+    let text = include_str!("../../config.example.toml");
+    let config = from_toml(text, "host").expect("config.example.toml is valid");
+    assert!(!config.roles.is_empty());
+    let document = DeTable::parse(text).unwrap();
+    let mut seen = BTreeSet::new();
+    for (key, value) in document.get_ref() {
+        seen.insert(key.get_ref().to_string());
+        let tables: Vec<&DeTable<'_>> = match value.get_ref() {
+            DeValue::Table(table) => vec![table],
+            DeValue::Array(array) => array
+                .iter()
+                .filter_map(|v| v.get_ref().as_table())
+                .collect(),
+            _ => vec![],
+        };
+        for table in tables {
+            for inner in table.keys() {
+                seen.insert(format!("{}.{}", key.get_ref(), inner.get_ref()));
+            }
+        }
+    }
+    let mut known: BTreeSet<String> = TOP_KEYS.iter().map(|k| k.to_string()).collect();
+    for (table, keys) in [
+        ("server", RawServer::KEYS),
+        ("sts", RawSts::KEYS),
+        ("imds", RawImds::KEYS),
+        ("roles", RawRole::KEYS),
+    ] {
+        known.extend(keys.iter().map(|k| format!("{table}.{k}")));
+    }
+    assert_eq!(seen, known);
+}
+
+/// The starter configuration `make install` puts in /etc is valid as shipped.
+#[test]
+fn installed_starter_config_parses() {
+    let config = from_toml(include_str!("../../systemd/config.toml"), "host").unwrap();
+    assert_eq!(config.server.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+    assert!(config.imds.is_none());
+}
+
+#[test]
+fn every_problem_is_listed_at_once_with_line_and_key() {
+    let text = r#"[server]
+listen = "0.0.0.0:9357"
+colour = "blue"
+
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::4444:role/piyo-role"
+session_name = "has space"
+
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::444455556666:role/other"
+duration = "5m"
+"#;
+    let found: Vec<(usize, String)> = problems(text)
+        .into_iter()
+        .map(|p| (p.line, p.key))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (2, "server.listen".to_owned()),
+            (3, "server.colour".to_owned()),
+            (7, "roles[0].arn".to_owned()),
+            (8, "roles[0].session_name".to_owned()),
+            (11, "roles[1].name".to_owned()),
+            (13, "roles[1].duration".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn report_names_file_line_and_key() {
+    let error = ConfigError::Invalid {
+        path: PathBuf::from("/etc/assume-roled/config.toml"),
+        problems: problems("[sts]\nregion = \"Tokyo\"\n"),
+    };
+    let text = error.to_string();
+    assert!(
+        text.contains("/etc/assume-roled/config.toml:2: sts.region:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("roles: at least one [[roles]] entry"),
+        "{text}"
+    );
+}
+
+#[test]
+fn syntax_and_type_errors_have_lines() {
+    let syntax = problems("[server\nlisten = 1\n");
+    assert_eq!(syntax[0].line, 1);
+    let wrong_type = problems(&format!("[server]\n\nlisten = 9357\n{MINIMAL}"));
+    assert_eq!(wrong_type.len(), 1, "{wrong_type:?}");
+    assert_eq!(
+        (wrong_type[0].line, wrong_type[0].key.as_str()),
+        (3, "server.listen")
+    );
+    assert_eq!(wrong_type[0].message, "expected a string, found integer");
+}
+
+/// A value of the wrong type is one problem among the others, not a stop: every key is still
+/// checked and every problem listed with its own line.
+#[test]
+fn type_errors_do_not_hide_other_problems() {
+    let text = "[server]\nlisten = \"0.0.0.0:9357\"\nmax_connections = \"many\"\n\
+                peer_lookup = \"yes\"\n[[roles]]\nname = \"piyo\"\narn = 7\n\
+                allowed_users = [\"hoge\", 3]\n";
+    let found: Vec<(usize, String)> = problems(text)
+        .into_iter()
+        .map(|p| (p.line, p.key))
+        .collect();
+    let expected = [
+        (2, "server.listen"),
+        (3, "server.max_connections"),
+        (4, "server.peer_lookup"),
+        (7, "roles[0].arn"),
+        (8, "roles[0].allowed_users"),
+    ];
+    let expected: Vec<(usize, String)> =
+        expected.iter().map(|(l, k)| (*l, k.to_string())).collect();
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn imds_must_name_a_configured_role() {
+    let config = from_toml(&format!("[imds]\nrole = \"piyo\"\n{MINIMAL}"), "h").unwrap();
+    assert_eq!(config.imds.unwrap().role, "piyo");
+    let found = problems(&format!("[imds]\nrole = \"fuga\"\n{MINIMAL}"));
+    assert_eq!((found[0].line, found[0].key.as_str()), (2, "imds.role"));
+    assert!(from_toml(MINIMAL, "h").unwrap().imds.is_none());
+}
+
+#[test]
+fn max_connections_range() {
+    let with = |n: &str| from_toml(&format!("[server]\nmax_connections = {n}\n{MINIMAL}"), "h");
+    assert_eq!(with("8").unwrap().server.max_connections, 8);
+    let found = with("0").unwrap_err();
+    assert_eq!(
+        (found[0].line, found[0].key.as_str()),
+        (2, "server.max_connections")
+    );
+    assert!(with("\"many\"").is_err());
+}
+
+#[test]
+fn restrictions_need_peer_lookup() {
+    let text = format!("[server]\npeer_lookup = false\n{MINIMAL}allowed_users = [\"hoge\"]\n");
+    let found = problems(&text);
+    assert_eq!(
+        (found[0].line, found[0].key.as_str()),
+        (7, "roles[0].allowed_*")
+    );
+    let allowed = from_toml(&format!("{MINIMAL}allowed_groups = [\"ops\"]\n"), "h").unwrap();
+    assert!(allowed.roles[0].admits(Some("x"), &["ops".to_owned()]));
+    assert!(!allowed.roles[0].admits(Some("ops"), &[]));
+    assert!(!allowed.roles[0].admits(None, &[]));
+    assert!(problems(&format!("{MINIMAL}allowed_users = [\"Not A Name\"]\n")).len() == 1);
+}
+
+#[test]
+fn role_token_files_are_their_own_and_groups_need_one() {
+    let own = format!("{MINIMAL}token_file = \"/srv/piyo.token\"\ngroup = \"piyo-users\"\n");
+    let config = from_toml(&own, "h").unwrap();
+    let role = &config.roles[0];
+    assert_eq!(role.group.as_deref(), Some("piyo-users"));
+    assert_eq!(config.token_file_of(role), Path::new("/srv/piyo.token"));
+    let shared = from_toml(MINIMAL, "h").unwrap();
+    assert_eq!(
+        shared.token_file_of(&shared.roles[0]),
+        Path::new(DEFAULT_TOKEN_FILE)
+    );
+
+    let found = problems(&format!("{MINIMAL}group = \"piyo-users\"\n"));
+    assert_eq!(
+        (found[0].line, found[0].key.as_str()),
+        (5, "roles[0].group")
+    );
+    assert!(found[0].message.contains("needs roles[0].token_file"));
+    let found = problems(&format!("{MINIMAL}token_file = \"{DEFAULT_TOKEN_FILE}\"\n"));
+    assert_eq!(found[0].key, "roles[0].token_file");
+    assert!(
+        found[0].message.contains("must be its own"),
+        "{}",
+        found[0].message
+    );
+    let two = format!(
+        "{own}{}token_file = \"/srv/piyo.token\"\n",
+        MINIMAL.replace("piyo\"", "other\"")
+    );
+    assert_eq!(problems(&two)[0].key, "roles[1].token_file");
+    assert_eq!(
+        problems(&format!("{MINIMAL}token_file = \"relative\"\n"))[0].key,
+        "roles[0].token_file"
+    );
+    assert_eq!(
+        problems(&format!(
+            "{MINIMAL}token_file = \"/t\"\ngroup = \"Bad Group\"\n"
+        ))[0]
+            .key,
+        "roles[0].group"
+    );
+}
+
+#[test]
+fn metadata_cannot_bypass_a_role_token() {
+    let own = format!("{MINIMAL}token_file = \"/srv/piyo.token\"\n");
+    let found = problems(&format!("[imds]\nrole = \"piyo\"\n{own}"));
+    assert_eq!((found[0].line, found[0].key.as_str()), (2, "imds.role"));
+    assert!(
+        found[0].message.contains("allowed_groups"),
+        "{}",
+        found[0].message
+    );
+    let guarded = format!("[imds]\nrole = \"piyo\"\n{own}allowed_groups = [\"ops\"]\n");
+    assert!(from_toml(&guarded, "h").is_ok());
+}
+
+#[test]
+fn reload_keeps_sessions_whose_sts_settings_are_unchanged() {
+    let before = from_toml(MINIMAL, "h").unwrap().roles.remove(0);
+    let mut after = before.clone();
+    after.allowed_groups = vec!["ops".to_owned()];
+    after.token_file = Some(PathBuf::from("/srv/t"));
+    assert!(before.same_session(&after));
+    after.session_name = "other".to_owned();
+    assert!(!before.same_session(&after));
+}
+
+#[test]
+fn missing_required_keys_point_at_the_role() {
+    let found = problems("[sts]\n\n[[roles]]\nname = \"a1\"\n");
+    assert_eq!((found[0].line, found[0].key.as_str()), (3, "roles[0].arn"));
+    assert_eq!(found[0].message, "is required");
+}
+
+#[test]
+fn listen_must_be_loopback() {
+    assert!(parse_listen("127.0.0.1:0").is_ok());
+    assert!(parse_listen("[::1]:9357").is_ok());
+    assert!(parse_listen("0.0.0.0:9357").is_err());
+    assert!(parse_listen("10.0.0.5:9357").is_err());
+    assert!(parse_listen("localhost:9357").is_err());
+}
+
+#[test]
+fn role_arns() {
+    let arn = RoleArn::parse("arn:aws:iam::444455556666:role/team/piyo-role").unwrap();
+    assert_eq!(arn.account_id(), "444455556666");
+    assert!(RoleArn::parse("arn:aws-cn:iam::444455556666:role/x").is_ok());
+    for bad in [
+        "piyo-role",
+        "arn:aws:iam::444455556666:user/piyo",
+        "arn:aws:iam::44445555666:role/piyo",
+        "arn:aws:sts::444455556666:role/piyo",
+        "arn:aws:iam:us-east-1:444455556666:role/piyo",
+        "arn:aws:iam::444455556666:role/",
+        "arn:aws:iam::444455556666:role/pi yo",
+    ] {
+        assert!(RoleArn::parse(bad).is_err(), "{bad} should be refused");
+    }
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("900s"), Some(Duration::from_secs(900)));
+    assert_eq!(parse_duration("15"), None);
+    assert_eq!(parse_duration(""), None);
+    assert_eq!(parse_duration("1d"), None);
+    assert!(parse_session_duration("12h").is_ok());
+    assert!(parse_session_duration("14m").is_err());
+    assert!(parse_session_duration("13h").is_err());
+}
+
+#[test]
+fn session_names_from_host_names() {
+    assert_eq!(
+        session_name_from_host("web-1.example.com"),
+        "web-1.example.com"
+    );
+    assert_eq!(session_name_from_host("host name/x"), "host-name-x");
+    assert_eq!(session_name_from_host(""), "assume-roled");
+    assert_eq!(session_name_from_host(&"h".repeat(100)).len(), 64);
+    assert!(parse_session_name(&session_name_from_host("ö")).is_ok());
+}
+
+#[test]
+fn external_id_is_not_echoed() {
+    let found = problems(&format!("{MINIMAL}external_id = \"secret value!\"\n"));
+    assert!(!found[0].message.contains("secret"), "{:?}", found[0]);
+}
