@@ -7,11 +7,17 @@ use std::fmt::Write as _;
 
 use anyhow::bail;
 
+use crate::accounts;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::sts::{SdkSts, Sts};
 
 /// A summary of a valid configuration, warning about roles' groups for which `group_exists`
+/// Whether the name service knows group `name` (what `summary` is given in production).
+pub fn group_exists(name: &str) -> bool {
+    accounts::group_id(name).is_some()
+}
+
 /// is false: `serve` would refuse to start without them.
 pub fn summary(config: &Config, group_exists: impl Fn(&str) -> bool) -> String {
     let mut text = String::new();

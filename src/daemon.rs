@@ -36,17 +36,20 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::clock::SharedClock;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::imds::{self, Imds, Upstream};
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::notify::{self, Notifier};
+use crate::notify;
 use crate::roles::RoleTable;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
 use crate::supervisor::Supervisor;
-use crate::token::{self, RoleTokens};
+use crate::token::{self, RoleTokens, TokenFileError};
+
+pub use crate::clock::{SharedClock, SystemClock};
+pub use crate::notify::Notifier;
+pub use crate::sts::SdkSts;
 
 /// How long one source-identity lookup may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -72,8 +75,11 @@ pub enum SetupError {
          for credentials; point it at STS or the real instance metadata"
     )]
     SelfLoop {
+        /// Where the URL comes from.
         setting: String,
+        /// The URL.
         url: String,
+        /// The daemon's own listener.
         listen: SocketAddr,
     },
     /// STS is reached over https, and nothing could verify its certificate.
@@ -82,6 +88,14 @@ pub enum SetupError {
          verified: install the ca-certificates package (or set SSL_CERT_FILE)"
     )]
     NoTrustRoots,
+}
+
+/// Whether `error` is one an operator must fix in a file or on the host (exit 78, no restart)
+/// rather than a failure a restart may cure.
+pub fn is_operator_error(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<ConfigError>().is_some()
+        || error.downcast_ref::<TokenFileError>().is_some()
+        || error.downcast_ref::<SetupError>().is_some()
 }
 
 /// The sockets the daemon serves on, bound by the caller.

@@ -230,11 +230,10 @@ impl Upstream {
         // Leaves answer with or without a trailing slash (botocore asks with one).
         let leaf = path.trim_end_matches('/');
         let immutable = IMMUTABLE_PATHS.iter().find(|p| **p == leaf).copied();
-        if let Some(key) = immutable {
-            // A std mutex: held only to copy a value, never across an await.
-            if let Some(value) = self.cache.lock().expect("cache lock").get(key) {
-                return Ok(value.clone());
-            }
+        if let Some(key) = immutable
+            && let Some(value) = self.cache().get(key)
+        {
+            return Ok(value.clone());
         }
         let read = tokio::time::timeout(UPSTREAM_DEADLINE, self.client.get(path)).await;
         let value = match read {
@@ -243,12 +242,20 @@ impl Upstream {
             Ok(Ok(value)) => value.as_ref().to_owned(),
         };
         if let Some(key) = immutable {
-            self.cache
-                .lock()
-                .expect("cache lock")
-                .insert(key, value.clone());
+            self.cache().insert(key, value.clone());
         }
         Ok(value)
+    }
+}
+
+impl Upstream {
+    /// The cache, locked. A std mutex: held only to copy a value, never across an await. A
+    /// panic elsewhere while it was held leaves at worst a missing entry, so a poisoned lock
+    /// is used as it is (the policy of every lock in the daemon).
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, String>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

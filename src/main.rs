@@ -11,14 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use assume_roled::clock::SystemClock;
-use assume_roled::config::{self, ConfigError, DEFAULT_CONFIG_PATH};
-use assume_roled::daemon::SetupError;
+use assume_roled::config::{self, DEFAULT_CONFIG_PATH};
+use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
 use assume_roled::env::{Shell, profile_lines};
-use assume_roled::notify::Notifier;
-use assume_roled::sts::SdkSts;
-use assume_roled::token::TokenFileError;
-use assume_roled::{accounts, check, daemon, signals, status};
+use assume_roled::{check, daemon, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
@@ -95,8 +91,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { config, assume } => {
             let loaded = config::load(&config.config)?;
             println!("{}: ok", config.config.display());
-            let group_exists = |name: &str| accounts::group_id(name).is_some();
-            print!("{}", check::summary(&loaded, group_exists));
+            print!("{}", check::summary(&loaded, check::group_exists));
             if assume {
                 print!("{}", check::assume_all(&loaded).await?);
             }
@@ -159,10 +154,11 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    let is_config = error.downcast_ref::<ConfigError>().is_some()
-        || error.downcast_ref::<TokenFileError>().is_some()
-        || error.downcast_ref::<SetupError>().is_some();
-    if is_config { EXIT_CONFIG } else { 1 }
+    if daemon::is_operator_error(error) {
+        EXIT_CONFIG
+    } else {
+        1
+    }
 }
 
 /// Logs go to stderr (the journal under systemd). `ASSUME_ROLED_LOG` (or `RUST_LOG`) sets the

@@ -25,13 +25,18 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
+    /// Serving a set, and the last attempt succeeded.
     Fresh,
+    /// An STS call is in flight (or none has finished yet).
     Refreshing,
+    /// Serving the last good set while renewing it fails.
     StaleServing,
+    /// Nothing to serve, and the last attempt failed.
     Failing,
 }
 
 impl State {
+    /// The name the report and the text output use.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Fresh => "fresh",
@@ -57,27 +62,39 @@ pub fn state_of(status: &RoleStatus, now: SystemTime) -> State {
 /// The whole report, as `GET /status` answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// One entry per served role, by name.
     pub roles: Vec<RoleReport>,
 }
 
 /// One role's line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleReport {
+    /// The role's `name`.
     pub name: String,
+    /// The role's ARN.
     pub arn: String,
+    /// What it is doing.
     pub state: State,
+    /// Whether a request now would get credentials.
     pub servable: bool,
+    /// When the served set expires (RFC 3339), if there is one.
     pub expiration: Option<String>,
+    /// When the served set was obtained.
     pub last_refresh: Option<String>,
+    /// When the next attempt is planned.
     pub next_refresh: Option<String>,
+    /// Why the last attempt failed, if it did.
     pub last_error: Option<ErrorReport>,
 }
 
 /// The last STS error, as STS gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReport {
+    /// `transient` or `configuration`.
     pub kind: String,
+    /// STS's error code.
     pub code: String,
+    /// STS's message.
     pub message: String,
 }
 

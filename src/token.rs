@@ -98,33 +98,61 @@ pub enum TokenFileError {
         path.display(),
         path.display()
     )]
-    OpenToOthers { path: PathBuf, mode: u32 },
+    /// Others than owner and group may read the file.
+    OpenToOthers {
+        /// The token file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The file exists but cannot be read.
     #[error("cannot read token file {}: {cause}", path.display())]
     Read {
+        /// The token file.
         path: PathBuf,
+        /// What the system said.
         cause: std::io::Error,
     },
     #[error("token file {} is unusable: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    /// The file holds no usable token.
+    Invalid {
+        /// The token file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file could not be created or replaced.
     #[error("cannot create token file {}: {cause}", path.display())]
     Create {
+        /// The token file.
         path: PathBuf,
+        /// What the system said.
         cause: std::io::Error,
     },
     #[error(
         "token file {}: there is no group {group} (create it with `groupadd {group}`)",
         path.display()
     )]
-    UnknownGroup { path: PathBuf, group: String },
+    /// The configured group does not exist.
+    UnknownGroup {
+        /// The token file.
+        path: PathBuf,
+        /// The group named in the configuration.
+        group: String,
+    },
     #[error(
         "cannot give token file {} to group {group}: {cause}; the daemon's user must be a \
          member of {group} (under systemd: `systemctl edit assume-roled`, then \
          SupplementaryGroups={group})",
         path.display()
     )]
+    /// The file could not be given to the group.
     Group {
+        /// The token file.
         path: PathBuf,
+        /// The group named in the configuration.
         group: String,
+        /// What the system said.
         cause: std::io::Error,
     },
 }
@@ -132,7 +160,9 @@ pub enum TokenFileError {
 /// The group a token file belongs to: its readers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileGroup {
+    /// The group's name, for messages.
     pub name: String,
+    /// Its id, for `fchown`.
     pub gid: u32,
 }
 

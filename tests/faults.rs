@@ -60,18 +60,17 @@ fn outage_with_valid_credentials_is_invisible() {
     assert_eq!(daemon.get("/readyz", &[]).0, 200);
 }
 
-/// Fault 3: Throttling for a minute: exponential backoff, a bounded number of calls, never a burst.
+/// Fault 3: Throttling through the real SDK: the 503 says why, and a long outage is one
+/// warning, then quieter lines. (How few calls a minute of throttling makes is proven in paused
+/// time: `refresh::tests::a_minute_of_throttling_is_a_few_calls`.)
 #[test]
-fn throttling_backs_off() {
+fn throttling_is_explained_and_logged_once() {
     let moto = Moto::start();
     let proxy = StsProxy::start(&moto);
     let daemon = daemon_behind(&proxy, &moto, "throttle");
-    std::thread::sleep(Duration::from_secs(60));
-    let calls = proxy.calls("AssumeRole");
-    eprintln!("AssumeRole calls during 60 s of throttling: {calls}");
     assert!(
-        (4..=9).contains(&calls),
-        "{calls} calls in a minute of throttling"
+        eventually(30, || proxy.calls("AssumeRole") >= 3),
+        "three throttled AssumeRole calls"
     );
     let (status, body) = daemon.first_outcome("piyo");
     assert_eq!(status, 503);

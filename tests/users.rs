@@ -19,39 +19,30 @@ const GROUP: &str = "ar-test-piyo";
 /// A second group, which the role is moved to.
 const OTHER_GROUP: &str = "ar-test-fuga";
 
+/// Creates the test users and groups once per test binary (the tests run in parallel), and
+/// accepts finding them made by another process meanwhile: `groupadd -f` succeeds on an
+/// existing group, and `useradd` exits 9 for an existing user.
 fn ensure_users() {
-    let exists = |what: &str, name: &str| {
-        Command::new("getent")
-            .args([what, name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
-    for group in [GROUP, OTHER_GROUP] {
-        if !exists("group", group) {
-            assert!(
-                Command::new("groupadd")
-                    .arg(group)
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for group in [GROUP, OTHER_GROUP] {
+            let made = Command::new("groupadd").args(["-f", group]).status();
+            assert!(made.unwrap().success(), "groupadd -f {group}");
         }
-    }
-    for (user, groups) in [(MEMBER, GROUP), (OUTSIDER, "")] {
-        if !exists("passwd", user) {
+        for (user, groups) in [(MEMBER, GROUP), (OUTSIDER, "")] {
             let mut command = Command::new("useradd");
             command.args(["--no-create-home", "--shell", "/usr/sbin/nologin"]);
             if !groups.is_empty() {
                 command.args(["--groups", groups]);
             }
+            let status = command.arg(user).status().unwrap();
+            const EXISTS: i32 = 9;
             assert!(
-                command.arg(user).status().unwrap().success(),
-                "useradd {user}"
+                status.success() || status.code() == Some(EXISTS),
+                "useradd {user}: {status}"
             );
         }
-    }
+    });
 }
 
 fn uid_of(user: &str) -> String {

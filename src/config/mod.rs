@@ -44,10 +44,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// A validated configuration: every value checked, every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
+    /// `[server]`.
     pub server: ServerConfig,
+    /// `[sts]`.
     pub sts: StsConfig,
     /// The instance-metadata endpoint; `None` (the default) leaves it off.
     pub imds: Option<ImdsConfig>,
+    /// The `[[roles]]` entries, in file order.
     pub roles: Vec<RoleConfig>,
 }
 
@@ -65,6 +68,7 @@ impl Config {
 pub struct ServerConfig {
     /// Always a loopback address.
     pub listen: SocketAddr,
+    /// The server's token file.
     pub token_file: PathBuf,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
@@ -82,7 +86,9 @@ pub struct ServerConfig {
 /// `[sts]`: how to reach STS. Absent values mean "as the AWS SDK resolves them".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StsConfig {
+    /// The region of the STS endpoint.
     pub region: Option<String>,
+    /// An endpoint URL override (a VPC endpoint, tests).
     pub endpoint: Option<String>,
 }
 
@@ -98,15 +104,22 @@ pub struct ImdsConfig {
 /// One `[[roles]]` entry: a role in another account, served at `/roles/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleConfig {
+    /// Served at `/roles/<name>`.
     pub name: String,
+    /// The role to assume.
     pub arn: RoleArn,
+    /// `RoleSessionName`, as CloudTrail in the other account shows it.
     pub session_name: String,
+    /// `ExternalId`, if the trust policy requires one.
     pub external_id: Option<String>,
+    /// `SourceIdentity`, kept through role chaining.
     pub source_identity: Option<String>,
+    /// The session length asked for.
     pub duration: Duration,
     /// If not empty (with `allowed_groups`): only connections from these users (or members
     /// of those groups) get this role, token or not.
     pub allowed_users: Vec<String>,
+    /// See `allowed_users`.
     pub allowed_groups: Vec<String>,
     /// The role's own token file, so that reading it (membership of `group`) is what grants
     /// this role; `None`: the role is served to holders of the server's token.
@@ -150,23 +163,31 @@ impl RoleConfig {
 /// One thing wrong with a configuration file, located by line and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// 1-based line of the value or key.
     pub line: usize,
     /// Dotted key path such as `roles[0].arn`; empty for syntax errors.
     pub key: String,
+    /// What is wrong, in a sentence.
     pub message: String,
 }
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read configuration {}: {cause}", path.display())]
     Read {
+        /// The configuration file.
         path: PathBuf,
+        /// What the system said.
         cause: std::io::Error,
     },
+    /// The file has problems, every one of them listed.
     #[error("{}", describe_problems(path, problems))]
     Invalid {
+        /// The configuration file.
         path: PathBuf,
+        /// Each problem, by line.
         problems: Vec<Problem>,
     },
 }

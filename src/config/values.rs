@@ -57,6 +57,7 @@ impl RoleArn {
         })
     }
 
+    /// The ARN as written.
     pub fn as_str(&self) -> &str {
         &self.arn
     }

@@ -277,3 +277,31 @@ async fn configuration_errors_retry_slowly() {
         Err(Unservable::Failing(_))
     ));
 }
+
+/// Throttled from the first call for a minute: exponential backoff makes a handful of calls,
+/// never a burst, and the role reports the throttling until STS answers again.
+#[tokio::test(start_paused = true)]
+async fn a_minute_of_throttling_is_a_few_calls() {
+    let harness = Harness::start(vec![]);
+    harness.sts.set_default(Reply::Fail(ErrorKind::Transient));
+    let mut calls_per_second = Vec::new();
+    for _ in 0..60 {
+        let before = harness.sts.calls();
+        harness.advance(Duration::from_secs(1)).await;
+        calls_per_second.push(harness.sts.calls() - before);
+    }
+    let calls = harness.sts.calls();
+    assert!((4..=9).contains(&calls), "{calls} calls in a minute");
+    // The first retry comes within a second of the first call (1 s, with equal jitter); after
+    // that the gaps only grow.
+    let burst = calls_per_second.iter().skip(1).any(|n| *n > 1);
+    assert!(!burst && calls_per_second[0] <= 2, "{calls_per_second:?}");
+    let failing = servable(&harness.status.borrow(), harness.clock.now()).map(|_| ());
+    assert!(
+        matches!(failing, Err(Unservable::Failing(_))),
+        "{failing:?}"
+    );
+    harness.sts.set_default(Reply::Issue(HOUR));
+    harness.advance(2 * MINUTE).await;
+    assert!(harness.served_life().is_some(), "served once STS answers");
+}
