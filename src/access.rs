@@ -3,7 +3,7 @@
 //!
 //! A request names a role and arrives with what the daemon knows of it: the token it presented
 //! (the container endpoint) or none (the metadata endpoint, whose session tokens stop SSRF, not
-//! local users), and the connecting local user ([`Peer`]). [`decide`] is pure: it reads one
+//! local users), and the connecting local user (`Peer`). [`decide`] is pure: it reads one
 //! snapshot of the role table and the wall clock and answers served (with the pre-built body),
 //! refused (and why) or unservable (and why). Each endpoint turns the [`Decision`] into its own
 //! wire format; [`audit`] logs served and refused-by-user decisions under the target `audit`.

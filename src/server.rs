@@ -8,7 +8,7 @@
 //! their own, `/status` and `/metrics`; a role's own token grants that role and nothing else.
 //!
 //! Handlers only read: the refresh engine publishes each role's status and the handler decides
-//! with [`servable`] whether to answer with the pre-built body or a 503 that says why. No STS
+//! with `servable` whether to answer with the pre-built body or a 503 that says why. No STS
 //! call, file read or allocation of secrets happens on this path.
 
 use std::net::SocketAddr;

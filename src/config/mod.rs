@@ -3,12 +3,12 @@
 //! Reading happens in passes over the same text, so that one run reports every problem at once
 //! instead of making the operator fix them one by one, low to high as in ripgrep's flags:
 //!
-//! - [`raw`]: the file as written. A syntax pass keeps the position of every key (unknown keys
+//! - `raw`: the file as written. A syntax pass keeps the position of every key (unknown keys
 //!   are found there, with their line, against the key lists the raw structs define), and a
 //!   serde pass reads each table into a `Raw*` struct whose values are of any TOML type and
 //!   remember their position. A value of the wrong type is therefore not a parse failure that
 //!   hides the rest: it is one more problem for the next pass.
-//! - [`validate`](mod@validate): each raw value becomes a checked one (with [`values`]' parsers)
+//! - `validate`: each raw value becomes a checked one (with the parsers of `values`)
 //!   or a [`Problem`] naming its line and key, and cross-checks run between keys.
 //! - this module: the checked types, [`from_toml`] (pure, what the tests drive) and [`load`],
 //!   the only I/O.
