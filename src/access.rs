@@ -96,6 +96,13 @@ pub fn decide(
     peer: &Peer,
     now: SystemTime,
 ) -> Decision {
+    // A role's own token opens that role and nothing else; whether another name exists is
+    // none of its holder's business, so an unknown name is refused alike.
+    if let Via::Container(Some(Grant::Role(own))) = via
+        && own != name
+    {
+        return Decision::WrongToken;
+    }
     let Some(entry) = table.get(name) else {
         return Decision::Unknown;
     };

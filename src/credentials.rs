@@ -66,6 +66,22 @@ impl Credentials {
         format_timestamp(self.expiration)
     }
 
+    /// Serialises a body holding the secret into a buffer sized so that it never grows: a
+    /// growing `Vec` would leave an unzeroed copy of the secret in the memory it frees. The bound
+    /// covers JSON's worst case (every character escaped as `\uXXXX`, six bytes) plus the keys.
+    fn secret_json(&self, body: &impl Serialize) -> Bytes {
+        let values = self.access_key_id.len()
+            + self.secret_access_key.len()
+            + self.session_token.len()
+            + self.role_arn.len()
+            + self.account_id.len();
+        let mut json = Zeroizing::new(Vec::with_capacity(6 * values + 512));
+        let capacity = json.capacity();
+        serde_json::to_writer(&mut *json, body).expect("credentials serialise");
+        debug_assert_eq!(json.capacity(), capacity, "the buffer never grew");
+        Bytes::from_owner(SecretBytes(json))
+    }
+
     /// The body of the ECS container-credentials answer, keys cased exactly as clients read them.
     pub fn ecs_body(&self) -> Bytes {
         let body = EcsBody {
@@ -76,8 +92,7 @@ impl Credentials {
             role_arn: &self.role_arn,
             account_id: &self.account_id,
         };
-        let json = serde_json::to_vec(&body).expect("credentials serialise");
-        Bytes::from_owner(SecretBytes(Zeroizing::new(json)))
+        self.secret_json(&body)
     }
 
     /// The body of an IMDS `iam/security-credentials/<role>` answer; `updated` is when the
@@ -92,8 +107,7 @@ impl Credentials {
             token: &self.session_token,
             expiration: self.expiration_text(),
         };
-        let json = serde_json::to_vec(&body).expect("credentials serialise");
-        Bytes::from_owner(SecretBytes(Zeroizing::new(json)))
+        self.secret_json(&body)
     }
 
     /// The secret parts, for tests that must prove they never leak.

@@ -219,6 +219,11 @@ impl Sts for SdkSts {
                 "STS sent an unusable expiry",
             )
         })?;
+        require_complete(
+            &issued.access_key_id,
+            &issued.secret_access_key,
+            &issued.session_token,
+        )?;
         Ok(Credentials::new(
             issued.access_key_id,
             issued.secret_access_key,
@@ -227,6 +232,33 @@ impl Sts for SdkSts {
         )
         .for_role(role.arn.as_str(), role.arn.account_id(), session_arn))
     }
+}
+
+/// Refuses a set with an empty access key id, secret or session token. The SDK fills a field
+/// missing from STS's answer with an empty string; served, that would be a 200 no client can
+/// use. A transient error: the last good set keeps being served, and the next attempt may work.
+fn require_complete(
+    access_key_id: &str,
+    secret: &str,
+    session_token: &str,
+) -> Result<(), StsError> {
+    let missing: Vec<&str> = [
+        ("AccessKeyId", access_key_id),
+        ("SecretAccessKey", secret),
+        ("SessionToken", session_token),
+    ]
+    .iter()
+    .filter(|(_, value)| value.is_empty())
+    .map(|(name, _)| *name)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StsError::new(
+        ErrorKind::Transient,
+        "IncompleteCredentials",
+        format!("STS answered with an empty {}", missing.join(", ")),
+    ))
 }
 
 /// The standard AWS source chain without the container-credentials provider.
@@ -333,6 +365,18 @@ mod tests {
         assert_eq!(effective_duration(two_hours, None), two_hours);
         let half = Duration::from_secs(1800);
         assert_eq!(effective_duration(half, Some(instance)), half);
+    }
+
+    #[test]
+    fn empty_keys_are_a_transient_error_that_names_them() {
+        assert!(require_complete("ASIA1", "secret", "token").is_ok());
+        let error = require_complete("", "secret", "").unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Transient);
+        assert_eq!(error.code, "IncompleteCredentials");
+        assert_eq!(
+            error.message,
+            "STS answered with an empty AccessKeyId, SessionToken"
+        );
     }
 
     #[test]

@@ -42,6 +42,30 @@ fn unreachable_at_start_then_served() {
     assert_eq!(daemon.credentials()["AccountId"], TARGET_ACCOUNT);
 }
 
+/// Fault 1b: STS answers with empty keys (the SDK fills a field missing from the answer with an
+/// empty string): never a 200 with empty credentials, but a 503 and a log line that say so,
+/// then served as soon as STS answers properly.
+#[test]
+fn empty_keys_from_sts_are_refused() {
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let daemon = daemon_behind(&proxy, &moto, "empty");
+    let (status, body) = daemon.first_outcome("piyo");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("IncompleteCredentials"), "{body}");
+    assert!(daemon.log().contains("IncompleteCredentials"));
+    proxy.set_mode("pass");
+    assert!(
+        eventually(10, || daemon.get("/readyz", &[]).0 == 200),
+        "not served after STS answered properly"
+    );
+    let key = daemon.credentials()["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with("ASIA"), "{key}");
+}
+
 /// Fault 2: STS down while the credentials are valid: clients keep getting the same set, no error.
 /// No refresh falls due in this window, so this shows that serving never depends on STS; a
 /// refresh that fails during an outage (and the one that succeeds after it) is shown with a fake

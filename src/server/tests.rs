@@ -317,6 +317,9 @@ async fn a_role_token_opens_its_role_only() {
         ("/roles/fug%61", TOKEN, StatusCode::UNAUTHORIZED),
         ("/roles/piyo", ROLE_TOKEN, StatusCode::UNAUTHORIZED),
         ("/roles/piyo", TOKEN, StatusCode::OK),
+        // Other names are refused alike, known or not: the token cannot enumerate roles.
+        ("/roles/nosuchrole", ROLE_TOKEN, StatusCode::UNAUTHORIZED),
+        ("/roles/nosuchrole", TOKEN, StatusCode::NOT_FOUND),
         ("/status", ROLE_TOKEN, StatusCode::UNAUTHORIZED),
         ("/metrics", ROLE_TOKEN, StatusCode::UNAUTHORIZED),
         ("/status", TOKEN, StatusCode::OK),

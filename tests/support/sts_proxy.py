@@ -12,6 +12,7 @@ Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a
   short     forward, but AssumeRole credentials expire in 15 minutes (a role whose maximum
             session is shorter than asked: the request itself is signed, so the answer is
             what changes); `short:N` makes them expire in N seconds
+  empty     forward, but AssumeRole's access key id, secret and session token are empty
 
 `GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
 the proxy, whatever the mode, and "AssumeRole_last_ms": how long moto took to answer the last
@@ -32,7 +33,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TARGET = sys.argv[1]
-MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short"}
+MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short", "empty"}
 state = {"mode": "pass"}
 counts = collections.Counter()
 lock = threading.Lock()
@@ -89,11 +90,11 @@ class Handler(BaseHTTPRequestHandler):
         life = None
         if mode.startswith("short") and action == "AssumeRole":
             life = int(mode.partition(":")[2] or 900)
-        self.forward(body, life)
+        self.forward(body, life, blank=(mode == "empty" and action == "AssumeRole"))
         with lock:
             counts[action + "_last_ms"] = round((time.perf_counter() - started) * 1000, 2)
 
-    def forward(self, body, life=None):
+    def forward(self, body, life=None, blank=False):
         # The Host header stays: it is part of the SigV4 signature moto checks.
         headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
         request = urllib.request.Request(TARGET + self.path, data=body or None, headers=headers, method=self.command)
@@ -103,6 +104,9 @@ class Handler(BaseHTTPRequestHandler):
                 if life is not None:
                     soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + life))
                     data = re.sub(rb"<Expiration>[^<]*</Expiration>", f"<Expiration>{soon}</Expiration>".encode(), data)
+                if blank:
+                    for field in (b"AccessKeyId", b"SecretAccessKey", b"SessionToken"):
+                        data = re.sub(rb"<%s>[^<]*</%s>" % (field, field), b"<%s></%s>" % (field, field), data)
                 self.reply(answer.status, data, answer.headers.get("Content-Type", "text/xml"))
         except urllib.error.HTTPError as error:
             self.reply(error.code, error.read(), error.headers.get("Content-Type", "text/xml"))
