@@ -387,9 +387,15 @@ mod tests {
             ["alice", "ops"],
             "cached while the files are unchanged"
         );
-        // A new file with a later modification time, as usermod writes it.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // A new file with a later modification time, as usermod writes it (set explicitly:
+        // a coarse file-system clock could give it the old one).
         std::fs::write(&group, "alice:x:1001:\nops:x:1500:\n").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&group)
+            .and_then(|file| file.set_modified(later))
+            .unwrap();
         assert_eq!(resolver.names_of(1001).groups, ["alice"]);
         assert_eq!(resolver.names_of(4242).user, None);
         std::fs::remove_dir_all(dir).unwrap();

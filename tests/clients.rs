@@ -99,6 +99,7 @@ print(arns.pop() if len(arns) == 1 else arns)
 fn rust_sdk_default_chain_acts_as_the_role() {
     let moto = Moto::start();
     let daemon = Daemon::start(&moto, &[]);
+    daemon.wait_ready();
     let output = client(&moto, &rust_sdk_whoami(), &daemon.client_env())
         .output()
         .unwrap();

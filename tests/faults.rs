@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use support::*;
@@ -158,19 +159,27 @@ fn access_denied_is_a_configuration_error() {
     assert!(proxy.calls("AssumeRole") <= 2, "retried too fast");
 }
 
-/// Fault 5: STS accepts and never answers: requests are answered from memory in milliseconds, and
-/// the attempt times out (30 s) and is retried.
+/// Fault 5: STS accepts and never answers: requests are answered from memory while the call
+/// hangs, and the attempt times out (the SDK's 10 s) and is retried. Each answer must come
+/// well inside the 10 s a request waiting on STS would take; the bound is loose (1 s) because
+/// the other tests of this file start moto on the same two cores meanwhile.
 #[test]
 fn hanging_sts_does_not_slow_requests() {
     let moto = Moto::start();
     let proxy = StsProxy::start(&moto);
     let daemon = daemon_behind(&proxy, &moto, "hang");
+    assert!(
+        eventually(10, || proxy.calls("AssumeRole") >= 1),
+        "STS was never asked"
+    );
+    let mut slowest = Duration::ZERO;
     for _ in 0..50 {
         let started = SystemTime::now();
         assert_eq!(daemon.get("/readyz", &[]).0, 503);
-        let took = started.elapsed().unwrap();
-        assert!(took < Duration::from_millis(200), "{took:?}");
+        slowest = slowest.max(started.elapsed().unwrap());
     }
+    eprintln!("slowest of 50 answers while STS hangs: {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
     assert!(
         eventually(45, || proxy.calls("AssumeRole") >= 2),
         "the hung attempt was not retried"
@@ -219,8 +228,9 @@ fn short_lived_credentials_are_renewed_earlier() {
 }
 
 /// Fault 7: an outage longer than the credentials' life (here 150 s, so that it fits in a
-/// test): serving stops two minutes before expiry with a 503 that says why, and resumes by
-/// itself once STS answers again.
+/// test): serving stops two minutes before expiry with a 503 that says why; the daemon meets
+/// the outage (its renewal, due at 60 s, is refused, and the 503 then carries STS's failure);
+/// and it resumes by itself once STS answers again.
 #[test]
 fn outage_past_expiry_stops_serving_then_recovers() {
     let moto = Moto::start();
@@ -238,12 +248,22 @@ fn outage_past_expiry_stops_serving_then_recovers() {
         stopped_after >= Duration::from_secs(25),
         "stopped too early: {stopped_after:?}"
     );
-    let (status, body) = daemon.get("/roles/piyo", &[("Authorization", &daemon.token())]);
+    let token = daemon.token();
+    let answer = || daemon.get("/roles/piyo", &[("Authorization", &token)]);
+    let (status, body) = answer();
+    assert_eq!(status, 503);
+    assert!(body.contains("CredentialsExpired"), "{body}");
+    assert!(
+        eventually(60, || proxy.calls("AssumeRole") >= 2),
+        "the renewal never met the outage"
+    );
+    let (status, body) = answer();
     assert_eq!(status, 503);
     assert!(
-        body.contains("CredentialsExpired") && body.contains("about to expire"),
-        "{body}"
+        body.contains("CredentialsExpired") && body.contains("renewing them failed"),
+        "the 503 does not say the renewal failed: {body}"
     );
+    assert!(body.contains("transient"), "{body}");
     proxy.set_mode("pass");
     assert!(
         eventually(90, || daemon.get("/readyz", &[]).0 == 200),
@@ -252,13 +272,15 @@ fn outage_past_expiry_stops_serving_then_recovers() {
     assert_eq!(daemon.credentials()["AccountId"], TARGET_ACCOUNT);
 }
 
-/// Fault 8: Two thousand clients at a cold start: exactly one STS call, and every client ends up
-/// with valid credentials.
+/// Fault 8: Two thousand clients at a cold start, while STS takes three seconds to answer:
+/// clients really arrive before there is anything to serve (many first answers are
+/// `CredentialsUninitialized`), every one of them ends up with valid credentials, and STS is
+/// called exactly once.
 #[test]
 fn crowd_at_cold_start_makes_one_call() {
     let moto = Moto::start();
     let proxy = StsProxy::start(&moto);
-    let daemon = daemon_behind(&proxy, &moto, "pass");
+    let daemon = daemon_behind(&proxy, &moto, "delay:3");
     let token = daemon.token();
     let clients: Vec<_> = (0..2000)
         .map(|_| {
@@ -270,79 +292,151 @@ fn crowd_at_cold_start_makes_one_call() {
                     let request = format!(
                         "GET /roles/piyo HTTP/1.1\r\nHost: {address}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
                     );
+                    let mut waited = false;
                     for _ in 0..400 {
                         let answer = raw_exchange(address, request.as_bytes());
                         if answer.status == 200 {
-                            return answer.body.contains("\"AccountId\":\"444455556666\"");
+                            let valid = answer.body.contains("\"AccountId\":\"444455556666\"");
+                            return (valid, waited);
                         }
+                        assert!(answer.body.contains("CredentialsUninitialized"), "{}", answer.body);
+                        waited = true;
                         std::thread::sleep(Duration::from_millis(50));
                     }
-                    false
+                    (false, waited)
                 })
                 .unwrap()
         })
         .collect();
-    let served = clients
+    let outcomes: Vec<(bool, bool)> = clients
         .into_iter()
-        .filter_map(|client| client.join().ok())
-        .filter(|served| *served)
-        .count();
+        .map(|client| client.join().expect("a client thread"))
+        .collect();
+    let served = outcomes.iter().filter(|(valid, _)| *valid).count();
+    let waited = outcomes.iter().filter(|(_, waited)| *waited).count();
+    eprintln!("cold start: {waited} of 2000 clients were told to wait first");
     assert_eq!(served, 2000);
+    assert!(
+        waited >= 100,
+        "only {waited} clients arrived during the cold start"
+    );
     assert_eq!(proxy.calls("AssumeRole"), 1);
 }
 
-/// Fault 9: SIGTERM under load: requests in flight complete, and the daemon exits 0 within the drain
-/// bound.
+/// One `Connection: close` request on a new connection: the answer, `Ok("")` if the daemon
+/// accepted and closed without answering, `Err` if the connection was refused or reset (the
+/// listener was closed with it still in the kernel's queue, so it was never accepted).
+fn one_request(address: SocketAddr, request: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Fault 9: SIGTERM under load. Before the signal every answer is a whole 200; a slow request
+/// in flight at the signal (a metadata read whose upstream does not answer, 0.9 s) completes
+/// with its whole answer; nothing accepted is cut off or left unanswered; the daemon exits 0
+/// within the drain bound.
 #[test]
 fn sigterm_under_load_drains_and_exits_zero() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let moto = Moto::start();
     let proxy = StsProxy::start(&moto);
-    let mut daemon = daemon_behind(&proxy, &moto, "pass");
+    let double = ImdsDouble::start(&moto);
+    let dir = TempDir::new("sigterm");
+    let config = format!(
+        "{}[imds]\nrole = \"piyo\"\nupstream = \"{}\"\n",
+        piyo_config(
+            "127.0.0.1:0",
+            &dir.path().join("state/token"),
+            Some(&proxy.endpoint)
+        ),
+        double.endpoint
+    );
+    let mut daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     let token = daemon.token();
     let address = daemon.address;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop, served) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let signalled = Arc::new(AtomicBool::new(false));
     let loaders: Vec<_> = (0..8)
         .map(|_| {
-            let (token, stop) = (token.clone(), stop.clone());
+            let (stop, served, signalled) = (stop.clone(), served.clone(), signalled.clone());
+            let request = format!(
+                "GET /roles/piyo HTTP/1.1\r\nHost: {address}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+            );
             std::thread::spawn(move || {
                 let mut bad = Vec::new();
-                let request = format!(
-                    "GET /roles/piyo HTTP/1.1\r\nHost: {address}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
-                );
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let Ok(mut stream) = std::net::TcpStream::connect(address) else { break };
-                    use std::io::{Read, Write};
-                    let _ = stream.write_all(request.as_bytes());
-                    let mut answer = String::new();
-                    let _ = stream.read_to_string(&mut answer);
-                    // An answer, if any, is a whole 200: never a 5xx or a cut-off body.
-                    let whole_200 = answer.starts_with("HTTP/1.1 200") && answer.ends_with('}');
-                    if !answer.is_empty() && !whole_200 {
-                        bad.push(answer);
+                while !stop.load(Ordering::SeqCst) {
+                    match one_request(address, &request) {
+                        Ok(answer) if answer.starts_with("HTTP/1.1 200") && answer.ends_with('}') => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Refused or reset by the closing listener: never accepted.
+                        Err(_) if signalled.load(Ordering::SeqCst) => break,
+                        other => bad.push(format!("{other:?}")),
                     }
                 }
                 bad
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        eventually(20, || served.load(Ordering::SeqCst) >= 200),
+        "no load before the signal"
+    );
+
+    let metadata_token = daemon
+        .send(
+            "PUT",
+            "/latest/api/token",
+            &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+        )
+        .body;
+    double.freeze();
+    let slow_request = format!(
+        "GET /latest/meta-data/placement/availability-zone HTTP/1.1\r\nHost: {address}\r\n\
+         X-aws-ec2-metadata-token: {metadata_token}\r\nConnection: close\r\n\r\n"
+    );
+    let slow = std::thread::spawn(move || one_request(address, &slow_request));
+    std::thread::sleep(Duration::from_millis(300));
+    let served_before = served.load(Ordering::SeqCst);
+    signalled.store(true, Ordering::SeqCst);
     let started = SystemTime::now();
     let status = daemon.terminate();
     let took = started.elapsed().unwrap();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    double.thaw();
     let bad: Vec<String> = loaders
         .into_iter()
         .flat_map(|l| l.join().unwrap())
         .collect();
+    let slow_answer = slow.join().unwrap().expect("the slow request was answered");
+
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(11), "exit took {took:?}");
+    assert!(
+        served_before >= 200,
+        "{served_before} answers before the signal"
+    );
     assert!(
         bad.is_empty(),
         "{} bad answers, e.g. {:?}",
         bad.len(),
         bad.first()
     );
+    assert!(
+        slow_answer.starts_with("HTTP/1.1 503") && slow_answer.ends_with('}'),
+        "the in-flight request was cut: {slow_answer:?}"
+    );
+    assert!(slow_answer.contains("UpstreamUnavailable"), "{slow_answer}");
 }
 
 /// `assume-roled status` asks the running daemon: a role STS refuses is `failing` (exit 1, the
@@ -430,31 +524,31 @@ fn metrics_follow_requests_and_refreshes() {
         assert_eq!(answer.status, 200, "{answer:?}");
         answer.body
     };
-    let transient = "assume_roled_refreshes_total{role=\"piyo\",outcome=\"transient\"}";
-    assert!(scrape().contains(transient), "{}", scrape());
+    let transient = r#"assume_roled_refreshes_total{role="piyo",outcome="transient"}"#;
+    assert!(
+        sample(&scrape(), transient).is_some_and(|n| n >= 1.0),
+        "{}",
+        scrape()
+    );
     proxy.set_mode("pass");
     assert!(eventually(20, || daemon.get("/readyz", &[]).0 == 200));
     for _ in 0..3 {
         daemon.credentials();
     }
     let text = scrape();
-    assert!(
-        text.contains("assume_roled_refreshes_total{role=\"piyo\",outcome=\"success\"} 1"),
-        "{text}"
+    let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series}: {text}"));
+    assert_eq!(
+        value(r#"assume_roled_refreshes_total{role="piyo",outcome="success"}"#),
+        1.0
     );
-    assert!(
-        text.contains("assume_roled_http_requests_total{route=\"roles\",status=\"200\"} 3"),
-        "{text}"
+    assert_eq!(
+        value(r#"assume_roled_http_requests_total{route="roles",status="200"}"#),
+        3.0
     );
-    assert!(
-        text.contains("assume_roled_credentials_expiry_seconds{role=\"piyo\"} 3"),
-        "{text}"
-    );
-    assert!(
-        text.contains("assume_roled_sts_call_duration_seconds_count"),
-        "{text}"
-    );
-    assert!(text.contains("assume_roled_open_connections"), "{text}");
+    let expiry = value(r#"assume_roled_credentials_expiry_seconds{role="piyo"}"#);
+    assert!((3000.0..=3600.0).contains(&expiry), "expiry in {expiry} s");
+    assert!(value("assume_roled_sts_call_duration_seconds_count") >= 1.0);
+    assert!(value("assume_roled_open_connections") >= 0.0);
     assert_eq!(
         daemon.get("/metrics", &[]).0,
         401,

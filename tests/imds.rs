@@ -226,7 +226,7 @@ fn session_token_rules() {
 /// under the real metadata's `iam/` is ever passed through.
 #[test]
 fn passthrough_serves_instance_facts_but_never_the_instance_role() {
-    let mut host = Host::start("1h");
+    let host = Host::start("1h");
     for _ in 0..3 {
         let answer = host.metadata("/latest/meta-data/instance-id");
         assert_eq!(answer, (200, "i-0123456789abcdef0".to_owned()));
@@ -264,7 +264,7 @@ fn passthrough_serves_instance_facts_but_never_the_instance_role() {
         "an iam/ path was passed through ({iam_reads} reads)"
     );
 
-    host.double.stop();
+    host.double.freeze();
     let started = std::time::SystemTime::now();
     let (status, body) = host.metadata("/latest/meta-data/placement/availability-zone");
     let took = started.elapsed().unwrap();
@@ -277,6 +277,13 @@ fn passthrough_serves_instance_facts_but_never_the_instance_role() {
         host.metadata("/latest/meta-data/instance-id").0,
         200,
         "cached values survive"
+    );
+    host.double.thaw();
+    assert_eq!(
+        host.metadata("/latest/meta-data/placement/availability-zone")
+            .0,
+        200,
+        "answered again once the metadata service is back"
     );
 }
 

@@ -9,15 +9,30 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use support::*;
 
 const CONNECTIONS: usize = 64;
 const DEFAULT_REQUESTS: usize = 200_000;
 
+/// A daemon that stops answering (or crashes) fails the soak instead of hanging it.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads one line; the end of the stream (the daemon closed the connection or died) or a
+/// silence longer than [`READ_TIMEOUT`] is a failure of the soak, not a line.
+fn read_line(reader: &mut BufReader<TcpStream>, line: &mut String) {
+    line.clear();
+    let read = reader
+        .read_line(line)
+        .expect("an answer within the read timeout");
+    assert!(read > 0, "the daemon closed the connection mid-soak");
+}
+
 /// Sends `count` requests on one keep-alive connection; returns how many were not a 200.
 fn hammer(address: SocketAddr, token: &str, count: usize) -> usize {
     let stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let request =
@@ -26,15 +41,13 @@ fn hammer(address: SocketAddr, token: &str, count: usize) -> usize {
     let mut line = String::new();
     for _ in 0..count {
         writer.write_all(request.as_bytes()).unwrap();
-        line.clear();
-        reader.read_line(&mut line).unwrap();
+        read_line(&mut reader, &mut line);
         if !line.starts_with("HTTP/1.1 200") {
             failures += 1;
         }
         let mut length = 0;
         loop {
-            line.clear();
-            reader.read_line(&mut line).unwrap();
+            read_line(&mut reader, &mut line);
             if line == "\r\n" {
                 break;
             }

@@ -22,6 +22,9 @@ pub const PIYO_ARN: &str = "arn:aws:iam::444455556666:role/piyo-role";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The interval at which readiness is polled.
 const POLL: Duration = Duration::from_millis(50);
+/// Long enough for the first attempt to end even against a hanging STS (the SDK gives up
+/// after 10 s), with room for a loaded machine.
+const FIRST_OUTCOME_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A tool installed in the project's virtualenv by `make test`.
 pub fn venv_tool(name: &str) -> PathBuf {
@@ -72,13 +75,19 @@ impl Drop for TempDir {
     }
 }
 
-/// A port nobody listens on at the moment of asking.
+/// A port for a test to listen on, or to find nobody listening on. It is below the kernel's
+/// ephemeral range (32768 and up), where every `:0` bind and outgoing connection lands, so no
+/// other test can take it between this call and its use; and it is handed out once per test
+/// process (the tests of one binary run in parallel, binaries one after another).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 10_000 + (std::process::id() as usize % 200) * 100;
+    loop {
+        let port = u16::try_from(base + NEXT.fetch_add(1, Ordering::SeqCst) % 100).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
@@ -187,12 +196,25 @@ pub fn piyo_config(listen: &str, token_file: &Path, sts_endpoint: Option<&str>) 
     )
 }
 
+/// An empty home directory of its own for one client: clients write caches there (botocore,
+/// the aws CLI), and parallel tests must not share them.
+fn fresh_home() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "home-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}
+
 /// Environment every process gets, isolating it from the machine's own AWS configuration.
 pub fn isolated(command: &mut Command) -> &mut Command {
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .env("HOME", fresh_home())
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -301,13 +323,17 @@ impl Daemon {
     pub fn first_outcome(&self, role: &str) -> (u16, String) {
         let token = self.token();
         let path = format!("/roles/{role}");
-        loop {
-            let answer = self.get(&path, &[("Authorization", &token)]);
-            if !answer.1.contains("CredentialsUninitialized") {
-                return answer;
-            }
-            std::thread::sleep(POLL);
-        }
+        let mut answer = (0, String::new());
+        let decided = eventually(FIRST_OUTCOME_TIMEOUT.as_secs(), || {
+            answer = self.get(&path, &[("Authorization", &token)]);
+            !answer.1.contains("CredentialsUninitialized")
+        });
+        assert!(
+            decided,
+            "no outcome for {role} yet: {answer:?}\n{}",
+            self.log()
+        );
+        answer
     }
 
     /// The credentials body, fetched with the right token.
@@ -522,6 +548,22 @@ pub fn eventually(seconds: u64, mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
+/// Sends `SIG<name>` to `pid` with the shell's `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The value of the sample `series` (name and labels, as printed) in OpenMetrics text, parsed,
+/// so that `1` does not match `10`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// An instance-metadata double (`imds_double.py`) vending the host role's credentials.
 pub struct ImdsDouble {
     pub endpoint: String,
@@ -553,10 +595,16 @@ impl ImdsDouble {
             .count()
     }
 
-    /// Stops the double, as if instance metadata went away.
-    pub fn stop(&mut self) {
-        let _ = self.process.0.kill();
-        let _ = self.process.0.wait();
+    /// Freezes the double (SIGSTOP): connections are still accepted by the kernel but never
+    /// answered, the way a wedged or unreachable metadata service behaves. A killed double
+    /// would refuse connections at once, which proves nothing about timeouts.
+    pub fn freeze(&self) {
+        signal(self.process.0.id(), "STOP");
+    }
+
+    /// Lets a frozen double answer again (SIGCONT).
+    pub fn thaw(&self) {
+        signal(self.process.0.id(), "CONT");
     }
 }
 

@@ -13,6 +13,7 @@ Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a
             session is shorter than asked: the request itself is signed, so the answer is
             what changes); `short:N` makes them expire in N seconds
   empty     forward, but AssumeRole's access key id, secret and session token are empty
+  delay:N   forward after N seconds (a slow STS)
 
 `GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
 the proxy, whatever the mode, and "AssumeRole_last_ms": how long moto took to answer the last
@@ -33,7 +34,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TARGET = sys.argv[1]
-MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short", "empty"}
+MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short", "empty", "delay"}
 state = {"mode": "pass"}
 counts = collections.Counter()
 lock = threading.Lock()
@@ -86,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             status, kind, code, message = FAULTS[mode]
             data = ERROR.format(kind=kind, code=code, message=message).encode()
             return self.reply(status, data, "text/xml")
+        if mode.startswith("delay:"):
+            time.sleep(float(mode.partition(":")[2]))
         started = time.perf_counter()
         life = None
         if mode.startswith("short") and action == "AssumeRole":
