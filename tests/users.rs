@@ -87,6 +87,36 @@ fn curl_as(user: &str, url: &str, token: &str) -> Output {
         .unwrap()
 }
 
+/// The metadata credentials of `role_name` as `user` would read them: an IMDSv2 session token,
+/// then the credentials path with it. Returns the status and body of the second request.
+fn metadata_credentials_as(
+    user: &str,
+    address: std::net::SocketAddr,
+    role_name: &str,
+) -> (String, String) {
+    let base = format!("http://{address}/latest");
+    let session = as_user(user, "curl")
+        .args([
+            "-s",
+            "-X",
+            "PUT",
+            "-H",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+        ])
+        .arg(format!("{base}/api/token"))
+        .output()
+        .unwrap();
+    let read = as_user(user, "curl")
+        .args(["-s", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("X-aws-ec2-metadata-token: {}", stdout(&session)))
+        .arg(format!(
+            "{base}/meta-data/iam/security-credentials/{role_name}"
+        ))
+        .output()
+        .unwrap();
+    (status_of(&read), stdout(&read))
+}
+
 fn status_of(output: &Output) -> String {
     stdout(output).lines().last().unwrap_or_default().to_owned()
 }
@@ -104,10 +134,21 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
         moto.config(&dir.path().join("state/token"))
     )
     .replace("[sts]", "peer_processes = true\n\n[sts]");
+    // piyo is also the metadata role; nothing here reads metadata beyond its iam/ paths.
+    let config = format!("{config}\n[imds]\nrole = \"piyo\"\nupstream = \"http://127.0.0.1:9/\"\n");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     let token = daemon.token();
     let url = daemon.uri("piyo");
+
+    // The metadata endpoint has no bearer token: allowed_groups is all that stands between a
+    // local user and the role there.
+    let (status, body) = metadata_credentials_as(MEMBER, daemon.address, "piyo-role");
+    assert_eq!(status, "200", "{body}");
+    assert!(body.contains("\"Code\":\"Success\""), "{body}");
+    let (status, body) = metadata_credentials_as(OUTSIDER, daemon.address, "piyo-role");
+    assert_eq!(status, "403", "{body}");
+    assert!(!body.contains("SecretAccessKey"), "{body}");
 
     let member = curl_as(MEMBER, &url, &token);
     assert_eq!(status_of(&member), "200", "{}", stdout(&member));

@@ -46,6 +46,13 @@ impl Running {
         daemon
     }
 
+    /// Starts the daemon on `text` written into `dir`, and waits until it serves.
+    async fn start_in(dir: PathBuf, text: &str) -> Self {
+        let daemon = Self::launch(dir, text, vec![], false, Environment::default()).await;
+        assert_eq!(get(daemon.address, "/healthz", None).await.0, 200);
+        daemon
+    }
+
     async fn start_with(
         name: &str,
         roles: &[&str],
@@ -54,8 +61,19 @@ impl Running {
         environment: Environment,
     ) -> Self {
         let dir = scratch_dir(name);
+        let text = config_text(&dir, roles);
+        Self::launch(dir, &text, script, with_metrics, environment).await
+    }
+
+    async fn launch(
+        dir: PathBuf,
+        text: &str,
+        script: Vec<Reply>,
+        with_metrics: bool,
+        environment: Environment,
+    ) -> Self {
         let config_path = dir.join("config.toml");
-        std::fs::write(&config_path, config_text(&dir, roles)).unwrap();
+        std::fs::write(&config_path, text).unwrap();
         let config = config::load(&config_path).unwrap();
         let main = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = match with_metrics {
@@ -300,4 +318,82 @@ fn self_loop_error_names_the_setting() {
     ];
     let error = refuse_self_loops(local, &urls).unwrap_err().to_string();
     assert!(error.starts_with("the metadata upstream (http://127.0.0.1:9357/) points at"));
+}
+
+/// Changing a role's ARN on reload drops its credentials at once: a client never gets the old
+/// role's set once the reload is applied, only a 503 until the new role's first set arrives.
+#[tokio::test]
+async fn a_changed_arn_drops_the_old_credentials_at_once() {
+    // The new role's first call hangs, so nothing but the old set could ever be served.
+    let script = vec![Reply::Issue(crate::fake::HOUR), Reply::Hang];
+    let daemon = Running::start("arn-change", &["piyo"], script, false).await;
+    let (status, old) = daemon.until("/roles/piyo", 200).await;
+    assert_eq!(status, 200, "{old}");
+    let moved = config_text(&daemon.dir, &["piyo"]).replace("piyo-role", "piyo-moved");
+    std::fs::write(daemon.dir.join("config.toml"), moved).unwrap();
+    daemon.reload.send(()).await.unwrap();
+    let (status, body) = daemon.until("/roles/piyo", 503).await;
+    assert_eq!(status, 503, "still serving the old role's set: {body}");
+    assert!(body.contains("CredentialsUninitialized"), "{body}");
+    for _ in 0..20 {
+        let (status, body) = daemon.get("/roles/piyo").await;
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(daemon.sts.calls(), 2);
+    daemon.stop().await.unwrap();
+}
+
+/// Deleting a role's own token file and reloading issues a new token: the old one stops
+/// working, the new one opens the role, and the credentials are kept (no STS call).
+#[tokio::test]
+async fn a_deleted_role_token_file_is_reissued_on_reload() {
+    let dir = scratch_dir("reissue");
+    let token_file = dir.join("piyo.token");
+    let role = format!("token_file = \"{}\"\n", token_file.display());
+    let text = format!("{}{role}", config_text(&dir, &["piyo"]));
+    let daemon = Running::start_in(dir, &text).await;
+    let old = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(get(daemon.address, "/roles/piyo", Some(&old)).await.0, 200);
+    std::fs::remove_file(&token_file).unwrap();
+    daemon.reload.send(()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !token_file.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no new token file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new = std::fs::read_to_string(&token_file).unwrap();
+    assert_ne!(new, old);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = get(daemon.address, "/roles/piyo", Some(&new)).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200, "the new token opens the role");
+    assert_eq!(get(daemon.address, "/roles/piyo", Some(&old)).await.0, 401);
+    assert_eq!(daemon.sts.calls(), 1, "the credentials were kept");
+    daemon.stop().await.unwrap();
+}
+
+/// The sections a reload cannot apply are named, so the operator is told to restart.
+#[test]
+fn changes_that_need_a_restart_are_named() {
+    let dir = scratch_dir("restart-sections");
+    let base = config::from_toml(&config_text(&dir, &["piyo"]), "host").unwrap();
+    assert!(sections_needing_restart(&base, &base).is_empty());
+    let mut changed = base.clone();
+    changed.server.max_connections += 1;
+    changed.sts.region = Some("eu-west-1".to_owned());
+    changed.imds = Some(crate::config::ImdsConfig {
+        role: "piyo".to_owned(),
+        upstream: None,
+    });
+    changed.roles[0].duration *= 2;
+    assert_eq!(
+        sections_needing_restart(&base, &changed),
+        ["server", "sts", "imds"],
+        "roles are reloaded, the rest is not"
+    );
 }
