@@ -2,7 +2,8 @@
 #
 #   make test          installs the test tools into .venv (pinned moto, boto3, aws CLI), then
 #                      runs every test; this is the README's test command and what CI runs.
-#   make lint          formatting, clippy, and the systemd unit checks, as CI runs them.
+#   make lint          formatting, clippy, the systemd unit checks and a build of the fuzz
+#                      targets, as CI runs them.
 #   make systemd-test  boots a real systemd (Debian in systemd-nspawn) and tests the installed
 #                      service in it; slower, so it has its own target (CI runs it too).
 #   make install       installs binary, unit, sysusers, profile snippet and configuration.
@@ -28,7 +29,7 @@ BIN         ?= target/release/assume-roled
 # systemd-analyze security's exposure score, in tenths, that the unit must not exceed.
 EXPOSURE_LIMIT := 15
 
-.PHONY: all build test lint check-unit systemd-test install bench soak fuzz demo venv clean
+.PHONY: all build test lint check-unit fuzz-build systemd-test install bench soak fuzz demo venv clean
 
 all: build
 
@@ -50,9 +51,14 @@ test: venv
 	$(CARGO) build --examples
 	$(CARGO) test --all-targets
 
-lint: check-unit
+lint: check-unit fuzz-build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The fuzz targets, built as plain binaries (no sanitizer, stable toolchain) in the project's
+# own target directory, so that a change that breaks them fails CI; `make fuzz` runs them.
+fuzz-build:
+	CARGO_TARGET_DIR=$(CURDIR)/target $(CARGO) build --manifest-path fuzz/Cargo.toml --bins
 
 # `systemd-analyze verify` only warns (exit 0) on unknown keys and typos, so any output on
 # stderr fails the check. The unit is checked as installed, with @BINDIR@ filled in.

@@ -30,7 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// In the order data flows. Public: what `main` and the fuzz targets use.
+// In the order data flows. Public: what `main` uses.
 pub mod config;
 mod accounts;
 mod clock;
@@ -40,14 +40,14 @@ mod refresh;
 mod roles;
 mod supervisor;
 mod metrics;
-pub mod token;
+mod token;
 mod sockdiag;
 mod peer;
 mod listener;
 mod http;
-pub mod access;
-pub mod imds;
-pub mod server;
+mod access;
+mod imds;
+mod server;
 mod notify;
 pub mod daemon;
 pub mod signals;
@@ -56,3 +56,5 @@ pub mod env;
 pub mod status;
 #[cfg(test)]
 mod fake;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;

@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
     if let Err(problems) = assume_roled::config::from_toml(text, "fuzz-host") {
         let lines = text.lines().count().max(1) + 1;
         assert!(!problems.is_empty());
-        assert!(problems.iter().all(|p| p.line >= 1 && p.line <= lines), "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.line >= 1 && p.line <= lines),
+            "{problems:?}"
+        );
     }
 });

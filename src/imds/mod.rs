@@ -11,8 +11,7 @@
 //! custom header, refused when proxied), not local processes: any process that can reach the
 //! port gets credentials. That is why the endpoint is off unless `[imds] role` names a role.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Request, State};
@@ -35,30 +34,16 @@ use crate::peer::Peer;
 use crate::refresh::RoleStatus;
 use crate::roles::RoleTable;
 
+pub(crate) mod upstream;
+
+pub use upstream::{DEFAULT_UPSTREAM, Upstream, UpstreamError};
+
 /// The header a client names the token's lifetime in, echoed back (Go and Rust need the echo).
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 /// The header carrying the session token on every `GET`.
 pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 /// The real IMDS accepts token lifetimes from one second to six hours.
 const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=21_600;
-/// Where the real instance metadata lives when nothing says otherwise.
-pub const DEFAULT_UPSTREAM: &str = "http://169.254.169.254";
-/// JavaScript SDKs give up on metadata after one second; answer before they do.
-const UPSTREAM_DEADLINE: Duration = Duration::from_millis(900);
-/// Metadata that cannot change while the instance runs, so one upstream read is enough.
-const IMMUTABLE_PATHS: &[&str] = &[
-    "/latest/meta-data/instance-id",
-    "/latest/meta-data/instance-type",
-    "/latest/meta-data/ami-id",
-    "/latest/meta-data/placement/region",
-    "/latest/meta-data/placement/availability-zone",
-    "/latest/meta-data/placement/availability-zone-id",
-    "/latest/dynamic/instance-identity/document",
-    "/latest/dynamic/instance-identity/signature",
-    "/latest/dynamic/instance-identity/pkcs7",
-    "/latest/dynamic/instance-identity/rsa2048",
-];
-
 type HmacSha256 = Hmac<Sha256>;
 
 /// Issues and checks IMDSv2 session tokens: `<expiry seconds>.<hex HMAC of those digits>`.
@@ -189,84 +174,6 @@ pub fn route(path: &str) -> Route {
             Route::Upstream(format!("/latest/{path}"))
         }
         _ => Route::NotFound,
-    }
-}
-
-/// Why the upstream could not answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// The upstream has no such path.
-    NotFound,
-    /// The upstream answered with another error status.
-    Status(u16),
-    /// The upstream could not be reached, or not in time.
-    Unreachable(String),
-}
-
-/// The real instance metadata, read through an IMDSv2 session the client keeps and renews.
-pub struct Upstream {
-    client: aws_config::imds::Client,
-    cache: Mutex<HashMap<&'static str, String>>,
-}
-
-impl Upstream {
-    /// A client for the metadata service at `endpoint`.
-    pub fn new(endpoint: &str) -> anyhow::Result<Self> {
-        let client = aws_config::imds::Client::builder()
-            .endpoint(endpoint)
-            .map_err(|error| anyhow::anyhow!("invalid metadata endpoint {endpoint}: {error}"))?
-            .max_attempts(1)
-            .connect_timeout(Duration::from_millis(300))
-            .read_timeout(Duration::from_millis(600))
-            .build();
-        Ok(Self {
-            client,
-            cache: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Reads `path`, from the cache if it is immutable and was read before.
-    pub async fn get(&self, path: &str) -> Result<String, UpstreamError> {
-        // Leaves answer with or without a trailing slash (botocore asks with one).
-        let leaf = path.trim_end_matches('/');
-        let immutable = IMMUTABLE_PATHS.iter().find(|p| **p == leaf).copied();
-        if let Some(key) = immutable
-            && let Some(value) = self.cache().get(key)
-        {
-            return Ok(value.clone());
-        }
-        let read = tokio::time::timeout(UPSTREAM_DEADLINE, self.client.get(path)).await;
-        let value = match read {
-            Err(_) => return Err(UpstreamError::Unreachable("no answer in time".into())),
-            Ok(Err(error)) => return Err(classify(&error)),
-            Ok(Ok(value)) => value.as_ref().to_owned(),
-        };
-        if let Some(key) = immutable {
-            self.cache().insert(key, value.clone());
-        }
-        Ok(value)
-    }
-}
-
-impl Upstream {
-    /// The cache, locked. A std mutex: held only to copy a value, never across an await. A
-    /// panic elsewhere while it was held leaves at worst a missing entry, so a poisoned lock
-    /// is used as it is (the policy of every lock in the daemon).
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, String>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-fn classify(error: &aws_config::imds::client::error::ImdsError) -> UpstreamError {
-    use aws_config::imds::client::error::ImdsError;
-    match error {
-        ImdsError::ErrorResponse(response) => match response.response().status().as_u16() {
-            404 => UpstreamError::NotFound,
-            status => UpstreamError::Status(status),
-        },
-        other => UpstreamError::Unreachable(other.to_string()),
     }
 }
 

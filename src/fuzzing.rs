@@ -1,0 +1,167 @@
+//! Entry points for the fuzz targets in `fuzz/`, built only with the `fuzzing` feature: one
+//! request through the real router (the guard, axum's routing and percent-decoding, the
+//! metadata rules), with one served role and a metadata source that records every path it is
+//! asked for, so a target can check what would have reached the real instance metadata.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::Request;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::clock::SystemClock;
+use crate::config::{RoleArn, RoleConfig};
+use crate::credentials::{Credentials, Served};
+use crate::imds::Imds;
+use crate::imds::upstream::{MetadataSource, Read, Upstream};
+use crate::metrics::Metrics;
+use crate::refresh::RoleStatus;
+use crate::roles::{RoleEntry, RoleTable};
+use crate::server::{AppState, router};
+use crate::token::AuthToken;
+
+/// The server's token.
+pub const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+/// The served role's secret access key: no answer but a credentials 200 may carry it.
+pub const SECRET: &str = "fuzzSECRETfuzzSECRETfuzzSECRETfuzzSECRET";
+/// The listener's address, for `Host`.
+pub const LISTEN: &str = "127.0.0.1:9357";
+
+/// What one request did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The answer's status.
+    pub status: u16,
+    /// The answer's body.
+    pub body: Vec<u8>,
+    /// The metadata paths the request made the daemon read upstream.
+    pub upstream_reads: Vec<String>,
+}
+
+/// A metadata source that records what it is asked and answers every path.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl MetadataSource for Arc<Recorder> {
+    fn read<'a>(&'a self, path: &'a str) -> Read<'a> {
+        self.0.lock().unwrap().push(path.to_owned());
+        Box::pin(async { Ok("value".to_owned()) })
+    }
+}
+
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    app: Router,
+    reads: Arc<Recorder>,
+    _table: watch::Sender<Arc<RoleTable>>,
+    _status: watch::Sender<RoleStatus>,
+}
+
+fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let arn = RoleArn::parse("arn:aws:iam::444455556666:role/piyo-role").expect("an ARN");
+        let now = SystemTime::now();
+        let credentials = Credentials::new(
+            "ASIAFUZZFUZZFUZZFUZZ".into(),
+            SECRET.into(),
+            "fuzz-session-token".into(),
+            now + Duration::from_secs(3600),
+        )
+        .for_role(arn.as_str(), arn.account_id(), String::new());
+        let served = RoleStatus {
+            current: Some(Arc::new(Served::new(credentials, now))),
+            ..RoleStatus::default()
+        };
+        let (status_sender, status) = watch::channel(served);
+        let role = RoleConfig {
+            name: "piyo".into(),
+            arn,
+            session_name: "fuzz".into(),
+            external_id: None,
+            source_identity: None,
+            duration: Duration::from_secs(3600),
+            allowed_users: Vec::new(),
+            allowed_groups: Vec::new(),
+            token_file: None,
+            group: None,
+        };
+        let entry = RoleEntry {
+            config: role,
+            token: None,
+            status,
+        };
+        let table = RoleTable::from([("piyo".to_owned(), entry)]);
+        let (table_sender, roles) = watch::channel(Arc::new(table));
+        let reads = Arc::new(Recorder::default());
+        let upstream = Upstream::from_source(Box::new(reads.clone()));
+        let imds = Imds::new("piyo", roles.clone(), upstream, SystemClock::shared());
+        let state = AppState::new(
+            AuthToken::parse(TOKEN).expect("a valid token"),
+            roles,
+            LISTEN.parse().expect("an address"),
+            SystemClock::shared(),
+            Some(Arc::new(imds)),
+            Arc::new(Metrics::new()),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        Harness {
+            runtime,
+            app: router(state),
+            reads,
+            _table: table_sender,
+            _status: status_sender,
+        }
+    })
+}
+
+/// Sends one request through the router; `None` if the parts make no HTTP request at all.
+pub fn request(method: &[u8], uri: &[u8], headers: &[(&[u8], &[u8])]) -> Option<Outcome> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Body::empty()).ok()?;
+    let harness = harness();
+    let (status, body) = harness.runtime.block_on(async {
+        let response = harness
+            .app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status().as_u16();
+        let body = to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        (status, body.to_vec())
+    });
+    let upstream_reads = std::mem::take(&mut *harness.reads.0.lock().unwrap());
+    Some(Outcome {
+        status,
+        body,
+        upstream_reads,
+    })
+}
+
+/// A valid metadata session token, from the router's own `PUT /latest/api/token`.
+pub fn session_token() -> String {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            let headers: [(&[u8], &[u8]); 2] = [
+                (b"host", LISTEN.as_bytes()),
+                (b"x-aws-ec2-metadata-token-ttl-seconds", b"21600"),
+            ];
+            let outcome = request(b"PUT", b"/latest/api/token", &headers).expect("a request");
+            assert_eq!(outcome.status, 200);
+            String::from_utf8(outcome.body).expect("a text token")
+        })
+        .clone()
+}
