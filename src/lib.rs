@@ -15,12 +15,12 @@
 //!   when STS fails; it publishes each role's status on a `watch` channel;
 //! - `roles` is the table of served roles handlers read; `supervisor` owns the refresher tasks,
 //!   writes that table and applies reloads; `metrics` counts requests, refreshes, STS latency and
-//!   connections; [`token`] creates and checks the token files clients read;
+//!   connections; `token` creates and checks the token files clients read;
 //! - `sockdiag` asks the kernel who owns a socket; `peer` turns that into the local user of a
 //!   connection; `listener` accepts connections within limits and drains on stop;
-//! - [`access`] decides, for both endpoints, whether a request gets a role's credentials now,
-//!   and writes the audit line; `http` builds responses; [`imds`] answers as IMDSv2 for one role
-//!   (never passing the instance's own `iam/` through); [`server`] checks host, origin and token
+//! - `access` decides, for both endpoints, whether a request gets a role's credentials now,
+//!   and writes the audit line; `http` builds responses; `imds` answers as IMDSv2 for one role
+//!   (never passing the instance's own `iam/` through); `server` checks host, origin and token
 //!   before routing and answers from what the refreshers published: it never calls STS;
 //! - `notify` tells systemd about readiness, status and liveness; [`daemon`] wires it all from
 //!   the parts its caller hands in and joins every task; [`signals`] turns signals into
@@ -30,7 +30,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// In the order data flows. Public: what `main` uses.
+// In the order data flows. Public: what `main` uses (and, with the `fuzzing` feature, the
+// entry points of the fuzz targets).
 pub mod config;
 mod accounts;
 mod clock;
