@@ -113,6 +113,12 @@ pub fn decide(
         Via::Metadata { iam_name } if iam_name != entry.config.arn.role_name() => {
             return Decision::Unknown;
         }
+        // A role granted by its own token alone is not served where no token is presented.
+        // The configuration refuses such a metadata role; a reload that gives the role a token
+        // file while dropping [imds] (applied at the next restart) must not open it meanwhile.
+        Via::Metadata { .. } if entry.token.is_some() && entry.config.open_to_all() => {
+            return Decision::WrongToken;
+        }
         _ => {}
     }
     if !entry.config.admits(peer.user.as_deref(), &peer.groups) {
@@ -150,5 +156,73 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
             "credentials refused: user not allowed for this role"
         ),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::credentials::{Credentials, Served};
+    use crate::refresh::RoleStatus;
+
+    fn table(token: Option<AuthToken>, allowed_groups: &[&str]) -> (RoleTable, SystemTime) {
+        let now = SystemTime::now();
+        let mut config = crate::fake::role("piyo");
+        config.allowed_groups = allowed_groups.iter().map(|g| g.to_string()).collect();
+        let credentials = Credentials::new(
+            "ASIAEXAMPLE".into(),
+            "secret".into(),
+            "token".into(),
+            now + Duration::from_secs(3600),
+        );
+        let status = RoleStatus {
+            current: Some(Arc::new(Served::new(credentials, now))),
+            ..RoleStatus::default()
+        };
+        let entry = RoleEntry {
+            config,
+            token,
+            status: watch::channel(status).1,
+        };
+        (RoleTable::from([("piyo".to_owned(), entry)]), now)
+    }
+
+    /// A role granted by its own token alone is never served by the metadata endpoint, which
+    /// has no token; with `allowed_*` it is, to those users only.
+    #[test]
+    fn metadata_never_serves_a_role_its_own_token_alone_guards() {
+        let via = Via::Metadata {
+            iam_name: "piyo-role",
+        };
+        let member = Peer {
+            user: Some("hoge".into()),
+            groups: vec!["ops".into()],
+            ..Peer::default()
+        };
+        let (open, now) = table(Some(AuthToken::generate()), &[]);
+        assert_eq!(
+            decide(&open, "piyo", via, &member, now),
+            Decision::WrongToken
+        );
+        let (guarded, now) = table(Some(AuthToken::generate()), &["ops"]);
+        assert!(matches!(
+            decide(&guarded, "piyo", via, &member, now),
+            Decision::Served { .. }
+        ));
+        let stranger = Peer::default();
+        assert_eq!(
+            decide(&guarded, "piyo", via, &stranger, now),
+            Decision::NotAdmitted
+        );
+        let (shared, now) = table(None, &[]);
+        assert!(matches!(
+            decide(&shared, "piyo", via, &stranger, now),
+            Decision::Served { .. }
+        ));
     }
 }

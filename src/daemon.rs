@@ -4,22 +4,26 @@
 //! The caller binds ([`bind`]) and hands in what the daemon serves with ([`Parts`]): the
 //! listeners, the validated configuration, the STS client, the clock, what was read of the
 //! process environment, and a channel of reload requests (SIGHUP in production). So tests run
-//! the whole daemon in-process with a fake STS, and the socket-activated service can hand in
-//! listeners it did not bind.
+//! the whole daemon in-process with a fake STS, and listeners bound elsewhere (by systemd's
+//! socket activation) can be handed in.
 //!
 //! After start, a reload request re-reads the configuration: roles are added, removed or
 //! replaced without touching the others; an invalid file is logged and the running configuration
 //! kept.
 //!
-//! Order matters. The token files are checked and the ports bound before anything talks to AWS,
-//! so that a misconfigured host fails at once with a clear error, and so that clients asking
-//! during the first STS call get a 503 `CredentialsUninitialized` rather than a refused
-//! connection. The daemon refuses to run if anything it would call (STS, instance metadata) is
-//! its own listener: it would be asking itself for credentials.
+//! Order matters. The ports are bound and [`preflight`] checks the token files before anything
+//! talks to AWS (`main` calls it before it builds the STS client), so that a misconfigured host
+//! fails at once with a clear error, and so that clients asking during the first STS call get a
+//! 503 `CredentialsUninitialized` rather than a refused connection. The daemon refuses to run if
+//! anything it would call (STS, instance metadata) is its own listener: it would be asking
+//! itself for credentials.
 //!
-//! Every task the daemon starts is joined. A task that panics (a refresher, a listener, the
-//! systemd notifier) stops the daemon with a logged error and a non-zero exit: a daemon that
-//! silently stopped refreshing one role would serve until the credentials ran out.
+//! The daemon's parts (the refreshers, the metrics listener, the identity lookup, the systemd
+//! notifier, reloads) run as tasks that are all joined. One that panics stops the daemon with a
+//! logged error and a non-zero exit: a daemon that silently stopped refreshing one role would
+//! serve until the credentials ran out. A panic in one connection's task ends that connection
+//! only (hyper's per-connection tasks are not parts of the daemon), and the accept loop runs in
+//! `run`'s own task, so a panic there ends `run` itself.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,7 +49,7 @@ use crate::roles::RoleTable;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
 use crate::supervisor::Supervisor;
-use crate::token::{self, RoleTokens, TokenFileError};
+use crate::token::{self, AuthToken, RoleTokens, TokenFileError};
 
 pub use crate::clock::{SharedClock, SystemClock};
 pub use crate::notify::Notifier;
@@ -146,6 +150,28 @@ impl Environment {
     }
 }
 
+/// The tokens [`preflight`] found or created.
+pub struct Tokens {
+    server: AuthToken,
+    roles: RoleTokens,
+}
+
+/// What start-up checks before anything talks to AWS: the token files (created if missing,
+/// refused if others can read them or their group is wrong), and that nothing the daemon would
+/// call is its own listener at `local`. Idempotent: `main` calls it before it builds the STS
+/// client, and [`run`] again for the tokens.
+pub fn preflight(
+    config: &Config,
+    local: SocketAddr,
+    environment: &Environment,
+) -> anyhow::Result<Tokens> {
+    let server = token::load_or_create(&config.server.token_file, None)?;
+    let roles = token::load_role_tokens(config)?;
+    let upstream = metadata_upstream(config, environment);
+    refuse_self_loops(local, &outbound_urls(config, &upstream, environment))?;
+    Ok(Tokens { server, roles })
+}
+
 /// Everything [`run`] serves with.
 pub struct Parts<S> {
     /// Where the configuration was read from; reloads read it again.
@@ -179,14 +205,19 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         notifier,
         reloads,
     } = parts;
-    let token = token::load_or_create(&config.server.token_file, None)?;
-    let role_tokens = token::load_role_tokens(&config)?;
     let local = listeners
         .main
         .local_addr()
         .context("cannot read the bound address")?;
+    let Tokens {
+        server: token,
+        roles: role_tokens,
+    } = preflight(&config, local, &environment)?;
     let upstream = metadata_upstream(&config, &environment);
-    refuse_self_loops(local, &outbound_urls(&config, &upstream, &environment))?;
+    let metadata_source = match config.imds {
+        Some(_) => Some(Upstream::new(&upstream)?),
+        None => None,
+    };
     info!(address = %local, "listening");
     let metrics = Arc::new(Metrics::new());
     let (supervisor, roles) = Supervisor::start(
@@ -212,7 +243,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
-    let metadata = metadata_endpoint(&config, &upstream, &roles, clock.clone())?;
+    let metadata = metadata_endpoint(&config, metadata_source, &roles, clock.clone());
     log_summary(
         &config,
         sts.region(),
@@ -336,16 +367,13 @@ fn listener_options(config: &Config) -> listener::Options {
 /// The metadata endpoint, when `[imds]` names a role.
 fn metadata_endpoint(
     config: &Config,
-    upstream: &str,
+    upstream: Option<Upstream>,
     roles: &watch::Receiver<Arc<RoleTable>>,
     clock: SharedClock,
-) -> anyhow::Result<Option<Arc<Imds>>> {
-    let Some(imds_config) = &config.imds else {
-        return Ok(None);
-    };
-    let upstream = Upstream::new(upstream)?;
+) -> Option<Arc<Imds>> {
+    let (imds_config, upstream) = config.imds.as_ref().zip(upstream)?;
     let served = Imds::new(&imds_config.role, roles.clone(), upstream, clock);
-    Ok(Some(Arc::new(served)))
+    Some(Arc::new(served))
 }
 
 /// Applies configuration changes on request; owns the supervisor.

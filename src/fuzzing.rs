@@ -4,7 +4,7 @@
 //! asked for, so a target can check what would have reached the real instance metadata.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -45,9 +45,18 @@ pub struct Outcome {
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>);
 
+impl Recorder {
+    /// The recorded reads; a poisoned lock is used as it is, as everywhere in the daemon.
+    fn reads(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 impl MetadataSource for Arc<Recorder> {
     fn read<'a>(&'a self, path: &'a str) -> Read<'a> {
-        self.0.lock().unwrap().push(path.to_owned());
+        self.reads().push(path.to_owned());
         Box::pin(async { Ok("value".to_owned()) })
     }
 }
@@ -64,7 +73,8 @@ fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let arn = RoleArn::parse("arn:aws:iam::444455556666:role/piyo-role").expect("an ARN");
-        let now = SystemTime::now();
+        let clock = SystemClock::shared();
+        let now = clock.now();
         let credentials = Credentials::new(
             "ASIAFUZZFUZZFUZZFUZZ".into(),
             SECRET.into(),
@@ -98,12 +108,12 @@ fn harness() -> &'static Harness {
         let (table_sender, roles) = watch::channel(Arc::new(table));
         let reads = Arc::new(Recorder::default());
         let upstream = Upstream::from_source(Box::new(reads.clone()));
-        let imds = Imds::new("piyo", roles.clone(), upstream, SystemClock::shared());
+        let imds = Imds::new("piyo", roles.clone(), upstream, clock.clone());
         let state = AppState::new(
             AuthToken::parse(TOKEN).expect("a valid token"),
             roles,
             LISTEN.parse().expect("an address"),
-            SystemClock::shared(),
+            clock,
             Some(Arc::new(imds)),
             Arc::new(Metrics::new()),
         );
@@ -142,7 +152,7 @@ pub fn request(method: &[u8], uri: &[u8], headers: &[(&[u8], &[u8])]) -> Option<
             .expect("a body");
         (status, body.to_vec())
     });
-    let upstream_reads = std::mem::take(&mut *harness.reads.0.lock().unwrap());
+    let upstream_reads = std::mem::take(&mut *harness.reads.reads());
     Some(Outcome {
         status,
         body,

@@ -35,6 +35,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// How long in-flight requests may take to finish after a stop is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// At a stop, how long an open connection may take to get its next request read before it is
+/// closed: enough for a request already on its way, far below the drain bound.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(250);
 /// After a failed `accept` (out of file descriptors), wait before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -106,9 +109,17 @@ pub async fn serve(
             let finished = tokio::select! {
                 finished = connection.as_mut() => finished,
                 () = shutdown.cancelled() => {
-                    // Finish the request in progress, then close instead of keeping alive.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+                    // A connection accepted just before the stop may not have had its request
+                    // read yet (or even sent): closing it now would leave a client that did
+                    // nothing wrong without an answer. Give it a moment, then finish the
+                    // request in progress and close instead of keeping alive.
+                    match tokio::time::timeout(FIRST_REQUEST_GRACE, connection.as_mut()).await {
+                        Ok(finished) => finished,
+                        Err(_) => {
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    }
                 }
             };
             metrics.connection_closed();

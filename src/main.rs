@@ -139,6 +139,9 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     signals::cancel_on_signal(stop.clone()).context("cannot install signal handlers")?;
     let reloads = signals::reload_on_hangup().context("cannot install the SIGHUP handler")?;
     let listeners = daemon::bind(&config).await?;
+    let environment = daemon::Environment::from_process();
+    let local = listeners.main.local_addr()?;
+    daemon::preflight(&config, local, &environment)?;
     daemon::require_trust_roots(&config)?;
     let parts = daemon::Parts {
         sts: Arc::new(SdkSts::new(&config.sts).await),
@@ -146,7 +149,7 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         config,
         config_path,
         clock: SystemClock::shared(),
-        environment: daemon::Environment::from_process(),
+        environment,
         notifier: Notifier::from_env(),
         reloads,
     };

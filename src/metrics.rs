@@ -17,8 +17,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::roles::RoleTable;
-
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -126,19 +124,21 @@ impl Metrics {
     }
 
     /// The text a scrape gets, with expiry gauges computed from `roles` at `now`.
-    pub fn render(&self, roles: &RoleTable, now: SystemTime) -> String {
+    pub fn render<'a>(
+        &self,
+        expiries: impl IntoIterator<Item = (&'a str, SystemTime)>,
+        now: SystemTime,
+    ) -> String {
         self.expiry.clear();
-        for (name, entry) in roles {
-            let status = entry.status.borrow();
-            if let Some(served) = &status.current {
-                let expiry = served.credentials.expiration;
-                let left = match expiry.duration_since(now) {
-                    Ok(left) => left.as_secs_f64(),
-                    Err(past) => -past.duration().as_secs_f64(),
-                };
-                let labels = RoleLabels { role: name.clone() };
-                self.expiry.get_or_create(&labels).set(left);
-            }
+        for (name, expiry) in expiries {
+            let left = match expiry.duration_since(now) {
+                Ok(left) => left.as_secs_f64(),
+                Err(past) => -past.duration().as_secs_f64(),
+            };
+            let labels = RoleLabels {
+                role: name.to_owned(),
+            };
+            self.expiry.get_or_create(&labels).set(left);
         }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -185,7 +185,7 @@ mod tests {
         metrics.request(route_label("/nope"), 401);
         metrics.refresh("piyo", "success", 0.02);
         metrics.connection_opened();
-        let text = metrics.render(&RoleTable::new(), SystemTime::now());
+        let text = metrics.render([], SystemTime::now());
         assert!(
             text.contains("assume_roled_http_requests_total{route=\"roles\",status=\"200\"} 2"),
             "{text}"

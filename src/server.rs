@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Extension;
 use axum::Router;
@@ -269,7 +270,9 @@ fn unservable_response(role: &str, reason: Unservable) -> Response {
             "CredentialsExpired".to_owned(),
             match error {
                 Some(error) => format!(
-                    "credentials for role {role} are about to expire and renewing them failed: {error}"
+                    "credentials for role {role} are about to expire and renewing them failed \
+                     ({} error): {error}",
+                    error.kind.as_str()
                 ),
                 None => format!("credentials for role {role} are about to expire; renewing"),
             },
@@ -317,7 +320,21 @@ fn render_metrics(
     roles: &watch::Receiver<Arc<RoleTable>>,
     clock: &dyn Clock,
 ) -> Response {
-    let text = metrics.render(&roles.borrow(), clock.now());
+    let table = roles.borrow();
+    let expiries: Vec<(&str, SystemTime)> = table
+        .iter()
+        .filter_map(|(name, entry)| {
+            let expiry = entry
+                .status
+                .borrow()
+                .current
+                .as_ref()?
+                .credentials
+                .expiration;
+            Some((name.as_str(), expiry))
+        })
+        .collect();
+    let text = metrics.render(expiries, clock.now());
     typed_response(text, metrics::CONTENT_TYPE)
 }
 

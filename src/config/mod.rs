@@ -3,19 +3,19 @@
 //! Reading happens in passes over the same text, so that one run reports every problem at once
 //! instead of making the operator fix them one by one, low to high as in ripgrep's flags:
 //!
-//! - `raw`: the file as written. A syntax pass keeps the position of every key (unknown keys
-//!   are found there, with their line, against the key lists the raw structs define), and a
-//!   serde pass reads each table into a `Raw*` struct whose values are of any TOML type and
-//!   remember their position. A value of the wrong type is therefore not a parse failure that
-//!   hides the rest: it is one more problem for the next pass.
-//! - `validate`: each raw value becomes a checked one (with the parsers of `values`)
-//!   or a [`Problem`] naming its line and key, and cross-checks run between keys.
+//! - `raw`: the file as written, each table a map of keys to values of any TOML type with their
+//!   positions. A value of the wrong type is therefore not a parse failure that hides the rest:
+//!   it is one more problem for the next pass.
+//! - `validate`: each raw value becomes a checked one (with the parsers of `values`) or a
+//!   [`Problem`] naming its line and key, and cross-checks run between keys. The keys that
+//!   validation asks a table for are the keys it knows; whatever else a table holds is reported
+//!   as unknown, with the list of known ones.
 //! - this module: the checked types, [`from_toml`] (pure, what the tests drive) and [`load`],
 //!   the only I/O.
 //!
-//! Adding a key: one field in its `Raw*` table, one line in its `validate_*` function, a field
-//! in the checked type, and its documentation in `config.example.toml` (a test checks that the
-//! example documents exactly the known keys). Nothing downstream of [`Config`] ever sees an
+//! Adding a key: a field in the checked type, the one line in its table's `validate_*` function
+//! that fills it, and its documentation in `config.example.toml` (a test checks that the example
+//! holds exactly the keys validation knows). Nothing downstream of [`Config`] ever sees an
 //! unchecked value.
 
 use std::net::SocketAddr;
@@ -150,9 +150,14 @@ impl RoleConfig {
         )
     }
 
+    /// Whether any local user may have this role (no `allowed_users` or `allowed_groups`).
+    pub fn open_to_all(&self) -> bool {
+        self.allowed_users.is_empty() && self.allowed_groups.is_empty()
+    }
+
     /// Whether a client running as `user`, member of `groups`, may have this role.
     pub fn admits(&self, user: Option<&str>, groups: &[String]) -> bool {
-        if self.allowed_users.is_empty() && self.allowed_groups.is_empty() {
+        if self.open_to_all() {
             return true;
         }
         let named = user.is_some_and(|user| self.allowed_users.iter().any(|u| u == user));
@@ -232,6 +237,7 @@ fn host_name() -> String {
 pub fn from_toml(text: &str, host_name: &str) -> Result<Config, Vec<Problem>> {
     let (raw, mut problems) = raw::read(text)?;
     let config = validate::validate(text, &raw, host_name, &mut problems);
+    problems.extend(raw.unknown_keys(text));
     match config {
         Some(config) if problems.is_empty() => Ok(config),
         _ => {

@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 
 use toml::de::{DeTable, DeValue};
 
-use super::raw::{RawImds, RawRole, RawServer, RawSts, TOP_KEYS};
+use super::raw::TOP_KEYS;
 use super::values::*;
 use super::*;
+use super::{raw, validate};
 
 const MINIMAL: &str = r#"
 [[roles]]
@@ -61,16 +62,13 @@ fn example_config_parses_and_documents_every_key() {
             }
         }
     }
-    let mut known: BTreeSet<String> = TOP_KEYS.iter().map(|k| k.to_string()).collect();
-    for (table, keys) in [
-        ("server", RawServer::KEYS),
-        ("sts", RawSts::KEYS),
-        ("imds", RawImds::KEYS),
-        ("roles", RawRole::KEYS),
-    ] {
-        known.extend(keys.iter().map(|k| format!("{table}.{k}")));
+    let (raw, mut problems) = raw::read(text).expect("reads");
+    validate::validate(text, &raw, "host", &mut problems).expect("valid");
+    assert!(problems.is_empty(), "{problems:?}");
+    for table in TOP_KEYS {
+        assert!(seen.contains(*table), "the example has no [{table}]");
     }
-    assert_eq!(seen, known);
+    assert_eq!(seen, raw.known_keys());
 }
 
 /// The starter configuration `make install` puts in /etc is valid as shipped.
@@ -259,6 +257,12 @@ fn metadata_cannot_bypass_a_role_token() {
     );
     let guarded = format!("[imds]\nrole = \"piyo\"\n{own}allowed_groups = [\"ops\"]\n");
     assert!(from_toml(&guarded, "h").is_ok());
+    let empty = format!("[imds]\nrole = \"piyo\"\n{own}allowed_groups = []\n");
+    assert_eq!(
+        problems(&empty)[0].key,
+        "imds.role",
+        "an empty list restricts nothing"
+    );
 }
 
 #[test]
