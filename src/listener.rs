@@ -10,7 +10,9 @@
 //! [`crate::server`]; this module only moves bytes, and attaches to every request the
 //! [`Peer`] found for its connection (once per connection, see [`crate::peer`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,8 +37,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// How long in-flight requests may take to finish after a stop is requested.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// At a stop, how long an open connection may take to get its next request read before it is
-/// closed: enough for a request already on its way, far below the drain bound.
+/// At a stop, how long a connection that has not asked anything yet may take to send its first
+/// request before it is closed: enough for a request already on its way, far below the drain
+/// bound. Connections that have asked before are closed after the request in progress.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(250);
 /// After a failed `accept` (out of file descriptors), wait before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -50,6 +53,41 @@ pub struct Options {
     pub peer_lookup: bool,
     /// Also look up its process (pid and executable).
     pub peer_processes: bool,
+}
+
+/// Runs `connection` until it ends; if `shutdown` comes first, drains it. A connection accepted
+/// just before the stop may not have had its first request read yet (or even sent): closing it
+/// at once would leave a client that did nothing wrong without an answer, so one that has not
+/// `asked` anything yet gets [`FIRST_REQUEST_GRACE`]. Then the request in progress is finished
+/// and the connection closed instead of kept alive.
+async fn until_done_or_drained<I, S, B>(
+    mut connection: Pin<&mut http1::Connection<I, S>>,
+    asked: &AtomicBool,
+    shutdown: &CancellationToken,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::select! {
+        finished = connection.as_mut() => return finished,
+        () = shutdown.cancelled() => {}
+    }
+    let grace = tokio::time::sleep(FIRST_REQUEST_GRACE);
+    tokio::pin!(grace);
+    let mut look = tokio::time::interval(Duration::from_millis(5));
+    while !asked.load(Ordering::Relaxed) {
+        tokio::select! {
+            finished = connection.as_mut() => return finished,
+            () = &mut grace => break,
+            _ = look.tick() => {}
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
@@ -96,7 +134,10 @@ pub async fn serve(
                 None => Peer::default(),
             };
             let peer = Arc::new(peer);
+            let asked = Arc::new(AtomicBool::new(false));
+            let first_request = asked.clone();
             let app = app.map_request(move |mut request: Request<Incoming>| {
+                first_request.store(true, Ordering::Relaxed);
                 request.extensions_mut().insert(peer.clone());
                 request
             });
@@ -106,22 +147,7 @@ pub async fn serve(
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
             tokio::pin!(connection);
-            let finished = tokio::select! {
-                finished = connection.as_mut() => finished,
-                () = shutdown.cancelled() => {
-                    // A connection accepted just before the stop may not have had its request
-                    // read yet (or even sent): closing it now would leave a client that did
-                    // nothing wrong without an answer. Give it a moment, then finish the
-                    // request in progress and close instead of keeping alive.
-                    match tokio::time::timeout(FIRST_REQUEST_GRACE, connection.as_mut()).await {
-                        Ok(finished) => finished,
-                        Err(_) => {
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
-                        }
-                    }
-                }
-            };
+            let finished = until_done_or_drained(connection, &asked, &shutdown).await;
             metrics.connection_closed();
             if let Err(error) = finished {
                 debug!(%error, "connection ended with an error");

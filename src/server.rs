@@ -225,12 +225,19 @@ async fn role_credentials(
     State(state): State<AppState>,
     Path(name): Path<String>,
     peer: Option<Extension<Arc<Peer>>>,
-    grant: Option<Extension<Grant>>,
+    headers: HeaderMap,
 ) -> Response {
-    let now = state.inner.clock.now();
+    let inner = &state.inner;
+    let now = inner.clock.now();
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-    let via = Via::Container(grant.as_ref().map(|Extension(grant)| grant));
-    let decision = access::decide(&state.inner.roles.borrow(), &name, via, &peer, now);
+    // The guard found the token known; which role it grants is decided again here, on the
+    // same snapshot of the table as the rest of the decision, so a token a reload has just
+    // replaced cannot open the role in between.
+    let table = inner.roles.borrow().clone();
+    let presented = headers.get(AUTHORIZATION).map(|value| value.as_bytes());
+    let grant = presented.and_then(|token| grant_of(token, &inner.token, &table));
+    let via = Via::Container(grant.as_ref());
+    let decision = access::decide(&table, &name, via, &peer, now);
     access::audit(&name, via, &peer, &decision);
     match decision {
         Decision::Served { body, .. } => credentials_response(body),

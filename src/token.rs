@@ -140,6 +140,18 @@ pub enum TokenFileError {
         /// The group named in the configuration.
         group: String,
     },
+    /// The file is one the server or another role already uses, under another name.
+    #[error(
+        "token file {} is the same file as {}: each role's own token file must be its own",
+        path.display(),
+        other.display()
+    )]
+    Shared {
+        /// The role's token file.
+        path: PathBuf,
+        /// The file it is the same as.
+        other: PathBuf,
+    },
     #[error(
         "cannot give token file {} to group {group}: {cause}; the daemon's user must be a \
          member of {group} (under systemd: `systemctl edit assume-roled`, then \
@@ -173,10 +185,26 @@ pub type RoleTokens = BTreeMap<String, AuthToken>;
 /// given to the role's group.
 pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
     let mut tokens = RoleTokens::new();
+    // The files already in use, by identity: another spelling of a path (`//`, `./`, a
+    // symbolic link) must not give a role the server's file or another role's, whose token
+    // would then grant more than the role (or be rewritten for the role's group).
+    let mut taken: Vec<(FileId, &Path)> = file_id(&config.server.token_file)
+        .map(|id| (id, config.server.token_file.as_path()))
+        .into_iter()
+        .collect();
     for role in &config.roles {
         let Some(path) = &role.token_file else {
             continue;
         };
+        if let Some(id) = file_id(path) {
+            if let Some((_, other)) = taken.iter().find(|(seen, _)| *seen == id) {
+                return Err(TokenFileError::Shared {
+                    path: path.clone(),
+                    other: other.to_path_buf(),
+                });
+            }
+            taken.push((id, path));
+        }
         let group = resolve_group(role, path)?;
         let token = load_or_create(path, group.as_ref())?;
         if let Some(group) = group.as_ref().filter(|_| role.group.is_some())
@@ -188,9 +216,19 @@ pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
                  not let them through (chmod o+x, or give it to the group)"
             );
         }
+        if let Some(id) = file_id(path) {
+            taken.push((id, path));
+        }
         tokens.insert(role.name.clone(), token);
     }
     Ok(tokens)
+}
+
+/// A file's identity: device and inode, the same whatever path names it.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    fs::metadata(path).ok().map(|meta| (meta.dev(), meta.ino()))
 }
 
 /// The group `role`'s token file must belong to: the configured one, else the daemon's own
@@ -447,6 +485,33 @@ mod tests {
         assert_eq!((metadata.gid(), metadata.mode() & 0o777), (4343, 0o640));
         assert_eq!(fs::read_to_string(&path).unwrap(), moved.expose());
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Another spelling of the server's token file (or a link to it) is refused as a role's
+    /// own, before anything is written: the server's token stays as it was.
+    #[test]
+    fn a_role_cannot_take_the_server_file_under_another_name() {
+        let dir = temp_dir("shared");
+        fs::create_dir_all(&dir).unwrap();
+        let server = dir.join("token");
+        let link = dir.join("link");
+        for spelling in [
+            format!("{}/./token", dir.display()),
+            link.display().to_string(),
+        ] {
+            let text = format!(
+                "[server]\ntoken_file = \"{}\"\n[[roles]]\nname = \"piyo\"\n\
+                 arn = \"arn:aws:iam::444455556666:role/piyo\"\ntoken_file = \"{spelling}\"\n",
+                server.display()
+            );
+            let config = crate::config::from_toml(&text, "host").unwrap();
+            let token = load_or_create(&server, None).unwrap();
+            let _ = std::os::unix::fs::symlink(&server, &link);
+            let error = load_role_tokens(&config).unwrap_err();
+            assert!(matches!(error, TokenFileError::Shared { .. }), "{error}");
+            assert!(load(&server).unwrap().matches(token.expose().as_bytes()));
+        }
         fs::remove_dir_all(dir).unwrap();
     }
 
