@@ -84,6 +84,7 @@ upstream = "http://127.0.0.1:9"
 name = "piyo"
 arn = "arn:aws:iam::444455556666:role/piyo-role"
 session_name = "bench"
+allowed_users = ["root"]
 EOF
   env -i PATH="$PATH" "${host_env[@]}" ASSUME_ROLED_LOG=warn "$BIN" serve --config "$work/d$1/config.toml" \
     2>"$work/d$1/log" &

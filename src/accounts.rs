@@ -25,6 +25,11 @@ pub fn groups_of(user: &str, gid: u32) -> Vec<String> {
         .collect()
 }
 
+/// The id of user `name`.
+pub fn user_id(name: &str) -> Option<u32> {
+    uzers::get_user_by_name(name).map(|user| user.uid())
+}
+
 /// The id of group `name`.
 pub fn group_id(name: &str) -> Option<u32> {
     uzers::get_group_by_name(name).map(|group| group.gid())
@@ -46,6 +51,8 @@ mod tests {
         assert_eq!(user(0), Some(("root".to_owned(), 0)));
         assert!(groups_of("root", 0).contains(&"root".to_owned()));
         assert_eq!(group_id("root"), Some(0));
+        assert_eq!(user_id("root"), Some(0));
+        assert_eq!(user_id("no-such-user-here"), None);
         assert_eq!(group_name(0).as_deref(), Some("root"));
         assert_eq!(group_id("no-such-group-here"), None);
         assert_eq!(user(4_000_000_000), None);

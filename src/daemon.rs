@@ -410,6 +410,9 @@ impl<S: Sts> Reloads<S> {
     fn reload(&mut self) {
         self.notifier.send("RELOADING=1");
         match config::load(&self.path) {
+            Ok(new) if let Some(reason) = unsafe_for_running_metadata(&self.current, &new) => {
+                error!(reason, "reload refused; keeping the running configuration");
+            }
             Ok(new) => match token::load_role_tokens(&new) {
                 Ok(tokens) => self.apply(new, &tokens),
                 Err(error) => error!(
@@ -443,6 +446,20 @@ impl<S: Sts> Reloads<S> {
         );
         self.current.roles = new.roles;
     }
+}
+
+/// Why `new` cannot be applied while the metadata endpoint serves `current`'s `[imds]` role
+/// (changes to `[imds]` wait for a restart, so a new file is checked against the running one
+/// too): that role would be open to every local process.
+fn unsafe_for_running_metadata(current: &Config, new: &Config) -> Option<String> {
+    let served = &current.imds.as_ref()?.role;
+    let role = new.roles.iter().find(|role| role.name == *served)?;
+    role.open_to_all().then(|| {
+        format!(
+            "role {served} is served as instance metadata until the next restart, and the new \
+             configuration leaves it without allowed_users or allowed_groups"
+        )
+    })
 }
 
 /// Sections whose changes a reload cannot apply: the listener, the STS client and the metadata

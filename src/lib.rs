@@ -6,8 +6,8 @@
 //! How the parts fit, in the order data flows; each module uses only those above it
 //! (`tests/layout.rs` checks it):
 //!
-//! - `config` reads and validates the TOML file into a [`config::Config`]; `accounts` names
-//!   users and groups through the system's name service; `clock` is the wall-clock seam;
+//! - `accounts` names users and groups through the system's name service; `config` reads and
+//!   validates the TOML file into a [`config::Config`]; `clock` is the wall-clock seam;
 //!   `credentials` holds a set, redacted in `Debug`, with its response bodies built once per
 //!   refresh; `metrics` counts requests, refreshes, STS latency and connections;
 //! - `sts` is the one seam to AWS: `AssumeRole` and `GetCallerIdentity` with the host's own
@@ -38,8 +38,8 @@
 
 // In the order data flows. Public: what `main` uses (and, with the `fuzzing` feature, the
 // entry points of the fuzz targets).
-pub mod config;
 mod accounts;
+pub mod config;
 mod clock;
 mod credentials;
 mod metrics;

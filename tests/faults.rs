@@ -349,7 +349,7 @@ fn sigterm_under_load_drains_and_exits_zero() {
     let double = ImdsDouble::start(&moto);
     let dir = TempDir::new("sigterm");
     let config = format!(
-        "{}[imds]\nrole = \"piyo\"\nupstream = \"{}\"\n",
+        "{}allowed_users = [\"root\"]\n[imds]\nrole = \"piyo\"\nupstream = \"{}\"\n",
         piyo_config(
             "127.0.0.1:0",
             &dir.path().join("state/token"),

@@ -28,7 +28,7 @@ impl Host {
         let double = ImdsDouble::start(&moto);
         let dir = TempDir::new("imds");
         let config = format!(
-            "{}duration = \"{duration}\"\n\n[imds]\nrole = \"piyo\"\n",
+            "{}duration = \"{duration}\"\nallowed_users = [\"root\"]\n\n[imds]\nrole = \"piyo\"\n",
             moto.config(&dir.path().join("state/token"))
         );
         let source_from_metadata = [
@@ -293,7 +293,7 @@ fn metadata_upstream_pointing_at_itself_is_refused() {
     let dir = TempDir::new("self-loop");
     let listen = format!("127.0.0.1:{}", free_port());
     let config = format!(
-        "[server]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\n[imds]\nrole = \"piyo\"\nupstream = \"http://{listen}/\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\n",
+        "[server]\nlisten = \"{listen}\"\ntoken_file = \"{}\"\n[imds]\nrole = \"piyo\"\nupstream = \"http://{listen}/\"\n[[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\nallowed_users = [\"root\"]\n",
         dir.path().join("token").display()
     );
     let config = dir.write("config.toml", &config);

@@ -99,6 +99,64 @@ pub struct ImdsConfig {
     pub role: String,
     /// The real instance metadata; `None` means as the SDKs resolve it.
     pub upstream: Option<String>,
+    /// What the host's firewall does with local users' traffic to the real instance metadata;
+    /// `None`: nothing (the guard is off).
+    pub guard: Option<GuardMode>,
+    /// Users who keep the real instance metadata (besides root and the daemon's own user).
+    pub exempt_users: Vec<String>,
+    /// Groups whose members keep it, by the group a connection's socket is created with.
+    pub exempt_groups: Vec<String>,
+}
+
+/// What the guard does with a local user's connection to the real instance metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// Sends it to the daemon, which answers as the instance metadata with the `[imds]` role.
+    Redirect,
+    /// Refuses it at once (a TCP reset).
+    Block,
+}
+
+impl GuardMode {
+    /// The name the configuration uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardMode::Redirect => "redirect",
+            GuardMode::Block => "block",
+        }
+    }
+}
+
+/// Whether a user or group name exists, for the keys that must name real ones.
+pub trait Accounts {
+    /// Whether user `name` exists.
+    fn user_exists(&self, name: &str) -> bool;
+    /// Whether group `name` exists.
+    fn group_exists(&self, name: &str) -> bool;
+}
+
+/// The system's name service (files, SSSD, LDAP).
+struct SystemAccounts;
+
+impl Accounts for SystemAccounts {
+    fn user_exists(&self, name: &str) -> bool {
+        crate::accounts::user_id(name).is_some()
+    }
+    fn group_exists(&self, name: &str) -> bool {
+        crate::accounts::group_id(name).is_some()
+    }
+}
+
+/// Takes every name as existing: what pure parsing assumes.
+pub struct AnyName;
+
+impl Accounts for AnyName {
+    fn user_exists(&self, _: &str) -> bool {
+        true
+    }
+    fn group_exists(&self, _: &str) -> bool {
+        true
+    }
 }
 
 /// One `[[roles]]` entry: a role in another account, served at `/roles/<name>`.
@@ -217,7 +275,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         cause,
     })?;
-    from_toml(&text, &host_name()).map_err(|problems| ConfigError::Invalid {
+    from_toml_with(&text, &host_name(), &SystemAccounts).map_err(|problems| ConfigError::Invalid {
         path: path.to_owned(),
         problems,
     })
@@ -235,8 +293,18 @@ fn host_name() -> String {
 
 /// Parses and validates configuration text. `host_name` seeds the default session name.
 pub fn from_toml(text: &str, host_name: &str) -> Result<Config, Vec<Problem>> {
+    from_toml_with(text, host_name, &AnyName)
+}
+
+/// Like [`from_toml`], with the keys that must name real users and groups checked against
+/// `accounts`.
+pub fn from_toml_with(
+    text: &str,
+    host_name: &str,
+    accounts: &dyn Accounts,
+) -> Result<Config, Vec<Problem>> {
     let (raw, mut problems) = raw::read(text)?;
-    let config = validate::validate(text, &raw, host_name, &mut problems);
+    let config = validate::validate(text, &raw, host_name, accounts, &mut problems);
     problems.extend(raw.unknown_keys(text));
     match config {
         Some(config) if problems.is_empty() => Ok(config),

@@ -63,7 +63,7 @@ fn example_config_parses_and_documents_every_key() {
         }
     }
     let (raw, mut problems) = raw::read(text).expect("reads");
-    validate::validate(text, &raw, "host", &mut problems).expect("valid");
+    validate::validate(text, &raw, "host", &AnyName, &mut problems).expect("valid");
     assert!(problems.is_empty(), "{problems:?}");
     for table in TOP_KEYS {
         assert!(seen.contains(*table), "the example has no [{table}]");
@@ -167,11 +167,80 @@ fn type_errors_do_not_hide_other_problems() {
 
 #[test]
 fn imds_must_name_a_configured_role() {
-    let config = from_toml(&format!("[imds]\nrole = \"piyo\"\n{MINIMAL}"), "h").unwrap();
-    assert_eq!(config.imds.unwrap().role, "piyo");
-    let found = problems(&format!("[imds]\nrole = \"fuga\"\n{MINIMAL}"));
+    let restricted = format!("{MINIMAL}allowed_groups = [\"ops\"]\n");
+    let config = from_toml(&format!("[imds]\nrole = \"piyo\"\n{restricted}"), "h").unwrap();
+    let imds = config.imds.unwrap();
+    assert_eq!((imds.role.as_str(), imds.guard), ("piyo", None));
+    let found = problems(&format!("[imds]\nrole = \"fuga\"\n{restricted}"));
     assert_eq!((found[0].line, found[0].key.as_str()), (2, "imds.role"));
     assert!(from_toml(MINIMAL, "h").unwrap().imds.is_none());
+}
+
+/// Instance metadata carries no token, so its role must name who may have it.
+#[test]
+fn the_metadata_role_is_always_restricted() {
+    let found = problems(&format!("[imds]\nrole = \"piyo\"\n{MINIMAL}"));
+    assert_eq!((found[0].line, found[0].key.as_str()), (2, "imds.role"));
+    assert!(found[0].message.contains("allowed_users or allowed_groups"));
+    let empty = format!("[imds]\nrole = \"piyo\"\n{MINIMAL}allowed_users = []\n");
+    assert_eq!(
+        problems(&empty)[0].key,
+        "imds.role",
+        "an empty list restricts nothing"
+    );
+    let users = format!("[imds]\nrole = \"piyo\"\n{MINIMAL}allowed_users = [\"hoge\"]\n");
+    assert!(from_toml(&users, "h").is_ok());
+}
+
+/// The guard's mode is one of two words, and its exempt users and groups must exist.
+#[test]
+fn guard_settings() {
+    struct Known;
+    impl Accounts for Known {
+        fn user_exists(&self, name: &str) -> bool {
+            name == "ssm-user"
+        }
+        fn group_exists(&self, name: &str) -> bool {
+            name == "monitoring"
+        }
+    }
+    let role = format!("{MINIMAL}allowed_groups = [\"ops\"]\n");
+    let guarded = |guard: &str| {
+        format!(
+            "[imds]\nrole = \"piyo\"\nguard = \"{guard}\"\nexempt_users = [\"ssm-user\"]\n\
+             exempt_groups = [\"monitoring\"]\n{role}"
+        )
+    };
+    let config = from_toml_with(&guarded("redirect"), "h", &Known).unwrap();
+    let imds = config.imds.unwrap();
+    assert_eq!(imds.guard, Some(GuardMode::Redirect));
+    assert_eq!(
+        (imds.exempt_users, imds.exempt_groups),
+        (vec!["ssm-user".into()], vec!["monitoring".into()])
+    );
+    let block = from_toml_with(&guarded("block"), "h", &Known).unwrap();
+    assert_eq!(block.imds.unwrap().guard, Some(GuardMode::Block));
+    let found = from_toml_with(&guarded("drop"), "h", &Known).unwrap_err();
+    assert_eq!((found[0].line, found[0].key.as_str()), (3, "imds.guard"));
+    let unknown = from_toml_with(&guarded("block"), "h", &AnyName).map(|_| ());
+    assert!(unknown.is_ok(), "pure parsing takes names as given");
+    struct Nobody;
+    impl Accounts for Nobody {
+        fn user_exists(&self, _: &str) -> bool {
+            false
+        }
+        fn group_exists(&self, _: &str) -> bool {
+            false
+        }
+    }
+    let found = from_toml_with(&guarded("block"), "h", &Nobody).unwrap_err();
+    let keys: Vec<(usize, &str)> = found.iter().map(|p| (p.line, p.key.as_str())).collect();
+    assert_eq!(keys, [(4, "imds.exempt_users"), (5, "imds.exempt_groups")]);
+    assert!(
+        found[0]
+            .message
+            .contains("no such user on this host: ssm-user")
+    );
 }
 
 #[test]

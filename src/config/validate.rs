@@ -19,8 +19,9 @@ use super::values::{
     parse_token_file, session_name_from_host,
 };
 use super::{
-    Config, DEFAULT_DURATION, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_TOKEN_FILE,
-    ImdsConfig, Problem, RoleConfig, ServerConfig, StsConfig, line_of,
+    Accounts, Config, DEFAULT_DURATION, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TOKEN_FILE, GuardMode, ImdsConfig, Problem, RoleConfig, ServerConfig, StsConfig,
+    line_of,
 };
 
 const MAX_CONNECTIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
@@ -28,6 +29,7 @@ const MAX_CONNECTIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
 /// Collects problems while turning raw values into checked ones.
 struct Checker<'a> {
     text: &'a str,
+    accounts: &'a dyn Accounts,
     problems: &'a mut Vec<Problem>,
 }
 
@@ -144,6 +146,37 @@ impl Checker<'_> {
         }
         names
     }
+
+    /// Like [`Checker::names`], each of which must exist (as a user, or as a group).
+    fn existing(&mut self, table: &RawTable, key: &'static str, kind: NameKind) -> Vec<String> {
+        let names = self.names(table, key);
+        let exists = |name: &str| match kind {
+            NameKind::User => self.accounts.user_exists(name),
+            NameKind::Group => self.accounts.group_exists(name),
+        };
+        let unknown: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !exists(n))
+            .collect();
+        if let (false, Some(raw)) = (unknown.is_empty(), table.get(key)) {
+            let kind = match kind {
+                NameKind::User => "user",
+                NameKind::Group => "group",
+            };
+            let message = format!("no such {kind} on this host: {}", unknown.join(", "));
+            self.report(raw.span().start, &table.path(key), message);
+            return Vec::new();
+        }
+        names
+    }
+}
+
+/// What a list of names names.
+#[derive(Clone, Copy)]
+enum NameKind {
+    User,
+    Group,
 }
 
 /// Checks every table of `raw`, adding each problem to `problems`; `None` when a required value
@@ -152,9 +185,14 @@ pub(super) fn validate(
     text: &str,
     raw: &RawConfig,
     host_name: &str,
+    accounts: &dyn Accounts,
     problems: &mut Vec<Problem>,
 ) -> Option<Config> {
-    let mut checker = Checker { text, problems };
+    let mut checker = Checker {
+        text,
+        accounts,
+        problems,
+    };
     let server = validate_server(&mut checker, &raw.server);
     let sts = validate_sts(&mut checker, &raw.sts);
     let default_session = session_name_from_host(host_name);
@@ -210,35 +248,46 @@ fn validate_imds(
 ) -> Option<ImdsConfig> {
     let names: Vec<&str> = roles.iter().filter_map(|role| role.str("name")).collect();
     let role = checker.required(raw, "role", |name| {
-        if unguarded_own_token(roles, name) {
-            Err(format!(
-                "role {name:?} has its own token_file, but the metadata endpoint serves it \
-                 without that token, to any local process; serve another role, or restrict \
-                 this one with allowed_users / allowed_groups"
-            ))
-        } else if names.contains(&name) {
-            Ok(name.to_owned())
-        } else {
+        if !names.contains(&name) {
             Err(format!(
                 "{name:?} is not the name of a [[roles]] entry ({})",
                 names.join(", ")
             ))
+        } else if !restricted(roles, name) {
+            Err(format!(
+                "role {name:?} would be served as instance metadata, which carries no token: \
+                 any local process could have it; restrict the role with allowed_users or \
+                 allowed_groups"
+            ))
+        } else {
+            Ok(name.to_owned())
         }
     });
     let upstream = checker.optional(raw, "upstream", parse_endpoint);
+    let guard = checker.optional(raw, "guard", |mode| match mode {
+        "redirect" => Ok(GuardMode::Redirect),
+        "block" => Ok(GuardMode::Block),
+        other => Err(format!(
+            "{other:?} is not a guard mode: \"redirect\" or \"block\""
+        )),
+    });
+    let exempt_users = checker.existing(raw, "exempt_users", NameKind::User);
+    let exempt_groups = checker.existing(raw, "exempt_groups", NameKind::Group);
     Some(ImdsConfig {
         role: role?,
         upstream,
+        guard,
+        exempt_users,
+        exempt_groups,
     })
 }
 
-/// Whether role `name` relies on its own token file alone to decide who gets it.
-fn unguarded_own_token(roles: &[RawTable], name: &str) -> bool {
+/// Whether role `name` is restricted to named users or groups.
+fn restricted(roles: &[RawTable], name: &str) -> bool {
     roles.iter().any(|role| {
         role.str("name") == Some(name)
-            && role.get("token_file").is_some()
-            && !names_someone(role.get("allowed_users"))
-            && !names_someone(role.get("allowed_groups"))
+            && (names_someone(role.get("allowed_users"))
+                || names_someone(role.get("allowed_groups")))
     })
 }
 

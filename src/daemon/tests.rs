@@ -389,6 +389,9 @@ fn changes_that_need_a_restart_are_named() {
     changed.imds = Some(crate::config::ImdsConfig {
         role: "piyo".to_owned(),
         upstream: None,
+        guard: None,
+        exempt_users: Vec::new(),
+        exempt_groups: Vec::new(),
     });
     changed.roles[0].duration *= 2;
     assert_eq!(
@@ -396,4 +399,22 @@ fn changes_that_need_a_restart_are_named() {
         ["server", "sts", "imds"],
         "roles are reloaded, the rest is not"
     );
+}
+
+/// A reload that would leave the running metadata role open to everyone is refused, even when
+/// the new file drops `[imds]` (which would only take effect at the next restart).
+#[test]
+fn a_reload_cannot_open_the_running_metadata_role() {
+    let dir = scratch_dir("metadata-reload");
+    let restricted = format!(
+        "{}allowed_groups = [\"ops\"]\n[imds]\nrole = \"piyo\"\n",
+        config_text(&dir, &["piyo"])
+    );
+    let running = config::from_toml(&restricted, "host").unwrap();
+    let open = config::from_toml(&config_text(&dir, &["piyo"]), "host").unwrap();
+    assert!(unsafe_for_running_metadata(&running, &running).is_none());
+    let reason = unsafe_for_running_metadata(&running, &open).expect("refused");
+    assert!(reason.contains("role piyo"), "{reason}");
+    let without_metadata = config::from_toml(&config_text(&dir, &["piyo"]), "host").unwrap();
+    assert!(unsafe_for_running_metadata(&without_metadata, &open).is_none());
 }
