@@ -14,7 +14,9 @@
 #                      bench/results.md (takes about ten minutes; COLD_BUILD=0 skips the build).
 #   make demo          re-enacts the cross-account scenario offline, against moto.
 
-PYTHON  ?= python3
+# The system's Python where there is one: the test tools in .venv are also run as other users
+# (tests/users.rs, tests/guard.rs), who cannot execute an interpreter under root's home.
+PYTHON  ?= $(firstword $(wildcard /usr/bin/python3) python3)
 CARGO   ?= cargo
 VENV    := .venv
 

@@ -136,6 +136,15 @@ pub fn decide(
     }
 }
 
+/// Whether `peer` may see anything of role `name` through the metadata endpoint (which has no
+/// token): the role exists, does not rely on a token of its own alone, and admits the user.
+pub fn admitted(table: &RoleTable, name: &str, peer: &Peer) -> bool {
+    table.get(name).is_some_and(|entry| {
+        !(entry.token.is_some() && entry.config.open_to_all())
+            && entry.config.admits(peer.user.as_deref(), &peer.groups)
+    })
+}
+
 /// Writes the audit line for `decision`, if it is one the audit records: every set handed out,
 /// and every refusal of a user by `allowed_*`.
 pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
@@ -148,12 +157,12 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
     let via = via.label();
     match decision {
         Decision::Served { masked_key_id, .. } => info!(
-            target: "audit", role, access_key_id = %masked_key_id, uid = %uid, user = %user,
-            pid = %pid, exe = %exe, via, "credentials served"
+            target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
+            user = %user, pid = %pid, exe = %exe, via = %via, "credentials served"
         ),
         Decision::NotAdmitted => warn!(
-            target: "audit", role, uid = %uid, user = %user, pid = %pid, exe = %exe, via,
-            "credentials refused: user not allowed for this role"
+            target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
+            via = %via, "credentials refused: user not allowed for this role"
         ),
         _ => {}
     }

@@ -40,7 +40,7 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, GuardMode};
 use crate::imds::{self, Imds, Upstream};
 use crate::listener;
 use crate::metrics::Metrics;
@@ -64,6 +64,7 @@ const METRICS_LISTENER: listener::Options = listener::Options {
     max_connections: 16,
     peer_lookup: false,
     peer_processes: false,
+    redirects: false,
 };
 /// Where the SDKs (and so the daemon's own source chain) look for instance metadata.
 const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
@@ -361,6 +362,10 @@ fn listener_options(config: &Config) -> listener::Options {
         max_connections: config.server.max_connections,
         peer_lookup: config.server.peer_lookup,
         peer_processes: config.server.peer_processes,
+        redirects: config
+            .imds
+            .as_ref()
+            .is_some_and(|imds| imds.guard == Some(GuardMode::Redirect)),
     }
 }
 

@@ -14,7 +14,8 @@
 //!   (instance profile) credentials, errors sorted into transient and configuration;
 //! - `refresh` runs one task per role that calls STS at start, then at half-life, and backs off
 //!   when STS fails; it publishes each role's status on a `watch` channel;
-//! - `token` creates and checks the token files clients read; `roles` is the table of served
+//! - [`guard`] installs the firewall rules that keep local users from the real instance
+//!   metadata; `token` creates and checks the token files clients read; `roles` is the table of served
 //!   roles handlers read; `supervisor` owns the refresher tasks, writes that table and applies
 //!   reloads;
 //! - `sockdiag` asks the kernel who owns a socket; `peer` turns that into the local user of a
@@ -46,6 +47,7 @@ mod metrics;
 mod sts;
 mod refresh;
 mod token;
+pub mod guard;
 mod roles;
 mod supervisor;
 mod sockdiag;

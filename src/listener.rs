@@ -10,6 +10,7 @@
 //! [`crate::server`]; this module only moves bytes, and attaches to every request the
 //! [`Peer`] found for its connection (once per connection, see [`crate::peer`]).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,6 +54,20 @@ pub struct Options {
     pub peer_lookup: bool,
     /// Also look up its process (pid and executable).
     pub peer_processes: bool,
+    /// Look for connections the metadata guard redirected here (see [`Redirected`]).
+    pub redirects: bool,
+}
+
+/// Marks a request that arrived on a connection the metadata guard redirected here: the
+/// client asked for the instance metadata at this original destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirected(pub SocketAddr);
+
+/// The original destination of a connection that a NAT rule sent to `listening`, if one did.
+fn redirected_from(stream: &TcpStream, listening: SocketAddr) -> Option<Redirected> {
+    let original = socket2::SockRef::from(stream).original_dst_v4().ok()?;
+    let original = original.as_socket()?;
+    (original != listening).then_some(Redirected(original))
 }
 
 /// Runs `connection` until it ends; if `shutdown` comes first, drains it. A connection accepted
@@ -102,7 +117,8 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let connections = TaskTracker::new();
-    let server = listener.local_addr().ok().filter(|_| options.peer_lookup);
+    let listening = listener.local_addr().ok();
+    let server = listening.filter(|_| options.peer_lookup);
     let resolver = Arc::new(Resolver::new(options.peer_processes));
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
@@ -128,9 +144,14 @@ pub async fn serve(
         metrics.connection_opened();
         connections.spawn(async move {
             let _permit = permit;
-            // Once per connection.
+            let redirected = listening
+                .filter(|_| options.redirects)
+                .and_then(|listening| redirected_from(&stream, listening));
+            // Once per connection. The client's socket is connected to the address it asked
+            // for, which for a redirected connection is the instance metadata's.
+            let asked_for = redirected.map(|Redirected(original)| original);
             let peer = match server {
-                Some(server) => resolver.identify(client, server).await,
+                Some(server) => resolver.identify(client, asked_for.unwrap_or(server)).await,
                 None => Peer::default(),
             };
             let peer = Arc::new(peer);
@@ -139,6 +160,9 @@ pub async fn serve(
             let app = app.map_request(move |mut request: Request<Incoming>| {
                 first_request.store(true, Ordering::Relaxed);
                 request.extensions_mut().insert(peer.clone());
+                if let Some(redirected) = redirected {
+                    request.extensions_mut().insert(redirected);
+                }
                 request
             });
             let connection = http1::Builder::new()

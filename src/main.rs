@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 use assume_roled::config::{self, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
 use assume_roled::env::{Shell, profile_lines};
-use assume_roled::{check, daemon, signals, status};
+use assume_roled::{check, daemon, guard, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
@@ -52,6 +52,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Install (apply) or remove the firewall rules that keep local users from the real
+    /// instance metadata ([imds] guard); run as root, before the daemon starts.
+    Guard {
+        /// What to do.
+        #[arg(value_enum)]
+        action: GuardAction,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print the shell lines that point AWS tools at the daemon: eval "$(assume-roled env)".
     Env {
         #[command(flatten)]
@@ -63,6 +72,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "sh")]
         shell: Shell,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GuardAction {
+    /// Replace the daemon's nftables table with the rules the configuration asks for.
+    Apply,
+    /// Delete the daemon's nftables table.
+    Remove,
 }
 
 #[derive(Args)]
@@ -116,6 +133,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Guard { action, config } => match action {
+            GuardAction::Apply => {
+                let loaded = config::load(&config.config)?;
+                match guard::apply(&loaded)? {
+                    Some(rules) => println!(
+                        "guard applied: {} for all but uids {:?} and gids {:?} (nft table inet {})",
+                        rules.mode.as_str(),
+                        rules.exempt_uids,
+                        rules.exempt_gids,
+                        guard::TABLE
+                    ),
+                    None => println!(
+                        "no [imds] guard configured; nft table inet {} removed",
+                        guard::TABLE
+                    ),
+                }
+                Ok(())
+            }
+            GuardAction::Remove => {
+                guard::remove()?;
+                println!("guard removed (nft table inet {})", guard::TABLE);
+                Ok(())
+            }
+        },
         Command::Env {
             config,
             role,
@@ -157,7 +198,10 @@ async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    if daemon::is_operator_error(error) {
+    let guard_setup = error
+        .downcast_ref::<guard::GuardError>()
+        .is_some_and(|error| !matches!(error, guard::GuardError::Nft(_)));
+    if daemon::is_operator_error(error) || guard_setup {
         EXIT_CONFIG
     } else {
         1

@@ -31,6 +31,7 @@ use crate::access::{self, Decision, Grant, Via, grant_of};
 use crate::clock::{Clock, SharedClock};
 use crate::http::{credentials_response, error_response, json_response, typed_response};
 use crate::imds::{self, Imds};
+use crate::listener::Redirected;
 use crate::metrics::{self, Metrics};
 use crate::peer::Peer;
 use crate::refresh::{Unservable, servable};
@@ -42,6 +43,8 @@ use crate::token::AuthToken;
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
 /// Where the instance-metadata routes live.
 const METADATA_PREFIX: &str = "/latest/";
+/// The `Host` a client of the real instance metadata sends.
+const METADATA_HOSTS: &[&str] = &["169.254.169.254", "169.254.169.254:80"];
 /// Headers that only browsers and proxies send; a local SDK never does.
 const FORBIDDEN_HEADERS: &[&str] = &["origin", "referer", "x-forwarded-for", "forwarded"];
 
@@ -107,6 +110,8 @@ pub enum Refusal {
     ForeignHost,
     /// It lacks the token, or carries a wrong one.
     Unauthorized,
+    /// It came through the metadata guard's redirect and asks for something else.
+    NotMetadata,
 }
 
 impl IntoResponse for Refusal {
@@ -127,18 +132,27 @@ impl IntoResponse for Refusal {
                 "Unauthorized",
                 "missing or invalid Authorization token",
             ),
+            Refusal::NotMetadata => error_response(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "only instance metadata is answered at this address",
+            ),
         }
     }
 }
 
 /// The checks every request passes before routing; pure, so each rule has a plain test.
 /// `identify` names the grant of a presented token. `Ok(None)`: a path that needs no token.
+///
+/// A request the metadata guard `redirected` here was sent to the instance metadata: it must
+/// name that address as its `Host`, and it gets instance metadata or nothing.
 pub fn check_request(
     headers: &HeaderMap,
     uri: &Uri,
     allowed_hosts: &[String],
     identify: impl FnOnce(&[u8]) -> Option<Grant>,
     metadata_enabled: bool,
+    redirected: bool,
 ) -> Result<Option<Grant>, Refusal> {
     if FORBIDDEN_HEADERS
         .iter()
@@ -146,7 +160,10 @@ pub fn check_request(
     {
         return Err(Refusal::Proxied);
     }
-    let is_allowed = |host: &str| allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+    let is_allowed = |host: &str| match redirected {
+        true => METADATA_HOSTS.iter().any(|h| h.eq_ignore_ascii_case(host)),
+        false => allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)),
+    };
     let mut hosts = headers.get_all(HOST).iter();
     let host_ok = match (hosts.next(), hosts.next()) {
         (Some(host), None) => host.to_str().is_ok_and(is_allowed),
@@ -155,6 +172,14 @@ pub fn check_request(
     let authority_ok = uri.authority().is_none_or(|a| is_allowed(a.as_str()));
     if !host_ok || !authority_ok {
         return Err(Refusal::ForeignHost);
+    }
+    if redirected {
+        let metadata = metadata_enabled && uri.path().starts_with(METADATA_PREFIX);
+        return if metadata {
+            Ok(None)
+        } else {
+            Err(Refusal::NotMetadata)
+        };
     }
     if PUBLIC_PATHS.contains(&uri.path()) {
         return Ok(None);
@@ -185,6 +210,7 @@ async fn guard(State(state): State<AppState>, mut request: Request, next: Next) 
             &inner.allowed_hosts,
             |presented| grant_of(presented, &inner.token, &roles),
             inner.imds.is_some(),
+            request.extensions().get::<Redirected>().is_some(),
         )
     };
     let route = metrics::route_label(request.uri().path());

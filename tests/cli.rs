@@ -53,6 +53,44 @@ colour = "blue"
     assert!(stderr(&missing).contains("/nonexistent/config.toml"));
 }
 
+/// `guard apply` on a host without nftables exits 78 and names the package; an exempt user
+/// that does not exist is a configuration error with its line.
+#[test]
+fn guard_setup_errors_are_explained_and_exit_78() {
+    let dir = TempDir::new("guard-errors");
+    let config = |exempt: &str| {
+        format!(
+            "[imds]\nrole = \"piyo\"\nguard = \"block\"\nexempt_users = [{exempt}]\n\
+             [[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\nallowed_users = [\"root\"]\n"
+        )
+    };
+    let unknown = dir.write("unknown.toml", &config("\"ar-no-such-user\""));
+    let output = run(&["check", "--config", &unknown.display().to_string()]);
+    assert_eq!(output.status.code(), Some(78));
+    let expected = format!(
+        "{}:4: imds.exempt_users: no such user on this host: ar-no-such-user",
+        unknown.display()
+    );
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+
+    let valid = dir.write("valid.toml", &config(""));
+    let empty_path = dir.path().join("no-tools");
+    std::fs::create_dir_all(&empty_path).unwrap();
+    let mut command = Command::new(daemon_binary());
+    let output = isolated(&mut command)
+        .env("PATH", &empty_path)
+        .args(["guard", "apply", "--config"])
+        .arg(&valid)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("install the nftables package"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// `check` summarises a valid configuration; the shipped example is one.
 #[test]
 fn check_summarises_the_example() {

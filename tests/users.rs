@@ -19,30 +19,12 @@ const GROUP: &str = "ar-test-piyo";
 /// A second group, which the role is moved to.
 const OTHER_GROUP: &str = "ar-test-fuga";
 
-/// Creates the test users and groups once per test binary (the tests run in parallel), and
-/// accepts finding them made by another process meanwhile: `groupadd -f` succeeds on an
-/// existing group, and `useradd` exits 9 for an existing user.
+/// The test users and groups, made once per test binary and idempotently.
 fn ensure_users() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        for group in [GROUP, OTHER_GROUP] {
-            let made = Command::new("groupadd").args(["-f", group]).status();
-            assert!(made.unwrap().success(), "groupadd -f {group}");
-        }
-        for (user, groups) in [(MEMBER, GROUP), (OUTSIDER, "")] {
-            let mut command = Command::new("useradd");
-            command.args(["--no-create-home", "--shell", "/usr/sbin/nologin"]);
-            if !groups.is_empty() {
-                command.args(["--groups", groups]);
-            }
-            let status = command.arg(user).status().unwrap();
-            const EXISTS: i32 = 9;
-            assert!(
-                status.success() || status.code() == Some(EXISTS),
-                "useradd {user}: {status}"
-            );
-        }
-    });
+    ensure_accounts(
+        &[GROUP, OTHER_GROUP],
+        &[(MEMBER, &[GROUP]), (OUTSIDER, &[])],
+    );
 }
 
 fn uid_of(user: &str) -> String {
@@ -56,20 +38,6 @@ fn gid_of(group: &str) -> u32 {
         .output()
         .unwrap();
     stdout(&output).split(':').nth(2).unwrap().parse().unwrap()
-}
-
-/// `program` run as `user`, with that user's groups.
-fn as_user(user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut command = Command::new("setpriv");
-    command
-        .args([
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
-            "--init-groups",
-            "--",
-        ])
-        .arg(program);
-    command
 }
 
 /// `curl` run as `user` (with that user's groups), sending `token`.

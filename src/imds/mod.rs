@@ -146,8 +146,33 @@ pub enum Route {
     NotFound,
 }
 
+/// The metadata tools read, passed through from the real instance metadata: what SDKs ask for
+/// (region, instance id and type, the identity document) and what tools use to describe the
+/// host. Nothing else passes: not `iam/` or `identity-credentials/` (the instance's own keys),
+/// not `user-data` (often secrets), nor anything not listed, whatever its case or encoding.
+const PASSED: &[&str] = &[
+    "meta-data",
+    "meta-data/ami-id",
+    "meta-data/hostname",
+    "meta-data/instance-id",
+    "meta-data/instance-type",
+    "meta-data/local-hostname",
+    "meta-data/local-ipv4",
+    "meta-data/mac",
+    "meta-data/public-hostname",
+    "meta-data/public-ipv4",
+    "meta-data/services/domain",
+    "meta-data/services/partition",
+    "dynamic/instance-identity/document",
+    "dynamic/instance-identity/signature",
+    "dynamic/instance-identity/pkcs7",
+    "dynamic/instance-identity/rsa2048",
+];
+/// Trees passed through whole: the instance's placement and its network interfaces.
+const PASSED_TREES: &[&str] = &["meta-data/placement", "meta-data/network/interfaces/macs"];
+
 /// Sorts a path below `/latest/`. Paths with empty, `.` or `..` segments, or characters
-/// metadata paths never have, are not found: they could otherwise reach the upstream's `iam/`.
+/// metadata paths never have, are not found, and only the listed paths are passed through.
 pub fn route(path: &str) -> Route {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
@@ -157,7 +182,7 @@ pub fn route(path: &str) -> Route {
             && *segment != ".."
             && segment
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
     });
     if !clean {
         return Route::NotFound;
@@ -169,12 +194,20 @@ pub fn route(path: &str) -> Route {
             Route::Credentials((*name).to_owned())
         }
         ["meta-data", "iam", "info"] => Route::Info,
-        ["meta-data", "iam", ..] => Route::NotFound,
-        ["meta-data", ..] | ["dynamic", "instance-identity", ..] => {
-            Route::Upstream(format!("/latest/{path}"))
-        }
+        _ if passes(trimmed) => Route::Upstream(format!("/latest/{path}")),
         _ => Route::NotFound,
     }
+}
+
+/// Whether a clean path (no trailing slash) is one that is passed through.
+fn passes(path: &str) -> bool {
+    PASSED.contains(&path)
+        || PASSED_TREES.iter().any(|tree| {
+            path == *tree
+                || path
+                    .strip_prefix(tree)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
 }
 
 /// Everything the IMDS routes need.
@@ -275,12 +308,18 @@ async fn read(
     peer: Option<Extension<Arc<Peer>>>,
 ) -> Response {
     let route = route(&path);
+    let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
+    if let Route::Credentials(name) = &route {
+        return credentials(&imds, name, &peer);
+    }
+    // Everything else the endpoint knows is for the users the role admits: to anyone else it
+    // is an instance with no role and nothing to read (the identity document would let them
+    // authenticate as the instance elsewhere).
+    if !access::admitted(&imds.roles.borrow(), &imds.role, &peer) {
+        return not_found();
+    }
     if let Route::Upstream(full_path) = &route {
         return passthrough(&imds, full_path).await;
-    }
-    if let Route::Credentials(name) = &route {
-        let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-        return credentials(&imds, name, &peer);
     }
     let Some(role) = imds.served_role() else {
         return role_gone(&imds);
@@ -432,6 +471,15 @@ mod tests {
             route("meta-data/"),
             Route::Upstream("/latest/meta-data/".into())
         );
+        for passed in [
+            "meta-data/instance-id",
+            "meta-data/placement/availability-zone",
+            "meta-data/placement/",
+            "meta-data/network/interfaces/macs/0e:49:61:0f:c3:11/vpc-id",
+            "dynamic/instance-identity/pkcs7",
+        ] {
+            assert!(matches!(route(passed), Route::Upstream(_)), "{passed}");
+        }
     }
 
     #[test]
@@ -446,6 +494,14 @@ mod tests {
             "meta-data/placement/../iam/info",
             "user-data",
             "dynamic/fws/instance-monitoring",
+            "meta-data/identity-credentials/ec2/security-credentials/ec2-instance",
+            "meta-data/identity-credentials/",
+            "meta-data/IAM/security-credentials/hoge-ec2-role",
+            "meta-data/Iam/info",
+            "meta-data/iamx",
+            "meta-data/placementx/region",
+            "meta-data/user-data",
+            "meta-data/public-keys/0/openssh-key",
         ] {
             assert!(
                 !matches!(route(path), Route::Upstream(_)),

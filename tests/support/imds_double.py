@@ -2,7 +2,9 @@
 
 It vends the instance profile's credentials (a hoge-ec2-role session that moto accepts, given as
 JSON in argv[1]) and a few fixed facts about the instance (region ap-northeast-1, instance id
-i-0123456789abcdef0). It prints its port on the first line of stdout, then serves until killed,
+i-0123456789abcdef0). It listens on 127.0.0.1, on a free port, or where argv[2] says
+("169.254.169.254:80" inside a test's network namespace). It prints its port on the first line
+of stdout, then serves until killed,
 and logs every path it answers to stderr ("GET /latest/...") so tests can count upstream reads.
 
 Usage: python imds_double.py '{"AccessKeyId": ..., "SecretAccessKey": ..., "SessionToken": ...}'
@@ -94,6 +96,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    host, _, port = (sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1:0").rpartition(":")
+    server = ThreadingHTTPServer((host, int(port)), Handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()

@@ -479,12 +479,16 @@ pub fn rust_sdk_whoami() -> PathBuf {
 /// Starts one of the Python helpers in `tests/support/` with one argument; it prints the port
 /// it listens on as its first line.
 fn start_helper(script: &str, argument: &str, stderr: Stdio) -> (Process, u16) {
+    start_helper_with(script, &[argument], stderr)
+}
+
+fn start_helper_with(script: &str, arguments: &[&str], stderr: Stdio) -> (Process, u16) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/support")
         .join(script);
     let mut child = Command::new(venv_tool("python"))
         .arg(script)
-        .arg(argument)
+        .args(arguments)
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -548,6 +552,51 @@ pub fn eventually(seconds: u64, mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
+/// Creates `groups`, then `users` (each in its supplementary groups), once per test binary (the
+/// tests run in parallel), accepting what another process made meanwhile: `groupadd -f`
+/// succeeds on an existing group, and `useradd` exits 9 for an existing user.
+pub fn ensure_accounts(groups: &[&str], users: &[(&str, &[&str])]) {
+    static MADE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for group in groups {
+        if made.contains(&group.to_string()) {
+            continue;
+        }
+        let status = Command::new("groupadd").args(["-f", group]).status();
+        assert!(status.unwrap().success(), "groupadd -f {group}");
+        made.push(group.to_string());
+    }
+    for (user, supplementary) in users {
+        if made.contains(&user.to_string()) {
+            continue;
+        }
+        let mut command = Command::new("useradd");
+        command.args(["--no-create-home", "--shell", "/usr/sbin/nologin"]);
+        if !supplementary.is_empty() {
+            command.args(["--groups", &supplementary.join(",")]);
+        }
+        let output = command.arg(user).output().unwrap();
+        const EXISTS: i32 = 9;
+        let made_or_there = output.status.success() || output.status.code() == Some(EXISTS);
+        assert!(made_or_there, "useradd {user}: {}", stderr(&output));
+        made.push(user.to_string());
+    }
+}
+
+/// `program` run as `user`, with that user's groups.
+pub fn as_user(user: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            "--",
+        ])
+        .arg(program);
+    command
+}
+
 /// Sends `SIG<name>` to `pid` with the shell's `kill`.
 pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
@@ -574,13 +623,21 @@ pub struct ImdsDouble {
 
 impl ImdsDouble {
     pub fn start(moto: &Moto) -> Self {
+        Self::start_at(moto, "127.0.0.1:0")
+    }
+
+    /// A double listening at `address` (`169.254.169.254:80` in a test's network namespace).
+    pub fn start_at(moto: &Moto, address: &str) -> Self {
         let dir = TempDir::new("imds-double");
         let log_file = dir.path().join("reads.log");
         let log = Stdio::from(std::fs::File::create(&log_file).unwrap());
-        let (process, port) =
-            start_helper("imds_double.py", &moto.host_credentials.to_string(), log);
+        let credentials = moto.host_credentials.to_string();
+        let (process, port) = start_helper_with("imds_double.py", &[&credentials, address], log);
+        let host = address
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(host, _)| host);
         Self {
-            endpoint: format!("http://127.0.0.1:{port}/"),
+            endpoint: format!("http://{host}:{port}/"),
             log_file,
             process,
             _dir: dir,
