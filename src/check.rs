@@ -4,20 +4,80 @@
 //! It prints to stdout for people; problems are errors for `main` to report.
 
 use std::fmt::Write as _;
+use std::io::{Read, Write as _};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 use anyhow::bail;
 
 use crate::accounts;
 use crate::config::Config;
 use crate::credentials::Credentials;
+use crate::imds::DEFAULT_UPSTREAM;
 use crate::sts::{SdkSts, Sts};
 
-/// A summary of a valid configuration, warning about roles' groups for which `group_exists`
 /// Whether the name service knows group `name` (what `summary` is given in production).
 pub fn group_exists(name: &str) -> bool {
     accounts::group_id(name).is_some()
 }
 
+/// How long the probe of the instance metadata may take, in all.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A warning when instance metadata answers at the address local users reach
+/// (`environment_endpoint` is `AWS_EC2_METADATA_SERVICE_ENDPOINT`, if set) and no guard keeps
+/// them from it: any of them can read the instance role's keys and assume the target roles
+/// directly, around every token and allow-list.
+pub fn metadata_exposure(config: &Config, environment_endpoint: Option<&str>) -> Option<String> {
+    let imds = config.imds.as_ref();
+    if imds.is_some_and(|imds| imds.guard.is_some()) {
+        return None;
+    }
+    let upstream = imds
+        .and_then(|imds| imds.upstream.as_deref())
+        .or(environment_endpoint)
+        .unwrap_or(DEFAULT_UPSTREAM);
+    let authority = upstream
+        .strip_prefix("http://")?
+        .split('/')
+        .next()
+        .filter(|a| !a.is_empty())?;
+    let address = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    answers_http(&address).then(|| {
+        format!(
+            "warning: instance metadata answers at {authority} and no [imds] guard is \
+             configured: any local user can read the instance role's keys there and assume \
+             the roles above directly, without the token and around allowed_users and \
+             allowed_groups; set [imds] guard = \"redirect\" (or \"block\") and run \
+             `assume-roled guard apply`\n"
+        )
+    })
+}
+
+/// Whether something at `address` answers an IMDSv2 token request with HTTP, quickly.
+fn answers_http(address: &str) -> bool {
+    let Some(socket) = address.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return false;
+    };
+    let Ok(mut stream) = TcpStream::connect_timeout(&socket, PROBE_TIMEOUT) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+    let request = format!(
+        "PUT /latest/api/token HTTP/1.0\r\nHost: {address}\r\n\
+         X-aws-ec2-metadata-token-ttl-seconds: 1\r\n\r\n"
+    );
+    let mut head = [0u8; 5];
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_exact(&mut head).is_ok()
+        && &head == b"HTTP/"
+}
+
+/// A summary of a valid configuration, warning about roles' groups for which `group_exists`
 /// is false: `serve` would refuse to start without them.
 pub fn summary(config: &Config, group_exists: impl Fn(&str) -> bool) -> String {
     let mut text = String::new();

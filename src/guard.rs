@@ -160,7 +160,15 @@ pub fn rules_for(config: &Config) -> Result<Rules, GuardError> {
 pub fn apply(config: &Config) -> Result<Option<Rules>, GuardError> {
     match rules_for(config) {
         Ok(rules) => run_nft(&ruleset(&rules)).map(|()| Some(rules)),
-        Err(GuardError::NotConfigured) => remove().map(|()| None),
+        // Removing what an earlier configuration installed is best effort: without nftables,
+        // or without the right to change the firewall (a container), there is none to remove.
+        Err(GuardError::NotConfigured) => {
+            match remove() {
+                Ok(()) | Err(GuardError::NoNft) => {}
+                Err(error) => eprintln!("assume-roled: no guard configured; {error}"),
+            }
+            Ok(None)
+        }
         Err(error) => Err(error),
     }
 }

@@ -60,6 +60,11 @@ enum Command {
         action: GuardAction,
         #[command(flatten)]
         config: ConfigArg,
+        /// As the unit's ExecStartPre: an invalid configuration leaves the rules as they are
+        /// and is left to `serve` to report (its exit 78 stops systemd's restart loop; a
+        /// failing ExecStartPre would not).
+        #[arg(long)]
+        from_unit: bool,
     },
     /// Print the shell lines that point AWS tools at the daemon: eval "$(assume-roled env)".
     Env {
@@ -109,6 +114,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let loaded = config::load(&config.config)?;
             println!("{}: ok", config.config.display());
             print!("{}", check::summary(&loaded, check::group_exists));
+            let metadata_endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").ok();
+            if let Some(warning) = check::metadata_exposure(&loaded, metadata_endpoint.as_deref()) {
+                print!("{warning}");
+            }
             if assume {
                 print!("{}", check::assume_all(&loaded).await?);
             }
@@ -133,9 +142,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Guard { action, config } => match action {
+        Command::Guard {
+            action,
+            config,
+            from_unit,
+        } => match action {
             GuardAction::Apply => {
-                let loaded = config::load(&config.config)?;
+                let loaded = match config::load(&config.config) {
+                    Err(error) if from_unit => {
+                        eprintln!("assume-roled: {error}\nthe guard is left as it is");
+                        return Ok(());
+                    }
+                    loaded => loaded?,
+                };
                 match guard::apply(&loaded)? {
                     Some(rules) => println!(
                         "guard applied: {} for all but uids {:?} and gids {:?} (nft table inet {})",

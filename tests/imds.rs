@@ -314,3 +314,37 @@ fn metadata_upstream_pointing_at_itself_is_refused() {
         stderr(&output)
     );
 }
+
+/// `check` warns, naming the address, when instance metadata answers and no guard keeps local
+/// users from it; with a guard configured it does not.
+#[test]
+fn check_warns_when_instance_metadata_is_unguarded() {
+    let moto = Moto::start();
+    let double = ImdsDouble::start(&moto);
+    let dir = TempDir::new("exposure");
+    let plain = moto.config(&dir.path().join("token"));
+    let guarded =
+        format!("{plain}allowed_users = [\"root\"]\n[imds]\nrole = \"piyo\"\nguard = \"block\"\n");
+    let check = |name: &str, text: &str| {
+        let path = dir.write(name, text);
+        let mut command = std::process::Command::new(daemon_binary());
+        let output = isolated(&mut command)
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &double.endpoint)
+            .args(["check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let address = double
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let warned = check("plain.toml", &plain);
+    assert!(
+        warned.contains(&format!("warning: instance metadata answers at {address}")),
+        "{warned}"
+    );
+    assert!(!check("guarded.toml", &guarded).contains("warning"));
+}

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, to_bytes};
 use axum::http::Request as HttpRequest;
+use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use tower::ServiceExt;
 
@@ -361,4 +362,33 @@ fn allowed_hosts_follow_the_bound_address() {
         allowed_hosts("[::1]:9357".parse().unwrap())[0],
         "[::1]:9357"
     );
+}
+
+/// A connection the metadata guard redirected here asked for the instance metadata: it must
+/// name that address as its host and gets instance metadata or nothing; a direct connection
+/// naming the metadata address is refused like any foreign host.
+#[test]
+fn redirected_requests_are_metadata_only() {
+    let hosts = allowed_hosts(LISTEN.parse().unwrap());
+    let check = |host: &str, path: &str, redirected: bool| {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_str(host).unwrap());
+        headers.insert(AUTHORIZATION, HeaderValue::from_static(TOKEN));
+        let uri: Uri = path.parse().unwrap();
+        let identify = |_: &[u8]| Some(Grant::Server);
+        check_request(&headers, &uri, &hosts, identify, true, redirected)
+    };
+    let metadata = "/latest/meta-data/iam/security-credentials/";
+    assert_eq!(check("169.254.169.254", metadata, true), Ok(None));
+    assert_eq!(check("169.254.169.254:80", metadata, true), Ok(None));
+    assert_eq!(
+        check("169.254.169.254", "/roles/piyo", true),
+        Err(Refusal::NotMetadata)
+    );
+    assert_eq!(check(LISTEN, metadata, true), Err(Refusal::ForeignHost));
+    assert_eq!(
+        check("169.254.169.254", metadata, false),
+        Err(Refusal::ForeignHost)
+    );
+    assert_eq!(check(LISTEN, "/roles/piyo", false), Ok(Some(Grant::Server)));
 }

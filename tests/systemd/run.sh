@@ -6,7 +6,8 @@
 # re-fetching the old one and survives a typo; a crash is restarted, a hung process is killed by
 # the watchdog, a bad configuration at start fails without a restart loop; the hardening is in
 # force; the profile snippet serves members of the group only, and a role's own token file is
-# given to that role's group (through SupplementaryGroups=); stop exits 0.
+# given to that role's group (through SupplementaryGroups=); the metadata guard is installed by
+# ExecStartPre and outlives a stop; stop exits 0.
 #
 # Run by `make systemd-test` (as root; needs systemd-nspawn and debootstrap). The debootstrapped
 # root file system is cached in target/systemd-rootfs; each run works on a fresh copy.
@@ -33,6 +34,8 @@ cleanup() {
     wait "$nspawn_pid" 2>/dev/null || true
   fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # The container shares the host's network, so the guard's table is the host's: never leave it.
+  if command -v nft >/dev/null; then nft delete table inet assume_roled 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -84,10 +87,11 @@ done
 [ -x "$BIN" ] || fail "$BIN is missing: run cargo build"
 [ -x "$VENV/bin/moto_server" ] || fail "$VENV is missing: run make venv"
 
-if [ ! -e "$ROOTFS_CACHE/.complete" ]; then
+# A cache made before nftables was in the list is made again.
+if [ ! -e "$ROOTFS_CACHE/.complete" ] || [ ! -x "$ROOTFS_CACHE/usr/sbin/nft" ]; then
   say "debootstrapping Debian 12 into $ROOTFS_CACHE (once)"
   rm -rf "$ROOTFS_CACHE"
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates \
+  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,nftables \
     bookworm "$ROOTFS_CACHE" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
     { tail -n 20 "$work/debootstrap.log"; fail "debootstrap failed"; }
   touch "$ROOTFS_CACHE/.complete"
@@ -123,7 +127,10 @@ WatchdogSec=4
 EOF
 
 say "booting systemd in a container"
+# CAP_NET_ADMIN: the unit's ExecStartPre installs the metadata guard's nftables table (in the
+# host's network namespace, which the container shares; the cleanup removes it).
 systemd-nspawn --directory="$root" --boot --register=no --keep-unit --console=pipe --quiet \
+  --capability=CAP_NET_ADMIN \
   >"$work/boot.log" 2>&1 &
 nspawn_pid=$!
 wait_until 30 pgrep -P "$nspawn_pid" || fail "the container did not start"
@@ -259,9 +266,30 @@ is_state failed && [ "$(property NRestarts)" = 0 ] ||
 journal_has "config.toml:1: listen: unknown key" || fail "the error does not name the file, line and key"
 ok "a bad configuration at start leaves the unit failed (status 78), not restarting"
 
+say "metadata guard"
+member_uid=$(inside id -u member)
+daemon_uid=$(inside id -u assume-roled)
+write_config piyo
+printf 'allowed_users = ["member"]\n[imds]\nrole = "piyo"\nguard = "redirect"\nexempt_users = ["member"]\n' \
+  >>"$root/etc/assume-roled/config.toml"
+inside systemctl reset-failed "$UNIT"
+inside systemctl start "$UNIT"
+is_state active || fail "did not start with the guard configured"
+# The container shares the host's network: its nftables are the host's.
+rules=$(nft list table inet assume_roled) || fail "ExecStartPre did not install the guard's table"
+grep -q "ip daddr 169.254.169.254 tcp dport 80 redirect to :$listen_port" <<<"$rules" ||
+  fail "no redirect to the listener: $rules"
+exempt=$(grep -m 1 'meta skuid' <<<"$rules")
+for uid in 0 "$daemon_uid" "$member_uid"; do
+  grep -Eq "[{ ]$uid[ ,}]" <<<"$exempt" || fail "uid $uid is not exempt: $exempt"
+done
+ok "ExecStartPre installed the guard as root: metadata redirected to the listener; root, the daemon's user ($daemon_uid) and the exempt user ($member_uid) keep it"
+inside systemctl stop "$UNIT"
+nft list table inet assume_roled >/dev/null 2>&1 || fail "the guard went away with the daemon"
+ok "the guard stays when the daemon stops (redirected connections are refused, not passed on)"
+
 say "stop"
 write_config piyo
-inside systemctl reset-failed "$UNIT"
 inside systemctl start "$UNIT"
 is_state active || fail "did not start again"
 sigterms() { journal | grep -c 'stopping signal="SIGTERM"' || true; }
