@@ -6,7 +6,8 @@
 #                      targets, as CI runs them.
 #   make systemd-test  boots a real systemd (Debian in systemd-nspawn) and tests the installed
 #                      service in it; slower, so it has its own target (CI runs it too).
-#   make install       installs binary, unit, sysusers, profile snippet and configuration.
+#   make install       installs binary, unit, sysusers and tmpfiles entries, profile snippet and
+#                      configuration.
 #   make soak          the full soak: 1,000,000 requests over 64 connections (make test runs
 #                      200,000).
 #   make fuzz          runs each cargo-fuzz target for FUZZ_SECONDS (default 60).
@@ -25,6 +26,7 @@ DESTDIR     ?=
 BINDIR      ?= $(PREFIX)/bin
 UNITDIR     ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 SYSCONFDIR  ?= /etc
 # The binary to install; the default is built by `make install` itself.
 BIN         ?= target/release/assume-roled
@@ -86,11 +88,14 @@ endif
 	sed 's|@BINDIR@|$(BINDIR)|' systemd/assume-roled.service > $(DESTDIR)$(UNITDIR)/assume-roled.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/assume-roled.service
 	install -D -m 0644 systemd/assume-roled.sysusers $(DESTDIR)$(SYSUSERSDIR)/assume-roled.conf
+	install -D -m 0644 systemd/assume-roled.tmpfiles $(DESTDIR)$(TMPFILESDIR)/assume-roled.conf
 	install -D -m 0644 systemd/profile.sh $(DESTDIR)$(SYSCONFDIR)/profile.d/assume-roled.sh
 	install -D -m 0644 config.example.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.example.toml
-	@# An existing configuration is never overwritten.
+	@# An existing configuration is never overwritten. It is the daemon's group's to read, not
+	@# everyone's (external ids, exempt users): systemd-tmpfiles gives it to group assume-roled
+	@# once systemd-sysusers has made the group (the README's install steps; and at every boot).
 	test -e $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml || \
-	  install -m 0644 systemd/config.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml
+	  install -m 0640 systemd/config.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml
 
 bench: venv
 	bench/run.sh

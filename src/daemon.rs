@@ -220,6 +220,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         None => None,
     };
     info!(address = %local, "listening");
+    publish_endpoints(&config);
     let metrics = Arc::new(Metrics::new());
     let (supervisor, roles) = Supervisor::start(
         &config.roles,
@@ -450,6 +451,17 @@ impl<S: Sts> Reloads<S> {
             "configuration reloaded"
         );
         self.current.roles = new.roles;
+        // The listener stays until a restart: the published endpoints say where it is now.
+        publish_endpoints(&self.current);
+    }
+}
+
+/// Writes the public copy of where roles are served, for `env`; a failure only means users
+/// outside the daemon's group cannot run `env`, so it is logged, not fatal.
+fn publish_endpoints(config: &Config) {
+    if let Err(error) = crate::env::publish(config) {
+        warn!(%error, "cannot write the public copy of the endpoints; `assume-roled env` needs \
+            the configuration to be readable");
     }
 }
 

@@ -4,13 +4,111 @@
 //! URI and the token file, and unset the relative URI, which SDKs would otherwise prefer. The
 //! token file is the role's own if it has one, else the server's. Without `--role`, the role is
 //! the only one configured, or else the only one whose token file the user can read: so one
-//! profile line serves a host where each group has its role. This module is pure: it turns a
-//! [`Config`] into text, given which files the user can read.
+//! profile line serves a host where each group has its role.
+//!
+//! All `env` needs is where each role is served and which token file opens it: [`Endpoints`],
+//! taken from the configuration when the user can read it, else from the public copy the
+//! daemon writes beside its token (`endpoints`, no secrets in it), so that the configuration
+//! itself (external ids, exempt users) can stay readable by the daemon's group only. Turning
+//! endpoints into text is pure, given which files the user can read.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::config::{Config, RoleConfig};
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, DEFAULT_TOKEN_FILE};
+
+/// The name of the public copy of the endpoints, beside the server's token file.
+pub const ENDPOINTS_FILE: &str = "endpoints";
+
+/// Where each role is served and which token file opens it: all a client needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// The daemon's listener.
+    pub listen: SocketAddr,
+    /// The roles, in configuration order.
+    pub roles: Vec<Endpoint>,
+}
+
+/// One role's endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The role's name, the last part of its URL.
+    pub name: String,
+    /// The token file whose token opens it.
+    pub token_file: PathBuf,
+}
+
+impl Endpoints {
+    /// The endpoints of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        let roles = config.roles.iter().map(|role| Endpoint {
+            name: role.name.clone(),
+            token_file: config.token_file_of(role).to_owned(),
+        });
+        Self {
+            listen: config.server.listen,
+            roles: roles.collect(),
+        }
+    }
+
+    /// The text of the public copy.
+    pub fn to_text(&self) -> String {
+        let body = toml::to_string(self).expect("endpoints serialise");
+        format!(
+            "# Written by assume-roled for `assume-roled env`: where each role is served and which\n\
+             # token file opens it. No secrets; rewritten at every start and reload.\n{body}"
+        )
+    }
+
+    /// Reads the public copy's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|error| error.message().to_owned())
+    }
+
+    /// Where the public copy of `config`'s endpoints lives: beside the server's token file.
+    pub fn path_for(token_file: &Path) -> PathBuf {
+        token_file.with_file_name(ENDPOINTS_FILE)
+    }
+}
+
+/// Where the daemon writes the public copy with the default token file.
+pub fn default_public_copy() -> PathBuf {
+    Endpoints::path_for(Path::new(DEFAULT_TOKEN_FILE))
+}
+
+/// The endpoints `env` works from: the configuration at `config_path` if the user can read
+/// it, else the public copy at `public` (which the daemon writes beside its token file).
+pub fn load_endpoints(config_path: &Path, public: &Path) -> anyhow::Result<Endpoints> {
+    let error = match crate::config::load(config_path) {
+        Ok(config) => return Ok(Endpoints::from_config(&config)),
+        Err(error) => error,
+    };
+    let unreadable = matches!(&error, ConfigError::Read { cause, .. }
+        if cause.kind() == std::io::ErrorKind::PermissionDenied);
+    if !unreadable {
+        return Err(error.into());
+    }
+    let text = std::fs::read_to_string(public)
+        .with_context(|| format!("{error}; nor can {} be read", public.display()))?;
+    Endpoints::parse(&text).map_err(|reason| anyhow::anyhow!("{}: {reason}", public.display()))
+}
+
+/// Writes the public copy of `config`'s endpoints beside its token file, readable by everyone
+/// (so that users outside the daemon's group, members of a role's group, can run `env`),
+/// replacing any earlier one at once.
+pub fn publish(config: &Config) -> std::io::Result<PathBuf> {
+    let path = Endpoints::path_for(&config.server.token_file);
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, Endpoints::from_config(config).to_text())?;
+    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&temporary, &path)?;
+    Ok(path)
+}
 
 /// The shells `env` can write for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,13 +122,13 @@ pub enum Shell {
 /// The lines for `role` (or the one role the user may have) in `shell` syntax; `readable` says
 /// whether the user can read a token file.
 pub fn profile_lines(
-    config: &Config,
+    endpoints: &Endpoints,
     role: Option<&str>,
     shell: Shell,
     readable: impl Fn(&Path) -> bool,
 ) -> Result<String, String> {
-    let role = pick_role(config, role, &readable)?;
-    let token_path = config.token_file_of(role);
+    let role = pick_role(endpoints, role, &readable)?;
+    let token_path = role.token_file.as_path();
     // Lines that point at a token the user cannot read would only break their tools.
     if !readable(token_path) {
         return Err(format!(
@@ -40,7 +138,7 @@ pub fn profile_lines(
             role.name
         ));
     }
-    let uri = credentials_uri(config.server.listen, &role.name);
+    let uri = credentials_uri(endpoints.listen, &role.name);
     let token_file = token_path.display().to_string();
     let lines = match shell {
         Shell::Sh => format!(
@@ -67,26 +165,25 @@ pub fn credentials_uri(listen: SocketAddr, role: &str) -> String {
 }
 
 fn pick_role<'a>(
-    config: &'a Config,
+    endpoints: &'a Endpoints,
     wanted: Option<&str>,
     readable: impl Fn(&Path) -> bool,
-) -> Result<&'a RoleConfig, String> {
+) -> Result<&'a Endpoint, String> {
+    let roles = &endpoints.roles;
     let names = || {
-        let names: Vec<&str> = config.roles.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = roles.iter().map(|r| r.name.as_str()).collect();
         names.join(", ")
     };
-    let open: Vec<&RoleConfig> = config
-        .roles
+    let open: Vec<&Endpoint> = roles
         .iter()
-        .filter(|role| readable(config.token_file_of(role)))
+        .filter(|role| readable(&role.token_file))
         .collect();
     match wanted {
-        Some(wanted) => config
-            .roles
+        Some(wanted) => roles
             .iter()
             .find(|role| role.name == wanted)
             .ok_or_else(|| format!("no role named {wanted:?}; configured roles: {}", names())),
-        None if config.roles.len() == 1 => Ok(&config.roles[0]),
+        None if roles.len() == 1 => Ok(&roles[0]),
         None if open.len() == 1 => Ok(open[0]),
         None if open.is_empty() => Err(format!(
             "cannot read the token file of any role ({}); members of a role's group may \
@@ -118,6 +215,10 @@ mod tests {
     use super::*;
     use crate::config::from_toml;
 
+    fn endpoints(text: &str) -> Endpoints {
+        Endpoints::from_config(&from_toml(text, "host").unwrap())
+    }
+
     const TWO_ROLES: &str = r#"
 [server]
 listen = "127.0.0.1:9400"
@@ -132,7 +233,7 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
 
     #[test]
     fn sh_lines_are_quoted_and_unset_the_relative_uri() {
-        let config = from_toml(TWO_ROLES, "host").unwrap();
+        let config = endpoints(TWO_ROLES);
         let lines = profile_lines(&config, Some("fuga"), Shell::Sh, anything).unwrap();
         assert_eq!(
             lines,
@@ -144,7 +245,7 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
 
     #[test]
     fn fish_lines() {
-        let config = from_toml(TWO_ROLES, "host").unwrap();
+        let config = endpoints(TWO_ROLES);
         let lines = profile_lines(&config, Some("piyo"), Shell::Fish, anything).unwrap();
         assert!(
             lines
@@ -159,7 +260,7 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
 
     #[test]
     fn role_choice() {
-        let config = from_toml(TWO_ROLES, "host").unwrap();
+        let config = endpoints(TWO_ROLES);
         let error = profile_lines(&config, None, Shell::Sh, anything).unwrap_err();
         assert!(error.contains("--role (piyo, fuga)"), "{error}");
         assert!(profile_lines(&config, Some("nope"), Shell::Sh, anything).is_err());
@@ -176,7 +277,7 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
         let text = format!(
             "{TWO_ROLES}token_file = \"/var/lib/assume-roled/fuga.token\"\ngroup = \"fuga-users\"\n"
         );
-        let config = from_toml(&text, "host").unwrap();
+        let config = endpoints(&text);
         let only_fuga = |path: &Path| path.ends_with("fuga.token");
         let lines = profile_lines(&config, None, Shell::Sh, only_fuga).unwrap();
         assert!(lines.contains("/roles/fuga'"), "{lines}");
@@ -191,6 +292,29 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
         assert!(error.contains("fuga.token of role fuga"), "{error}");
         let error = profile_lines(&config, None, Shell::Sh, |_| false).unwrap_err();
         assert!(error.contains("any role (piyo, fuga)"), "{error}");
+    }
+
+    /// The public copy holds what `env` needs and reads back the same.
+    #[test]
+    fn the_public_copy_reads_back() {
+        let text = format!(
+            "{TWO_ROLES}token_file = \"/var/lib/assume-roled/fuga.token\"\n\
+             external_id = \"secret-external-id\"\n"
+        );
+        let config = from_toml(&text, "host").unwrap();
+        let written = Endpoints::from_config(&config).to_text();
+        assert!(!written.contains("secret-external-id"), "{written}");
+        assert!(!written.contains("arn:"), "{written}");
+        let read = Endpoints::parse(&written).unwrap();
+        assert_eq!(read, Endpoints::from_config(&config));
+        assert_eq!(
+            read.roles[1].token_file,
+            Path::new("/var/lib/assume-roled/fuga.token")
+        );
+        assert_eq!(
+            Endpoints::path_for(Path::new("/var/lib/assume-roled/token")),
+            Path::new("/var/lib/assume-roled/endpoints")
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@
 //! - `notify` tells systemd about readiness, status and liveness; [`daemon`] wires it all from
 //!   the parts its caller hands in and joins its tasks; [`signals`] turns signals into
 //!   cancellation and reload requests;
-//! - [`check`] and [`env`](mod@env) are the `check` and `env` commands.
+//! - [`env`](mod@env) is the `env` command, and the public copy of where roles are served that
+//!   the daemon writes for it; [`check`] is the `check` command.
 //!
 //! One lock policy: the few std mutexes guard caches and are never held across an `.await`; a
 //! lock poisoned by a panic elsewhere is used as it is (a cache entry may be missing, nothing
@@ -59,10 +60,10 @@ mod imds;
 pub mod status;
 mod server;
 mod notify;
+pub mod env;
 pub mod daemon;
 pub mod signals;
 pub mod check;
-pub mod env;
 #[cfg(test)]
 mod fake;
 #[cfg(feature = "fuzzing")]

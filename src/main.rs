@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use assume_roled::config::{self, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
-use assume_roled::env::{Shell, profile_lines};
+use assume_roled::env::{self, Shell, profile_lines};
 use assume_roled::{check, daemon, guard, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
@@ -76,6 +76,10 @@ enum Command {
         /// The syntax to print.
         #[arg(long, value_enum, default_value = "sh")]
         shell: Shell,
+        /// The public copy of the endpoints, read when the configuration is not readable (the
+        /// daemon writes it beside its token file).
+        #[arg(long, value_name = "PATH", default_value_os_t = env::default_public_copy())]
+        endpoints: PathBuf,
     },
 }
 
@@ -180,10 +184,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config,
             role,
             shell,
+            endpoints,
         } => {
-            let loaded = config::load(&config.config)?;
+            let endpoints = env::load_endpoints(&config.config, &endpoints)?;
             let readable = |path: &std::path::Path| std::fs::File::open(path).is_ok();
-            let lines = profile_lines(&loaded, role.as_deref(), shell, readable)
+            let lines = profile_lines(&endpoints, role.as_deref(), shell, readable)
                 .map_err(anyhow::Error::msg)?;
             print!("{lines}");
             Ok(())

@@ -33,11 +33,10 @@ const GENERATED_LEN: usize = 48;
 const MIN_LEN: usize = 32;
 /// Owner reads and writes, the group (the users allowed in) reads, others nothing.
 const FILE_MODE: u32 = 0o640;
-/// A directory the daemon creates for the token file: the group may enter, others may not.
-const DIR_MODE: u32 = 0o750;
-/// A directory created for a role's token file: its group is not the daemon's, so others may
-/// pass through (not list) to the one file their group can read.
-const SHARED_DIR_MODE: u32 = 0o751;
+/// A directory the daemon creates for a token file (as the unit's `StateDirectoryMode=`):
+/// others may pass through, not list, to the files they may read: a role's token file (its
+/// group is not the daemon's) and the public copy of the endpoints, for `env`.
+const DIR_MODE: u32 = 0o751;
 
 /// The token; compared in constant time, never shown by `Debug`.
 #[derive(Clone)]
@@ -317,10 +316,8 @@ fn create(path: &Path, group: Option<&FileGroup>) -> Result<AuthToken, TokenFile
             .mode(DIR_MODE)
             .create(dir)
             .map_err(create_error)?;
-        if group.is_some() {
-            fs::set_permissions(dir, Permissions::from_mode(SHARED_DIR_MODE))
-                .map_err(create_error)?;
-        }
+        // The umask may have taken bits the mode asked for.
+        fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)).map_err(create_error)?;
     }
     let token = AuthToken::generate();
     let temporary = temporary_path(path);
@@ -475,7 +472,7 @@ mod tests {
         let metadata = fs::metadata(&path).unwrap();
         assert_eq!((metadata.gid(), metadata.mode() & 0o777), (4242, 0o640));
         let parent = fs::metadata(path.parent().unwrap()).unwrap();
-        assert_eq!(parent.mode() & 0o777, SHARED_DIR_MODE);
+        assert_eq!(parent.mode() & 0o777, DIR_MODE);
         let same = load_or_create(&path, Some(&group(4242))).unwrap();
         assert_eq!(same.expose(), first.expose());
 

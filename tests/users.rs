@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Output};
 
 use support::*;
@@ -207,9 +207,16 @@ fn a_role_token_file_belongs_to_its_group() {
     // read, and the real aws CLI, run as the member with those lines, acts as the role.
     let read = as_user(MEMBER, "cat").arg(&role_file).output().unwrap();
     assert_eq!(stdout(&read), team_token);
+    // The configuration is the daemon's group's to read: users get the endpoints from the
+    // public copy the daemon writes beside its token.
+    let private = std::fs::Permissions::from_mode(0o640);
+    std::fs::set_permissions(&daemon.config_file, private).unwrap();
+    let public_copy = daemon.token_file.with_file_name("endpoints");
     let env = as_user(MEMBER, daemon_binary())
         .args(["env", "--config"])
         .arg(&daemon.config_file)
+        .arg("--endpoints")
+        .arg(&public_copy)
         .output()
         .unwrap();
     assert!(env.status.success(), "{}", stderr(&env));
@@ -232,6 +239,8 @@ fn a_role_token_file_belongs_to_its_group() {
     let env = as_user(OUTSIDER, daemon_binary())
         .args(["env", "--config"])
         .arg(&daemon.config_file)
+        .arg("--endpoints")
+        .arg(&public_copy)
         .output()
         .unwrap();
     assert!(!env.status.success());

@@ -3,8 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, to_bytes};
-use axum::http::Request as HttpRequest;
 use axum::http::HeaderValue;
+use axum::http::Request as HttpRequest;
 use axum::http::header::CONTENT_TYPE;
 use tower::ServiceExt;
 

@@ -161,6 +161,11 @@ say "token file and hardening"
   fail "token file: $(inside stat -c '%a %U %G' /var/lib/assume-roled/token)"
 [ "$(tail -c 1 "$root/var/lib/assume-roled/token" | od -An -c | tr -d ' ')" != '\n' ] || fail "trailing newline"
 ok "token file is 0640 assume-roled:assume-roled, no trailing newline"
+[ "$(inside stat -c '%a %U %G' /etc/assume-roled/config.toml)" = "640 root assume-roled" ] ||
+  fail "configuration: $(inside stat -c '%a %U %G' /etc/assume-roled/config.toml)"
+[ "$(inside stat -c '%a' /var/lib/assume-roled/endpoints)" = 644 ] ||
+  fail "public copy of the endpoints: $(inside stat -c '%a' /var/lib/assume-roled/endpoints)"
+ok "the configuration is 0640 root:assume-roled (tmpfiles.d); the endpoints env needs are public"
 pid=$(property MainPID)
 owner=$(inside stat -c %U "/proc/$pid")
 [ "$owner" = assume-roled ] || fail "runs as $owner"
@@ -221,7 +226,7 @@ member_uri=$(inside su - member -c 'printf %s "$AWS_CONTAINER_CREDENTIALS_FULL_U
 [ "$member_uri" = "http://127.0.0.1:$listen_port/roles/piyo" ] || fail "member got '$member_uri'"
 inside su - member -c 'cat /var/lib/assume-roled/team.token' >/dev/null 2>&1 && fail "a non-member can read the team token"
 [ "$(fetch team)" = 401 ] || fail "the server's token opened the team role"
-ok "the same profile line gives each group its role; the team token is the team's alone"
+ok "the same profile line gives each group its role (the team's from the public copy); the team token is the team's alone"
 
 say "reload"
 refreshed_piyo() { journal | grep -c "credentials refreshed role=piyo access_key_id" || true; }
