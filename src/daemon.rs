@@ -27,21 +27,18 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::Uri;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, ConfigError, GuardMode};
-use crate::imds::{self, Imds, Upstream};
+use crate::config::{self, Config, GuardMode};
+use crate::imds::{Imds, Upstream};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::notify;
@@ -49,7 +46,15 @@ use crate::roles::RoleTable;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
 use crate::supervisor::Supervisor;
-use crate::token::{self, AuthToken, RoleTokens, TokenFileError};
+use crate::token::{self, RoleTokens};
+
+mod setup;
+
+use setup::metadata_upstream;
+pub use setup::{
+    Environment, Listeners, SetupError, Tokens, bind, is_operator_error, points_at, preflight,
+    require_trust_roots,
+};
 
 pub use crate::clock::{SharedClock, SystemClock};
 pub use crate::notify::Notifier;
@@ -66,113 +71,6 @@ const METRICS_LISTENER: listener::Options = listener::Options {
     peer_processes: false,
     redirects: false,
 };
-/// Where the SDKs (and so the daemon's own source chain) look for instance metadata.
-const METADATA_ENDPOINT_VARIABLE: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
-/// Environment variables that redirect the daemon's own STS calls.
-const STS_ENDPOINT_VARIABLES: &[&str] = &["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"];
-
-/// Why this host cannot run the daemon as configured: an operator must act, so no restart.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// A setting would make the daemon call itself.
-    #[error(
-        "{setting} ({url}) points at this daemon's own listener {listen}: it would ask itself \
-         for credentials; point it at STS or the real instance metadata"
-    )]
-    SelfLoop {
-        /// Where the URL comes from.
-        setting: String,
-        /// The URL.
-        url: String,
-        /// The daemon's own listener.
-        listen: SocketAddr,
-    },
-    /// STS is reached over https, and nothing could verify its certificate.
-    #[error(
-        "no trusted CA certificates found on this host, so STS's certificate cannot be \
-         verified: install the ca-certificates package (or set SSL_CERT_FILE)"
-    )]
-    NoTrustRoots,
-}
-
-/// Whether `error` is one an operator must fix in a file or on the host (exit 78, no restart)
-/// rather than a failure a restart may cure.
-pub fn is_operator_error(error: &anyhow::Error) -> bool {
-    error.downcast_ref::<ConfigError>().is_some()
-        || error.downcast_ref::<TokenFileError>().is_some()
-        || error.downcast_ref::<SetupError>().is_some()
-}
-
-/// The sockets the daemon serves on, bound by the caller.
-#[derive(Debug)]
-pub struct Listeners {
-    /// `[server] listen`: credentials, status, metrics and instance metadata.
-    pub main: TcpListener,
-    /// `[server] metrics_listen`: `/metrics` only, without the token.
-    pub metrics: Option<TcpListener>,
-}
-
-/// Binds the configured addresses.
-pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-    let main = bind_to(config.server.listen, "listen").await?;
-    let metrics = match config.server.metrics_listen {
-        Some(address) => Some(bind_to(address, "metrics_listen").await?),
-        None => None,
-    };
-    Ok(Listeners { main, metrics })
-}
-
-async fn bind_to(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address} ({key})"))
-}
-
-/// What the daemon takes from its process environment, read once at start by the caller.
-#[derive(Debug, Clone, Default)]
-pub struct Environment {
-    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT`: where the SDKs, and so the daemon's own source
-    /// chain, find instance metadata.
-    pub metadata_endpoint: Option<String>,
-    /// Variables that redirect the daemon's own STS calls, with their values.
-    pub sts_endpoints: Vec<(String, String)>,
-}
-
-impl Environment {
-    /// Reads the variables from this process's environment.
-    pub fn from_process() -> Self {
-        Self {
-            metadata_endpoint: std::env::var(METADATA_ENDPOINT_VARIABLE).ok(),
-            sts_endpoints: STS_ENDPOINT_VARIABLES
-                .iter()
-                .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
-                .collect(),
-        }
-    }
-}
-
-/// The tokens [`preflight`] found or created.
-pub struct Tokens {
-    server: AuthToken,
-    roles: RoleTokens,
-}
-
-/// What start-up checks before anything talks to AWS: the token files (created if missing,
-/// refused if others can read them or their group is wrong), and that nothing the daemon would
-/// call is its own listener at `local`. Idempotent: `main` calls it before it builds the STS
-/// client, and [`run`] again for the tokens.
-pub fn preflight(
-    config: &Config,
-    local: SocketAddr,
-    environment: &Environment,
-) -> anyhow::Result<Tokens> {
-    let server = token::load_or_create(&config.server.token_file, None)?;
-    let roles = token::load_role_tokens(config)?;
-    let upstream = metadata_upstream(config, environment);
-    refuse_self_loops(local, &outbound_urls(config, &upstream, environment))?;
-    Ok(Tokens { server, roles })
-}
-
 /// Everything [`run`] serves with.
 pub struct Parts<S> {
     /// Where the configuration was read from; reloads read it again.
@@ -493,84 +391,6 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
         sections.push("imds");
     }
     sections
-}
-
-/// The real instance metadata: configured, else as the SDKs find it, else the link-local default.
-fn metadata_upstream(config: &Config, environment: &Environment) -> String {
-    config
-        .imds
-        .as_ref()
-        .and_then(|imds| imds.upstream.clone())
-        .or_else(|| environment.metadata_endpoint.clone())
-        .unwrap_or_else(|| imds::DEFAULT_UPSTREAM.to_owned())
-}
-
-/// Every URL the daemon calls out to, named by the setting it comes from.
-fn outbound_urls(
-    config: &Config,
-    upstream: &str,
-    environment: &Environment,
-) -> Vec<(String, String)> {
-    let mut urls = Vec::new();
-    if let Some(endpoint) = &config.sts.endpoint {
-        urls.push(("[sts] endpoint".to_owned(), endpoint.clone()));
-    }
-    if config.imds.is_some() {
-        urls.push(("the metadata upstream".to_owned(), upstream.to_owned()));
-    }
-    urls.extend(environment.sts_endpoints.iter().cloned());
-    if let Some(url) = &environment.metadata_endpoint {
-        urls.push((METADATA_ENDPOINT_VARIABLE.to_owned(), url.clone()));
-    }
-    urls
-}
-
-fn refuse_self_loops(local: SocketAddr, urls: &[(String, String)]) -> Result<(), SetupError> {
-    match urls.iter().find(|(_, url)| points_at(url, local)) {
-        Some((setting, url)) => Err(SetupError::SelfLoop {
-            setting: setting.clone(),
-            url: url.clone(),
-            listen: local,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// Fails early, with the fix, when STS is reached over https and the host has no CA
-/// certificates; otherwise every refresh would fail with a TLS error.
-pub fn require_trust_roots(config: &Config) -> Result<(), SetupError> {
-    let https = config
-        .sts
-        .endpoint
-        .as_deref()
-        .is_none_or(|endpoint| endpoint.starts_with("https://"));
-    if https && rustls_native_certs::load_native_certs().certs.is_empty() {
-        return Err(SetupError::NoTrustRoots);
-    }
-    Ok(())
-}
-
-/// Whether `url` would reach a listener bound at `local`.
-pub fn points_at(url: &str, local: SocketAddr) -> bool {
-    let Ok(uri) = url.parse::<Uri>() else {
-        return false;
-    };
-    let default_port = if uri.scheme_str() == Some("https") {
-        443
-    } else {
-        80
-    };
-    let port = uri.port_u16().unwrap_or(default_port);
-    let host = uri
-        .host()
-        .unwrap_or("")
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let same_host = match host.parse::<IpAddr>() {
-        Ok(ip) => ip == local.ip(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    };
-    same_host && port == local.port()
 }
 
 fn log_summary(config: &Config, region: Option<String>, metadata_upstream: Option<&str>) {

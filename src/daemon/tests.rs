@@ -1,12 +1,14 @@
 //! The daemon run in-process: real listeners on loopback port 0, the fake STS, a reload channel
 //! instead of SIGHUP. What needs the real binary and real clients stays in `tests/`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use super::setup::refuse_self_loops;
 use super::*;
 use crate::fake::{FakeClock, FakeSts, Reply, scratch_dir};
 
