@@ -130,7 +130,15 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     );
     let mut tasks = Tasks::default();
     if let Some(scrapes) = listeners.metrics {
-        let app = server::metrics_router(metrics.clone(), roles.clone(), clock.clone());
+        let scrape_address = scrapes
+            .local_addr()
+            .context("cannot read the metrics address")?;
+        let app = server::metrics_router(
+            metrics.clone(),
+            roles.clone(),
+            clock.clone(),
+            scrape_address,
+        );
         let serving = listener::serve(
             scrapes,
             app,

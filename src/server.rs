@@ -141,6 +141,28 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// The first rule of every listener: no browser or proxy headers, and exactly one `Host` (and
+/// absolute URI authority, if any) among `allowed_hosts`.
+pub fn check_origin(headers: &HeaderMap, uri: &Uri, allowed_hosts: &[&str]) -> Result<(), Refusal> {
+    if FORBIDDEN_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return Err(Refusal::Proxied);
+    }
+    let is_allowed = |host: &str| allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+    let mut hosts = headers.get_all(HOST).iter();
+    let host_ok = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().is_ok_and(is_allowed),
+        _ => false,
+    };
+    let authority_ok = uri.authority().is_none_or(|a| is_allowed(a.as_str()));
+    if !host_ok || !authority_ok {
+        return Err(Refusal::ForeignHost);
+    }
+    Ok(())
+}
+
 /// The checks every request passes before routing; pure, so each rule has a plain test.
 /// `identify` names the grant of a presented token. `Ok(None)`: a path that needs no token.
 ///
@@ -154,25 +176,11 @@ pub fn check_request(
     metadata_enabled: bool,
     redirected: bool,
 ) -> Result<Option<Grant>, Refusal> {
-    if FORBIDDEN_HEADERS
-        .iter()
-        .any(|name| headers.contains_key(*name))
-    {
-        return Err(Refusal::Proxied);
-    }
-    let is_allowed = |host: &str| match redirected {
-        true => METADATA_HOSTS.iter().any(|h| h.eq_ignore_ascii_case(host)),
-        false => allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)),
+    let hosts: Vec<&str> = match redirected {
+        true => METADATA_HOSTS.to_vec(),
+        false => allowed_hosts.iter().map(String::as_str).collect(),
     };
-    let mut hosts = headers.get_all(HOST).iter();
-    let host_ok = match (hosts.next(), hosts.next()) {
-        (Some(host), None) => host.to_str().is_ok_and(is_allowed),
-        _ => false,
-    };
-    let authority_ok = uri.authority().is_none_or(|a| is_allowed(a.as_str()));
-    if !host_ok || !authority_ok {
-        return Err(Refusal::ForeignHost);
-    }
+    check_origin(headers, uri, &hosts)?;
     if redirected {
         let metadata = metadata_enabled && uri.path().starts_with(METADATA_PREFIX);
         return if metadata {
@@ -318,20 +326,20 @@ async fn healthz() -> Response {
     json_response(StatusCode::OK, json!({"status": "ok"}))
 }
 
+/// Ready or not, without a token, so it names no role: which roles exist is for token holders
+/// (`/status`).
 async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.inner.clock.now();
-    let waiting: Vec<String> = state
-        .inner
-        .roles
-        .borrow()
-        .iter()
-        .filter(|(_, entry)| servable(&entry.status.borrow(), now).is_err())
-        .map(|(name, _)| name.clone())
-        .collect();
-    if waiting.is_empty() {
+    let table = state.inner.roles.borrow();
+    let waiting = (table.values()).filter(|entry| servable(&entry.status.borrow(), now).is_err());
+    let count = waiting.count();
+    if count == 0 {
         return json_response(StatusCode::OK, json!({"status": "ready"}));
     }
-    let message = format!("no servable credentials for: {}", waiting.join(", "));
+    let message = format!(
+        "{count} of {} roles have no servable credentials",
+        table.len()
+    );
     error_response(StatusCode::SERVICE_UNAVAILABLE, "NotReady", &message)
 }
 
@@ -371,19 +379,34 @@ fn render_metrics(
     typed_response(text, metrics::CONTENT_TYPE)
 }
 
-/// The router of `[server] metrics_listen`: `/metrics` only, without the token.
+/// The router of `[server] metrics_listen` bound at `local`: `/metrics` only, without the
+/// token, behind the same host and origin rules as the main listener (a web page must not read
+/// it either).
 pub fn metrics_router(
     metrics: Arc<Metrics>,
     roles: watch::Receiver<Arc<RoleTable>>,
     clock: SharedClock,
+    local: SocketAddr,
 ) -> Router {
     let scrape = move || {
         let response = render_metrics(&metrics, &roles, clock.as_ref());
         async move { response }
     };
+    let hosts = allowed_hosts(local);
+    let origin = move |request: Request, next: Next| {
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let checked = check_origin(request.headers(), request.uri(), &hosts);
+        async move {
+            match checked {
+                Ok(()) => next.run(request).await,
+                Err(refusal) => refusal.into_response(),
+            }
+        }
+    };
     Router::new()
         .route("/metrics", get(scrape))
         .fallback(not_found)
+        .layer(middleware::from_fn(origin))
 }
 
 async fn not_found() -> Response {

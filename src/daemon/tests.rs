@@ -141,11 +141,16 @@ impl Running {
 
 /// One request on a new connection: status and body.
 async fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
+    let head = format!("Host: {address}\r\n{auth}");
+    get_with(address, path, &head).await
+}
+
+/// One request on a new connection with the header lines `head`: status and body.
+async fn get_with(address: SocketAddr, path: &str, head: &str) -> (u16, String) {
     let exchange = async {
         let mut stream = TcpStream::connect(address).await.unwrap();
-        let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
-        let head =
-            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n");
+        let head = format!("GET {path} HTTP/1.1\r\n{head}Connection: close\r\n\r\n");
         stream.write_all(head.as_bytes()).await.unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).await.unwrap();
@@ -230,6 +235,11 @@ async fn the_metrics_listener_answers_without_a_token() {
     let series = r#"assume_roled_refreshes_total{role="piyo",outcome="success"}"#;
     assert_eq!(sample(&text, series), Some(1.0), "{text}");
     assert_eq!(get(scrapes, "/roles/piyo", None).await.0, 404);
+    // A web page (DNS rebinding, a foreign Host) or a proxy must not read it either.
+    let foreign = get_with(scrapes, "/metrics", "Host: evil.example:80\r\n").await;
+    assert_eq!(foreign.0, 403, "{}", foreign.1);
+    let page = format!("Host: {scrapes}\r\nOrigin: http://evil.example\r\n");
+    assert_eq!(get_with(scrapes, "/metrics", &page).await.0, 403);
     assert_eq!(get(daemon.address, "/metrics", None).await.0, 401);
     daemon.stop().await.unwrap();
 }

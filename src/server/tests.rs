@@ -346,6 +346,9 @@ async fn health_checks_need_no_token() {
         send(router.clone(), get("/readyz")).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    let (_, waiting) = send(router.clone(), get("/readyz")).await;
+    assert!(!waiting.contains("piyo"), "names no role: {waiting}");
+    assert!(waiting.contains("2 of 2 roles"), "{waiting}");
     sender.send_replace(ready());
     let (status, body) = send(router, get("/readyz")).await;
     assert_eq!(status, StatusCode::OK);
