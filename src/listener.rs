@@ -152,7 +152,14 @@ pub async fn serve(
             let asked_for = redirected.map(|Redirected(original)| original);
             let peer = match server {
                 Some(server) => resolver.identify(client, asked_for.unwrap_or(server)).await,
-                None => Peer::default(),
+                None => Some(Peer::default()),
+            };
+            let Some(peer) = peer else {
+                // No live socket of this host is the other end: the client is gone, or is not
+                // local (127.0.0.1 reached from outside). Nothing to answer.
+                debug!(%client, "connection refused: no local client socket");
+                metrics.connection_closed();
+                return;
             };
             let peer = Arc::new(peer);
             let asked = Arc::new(AtomicBool::new(false));

@@ -61,10 +61,25 @@ pub fn find_socket(table: &str, client: SocketAddr, server: SocketAddr) -> Optio
     let line_start = table[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = table[start..].find('\n').map_or(table.len(), |i| start + i);
     let fields: Vec<&str> = table[line_start..line_end].split_whitespace().collect();
-    Some(SocketRow {
+    let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+    let row = SocketRow {
         uid: fields.get(7)?.parse().ok()?,
         inode: fields.get(9)?.parse().ok()?,
-    })
+    };
+    // A closed socket has no owner any more (uid 0, inode 0): no client, never root.
+    sockdiag::is_live(state, row.inode).then_some(row)
+}
+
+/// What the kernel's tables say about a connection's client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// A live socket of this host, and its owner.
+    Found(SocketRow),
+    /// No live local socket is connected from there: the client is gone, or is not on this
+    /// host (127.0.0.1 reached from outside, as `route_localnet` allows).
+    NotLocal,
+    /// Neither sock_diag nor `/proc/net/tcp` could be asked.
+    Unknown,
 }
 
 /// An address as `/proc/net/tcp{,6}` prints it: each 32-bit word of the address in host
@@ -145,19 +160,27 @@ impl Resolver {
         }
     }
 
-    /// The client of a connection from `client` to `server`. The usual case (sock_diag, names
-    /// known) takes microseconds and runs where it is called; anything that may block (a name
-    /// not yet known, the `/proc` fallback, the process scan) runs on a blocking thread.
-    pub async fn identify(self: &Arc<Self>, client: SocketAddr, server: SocketAddr) -> Peer {
+    /// The client of a connection from `client` to `server`; `None` when no live socket of
+    /// this host is its other end (the client is gone, or is not local: refuse it). The usual
+    /// case (sock_diag, names known) takes microseconds and runs where it is called; anything
+    /// that may block (a name not yet known, the `/proc` fallback, the process scan) runs on a
+    /// blocking thread.
+    pub async fn identify(
+        self: &Arc<Self>,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> Option<Peer> {
         if self.with_process || !self.netlink_works.load(Ordering::Relaxed) {
             let this = self.clone();
             return self
                 .off_runtime(move || this.lookup(client, server))
                 .await
-                .unwrap_or_default();
+                .unwrap_or(Some(Peer::default()));
         }
-        let Some(row) = self.client_socket(client, server) else {
-            return Peer::default();
+        let row = match self.client_socket(client, server) {
+            Client::Found(row) => row,
+            Client::NotLocal => return None,
+            Client::Unknown => return Some(Peer::default()),
         };
         let names = match self.cached_names(row.uid) {
             Some(names) => names,
@@ -168,13 +191,13 @@ impl Resolver {
                     .unwrap_or_default()
             }
         };
-        Peer {
+        Some(Peer {
             uid: Some(row.uid),
             user: names.user,
             groups: names.groups,
             pid: None,
             exe: None,
-        }
+        })
     }
 
     async fn off_runtime<T: Send + 'static>(
@@ -185,10 +208,12 @@ impl Resolver {
         tokio::task::spawn_blocking(work).await.ok()
     }
 
-    /// The whole lookup, blocking.
-    fn lookup(&self, client: SocketAddr, server: SocketAddr) -> Peer {
-        let Some(row) = self.client_socket(client, server) else {
-            return Peer::default();
+    /// The whole lookup, blocking; `None` when the client is no live local socket.
+    fn lookup(&self, client: SocketAddr, server: SocketAddr) -> Option<Peer> {
+        let row = match self.client_socket(client, server) {
+            Client::Found(row) => row,
+            Client::NotLocal => return None,
+            Client::Unknown => return Some(Peer::default()),
         };
         let names = self.names_of(row.uid);
         let pid = self
@@ -198,20 +223,20 @@ impl Resolver {
         let exe = pid
             .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
             .map(|path| path.to_string_lossy().into_owned());
-        Peer {
+        Some(Peer {
             uid: Some(row.uid),
             user: names.user,
             groups: names.groups,
             pid,
             exe,
-        }
+        })
     }
 
     /// The client's socket, from the kernel by sock_diag, else from `/proc/net/tcp{,6}`.
-    fn client_socket(&self, client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
+    fn client_socket(&self, client: SocketAddr, server: SocketAddr) -> Client {
         if self.netlink_works.load(Ordering::Relaxed) {
             match sockdiag::query(client, server) {
-                Ok(row) => return row,
+                Ok(row) => return row.map_or(Client::NotLocal, Client::Found),
                 Err(error) if sockdiag::is_unavailable(&error) => {
                     self.netlink_works.store(false, Ordering::Relaxed);
                     warn!(%error, "sock_diag is unavailable (is AF_NETLINK allowed?); reading \
@@ -284,14 +309,16 @@ fn names_from_service(uid: u32) -> Names {
     }
 }
 
-fn proc_table_socket(client: SocketAddr, server: SocketAddr) -> Option<SocketRow> {
+fn proc_table_socket(client: SocketAddr, server: SocketAddr) -> Client {
     let table = if client.is_ipv4() {
         "/proc/net/tcp"
     } else {
         "/proc/net/tcp6"
     };
-    let text = std::fs::read_to_string(table).ok()?;
-    find_socket(&text, client, server)
+    match std::fs::read_to_string(table) {
+        Ok(text) => find_socket(&text, client, server).map_or(Client::NotLocal, Client::Found),
+        Err(_) => Client::Unknown,
+    }
 }
 
 /// The first visible process with a file descriptor on socket `inode`.
@@ -405,12 +432,14 @@ mod tests {
     fn looks_up_a_real_connection_of_this_process() {
         let connection = crate::fake::LoopbackConnection::open();
         let (peer, server) = (connection.client, connection.server);
-        let found = Resolver::new(true).lookup(peer, server);
-        assert_eq!(Resolver::new(false).lookup(peer, server).pid, None);
-        assert_eq!(
-            proc_table_socket(peer, server).map(|row| row.uid),
-            found.uid
-        );
+        let found = Resolver::new(true)
+            .lookup(peer, server)
+            .expect("a local client");
+        assert_eq!(Resolver::new(false).lookup(peer, server).unwrap().pid, None);
+        let Client::Found(row) = proc_table_socket(peer, server) else {
+            panic!("the /proc table has the client");
+        };
+        assert_eq!(Some(row.uid), found.uid);
         let own_uid = std::fs::read_to_string("/proc/self/status")
             .unwrap()
             .lines()
@@ -431,8 +460,21 @@ mod tests {
             ..Resolver::new(false)
         };
         let (client, server) = (connection.client, connection.server);
-        let found = fallback.lookup(client, server);
+        let found = fallback.lookup(client, server).expect("a local client");
         assert!(found.uid.is_some());
-        assert_eq!(found, Resolver::new(false).lookup(client, server));
+        assert_eq!(Some(found), Resolver::new(false).lookup(client, server));
+    }
+
+    /// A connection whose client socket is gone (or was never on this host) has no client:
+    /// sock_diag and the /proc table say so alike, and the lookup says refuse.
+    #[test]
+    fn a_closed_client_is_no_client() {
+        let connection = crate::fake::LoopbackConnection::open();
+        let (client, server) = (connection.client, connection.server);
+        drop(connection);
+        assert_eq!(Resolver::new(false).lookup(client, server), None);
+        assert_eq!(proc_table_socket(client, server), Client::NotLocal);
+        let stranger: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(Resolver::new(false).lookup(stranger, server), None);
     }
 }

@@ -79,9 +79,35 @@ fn address_words(ip: IpAddr) -> [u8; 16] {
     words
 }
 
-/// The socket's owner and inode from the kernel's answer; `Ok(None)` when the kernel knows no
-/// such socket (the client already closed it).
-pub fn parse_reply(reply: &[u8]) -> io::Result<Option<SocketRow>> {
+/// TCP states (`linux/tcp_states.h`) in which a client's socket is still open and owned: it is
+/// connected, or has only half-closed. A closed socket (TIME_WAIT, CLOSE) has no owner any more
+/// (the kernel says uid 0, inode 0), and must not be taken for root.
+const LIVE_STATES: &[u8] = &[
+    1,  // ESTABLISHED
+    4,  // FIN_WAIT1
+    5,  // FIN_WAIT2
+    8,  // CLOSE_WAIT
+    9,  // LAST_ACK
+    11, // CLOSING
+];
+/// Where `state` and the socket's ports and addresses sit in `inet_diag_msg`.
+const STATE_OFFSET: usize = 1;
+const PORTS_OFFSET: usize = 4;
+const ADDRESSES_OFFSET: usize = 8;
+
+/// Whether a socket in TCP state `state` with `inode` is a live, owned socket.
+pub fn is_live(state: u8, inode: u64) -> bool {
+    LIVE_STATES.contains(&state) && inode != 0
+}
+
+/// The socket's owner and inode from the kernel's answer to the question about `local` and
+/// `remote`; `Ok(None)` when the kernel knows no such socket, or none that is still open and
+/// owned, or answers about another one.
+pub fn parse_reply(
+    reply: &[u8],
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> io::Result<Option<SocketRow>> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag answer");
     let word = |at: usize| -> io::Result<u32> {
         let bytes = reply.get(at..at + 4).ok_or_else(malformed)?;
@@ -98,10 +124,26 @@ pub fn parse_reply(reply: &[u8]) -> io::Result<Option<SocketRow>> {
                 Err(io::Error::from_raw_os_error(-errno))
             }
         }
-        SOCK_DIAG_BY_FAMILY => Ok(Some(SocketRow {
-            uid: word(HEADER_LEN + UID_OFFSET)?,
-            inode: u64::from(word(HEADER_LEN + INODE_OFFSET)?),
-        })),
+        SOCK_DIAG_BY_FAMILY => {
+            let message = HEADER_LEN;
+            let state = *reply.get(message + STATE_OFFSET).ok_or_else(malformed)?;
+            let row = SocketRow {
+                uid: word(message + UID_OFFSET)?,
+                inode: u64::from(word(message + INODE_OFFSET)?),
+            };
+            let mut asked = Vec::with_capacity(36);
+            asked.extend_from_slice(&local.port().to_be_bytes());
+            asked.extend_from_slice(&remote.port().to_be_bytes());
+            asked.extend_from_slice(&address_words(local.ip()));
+            asked.extend_from_slice(&address_words(remote.ip()));
+            let start = message + PORTS_OFFSET;
+            let answered = reply
+                .get(start..start + asked.len())
+                .ok_or_else(malformed)?;
+            debug_assert_eq!(PORTS_OFFSET + 4, ADDRESSES_OFFSET);
+            let same_socket = answered == asked.as_slice();
+            Ok((same_socket && is_live(state, row.inode)).then_some(row))
+        }
         _ => Err(malformed()),
     }
 }
@@ -184,7 +226,7 @@ fn round_trip(
             "sock_diag answered another question",
         ));
     }
-    parse_reply(reply)
+    parse_reply(reply, local, remote)
 }
 
 #[cfg(test)]
@@ -211,23 +253,68 @@ mod tests {
         assert_eq!(v6[43], 1, "::1 ends in 1");
     }
 
-    #[test]
-    fn replies() {
+    /// A reply about the socket from `local` to `remote`, in TCP `state`.
+    fn reply(local: SocketAddr, remote: SocketAddr, state: u8, uid: u32, inode: u32) -> Vec<u8> {
         let mut found = vec![0u8; HEADER_LEN + 72];
         found[8..12].copy_from_slice(&1u32.to_ne_bytes());
         found[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        found[HEADER_LEN + 64..HEADER_LEN + 68].copy_from_slice(&1001u32.to_ne_bytes());
-        found[HEADER_LEN + 68..HEADER_LEN + 72].copy_from_slice(&4242u32.to_ne_bytes());
-        let row = parse_reply(&found).unwrap().unwrap();
+        found[HEADER_LEN] = AF_INET;
+        found[HEADER_LEN + 1] = state;
+        // The socket id as the request carries it (at 8 in the request, at 4 in the answer).
+        let asked = request(local, remote, 1);
+        found[HEADER_LEN + 4..HEADER_LEN + 40]
+            .copy_from_slice(&asked[HEADER_LEN + 8..HEADER_LEN + 44]);
+        found[HEADER_LEN + 64..HEADER_LEN + 68].copy_from_slice(&uid.to_ne_bytes());
+        found[HEADER_LEN + 68..HEADER_LEN + 72].copy_from_slice(&inode.to_ne_bytes());
+        found
+    }
+
+    #[test]
+    fn replies() {
+        let (local, remote): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:50000".parse().unwrap(),
+            "127.0.0.1:9357".parse().unwrap(),
+        );
+        let found = reply(local, remote, 1, 1001, 4242);
+        let row = parse_reply(&found, local, remote).unwrap().unwrap();
         assert_eq!((row.uid, row.inode), (1001, 4242));
+        let half_closed = reply(local, remote, 5, 1001, 4242);
+        assert!(parse_reply(&half_closed, local, remote).unwrap().is_some());
 
         let mut error = vec![0u8; HEADER_LEN + 4];
         error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         error[HEADER_LEN..].copy_from_slice(&(-2i32).to_ne_bytes());
-        assert!(parse_reply(&error).unwrap().is_none());
+        assert!(parse_reply(&error, local, remote).unwrap().is_none());
         error[HEADER_LEN..].copy_from_slice(&(-1i32).to_ne_bytes());
-        assert_eq!(parse_reply(&error).unwrap_err().raw_os_error(), Some(1));
-        assert!(parse_reply(&found[..40]).is_err(), "truncated");
+        assert_eq!(
+            parse_reply(&error, local, remote)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(1)
+        );
+        assert!(
+            parse_reply(&found[..40], local, remote).is_err(),
+            "truncated"
+        );
+    }
+
+    /// A closed client socket (TIME_WAIT: uid 0, inode 0), one without an inode, and an answer
+    /// about another socket all count as no client, never as root.
+    #[test]
+    fn closed_or_foreign_sockets_are_no_client() {
+        let (local, remote): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:50000".parse().unwrap(),
+            "127.0.0.1:9357".parse().unwrap(),
+        );
+        let closed = reply(local, remote, 6, 0, 0);
+        assert_eq!(parse_reply(&closed, local, remote).unwrap(), None);
+        let no_inode = reply(local, remote, 1, 0, 0);
+        assert_eq!(parse_reply(&no_inode, local, remote).unwrap(), None);
+        let listening = reply(local, remote, 10, 0, 77);
+        assert_eq!(parse_reply(&listening, local, remote).unwrap(), None);
+        let other: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        let elsewhere = reply(other, remote, 1, 1001, 4242);
+        assert_eq!(parse_reply(&elsewhere, local, remote).unwrap(), None);
     }
 
     /// The kernel's answer for a real connection of this process names its uid (the /proc
