@@ -42,6 +42,7 @@ use crate::imds::{Imds, Upstream};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::notify;
+use crate::refresh::RoleStatus;
 use crate::roles::RoleTable;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
@@ -52,14 +53,16 @@ mod setup;
 
 use setup::metadata_upstream;
 pub use setup::{
-    Environment, Listeners, SetupError, Tokens, bind, is_operator_error, points_at, preflight,
-    require_trust_roots,
+    Environment, Listeners, Passed, SetupError, Tokens, bind, is_operator_error, loopback_partner,
+    points_at, preflight, require_trust_roots,
 };
 
 pub use crate::clock::{SharedClock, SystemClock};
 pub use crate::notify::Notifier;
 pub use crate::sts::SdkSts;
 
+/// How long connections may wait at start for the first credentials before being answered.
+const START_HOLD: Duration = Duration::from_millis(1500);
 /// How long one source-identity lookup may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
 /// First and longest wait between source-identity lookups while STS is unreachable.
@@ -104,20 +107,19 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         notifier,
         reloads,
     } = parts;
-    let local = listeners
-        .main
-        .local_addr()
-        .context("cannot read the bound address")?;
+    let locals = listeners.local_addresses()?;
     let Tokens {
         server: token,
         roles: role_tokens,
-    } = preflight(&config, local, &environment)?;
+    } = preflight(&config, &locals, &environment)?;
     let upstream = metadata_upstream(&config, &environment);
     let metadata_source = match config.imds {
         Some(_) => Some(Upstream::new(&upstream)?),
         None => None,
     };
-    info!(address = %local, "listening");
+    for address in &locals {
+        info!(%address, "listening");
+    }
     publish_endpoints(&config);
     let metrics = Arc::new(Metrics::new());
     let (supervisor, roles) = Supervisor::start(
@@ -180,14 +182,25 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         notifier,
     };
     tasks.spawn("reloads", reloading.run(reloads, shutdown.clone()));
-    let state = AppState::new(token, roles, local, clock, metadata, metrics.clone());
-    let serving = listener::serve(
-        listeners.main,
-        server::router(state),
-        options,
-        metrics,
-        shutdown.clone(),
-    );
+    first_attempts(&roles, START_HOLD, &shutdown).await;
+    let state = AppState::new(token, roles, &locals, clock, metadata, metrics.clone());
+    let app = server::router(state);
+    let mut main = listeners.main.into_iter();
+    let first = main.next().context("no listener to serve on")?;
+    for other in main {
+        let serving = listener::serve(
+            other,
+            app.clone(),
+            options,
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn("second loopback listener", async move {
+            serving.await;
+            Ok(())
+        });
+    }
+    let serving = listener::serve(first, app, options, metrics, shutdown.clone());
     tokio::pin!(serving);
     let failure = tokio::select! {
         () = &mut serving => None,
@@ -204,6 +217,29 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     match failure {
         Some(failure) => Err(failure),
         None => joined,
+    }
+}
+
+/// Waits until every role's first STS attempt has ended (with credentials or an error), for at
+/// most `limit`, or until `shutdown`. Meanwhile connections wait in the listening sockets
+/// (systemd's across a restart): a client asking at start then gets credentials rather than a
+/// 503 `CredentialsUninitialized`, and waits no longer than SDKs do (botocore gives up at 2 s).
+async fn first_attempts(
+    roles: &watch::Receiver<Arc<RoleTable>>,
+    limit: Duration,
+    shutdown: &CancellationToken,
+) {
+    let statuses: Vec<_> = roles.borrow().values().map(|e| e.status.clone()).collect();
+    let settled = async {
+        for mut status in statuses {
+            let ended = |s: &RoleStatus| s.current.is_some() || s.last_error.is_some();
+            let _ = status.wait_for(ended).await;
+        }
+    };
+    tokio::select! {
+        () = settled => {}
+        () = tokio::time::sleep(limit) => {}
+        () = shutdown.cancelled() => {}
     }
 }
 

@@ -83,6 +83,8 @@ pub enum Reply {
     Issue(Duration),
     Fail(ErrorKind),
     Hang,
+    /// Issues a one-hour set after this long.
+    Delay(Duration),
     /// A bug in the refresher's path: the task panics.
     Panic,
 }
@@ -112,6 +114,17 @@ impl FakeSts {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+
+    /// The set call number `call` gets: valid for `lifetime` from now.
+    fn issue(&self, role: &RoleConfig, call: usize, lifetime: Duration) -> Credentials {
+        let expiry = self.clock.now() + lifetime;
+        let key = format!("ASIAFAKE{call:012}");
+        Credentials::new(key, "secret".into(), "token".into(), expiry).for_role(
+            role.arn.as_str(),
+            role.arn.account_id(),
+            String::new(),
+        )
+    }
 }
 
 impl Sts for FakeSts {
@@ -124,20 +137,14 @@ impl Sts for FakeSts {
             .pop_front()
             .unwrap_or_else(|| self.default.lock().unwrap().clone());
         match reply {
-            Reply::Issue(lifetime) => {
-                let expiry = self.clock.now() + lifetime;
-                let key = format!("ASIAFAKE{call:012}");
-                Ok(
-                    Credentials::new(key, "secret".into(), "token".into(), expiry).for_role(
-                        role.arn.as_str(),
-                        role.arn.account_id(),
-                        String::new(),
-                    ),
-                )
-            }
+            Reply::Issue(lifetime) => Ok(self.issue(role, call, lifetime)),
             Reply::Fail(kind) => Err(StsError::new(kind, "Throttling", "slow down")),
             Reply::Hang => std::future::pending().await,
             Reply::Panic => panic!("the fake STS was told to panic"),
+            Reply::Delay(wait) => {
+                tokio::time::sleep(wait).await;
+                Ok(self.issue(role, call, HOUR))
+            }
         }
     }
 

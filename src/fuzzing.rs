@@ -112,7 +112,7 @@ fn harness() -> &'static Harness {
         let state = AppState::new(
             AuthToken::parse(TOKEN).expect("a valid token"),
             roles,
-            LISTEN.parse().expect("an address"),
+            &[LISTEN.parse().expect("an address")],
             clock,
             Some(Arc::new(imds)),
             Arc::new(Metrics::new()),

@@ -98,22 +98,36 @@ struct ConfigArg {
     config: PathBuf,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve(_)));
-    match run(cli.command).await {
+    let serving = matches!(cli.command, Command::Serve(_));
+    init_logging(serving);
+    // Before any thread starts: taking systemd's listeners clears LISTEN_FDS and LISTEN_PID.
+    let passed = match serving.then(daemon::Passed::from_systemd).transpose() {
+        Ok(passed) => passed.unwrap_or_default(),
+        Err(error) => return report(&error),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build();
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(run(cli.command, passed)),
+        Err(error) => Err(anyhow::Error::from(error).context("cannot start the runtime")),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("assume-roled: {error:#}");
-            ExitCode::from(exit_code(&error))
-        }
+        Err(error) => report(&error),
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+fn report(error: &anyhow::Error) -> ExitCode {
+    eprintln!("assume-roled: {error:#}");
+    ExitCode::from(exit_code(error))
+}
+
+async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(args.config).await,
+        Command::Serve(args) => serve(args.config, passed).await,
         Command::Check { config, assume } => {
             let loaded = config::load(&config.config)?;
             println!("{}: ok", config.config.display());
@@ -198,15 +212,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// `serve`: load and bind here, from the process's own environment and signals; the daemon
 /// itself takes everything it serves with from its caller.
-async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
+async fn serve(config_path: PathBuf, passed: daemon::Passed) -> anyhow::Result<()> {
     let config = config::load(&config_path)?;
     let stop = CancellationToken::new();
     signals::cancel_on_signal(stop.clone()).context("cannot install signal handlers")?;
     let reloads = signals::reload_on_hangup().context("cannot install the SIGHUP handler")?;
-    let listeners = daemon::bind(&config).await?;
+    let listeners = daemon::bind(&config, passed).await?;
     let environment = daemon::Environment::from_process();
-    let local = listeners.main.local_addr()?;
-    daemon::preflight(&config, local, &environment)?;
+    daemon::preflight(&config, &listeners.local_addresses()?, &environment)?;
     daemon::require_trust_roots(&config)?;
     let parts = daemon::Parts {
         sts: Arc::new(SdkSts::new(&config.sts).await),

@@ -65,23 +65,26 @@ struct Inner {
 }
 
 impl AppState {
-    /// State for a listener bound at `local`, serving the roles of `roles` to holders of
+    /// State for listeners bound at `locals`, serving the roles of `roles` to holders of
     /// `token`, and answering as instance metadata if `imds` is given.
     pub fn new(
         token: AuthToken,
         roles: watch::Receiver<Arc<RoleTable>>,
-        local: SocketAddr,
+        locals: &[SocketAddr],
         clock: SharedClock,
         imds: Option<Arc<Imds>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let mut hosts: Vec<String> = locals.iter().copied().flat_map(allowed_hosts).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
         Self {
             inner: Arc::new(Inner {
                 token,
                 metrics,
                 imds,
                 roles,
-                allowed_hosts: allowed_hosts(local),
+                allowed_hosts: hosts,
                 clock,
             }),
         }

@@ -304,3 +304,68 @@ fn token_path_that_is_a_directory_is_refused() {
     let said = serve_refusing(&dir, &token);
     assert!(said.contains("is not a regular file"), "{said}");
 }
+
+/// Socket activation, as the socket unit does it (here with `systemd-socket-activate`, which
+/// holds the addresses and starts the daemon on the first connection): the daemon takes both
+/// loopback listeners instead of binding them, answers the connection that started it with
+/// credentials (it waits for them at start), serves on [::1] too, and nobody else can bind
+/// either address meanwhile.
+#[test]
+fn takes_its_listeners_from_systemd() {
+    let moto = Moto::start();
+    let dir = TempDir::new("activation");
+    let port = free_port();
+    let token = "activationtoken0123456789abcdefghijklmnopqrstuv";
+    let token_file = dir.write("token", token);
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let config = dir.write(
+        "config.toml",
+        &piyo_config(&listen, &token_file, Some(&moto.endpoint)),
+    );
+    let mut command = Command::new("systemd-socket-activate");
+    command.args(["-l", &listen, "-l", &format!("[::1]:{port}")]);
+    let environment = [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", "/nonexistent".to_owned()),
+        ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+    ];
+    let host = moto.host_env();
+    let pairs = environment.iter().map(|(k, v)| (k.to_string(), v.clone()));
+    for (name, value) in pairs.chain(host) {
+        command.args(["-E", &format!("{name}={value}")]);
+    }
+    let log = dir.path().join("daemon.log");
+    command
+        .arg(daemon_binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _activator = Process(command.spawn().unwrap());
+    let address: std::net::SocketAddr = listen.parse().unwrap();
+    let request = format!(
+        "GET /roles/piyo HTTP/1.1\r\nHost: {listen}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert!(
+        eventually(10, || std::net::TcpStream::connect(address).is_ok()),
+        "systemd-socket-activate does not listen"
+    );
+    // That probe started the daemon; this request may reach it before its credentials.
+    let first = raw_exchange(address, request.as_bytes());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(first.status, 200, "{first:?}\n{}", log_text());
+    let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let over_v6 = request.replace(&format!("Host: {listen}"), &format!("Host: {v6}"));
+    let second = raw_exchange(v6, over_v6.as_bytes());
+    assert_eq!(second.status, 200, "{second:?}");
+    for taken in [address, v6] {
+        assert!(TcpListener::bind(taken).is_err(), "{taken} is free for anyone");
+    }
+    let log = log_text();
+    assert!(log.contains(&format!("listening address=[::1]:{port}")), "{log}");
+    assert!(!log.contains("cannot listen"), "{log}");
+}

@@ -172,6 +172,11 @@ fn hanging_sts_does_not_slow_requests() {
         eventually(10, || proxy.calls("AssumeRole") >= 1),
         "STS was never asked"
     );
+    // The daemon holds connections at start for at most 1.5 s while the first attempt runs.
+    assert!(
+        eventually(10, || daemon.get("/readyz", &[]).0 == 503),
+        "not answering"
+    );
     let mut slowest = Duration::ZERO;
     for _ in 0..50 {
         let started = SystemTime::now();

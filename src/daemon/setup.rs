@@ -38,6 +38,16 @@ pub enum SetupError {
          verified: install the ca-certificates package (or set SSL_CERT_FILE)"
     )]
     NoTrustRoots,
+    /// systemd passed a listening socket the configuration does not name.
+    #[error(
+        "systemd passed a socket listening on {address}, which the configuration does not name \
+         ([server] listen and metrics_listen): make the socket unit's ListenStream= and the \
+         configuration agree"
+    )]
+    UnexpectedSocket {
+        /// The socket's address.
+        address: SocketAddr,
+    },
 }
 
 /// Whether `error` is one an operator must fix in a file or on the host (exit 78, no restart)
@@ -51,25 +61,121 @@ pub fn is_operator_error(error: &anyhow::Error) -> bool {
 /// The sockets the daemon serves on, bound by the caller.
 #[derive(Debug)]
 pub struct Listeners {
-    /// `[server] listen`: credentials, status, metrics and instance metadata.
-    pub main: TcpListener,
+    /// `[server] listen`, and the other family's loopback at the same port: credentials,
+    /// status, metrics and instance metadata.
+    pub main: Vec<TcpListener>,
     /// `[server] metrics_listen`: `/metrics` only, without the token.
     pub metrics: Option<TcpListener>,
 }
 
-/// Binds the configured addresses.
-pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-    let main = bind_to(config.server.listen, "listen").await?;
+impl Listeners {
+    /// The addresses of the main listeners.
+    pub fn local_addresses(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let addresses = self.main.iter().map(TcpListener::local_addr);
+        addresses
+            .collect::<Result<_, _>>()
+            .context("cannot read a bound address")
+    }
+}
+
+/// Listening sockets systemd passed (socket activation), by the address each is bound to.
+#[derive(Debug, Default)]
+pub struct Passed(Vec<(SocketAddr, std::net::TcpListener)>);
+
+impl Passed {
+    /// Takes the TCP listeners systemd passed to this process (`LISTEN_FDS`, `LISTEN_PID`).
+    /// Reading the variables clears them, so call it before any thread starts.
+    pub fn from_systemd() -> anyhow::Result<Self> {
+        let mut passed = listenfd::ListenFd::from_env();
+        let mut listeners = Vec::new();
+        for index in 0..passed.len() {
+            let listener = passed.take_tcp_listener(index).with_context(|| {
+                format!("systemd passed socket {index}, which is no TCP listener")
+            })?;
+            if let Some(listener) = listener {
+                let address = listener
+                    .local_addr()
+                    .context("cannot read a passed socket")?;
+                listeners.push((address, listener));
+            }
+        }
+        Ok(Self(listeners))
+    }
+
+    fn take(&mut self, address: SocketAddr) -> Option<std::net::TcpListener> {
+        let index = self.0.iter().position(|(bound, _)| *bound == address)?;
+        Some(self.0.remove(index).1)
+    }
+}
+
+/// The loopback address of the other family at the same port: clients configured with
+/// `localhost` reach either, so both must be the daemon's, or another user could hold one.
+pub fn loopback_partner(listen: SocketAddr) -> Option<SocketAddr> {
+    let ip: IpAddr = match listen.ip() {
+        IpAddr::V4(v4) if v4 == std::net::Ipv4Addr::LOCALHOST => {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        }
+        IpAddr::V6(v6) if v6 == std::net::Ipv6Addr::LOCALHOST => {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, listen.port()))
+}
+
+/// The configured addresses' listeners: taken from what systemd `passed` where it holds them,
+/// bound here otherwise. Every passed socket must be one the configuration names.
+pub async fn bind(config: &Config, mut passed: Passed) -> anyhow::Result<Listeners> {
+    let listen = config.server.listen;
+    let first = take_or_bind(&mut passed, listen, "listen").await?;
+    let mut main = vec![first];
+    // Port 0 (tests) means the port the first one got.
+    let port = main[0]
+        .local_addr()
+        .context("cannot read the bound address")?
+        .port();
+    if let Some(partner) = loopback_partner(SocketAddr::new(listen.ip(), port)) {
+        match take_or_bind(&mut passed, partner, "listen").await {
+            Ok(listener) => main.push(listener),
+            // No IPv6 (or IPv4) loopback on this host: nothing to hold.
+            Err(error) if is_unavailable_address(&error) => {}
+            Err(error) => return Err(error),
+        }
+    }
     let metrics = match config.server.metrics_listen {
-        Some(address) => Some(bind_to(address, "metrics_listen").await?),
+        Some(address) => Some(take_or_bind(&mut passed, address, "metrics_listen").await?),
         None => None,
     };
+    if let Some((address, _)) = passed.0.first() {
+        return Err(SetupError::UnexpectedSocket { address: *address }.into());
+    }
     Ok(Listeners { main, metrics })
+}
+
+async fn take_or_bind(
+    passed: &mut Passed,
+    address: SocketAddr,
+    key: &str,
+) -> anyhow::Result<TcpListener> {
+    match passed.take(address) {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            Ok(TcpListener::from_std(listener)?)
+        }
+        None => bind_to(address, key).await,
+    }
+}
+
+fn is_unavailable_address(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|error| error.kind() == std::io::ErrorKind::AddrNotAvailable)
 }
 
 async fn bind_to(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
+        .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot listen on {address} ({key})"))
 }
 
@@ -104,17 +210,20 @@ pub struct Tokens {
 
 /// What start-up checks before anything talks to AWS: the token files (created if missing,
 /// refused if others can read them or their group is wrong), and that nothing the daemon would
-/// call is its own listener at `local`. Idempotent: `main` calls it before it builds the STS
+/// call is one of its own listeners at `locals`. Idempotent: `main` calls it before it builds the STS
 /// client, and [`run`](super::run) again for the tokens.
 pub fn preflight(
     config: &Config,
-    local: SocketAddr,
+    locals: &[SocketAddr],
     environment: &Environment,
 ) -> anyhow::Result<Tokens> {
     let server = token::load_or_create(&config.server.token_file, None)?;
     let roles = token::load_role_tokens(config)?;
     let upstream = metadata_upstream(config, environment);
-    refuse_self_loops(local, &outbound_urls(config, &upstream, environment))?;
+    let urls = outbound_urls(config, &upstream, environment);
+    for local in locals {
+        refuse_self_loops(*local, &urls)?;
+    }
     Ok(Tokens { server, roles })
 }
 

@@ -91,7 +91,10 @@ impl Running {
         let parts = Parts {
             config_path,
             config,
-            listeners: Listeners { main, metrics },
+            listeners: Listeners {
+                main: vec![main],
+                metrics,
+            },
             sts: sts.clone(),
             clock,
             environment,
@@ -279,7 +282,7 @@ async fn a_self_loop_is_refused_at_start() {
         config: config::load(&config_path).unwrap(),
         config_path,
         listeners: Listeners {
-            main: TcpListener::bind(taken).await.unwrap(),
+            main: vec![TcpListener::bind(taken).await.unwrap()],
             metrics: None,
         },
         sts: sts.clone(),
@@ -429,4 +432,33 @@ fn a_reload_cannot_open_the_running_metadata_role() {
     assert!(reason.contains("role piyo"), "{reason}");
     let without_metadata = config::from_toml(&config_text(&dir, &["piyo"]), "host").unwrap();
     assert!(unsafe_for_running_metadata(&without_metadata, &open).is_none());
+}
+
+/// Both loopback families are held at the same port, so that `localhost` (which resolves to
+/// ::1 first on Debian) reaches the daemon and not another user's socket.
+#[test]
+fn the_other_loopback_is_held_too() {
+    let partner = |text: &str| loopback_partner(text.parse().unwrap()).map(|a| a.to_string());
+    assert_eq!(partner("127.0.0.1:9357").as_deref(), Some("[::1]:9357"));
+    assert_eq!(partner("[::1]:9357").as_deref(), Some("127.0.0.1:9357"));
+    assert_eq!(partner("127.0.0.2:9357"), None);
+}
+
+/// Connections wait at start until the first credentials are there: the first request is
+/// answered with them, not with a 503.
+#[tokio::test]
+async fn the_first_request_waits_for_the_first_credentials() {
+    let script = vec![Reply::Delay(Duration::from_millis(400))];
+    let daemon =
+        Running::start_with("hold", &["piyo"], script, false, Environment::default()).await;
+    let token_file = daemon.dir.join("token");
+    // The token file exists before anything is served (preflight).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !token_file.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no token file");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = daemon.get("/roles/piyo").await;
+    assert_eq!(status, 200, "{body}");
+    daemon.stop().await.unwrap();
 }

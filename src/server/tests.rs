@@ -67,7 +67,7 @@ fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
     let state = AppState::new(
         AuthToken::parse(TOKEN).unwrap(),
         roles,
-        LISTEN.parse().unwrap(),
+        &[LISTEN.parse().unwrap()],
         Arc::new(FixedClock(now())),
         None,
         Arc::new(crate::metrics::Metrics::new()),
