@@ -70,7 +70,8 @@ check-unit:
 	$(CARGO) build --quiet
 	rm -rf target/unit-check && mkdir -p target/unit-check
 	sed 's|@BINDIR@|$(CURDIR)/target/debug|' systemd/assume-roled.service > target/unit-check/assume-roled.service
-	cd target/unit-check && systemd-analyze verify assume-roled.service 2> verify.err; \
+	cp systemd/assume-roled.socket target/unit-check/
+	cd target/unit-check && systemd-analyze verify assume-roled.service assume-roled.socket 2> verify.err; \
 	  status=$$?; cat verify.err; test $$status -eq 0 && test ! -s verify.err
 	cd target/unit-check && systemd-analyze security --offline=yes --threshold=$(EXPOSURE_LIMIT) \
 	  --no-pager assume-roled.service > security.txt; status=$$?; tail -n 1 security.txt; exit $$status
@@ -87,6 +88,11 @@ endif
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|@BINDIR@|$(BINDIR)|' systemd/assume-roled.service > $(DESTDIR)$(UNITDIR)/assume-roled.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/assume-roled.service
+	install -m 0644 systemd/assume-roled.socket $(DESTDIR)$(UNITDIR)/assume-roled.socket
+	@# The socket is enabled (what `systemctl enable` does), so that systemd holds the port
+	@# from the next boot on; `systemctl start assume-roled.socket` holds it at once.
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/systemd/system/sockets.target.wants
+	ln -sf $(UNITDIR)/assume-roled.socket $(DESTDIR)$(SYSCONFDIR)/systemd/system/sockets.target.wants/assume-roled.socket
 	install -D -m 0644 systemd/assume-roled.sysusers $(DESTDIR)$(SYSUSERSDIR)/assume-roled.conf
 	install -D -m 0644 systemd/assume-roled.tmpfiles $(DESTDIR)$(TMPFILESDIR)/assume-roled.conf
 	install -D -m 0644 systemd/profile.sh $(DESTDIR)$(SYSCONFDIR)/profile.d/assume-roled.sh

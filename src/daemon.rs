@@ -54,7 +54,7 @@ mod setup;
 use setup::metadata_upstream;
 pub use setup::{
     Environment, Listeners, Passed, SetupError, Tokens, bind, is_operator_error, loopback_partner,
-    points_at, preflight, require_trust_roots,
+    open_files_limit, points_at, preflight, require_descriptors, require_trust_roots,
 };
 
 pub use crate::clock::{SharedClock, SystemClock};

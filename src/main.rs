@@ -221,6 +221,7 @@ async fn serve(config_path: PathBuf, passed: daemon::Passed) -> anyhow::Result<(
     let environment = daemon::Environment::from_process();
     daemon::preflight(&config, &listeners.local_addresses()?, &environment)?;
     daemon::require_trust_roots(&config)?;
+    daemon::require_descriptors(&config)?;
     let parts = daemon::Parts {
         sts: Arc::new(SdkSts::new(&config.sts).await),
         listeners,

@@ -363,9 +363,45 @@ fn takes_its_listeners_from_systemd() {
     let second = raw_exchange(v6, over_v6.as_bytes());
     assert_eq!(second.status, 200, "{second:?}");
     for taken in [address, v6] {
-        assert!(TcpListener::bind(taken).is_err(), "{taken} is free for anyone");
+        assert!(
+            TcpListener::bind(taken).is_err(),
+            "{taken} is free for anyone"
+        );
     }
     let log = log_text();
-    assert!(log.contains(&format!("listening address=[::1]:{port}")), "{log}");
+    assert!(
+        log.contains(&format!("listening address=[::1]:{port}")),
+        "{log}"
+    );
     assert!(!log.contains("cannot listen"), "{log}");
+}
+
+/// A `max_connections` the process cannot open files for is refused at start (exit 78), naming
+/// the limit: a flood would otherwise leave the refreshers without a socket for STS.
+#[test]
+fn max_connections_must_fit_the_open_files_limit() {
+    let dir = TempDir::new("nofile");
+    let config = dir.write(
+        "config.toml",
+        &piyo_config(
+            "127.0.0.1:0",
+            &dir.path().join("token"),
+            Some("http://127.0.0.1:9"),
+        ),
+    );
+    let mut command = Command::new("prlimit");
+    isolated(&mut command)
+        .args(["--nofile=512", "--"])
+        .arg(daemon_binary())
+        .args(["serve", "--config"])
+        .arg(&config);
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "max_connections = 1024 needs about 1152 open files, but this process may open 512"
+        ),
+        "{}",
+        stderr(&output)
+    );
 }

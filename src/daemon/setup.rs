@@ -38,6 +38,20 @@ pub enum SetupError {
          verified: install the ca-certificates package (or set SSL_CERT_FILE)"
     )]
     NoTrustRoots,
+    /// The process may not open enough files to serve `max_connections`.
+    #[error(
+        "max_connections = {max_connections} needs about {needed} open files, but this process \
+         may open {limit}: raise the limit (the unit's LimitNOFILE=) or lower \
+         [server] max_connections"
+    )]
+    TooFewDescriptors {
+        /// `[server] max_connections`.
+        max_connections: usize,
+        /// What it needs.
+        needed: u64,
+        /// The soft limit.
+        limit: u64,
+    },
     /// systemd passed a listening socket the configuration does not name.
     #[error(
         "systemd passed a socket listening on {address}, which the configuration does not name \
@@ -225,6 +239,46 @@ pub fn preflight(
         refuse_self_loops(*local, &urls)?;
     }
     Ok(Tokens { server, roles })
+}
+
+/// Descriptors the daemon needs besides its client connections: listeners, STS and metadata
+/// connections, netlink sockets, the journal, files.
+const DESCRIPTOR_RESERVE: u64 = 128;
+
+/// The soft limit on open files in the text of `/proc/self/limits`.
+pub fn open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    }
+}
+
+/// Refuses a `max_connections` the process cannot open: a flood would then leave the
+/// refreshers without sockets for STS.
+pub fn require_descriptors(config: &Config) -> Result<(), SetupError> {
+    let Some(limit) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| open_files_limit(&text))
+    else {
+        return Ok(());
+    };
+    let max_connections = config.server.max_connections;
+    let needed = max_connections as u64 + DESCRIPTOR_RESERVE;
+    if limit < needed {
+        return Err(SetupError::TooFewDescriptors {
+            max_connections,
+            needed,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// The real instance metadata: configured, else as the SDKs find it, else the link-local default.

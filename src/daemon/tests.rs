@@ -462,3 +462,15 @@ async fn the_first_request_waits_for_the_first_credentials() {
     assert_eq!(status, 200, "{body}");
     daemon.stop().await.unwrap();
 }
+
+/// The soft limit on open files, as `/proc/self/limits` prints it.
+#[test]
+fn open_files_limit_is_read() {
+    let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                  Max cpu time              unlimited            unlimited            seconds\n\
+                  Max open files            1024                 524288               files\n";
+    assert_eq!(open_files_limit(limits), Some(1024));
+    let unlimited = "Max open files            unlimited            unlimited            files\n";
+    assert_eq!(open_files_limit(unlimited), Some(u64::MAX));
+    assert_eq!(open_files_limit("nothing here"), None);
+}

@@ -6,7 +6,8 @@
 # re-fetching the old one and survives a typo; a crash is restarted, a hung process is killed by
 # the watchdog, a bad configuration at start fails without a restart loop; the hardening is in
 # force; the profile snippet serves members of the group only, and a role's own token file is
-# given to that role's group (through SupplementaryGroups=); the metadata guard is installed by
+# given to that role's group (through SupplementaryGroups=); the socket unit holds the port from
+# boot and across restarts, which no client notices; the metadata guard is installed by
 # ExecStartPre and outlives a stop; stop exits 0.
 #
 # Run by `make systemd-test` (as root; needs systemd-nspawn and debootstrap). The debootstrapped
@@ -126,6 +127,17 @@ Environment=AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:$imds_port/
 WatchdogSec=4
 EOF
 
+# The socket unit at the test's port (make install enabled it).
+mkdir -p "$root/etc/systemd/system/$UNIT.socket.d"
+printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\nListenStream=[::1]:%s\n' \
+  "$listen_port" "$listen_port" >"$root/etc/systemd/system/$UNIT.socket.d/test.conf"
+# Whether an unprivileged user of the host can bind ADDRESS PORT.
+can_bind() {
+  setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 -c \
+    'import socket, sys; s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET); s.bind((sys.argv[1], int(sys.argv[2])))' \
+    "$1" "$2" 2>/dev/null
+}
+
 say "booting systemd in a container"
 # CAP_NET_ADMIN: the unit's ExecStartPre installs the metadata guard's nftables table (in the
 # host's network namespace, which the container shares; the cleanup removes it).
@@ -138,6 +150,14 @@ leader=$(pgrep -P "$nspawn_pid" | head -n 1)
 booted() { case "$(inside systemctl is-system-running 2>/dev/null)" in running | degraded) return 0 ;; esac; return 1; }
 wait_until 60 booted || fail "the container did not finish booting"
 ok "systemd $(inside systemctl --version | head -n 1 | cut -d' ' -f2) booted"
+
+say "the socket unit holds the port"
+[ "$(inside systemctl is-active "$UNIT.socket")" = active ] ||
+  fail "the socket unit is $(inside systemctl is-active "$UNIT.socket")"
+is_state inactive || fail "the service is $(inside systemctl is-active "$UNIT") before anyone started it"
+! can_bind 127.0.0.1 "$listen_port" && ! can_bind ::1 "$listen_port" ||
+  fail "another user could bind the port before the service started"
+ok "from boot, systemd holds 127.0.0.1:$listen_port and [::1]:$listen_port; no other user can bind them"
 
 say "readiness follows credentials"
 inside systemctl start --no-block "$UNIT"
@@ -245,6 +265,39 @@ is_state active || fail "a typo took the service down"
 [ "$(fetch piyo2)" = 200 ] || fail "a typo changed what is served"
 ok "a typo on reload is logged and the running configuration kept"
 write_config piyo
+inside systemctl reload "$UNIT" || fail "systemctl reload failed"
+
+say "restarts no client notices"
+: >"$work/answers"
+(
+  end=$(($(date +%s) + 120))
+  while [ ! -e "$work/stop-loop" ] && [ "$(date +%s)" -lt "$end" ]; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -H "Authorization: $(token)" \
+      "http://127.0.0.1:$listen_port/roles/piyo") || code="curl-exit-$?"
+    echo "$code" >>"$work/answers"
+    sleep 0.05
+  done
+) &
+client_pid=$!
+(
+  while [ ! -e "$work/stop-loop" ]; do
+    if can_bind 127.0.0.1 "$listen_port" || can_bind ::1 "$listen_port"; then echo bound >>"$work/bound"; fi
+    sleep 0.05
+  done
+) &
+binder_pid=$!
+for _ in 1 2 3; do
+  inside systemctl restart "$UNIT" || fail "restart failed: $(journal | tail -n 5)"
+  sleep 1
+done
+touch "$work/stop-loop"
+wait "$client_pid" "$binder_pid"
+total=$(wc -l <"$work/answers")
+others=$(grep -vc '^200$' "$work/answers" || true)
+[ "$total" -gt 20 ] || fail "only $total requests were made during the restarts"
+[ "$others" = 0 ] || fail "$others of $total answers were not 200: $(sort "$work/answers" | uniq -c | tr '\n' ' ')"
+[ ! -e "$work/bound" ] || fail "another user bound the port during a restart"
+ok "through three restarts, $total requests on new connections: all 200, none refused; no other user could bind the port"
 
 say "restarts"
 pid=$(property MainPID)
