@@ -47,7 +47,7 @@ use crate::roles::RoleTable;
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
 use crate::supervisor::Supervisor;
-use crate::token::{self, RoleTokens};
+use crate::token::{self, AuthToken, RoleTokens, TokenFileError};
 
 mod setup;
 
@@ -175,15 +175,24 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         Ok(())
     });
     let options = listener_options(&config);
+    let (server_token_sender, server_token) = watch::channel(token);
     let reloading = Reloads {
         path: config_path,
         current: config,
         supervisor,
+        server_token: server_token_sender,
         notifier,
     };
     tasks.spawn("reloads", reloading.run(reloads, shutdown.clone()));
     first_attempts(&roles, START_HOLD, &shutdown).await;
-    let state = AppState::new(token, roles, &locals, clock, metadata, metrics.clone());
+    let state = AppState::new(
+        server_token,
+        roles,
+        &locals,
+        clock,
+        metadata,
+        metrics.clone(),
+    );
     let app = server::router(state);
     let mut main = listeners.main.into_iter();
     let first = main.next().context("no listener to serve on")?;
@@ -329,6 +338,8 @@ struct Reloads<S> {
     path: PathBuf,
     current: Config,
     supervisor: Supervisor<S>,
+    /// The server's token handlers check; re-read at every reload.
+    server_token: watch::Sender<AuthToken>,
     notifier: Arc<Notifier>,
 }
 
@@ -352,20 +363,20 @@ impl<S: Sts> Reloads<S> {
         self.supervisor.wait().await
     }
 
-    /// Re-reads the file and the roles' token files (creating missing ones: deleting a role's
-    /// token file and reloading issues a new token); a bad file is logged and the running
-    /// configuration kept.
+    /// Re-reads the file and the token files (creating missing ones: deleting a token file,
+    /// the server's or a role's, and reloading issues a new token, and the old one stops
+    /// working); a bad file is logged and the running configuration kept.
     fn reload(&mut self) {
         self.notifier.send("RELOADING=1");
         match config::load(&self.path) {
             Ok(new) if let Some(reason) = unsafe_for_running_metadata(&self.current, &new) => {
                 error!(reason, "reload refused; keeping the running configuration");
             }
-            Ok(new) => match token::load_role_tokens(&new) {
+            Ok(new) => match self.reload_tokens(&new) {
                 Ok(tokens) => self.apply(new, &tokens),
                 Err(error) => error!(
                     error = %error,
-                    "reload failed: a role's token file is unusable; keeping the running \
+                    "reload failed: a token file is unusable; keeping the running \
                      configuration"
                 ),
             },
@@ -375,6 +386,22 @@ impl<S: Sts> Reloads<S> {
             ),
         }
         self.notifier.send("READY=1");
+    }
+
+    /// The roles' tokens of `new`, and the server's (its file is the running one's: `[server]`
+    /// changes wait for a restart), published if it changed.
+    fn reload_tokens(&mut self, new: &Config) -> Result<RoleTokens, TokenFileError> {
+        let roles = token::load_role_tokens(new)?;
+        let server = token::load_or_create(&self.current.server.token_file, None)?;
+        let changed = !self
+            .server_token
+            .borrow()
+            .matches(server.expose().as_bytes());
+        if changed {
+            info!(file = %self.current.server.token_file.display(), "the server's token was re-issued");
+            self.server_token.send_replace(server);
+        }
+        Ok(roles)
     }
 
     fn apply(&mut self, new: Config, tokens: &RoleTokens) {

@@ -66,6 +66,7 @@ struct Harness {
     app: Router,
     reads: Arc<Recorder>,
     _table: watch::Sender<Arc<RoleTable>>,
+    _token: watch::Sender<AuthToken>,
     _status: watch::Sender<RoleStatus>,
 }
 
@@ -106,11 +107,12 @@ fn harness() -> &'static Harness {
         };
         let table = RoleTable::from([("piyo".to_owned(), entry)]);
         let (table_sender, roles) = watch::channel(Arc::new(table));
+        let (token_sender, token) = watch::channel(AuthToken::parse(TOKEN).expect("a token"));
         let reads = Arc::new(Recorder::default());
         let upstream = Upstream::from_source(Box::new(reads.clone()));
         let imds = Imds::new("piyo", roles.clone(), upstream, clock.clone());
         let state = AppState::new(
-            AuthToken::parse(TOKEN).expect("a valid token"),
+            token,
             roles,
             &[LISTEN.parse().expect("an address")],
             clock,
@@ -126,6 +128,7 @@ fn harness() -> &'static Harness {
             app: router(state),
             reads,
             _table: table_sender,
+            _token: token_sender,
             _status: status_sender,
         }
     })

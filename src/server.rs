@@ -55,7 +55,8 @@ pub struct AppState {
 }
 
 struct Inner {
-    token: AuthToken,
+    /// The server's token; a reload may re-issue it.
+    token: watch::Receiver<AuthToken>,
     metrics: Arc<Metrics>,
     /// The metadata endpoint, when `[imds]` is configured.
     imds: Option<Arc<Imds>>,
@@ -68,7 +69,7 @@ impl AppState {
     /// State for listeners bound at `locals`, serving the roles of `roles` to holders of
     /// `token`, and answering as instance metadata if `imds` is given.
     pub fn new(
-        token: AuthToken,
+        token: watch::Receiver<AuthToken>,
         roles: watch::Receiver<Arc<RoleTable>>,
         locals: &[SocketAddr],
         clock: SharedClock,
@@ -219,7 +220,7 @@ async fn guard(State(state): State<AppState>, mut request: Request, next: Next) 
             request.headers(),
             request.uri(),
             &inner.allowed_hosts,
-            |presented| grant_of(presented, &inner.token, &roles),
+            |presented| grant_of(presented, &inner.token.borrow(), &roles),
             inner.imds.is_some(),
             request.extensions().get::<Redirected>().is_some(),
         )
@@ -272,7 +273,8 @@ async fn role_credentials(
     // replaced cannot open the role in between.
     let table = inner.roles.borrow().clone();
     let presented = headers.get(AUTHORIZATION).map(|value| value.as_bytes());
-    let grant = presented.and_then(|token| grant_of(token, &inner.token, &table));
+    let server_token = inner.token.borrow().clone();
+    let grant = presented.and_then(|token| grant_of(token, &server_token, &table));
     let via = Via::Container(grant.as_ref());
     let decision = access::decide(&table, &name, via, &peer, now);
     access::audit(&name, via, &peer, &decision);

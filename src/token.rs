@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -263,7 +263,9 @@ fn own_file_group() -> Option<FileGroup> {
 /// Reads the token at `path`, creating the file with a new token if there is none. With a
 /// `group`, the file is given to it; a file of another group gets a new token.
 pub fn load_or_create(path: &Path, group: Option<&FileGroup>) -> Result<AuthToken, TokenFileError> {
-    match fs::metadata(path) {
+    match fs::symlink_metadata(path) {
+        // Refused, with the reason, by `load`.
+        Ok(metadata) if metadata.file_type().is_symlink() => load(path),
         Ok(metadata) => match group {
             Some(group) if metadata.gid() != group.gid => regroup(path, group, metadata.gid()),
             _ => load(path),
@@ -276,18 +278,40 @@ pub fn load_or_create(path: &Path, group: Option<&FileGroup>) -> Result<AuthToke
     }
 }
 
-/// Reads an existing token file, refusing one that others can read.
+/// Reads an existing token file, refusing one that others can read, one that is a symbolic
+/// link (whoever can write its directory could point it at a file they read), and one the
+/// daemon's user does not own (someone else could rewrite it).
 pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
     let read_error = |cause| TokenFileError::Read {
         path: path.to_owned(),
         cause,
     };
-    let metadata = fs::metadata(path).map_err(read_error)?;
+    let invalid = |reason: String| TokenFileError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(invalid(
+            "it is a symbolic link; name the file itself".to_owned(),
+        ));
+    }
+    // Opened without following a link, so that what is checked is what is read.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
     if !metadata.is_file() {
-        return Err(TokenFileError::Invalid {
-            path: path.to_owned(),
-            reason: "it is not a regular file".to_owned(),
-        });
+        return Err(invalid("it is not a regular file".to_owned()));
+    }
+    if let Some(own) = own_uid()
+        && metadata.uid() != own
+    {
+        return Err(invalid(format!(
+            "it belongs to uid {}, not to the daemon's user (uid {own}), who must own it",
+            metadata.uid()
+        )));
     }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o007 != 0 {
@@ -296,11 +320,16 @@ pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
             mode,
         });
     }
-    let text = Zeroizing::new(fs::read_to_string(path).map_err(read_error)?);
-    AuthToken::parse(&text).map_err(|reason| TokenFileError::Invalid {
-        path: path.to_owned(),
-        reason,
-    })
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(read_error)?;
+    AuthToken::parse(&text).map_err(invalid)
+}
+
+/// The user this process acts as (its effective uid), from `/proc/self/status`.
+fn own_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Writes a new token to a temporary file, then links it into place, which fails if another

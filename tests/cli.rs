@@ -405,3 +405,28 @@ fn max_connections_must_fit_the_open_files_limit() {
         stderr(&output)
     );
 }
+
+/// A token path that is a symbolic link is refused (exit 78), naming it: whoever can write its
+/// directory could point it at a file they read.
+#[test]
+fn a_symlinked_token_file_is_refused() {
+    let dir = TempDir::new("symlinked-token");
+    let real = dir.write(
+        "real-token",
+        "symlinkedtoken0123456789abcdefghijklmnopqrstuv",
+    );
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.path().join("token");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let config = dir.write(
+        "config.toml",
+        &piyo_config("127.0.0.1:0", &link, Some("http://127.0.0.1:9")),
+    );
+    let output = run(&["serve", "--config", &config.display().to_string()]);
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    let expected = format!(
+        "token file {} is unusable: it is a symbolic link",
+        link.display()
+    );
+    assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
+}

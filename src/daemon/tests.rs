@@ -142,6 +142,48 @@ impl Running {
     }
 }
 
+/// Waits until `path` exists (a token file the daemon writes).
+async fn wait_for_file(path: &Path) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The status `token` gets for `path` once it is 200, or the last one within the deadline.
+async fn status_with(address: SocketAddr, path: &str, token: &str) -> u16 {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let status = get(address, path, Some(token)).await.0;
+        if status == 200 || tokio::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deletes `token_file` (which opens role piyo) and reloads: a new token must be issued that
+/// opens the role, the old one must be refused, and no STS call made.
+async fn assert_reissued_on_reload(daemon: Running, token_file: &Path) {
+    let old = std::fs::read_to_string(token_file).unwrap();
+    assert_eq!(get(daemon.address, "/roles/piyo", Some(&old)).await.0, 200);
+    std::fs::remove_file(token_file).unwrap();
+    daemon.reload.send(()).await.unwrap();
+    wait_for_file(token_file).await;
+    let new = std::fs::read_to_string(token_file).unwrap();
+    assert_ne!(new, old);
+    let status = status_with(daemon.address, "/roles/piyo", &new).await;
+    assert_eq!(status, 200, "the new token opens the role");
+    assert_eq!(get(daemon.address, "/roles/piyo", Some(&old)).await.0, 401);
+    assert_eq!(daemon.sts.calls(), 1, "the credentials were kept");
+    daemon.stop().await.unwrap();
+}
+
 /// One request on a new connection: status and body.
 async fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
@@ -367,29 +409,7 @@ async fn a_deleted_role_token_file_is_reissued_on_reload() {
     let role = format!("token_file = \"{}\"\n", token_file.display());
     let text = format!("{}{role}", config_text(&dir, &["piyo"]));
     let daemon = Running::start_in(dir, &text).await;
-    let old = std::fs::read_to_string(&token_file).unwrap();
-    assert_eq!(get(daemon.address, "/roles/piyo", Some(&old)).await.0, 200);
-    std::fs::remove_file(&token_file).unwrap();
-    daemon.reload.send(()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !token_file.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "no new token file");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let new = std::fs::read_to_string(&token_file).unwrap();
-    assert_ne!(new, old);
-    let mut status = 0;
-    for _ in 0..100 {
-        status = get(daemon.address, "/roles/piyo", Some(&new)).await.0;
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, 200, "the new token opens the role");
-    assert_eq!(get(daemon.address, "/roles/piyo", Some(&old)).await.0, 401);
-    assert_eq!(daemon.sts.calls(), 1, "the credentials were kept");
-    daemon.stop().await.unwrap();
+    assert_reissued_on_reload(daemon, &token_file).await;
 }
 
 /// The sections a reload cannot apply are named, so the operator is told to restart.
@@ -451,13 +471,8 @@ async fn the_first_request_waits_for_the_first_credentials() {
     let script = vec![Reply::Delay(Duration::from_millis(400))];
     let daemon =
         Running::start_with("hold", &["piyo"], script, false, Environment::default()).await;
-    let token_file = daemon.dir.join("token");
     // The token file exists before anything is served (preflight).
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !token_file.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "no token file");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_file(&daemon.dir.join("token")).await;
     let (status, body) = daemon.get("/roles/piyo").await;
     assert_eq!(status, 200, "{body}");
     daemon.stop().await.unwrap();
@@ -473,4 +488,14 @@ fn open_files_limit_is_read() {
     let unlimited = "Max open files            unlimited            unlimited            files\n";
     assert_eq!(open_files_limit(unlimited), Some(u64::MAX));
     assert_eq!(open_files_limit("nothing here"), None);
+}
+
+/// Deleting the server's token file and reloading issues a new token: the old one is refused
+/// at once, the new one works, and the credentials are kept.
+#[tokio::test]
+async fn the_server_token_rotates_on_reload() {
+    let daemon = Running::start("server-token", &["piyo"], vec![], false).await;
+    assert_eq!(daemon.until("/roles/piyo", 200).await.0, 200);
+    let token_file = daemon.dir.join("token");
+    assert_reissued_on_reload(daemon, &token_file).await;
 }

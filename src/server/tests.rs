@@ -65,7 +65,7 @@ fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
         .collect();
     let (_keep, roles) = watch::channel(Arc::new(table));
     let state = AppState::new(
-        AuthToken::parse(TOKEN).unwrap(),
+        watch::channel(AuthToken::parse(TOKEN).unwrap()).1,
         roles,
         &[LISTEN.parse().unwrap()],
         Arc::new(FixedClock(now())),
