@@ -70,6 +70,7 @@ const IDENTITY_RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::
 /// `metrics_listen` serves scrapers, not clients: few connections, nobody to identify.
 const METRICS_LISTENER: listener::Options = listener::Options {
     max_connections: 16,
+    max_connections_per_user: 16,
     peer_lookup: false,
     peer_processes: false,
     redirects: false,
@@ -312,6 +313,7 @@ impl Tasks {
 fn listener_options(config: &Config) -> listener::Options {
     listener::Options {
         max_connections: config.server.max_connections,
+        max_connections_per_user: config.server.max_connections_per_user,
         peer_lookup: config.server.peer_lookup,
         peer_processes: config.server.peer_processes,
         redirects: config

@@ -10,10 +10,14 @@
 //! [`crate::server`]; this module only moves bytes, and attaches to every request the
 //! [`Peer`] found for its connection (once per connection, see [`crate::peer`]).
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -32,6 +36,8 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 use crate::peer::{Peer, Resolver};
 
+/// How long a write to a client may make no progress before the connection is cut.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request head read (hyper's smallest buffer); larger heads get 431.
@@ -50,12 +56,159 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub struct Options {
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one user (by uid) may hold; more are closed at once. Needs `peer_lookup`.
+    pub max_connections_per_user: usize,
     /// Look up each connection's user (see [`crate::peer`]).
     pub peer_lookup: bool,
     /// Also look up its process (pid and executable).
     pub peer_processes: bool,
     /// Look for connections the metadata guard redirected here (see [`Redirected`]).
     pub redirects: bool,
+}
+
+/// Counts each user's open connections, so that one user cannot hold them all.
+struct PerUser {
+    limit: usize,
+    /// A std mutex: held to count, never across an await.
+    open: Mutex<HashMap<u32, usize>>,
+}
+
+/// One of a user's connections; gives its place back when dropped.
+struct UserSlot {
+    users: Arc<PerUser>,
+    uid: u32,
+}
+
+impl PerUser {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u32, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A place for one more connection of `uid`, unless it holds its limit already.
+    fn enter(self: &Arc<Self>, uid: u32) -> Option<UserSlot> {
+        let mut open = self.open();
+        let count = open.entry(uid).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(UserSlot {
+            users: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut open = self.users.open();
+        if let Some(count) = open.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// A connection whose writes must make progress within [`WRITE_TIMEOUT`]: a client that sends
+/// requests and never reads the answers would otherwise hold its connection (and its place)
+/// for ever once the socket's buffers are full.
+struct WriteDeadline<T> {
+    inner: T,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            stalled: None,
+        }
+    }
+
+    /// After a write that could not proceed: pending until the deadline, then an error.
+    fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client does not read its answers",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<R>(
+        &mut self,
+        polled: Poll<io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<R>> {
+        match polled {
+            Poll::Pending => self.stall(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for WriteDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.progress(polled, cx)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progress(polled, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(polled, cx)
+    }
 }
 
 /// Marks a request that arrived on a connection the metadata guard redirected here: the
@@ -120,6 +273,7 @@ pub async fn serve(
     let listening = listener.local_addr().ok();
     let server = listening.filter(|_| options.peer_lookup);
     let resolver = Arc::new(Resolver::new(options.peer_processes));
+    let per_user = PerUser::new(options.max_connections_per_user);
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
         let permit = tokio::select! {
@@ -139,6 +293,7 @@ pub async fn serve(
         };
         let app = app.clone();
         let resolver = resolver.clone();
+        let per_user = per_user.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         metrics.connection_opened();
@@ -161,6 +316,17 @@ pub async fn serve(
                 metrics.connection_closed();
                 return;
             };
+            // One user may hold so many connections; more are closed at once rather than
+            // made to wait, so that the others' requests never queue behind a flood.
+            let _slot = match peer.uid.map(|uid| per_user.enter(uid)) {
+                Some(None) => {
+                    debug!(%client, uid = ?peer.uid, "connection closed: the user holds max_connections_per_user");
+                    metrics.connection_closed();
+                    return;
+                }
+                Some(Some(slot)) => Some(slot),
+                None => None,
+            };
             let peer = Arc::new(peer);
             let asked = Arc::new(AtomicBool::new(false));
             let first_request = asked.clone();
@@ -176,7 +342,10 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+                .serve_connection(
+                    WriteDeadline::new(TokioIo::new(stream)),
+                    TowerToHyperService::new(app),
+                );
             tokio::pin!(connection);
             let finished = until_done_or_drained(connection, &asked, &shutdown).await;
             metrics.connection_closed();
@@ -197,4 +366,22 @@ pub async fn serve(
         );
     }
     info!("server stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user gets so many places and no more; a place given back can be taken again, and
+    /// other users are not counted against it.
+    #[test]
+    fn places_per_user() {
+        let users = PerUser::new(2);
+        let first = users.enter(1000).unwrap();
+        let _second = users.enter(1000).unwrap();
+        assert!(users.enter(1000).is_none());
+        assert!(users.enter(1001).is_some(), "another user");
+        drop(first);
+        assert!(users.enter(1000).is_some());
+    }
 }

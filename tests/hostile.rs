@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
@@ -538,4 +538,49 @@ fn connection_cap_holds_back_a_flood() {
         "{answer:?}"
     );
     drop(held);
+}
+
+/// A client that pipelines requests and never reads the answers is cut off once its socket's
+/// buffers are full and the daemon's writes make no progress for 10 s; another client is
+/// served meanwhile.
+#[test]
+fn a_client_that_never_reads_is_cut_off() {
+    let moto = Moto::start();
+    let daemon = Daemon::start(&moto, &[]);
+    daemon.wait_ready();
+    let token = daemon.token();
+    let mut stream = TcpStream::connect(daemon.address).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let request = format!(
+        "GET /roles/piyo HTTP/1.1\r\nHost: {}\r\nAuthorization: {token}\r\n\r\n",
+        daemon.address
+    );
+    let started = std::time::SystemTime::now();
+    let cut_off = loop {
+        match stream.write(request.as_bytes()) {
+            Ok(_) => {}
+            // The buffers are full: the daemon has stopped reading while it cannot write.
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(error) => break error,
+        }
+        assert!(
+            started.elapsed().unwrap() < Duration::from_secs(60),
+            "a client that never reads was never cut off"
+        );
+    };
+    let took = started.elapsed().unwrap();
+    eprintln!("cut off after {took:?}: {cut_off}");
+    assert!(
+        matches!(
+            cut_off.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+        ),
+        "{cut_off}"
+    );
+    assert_eq!(
+        daemon.get("/roles/piyo", &[("Authorization", &token)]).0,
+        200
+    );
 }

@@ -315,3 +315,51 @@ fn a_role_token_file_belongs_to_its_group() {
         );
     }
 }
+
+/// One user holding 1,100 idle connections (far more than `max_connections`, here 256 so that
+/// the flood overflows it at once) does not make another user wait: past its 64 places the
+/// flood's connections are closed at once, and the other user's request is answered within
+/// 2 s. Without the per-user limit it waits for the 5 s header timeout to free a place.
+#[test]
+fn one_user_cannot_crowd_out_the_others() {
+    ensure_users();
+    let moto = Moto::start();
+    let dir = TempDir::new("flood");
+    let config = moto
+        .config(&dir.path().join("state/token"))
+        .replace("[sts]", "max_connections = 256\n\n[sts]");
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let flood = format!(
+        "import resource, socket, sys, time\n\
+         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))\n\
+         held = [socket.create_connection(('127.0.0.1', {port})) for _ in range(1100)]\n\
+         print('holding', len(held), flush=True)\n\
+         time.sleep(30)\n",
+        port = daemon.address.port()
+    );
+    let mut flooder = as_user(OUTSIDER, "/usr/bin/python3")
+        .args(["-c", &flood])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let flood_output = flooder.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(flood_output), &mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "holding 1100",
+        "the flood could not open its connections"
+    );
+    let started = std::time::SystemTime::now();
+    let answer = curl_as(MEMBER, &daemon.uri("piyo"), &daemon.token());
+    let took = started.elapsed().unwrap();
+    let _ = flooder.kill();
+    let _ = flooder.wait();
+    assert_eq!(status_of(&answer), "200", "{}", stdout(&answer));
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "answered after {took:?}"
+    );
+}

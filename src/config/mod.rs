@@ -37,6 +37,9 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/assume-roled/token";
 /// The session length requested from STS when a role names none: one hour is both what clients
 /// are tuned for and the cap STS applies when the caller is itself a role session.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
+/// Connections one user may hold when `[server] max_connections_per_user` is absent: far more
+/// than one user's tools open at once, far fewer than `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
 /// Connections served at once when `[server] max_connections` is absent: far more than a host's
 /// tools open, few enough that a local flood cannot exhaust memory or file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -72,6 +75,9 @@ pub struct ServerConfig {
     pub token_file: PathBuf,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one local user may hold at once; more are closed at once, so that one
+    /// user's flood cannot make everyone else wait.
+    pub max_connections_per_user: usize,
     /// A second loopback address serving only `/metrics`, without the token (for Prometheus,
     /// which cannot send a bare token); `None`: metrics only at `/metrics` behind the token.
     pub metrics_listen: Option<SocketAddr>,

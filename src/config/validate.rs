@@ -20,8 +20,8 @@ use super::values::{
 };
 use super::{
     Accounts, Config, DEFAULT_DURATION, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_TOKEN_FILE, GuardMode, ImdsConfig, Problem, RoleConfig, ServerConfig, StsConfig,
-    line_of,
+    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_TOKEN_FILE, GuardMode, ImdsConfig, Problem,
+    RoleConfig, ServerConfig, StsConfig, line_of,
 };
 
 const MAX_CONNECTIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
@@ -225,7 +225,18 @@ fn validate_server(checker: &mut Checker<'_>, raw: &RawTable) -> ServerConfig {
     ServerConfig {
         listen: checker.or_default(raw, "listen", default_listen, parse_listen),
         token_file: checker.or_default(raw, "token_file", default_token_file, parse_token_file),
-        max_connections: checker.count(raw, "max_connections", max, DEFAULT_MAX_CONNECTIONS),
+        max_connections: checker.count(
+            raw,
+            "max_connections",
+            max.clone(),
+            DEFAULT_MAX_CONNECTIONS,
+        ),
+        max_connections_per_user: checker.count(
+            raw,
+            "max_connections_per_user",
+            max,
+            DEFAULT_MAX_CONNECTIONS_PER_USER,
+        ),
         metrics_listen: checker.optional(raw, "metrics_listen", parse_listen),
         // On: one sock_diag question per connection costs microseconds, and the audit log
         // names the user.
