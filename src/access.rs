@@ -8,8 +8,12 @@
 //! refused (and why) or unservable (and why). Each endpoint turns the [`Decision`] into its own
 //! wire format; [`audit`] logs served and refused-by-user decisions under the target `audit`.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+
 use bytes::Bytes;
-use std::time::SystemTime;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::peer::{Known, Peer};
@@ -145,14 +149,69 @@ pub fn admitted(table: &RoleTable, name: &str, peer: &Peer) -> bool {
     })
 }
 
+/// How often one user's refusals for one role are written: the first at once, then at most one
+/// line a minute saying how many were left out, so that a user hammering the endpoint cannot
+/// flood the journal (whose rate limit would then drop other services' lines, and ours).
+const REFUSAL_INTERVAL: Duration = Duration::from_secs(60);
+/// The most (user, role) pairs remembered; past it, those quiet for an interval are forgotten.
+const REFUSAL_ENTRIES: usize = 4096;
+
+/// When each user's refusals for each role were last written, and how many since were not.
+#[derive(Default)]
+struct Refusals {
+    entries: HashMap<(Option<u32>, String), (Instant, u64)>,
+}
+
+impl Refusals {
+    /// Whether to write this refusal at `now`; if so, how many were left out before it.
+    fn admit(&mut self, uid: Option<u32>, role: &str, now: Instant) -> Option<u64> {
+        let key = (uid, role.to_owned());
+        if let Some((written, left_out)) = self.entries.get_mut(&key) {
+            if now.duration_since(*written) < REFUSAL_INTERVAL {
+                *left_out += 1;
+                return None;
+            }
+            let count = *left_out;
+            *written = now;
+            *left_out = 0;
+            return Some(count);
+        }
+        if self.entries.len() >= REFUSAL_ENTRIES {
+            self.entries
+                .retain(|_, (written, _)| now.duration_since(*written) < REFUSAL_INTERVAL);
+        }
+        if self.entries.len() < REFUSAL_ENTRIES {
+            self.entries.insert(key, (now, 0));
+        }
+        Some(0)
+    }
+}
+
+/// The refusals of this process. A std mutex: held to count, never across an await; a
+/// poisoned one is used as it is.
+static REFUSALS: LazyLock<Mutex<Refusals>> = LazyLock::new(Mutex::default);
+
+/// An optional text as a log field, escaped (an executable's path may hold newlines or
+/// spaces, which must not forge another line or field); `-` when unknown.
+struct Escaped<'a>(&'a Option<String>);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(text) => write!(f, "{}", text.escape_debug()),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// Writes the audit line for `decision`, if it is one the audit records: every set handed out,
-/// and every refusal of a user by `allowed_*`.
+/// and refusals of a user by `allowed_*` (at most one line a minute per user and role).
 pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
     let (uid, user, pid, exe) = (
         Known(&peer.uid),
         Known(&peer.user),
         Known(&peer.pid),
-        Known(&peer.exe),
+        Escaped(&peer.exe),
     );
     let via = via.label();
     match decision {
@@ -160,10 +219,20 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
             target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
             user = %user, pid = %pid, exe = %exe, via = %via, "credentials served"
         ),
-        Decision::NotAdmitted => warn!(
-            target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
-            via = %via, "credentials refused: user not allowed for this role"
-        ),
+        Decision::NotAdmitted => {
+            let mut refusals = REFUSALS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(left_out) = refusals.admit(peer.uid, role, Instant::now()) else {
+                return;
+            };
+            drop(refusals);
+            warn!(
+                target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
+                via = %via, not_logged_since = left_out,
+                "credentials refused: user not allowed for this role"
+            );
+        }
         _ => {}
     }
 }
@@ -199,6 +268,40 @@ mod tests {
             status: watch::channel(status).1,
         };
         (RoleTable::from([("piyo".to_owned(), entry)]), now)
+    }
+
+    /// The first refusal is written at once; more within a minute are counted, and the next
+    /// line after the minute says how many; each user and role apart.
+    #[test]
+    fn refusals_are_written_once_a_minute_with_a_count() {
+        let mut refusals = Refusals::default();
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        assert_eq!(refusals.admit(Some(1001), "piyo", at(0)), Some(0));
+        assert_eq!(refusals.admit(Some(1001), "piyo", at(1)), None);
+        assert_eq!(refusals.admit(Some(1001), "piyo", at(59)), None);
+        assert_eq!(
+            refusals.admit(Some(1002), "piyo", at(2)),
+            Some(0),
+            "another user"
+        );
+        assert_eq!(
+            refusals.admit(Some(1001), "fuga", at(3)),
+            Some(0),
+            "another role"
+        );
+        assert_eq!(refusals.admit(Some(1001), "piyo", at(60)), Some(2));
+        assert_eq!(refusals.admit(Some(1001), "piyo", at(61)), None);
+    }
+
+    #[test]
+    fn executables_are_escaped() {
+        let forged = Some("/tmp/x\nINFO audit: credentials served".to_owned());
+        assert_eq!(
+            Escaped(&forged).to_string(),
+            "/tmp/x\\nINFO audit: credentials served"
+        );
+        assert_eq!(Escaped(&None).to_string(), "-");
     }
 
     /// A role granted by its own token alone is never served by the metadata endpoint, which

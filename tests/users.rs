@@ -300,7 +300,7 @@ fn a_role_token_file_belongs_to_its_group() {
 
     // A group that does not exist: the reload is refused and everything stays as it was.
     let unknown = config.replace(GROUP, "ar-test-no-such-group");
-    daemon.reload_until(&unknown, "reload failed: a role's token file is unusable");
+    daemon.reload_until(&unknown, "reload failed: a token file is unusable");
     assert!(
         daemon
             .log()
