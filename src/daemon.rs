@@ -142,13 +142,8 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
             clock.clone(),
             scrape_address,
         );
-        let serving = listener::serve(
-            scrapes,
-            app,
-            METRICS_LISTENER,
-            metrics.clone(),
-            shutdown.clone(),
-        );
+        let admission = listener::Admission::new(METRICS_LISTENER);
+        let serving = listener::serve(scrapes, app, admission, metrics.clone(), shutdown.clone());
         tasks.spawn("metrics listener", async move {
             serving.await;
             Ok(())
@@ -175,7 +170,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         notifications.await;
         Ok(())
     });
-    let options = listener_options(&config);
+    let admission = listener::Admission::new(listener_options(&config));
     let (server_token_sender, server_token) = watch::channel(token);
     let reloading = Reloads {
         path: config_path,
@@ -201,7 +196,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         let serving = listener::serve(
             other,
             app.clone(),
-            options,
+            admission.clone(),
             metrics.clone(),
             shutdown.clone(),
         );
@@ -210,7 +205,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
-    let serving = listener::serve(first, app, options, metrics, shutdown.clone());
+    let serving = listener::serve(first, app, admission, metrics, shutdown.clone());
     tokio::pin!(serving);
     let failure = tokio::select! {
         () = &mut serving => None,

@@ -66,6 +66,31 @@ pub struct Options {
     pub redirects: bool,
 }
 
+/// What all the listeners of one endpoint share: the connection limits (so that serving on
+/// both loopback families does not double them) and the peer resolver with its caches.
+#[derive(Clone)]
+pub struct Admission {
+    options: Options,
+    permits: Arc<Semaphore>,
+    per_user: Arc<PerUser>,
+    resolver: Arc<Resolver>,
+}
+
+impl Admission {
+    /// Limits and lookups as `options` set them.
+    pub fn new(options: Options) -> Self {
+        Self {
+            options,
+            permits: Arc::new(Semaphore::new(options.max_connections)),
+            per_user: PerUser::new(options.max_connections_per_user),
+            resolver: Arc::new(Resolver::new(options.peer_processes)),
+        }
+    }
+}
+
+/// The key under which connections from clients whose user is unknown are counted.
+const UNKNOWN_USER: u32 = u32::MAX;
+
 /// Counts each user's open connections, so that one user cannot hold them all.
 struct PerUser {
     limit: usize,
@@ -264,16 +289,19 @@ where
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    options: Options,
+    admission: Admission,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let Admission {
+        options,
+        permits,
+        per_user,
+        resolver,
+    } = admission;
     let connections = TaskTracker::new();
     let listening = listener.local_addr().ok();
     let server = listening.filter(|_| options.peer_lookup);
-    let resolver = Arc::new(Resolver::new(options.peer_processes));
-    let per_user = PerUser::new(options.max_connections_per_user);
     loop {
         // Waiting for a permit before accepting leaves extra clients in the backlog.
         let permit = tokio::select! {
@@ -317,15 +345,12 @@ pub async fn serve(
                 return;
             };
             // One user may hold so many connections; more are closed at once rather than
-            // made to wait, so that the others' requests never queue behind a flood.
-            let _slot = match peer.uid.map(|uid| per_user.enter(uid)) {
-                Some(None) => {
-                    debug!(%client, uid = ?peer.uid, "connection closed: the user holds max_connections_per_user");
-                    metrics.connection_closed();
-                    return;
-                }
-                Some(Some(slot)) => Some(slot),
-                None => None,
+            // made to wait, so that the others' requests never queue behind a flood. Clients
+            // whose user could not be found (no sock_diag, no /proc) share one allowance.
+            let Some(_slot) = per_user.enter(peer.uid.unwrap_or(UNKNOWN_USER)) else {
+                debug!(%client, uid = ?peer.uid, "connection closed: the user holds max_connections_per_user");
+                metrics.connection_closed();
+                return;
             };
             let peer = Arc::new(peer);
             let asked = Arc::new(AtomicBool::new(false));

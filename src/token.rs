@@ -295,19 +295,19 @@ pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
             "it is a symbolic link; name the file itself".to_owned(),
         ));
     }
-    // Opened without following a link, so that what is checked is what is read.
+    // Opened without following a link, so that what is checked is what is read; and without
+    // blocking, so that a FIFO put there is refused rather than waited on.
     let mut file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(read_error)?;
     let metadata = file.metadata().map_err(read_error)?;
     if !metadata.is_file() {
         return Err(invalid("it is not a regular file".to_owned()));
     }
-    if let Some(own) = own_uid()
-        && metadata.uid() != own
-    {
+    let own = uzers::get_effective_uid();
+    if metadata.uid() != own {
         return Err(invalid(format!(
             "it belongs to uid {}, not to the daemon's user (uid {own}), who must own it",
             metadata.uid()
@@ -323,13 +323,6 @@ pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
     let mut text = Zeroizing::new(String::new());
     file.read_to_string(&mut text).map_err(read_error)?;
     AuthToken::parse(&text).map_err(invalid)
-}
-
-/// The user this process acts as (its effective uid), from `/proc/self/status`.
-fn own_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
-    uids.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Writes a new token to a temporary file, then links it into place, which fails if another

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Context;
 use axum::http::Uri;
 use tokio::net::TcpListener;
+use tracing::warn;
 
 use crate::config::{Config, ConfigError};
 use crate::imds;
@@ -140,6 +141,12 @@ pub fn loopback_partner(listen: SocketAddr) -> Option<SocketAddr> {
 /// The configured addresses' listeners: taken from what systemd `passed` where it holds them,
 /// bound here otherwise. Every passed socket must be one the configuration names.
 pub async fn bind(config: &Config, mut passed: Passed) -> anyhow::Result<Listeners> {
+    if passed.0.is_empty() {
+        warn!(
+            "not socket-activated: while this daemon is not running its port is free for any \
+             local user to take; enable assume-roled.socket"
+        );
+    }
     let listen = config.server.listen;
     let first = take_or_bind(&mut passed, listen, "listen").await?;
     let mut main = vec![first];
@@ -151,8 +158,11 @@ pub async fn bind(config: &Config, mut passed: Passed) -> anyhow::Result<Listene
     if let Some(partner) = loopback_partner(SocketAddr::new(listen.ip(), port)) {
         match take_or_bind(&mut passed, partner, "listen").await {
             Ok(listener) => main.push(listener),
-            // No IPv6 (or IPv4) loopback on this host: nothing to hold.
-            Err(error) if is_unavailable_address(&error) => {}
+            // No IPv6 (or IPv4) loopback on this host: nothing to hold, and nothing to take.
+            Err(error) if is_unavailable_address(&error) => {
+                warn!(address = %partner, error = %format!("{error:#}"), "not listening on the \
+                    other loopback family: this host has none");
+            }
             Err(error) => return Err(error),
         }
     }
@@ -180,10 +190,14 @@ async fn take_or_bind(
     }
 }
 
+/// Whether binding failed because the host has no such address (IPv6 switched off, or no
+/// IPv6 at all), rather than because someone holds it.
 fn is_unavailable_address(error: &anyhow::Error) -> bool {
-    error
-        .downcast_ref::<std::io::Error>()
-        .is_some_and(|error| error.kind() == std::io::ErrorKind::AddrNotAvailable)
+    const EAFNOSUPPORT: i32 = 97;
+    error.downcast_ref::<std::io::Error>().is_some_and(|error| {
+        error.kind() == std::io::ErrorKind::AddrNotAvailable
+            || error.raw_os_error() == Some(EAFNOSUPPORT)
+    })
 }
 
 async fn bind_to(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
