@@ -60,6 +60,8 @@ pub enum Via<'a> {
     Metadata {
         /// The name in `iam/security-credentials/<name>`.
         iam_name: &'a str,
+        /// Asked at `security-credentials-extended/`: the body carries `AccountId`.
+        extended: bool,
     },
 }
 
@@ -114,7 +116,7 @@ pub fn decide(
         Via::Container(grant) if !grant.is_some_and(|g| grants_role(g, entry)) => {
             return Decision::WrongToken;
         }
-        Via::Metadata { iam_name } if iam_name != entry.config.arn.role_name() => {
+        Via::Metadata { iam_name, .. } if iam_name != entry.config.arn.role_name() => {
             return Decision::Unknown;
         }
         // A role granted by its own token alone is not served where no token is presented.
@@ -132,7 +134,10 @@ pub fn decide(
         Ok(served) => Decision::Served {
             body: match via {
                 Via::Container(_) => served.ecs_body.clone(),
-                Via::Metadata { .. } => served.imds_body.clone(),
+                Via::Metadata {
+                    extended: false, ..
+                } => served.imds_body.clone(),
+                Via::Metadata { extended: true, .. } => served.imds_extended_body.clone(),
             },
             masked_key_id: served.masked_key_id.clone(),
         },
@@ -310,6 +315,7 @@ mod tests {
     fn metadata_never_serves_a_role_its_own_token_alone_guards() {
         let via = Via::Metadata {
             iam_name: "piyo-role",
+            extended: false,
         };
         let member = Peer {
             user: Some("hoge".into()),

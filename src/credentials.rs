@@ -96,9 +96,11 @@ impl Credentials {
     }
 
     /// The body of an IMDS `iam/security-credentials/<role>` answer; `updated` is when the
-    /// daemon obtained the set (`LastUpdated`).
-    pub fn imds_body(&self, updated: SystemTime) -> Bytes {
+    /// daemon obtained the set (`LastUpdated`). With `account`, the extended form
+    /// (`iam/security-credentials-extended/<role>`), which adds `AccountId`.
+    pub fn imds_body(&self, updated: SystemTime, account: bool) -> Bytes {
         let body = ImdsBody {
+            account_id: account.then_some(self.account_id.as_str()),
             code: "Success",
             last_updated: format_timestamp(updated),
             kind: "AWS-HMAC",
@@ -143,6 +145,8 @@ struct EcsBody<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct ImdsBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
     code: &'a str,
     last_updated: String,
     #[serde(rename = "Type")]
@@ -169,6 +173,8 @@ pub struct Served {
     pub ecs_body: Bytes,
     /// The IMDS body, for the metadata endpoint.
     pub imds_body: Bytes,
+    /// The extended IMDS body (with `AccountId`), which the Java v2 and Go SDKs ask for first.
+    pub imds_extended_body: Bytes,
     /// When the daemon received the set (wall clock): the start of its lifetime.
     pub obtained: SystemTime,
     /// The masked access key id, for the audit line of every response.
@@ -178,13 +184,15 @@ pub struct Served {
 impl Served {
     pub fn new(credentials: Credentials, obtained: SystemTime) -> Self {
         let ecs_body = credentials.ecs_body();
-        let imds_body = credentials.imds_body(obtained);
+        let imds_body = credentials.imds_body(obtained, false);
+        let imds_extended_body = credentials.imds_body(obtained, true);
         let masked_key_id = credentials.masked_access_key_id();
         Self {
             masked_key_id,
             credentials,
             ecs_body,
             imds_body,
+            imds_extended_body,
             obtained,
         }
     }
@@ -263,7 +271,8 @@ mod tests {
     #[test]
     fn imds_body_has_code_type_and_z_times() {
         let updated = UNIX_EPOCH + Duration::from_secs(1_795_834_000);
-        let body: serde_json::Value = serde_json::from_slice(&sample().imds_body(updated)).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_slice(&sample().imds_body(updated, false)).unwrap();
         assert_eq!(body["Code"], "Success");
         assert_eq!(body["Type"], "AWS-HMAC");
         assert_eq!(body["LastUpdated"], "2026-11-28T02:46:40Z");

@@ -243,6 +243,15 @@ fn passthrough_serves_instance_facts_but_never_the_instance_role() {
         "{document}"
     );
 
+    // The extended path (asked first by the Java v2 and Go SDKs) adds the role's account.
+    let extended = "/latest/meta-data/iam/security-credentials-extended/piyo-role";
+    let (status, body) = host.metadata(extended);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"AccountId\":\"444455556666\"") && body.contains("\"Code\":\"Success\""),
+        "{body}"
+    );
+
     let host_secret = host.moto.host_secrets()[0].clone();
     for path in [
         "/latest/meta-data/iam/security-credentials/hoge-ec2-role",

@@ -138,6 +138,8 @@ pub enum Route {
     RoleList,
     /// `meta-data/iam/security-credentials/<name>`.
     Credentials(String),
+    /// `meta-data/iam/security-credentials-extended/<name>`: the same with `AccountId`.
+    ExtendedCredentials(String),
     /// `meta-data/iam/info`.
     Info,
     /// Read from the real instance metadata: the full path to ask for.
@@ -192,6 +194,9 @@ pub fn route(path: &str) -> Route {
         ["meta-data", "iam", "security-credentials"] => Route::RoleList,
         ["meta-data", "iam", "security-credentials", name] if !path.ends_with('/') => {
             Route::Credentials((*name).to_owned())
+        }
+        ["meta-data", "iam", "security-credentials-extended", name] if !path.ends_with('/') => {
+            Route::ExtendedCredentials((*name).to_owned())
         }
         ["meta-data", "iam", "info"] => Route::Info,
         _ if passes(trimmed) => Route::Upstream(format!("/latest/{path}")),
@@ -309,8 +314,10 @@ async fn read(
 ) -> Response {
     let route = route(&path);
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-    if let Route::Credentials(name) = &route {
-        return credentials(&imds, name, &peer);
+    match &route {
+        Route::Credentials(name) => return credentials(&imds, name, false, &peer),
+        Route::ExtendedCredentials(name) => return credentials(&imds, name, true, &peer),
+        _ => {}
     }
     // Everything else the endpoint knows is for the users the role admits: to anyone else it
     // is an instance with no role and nothing to read (the identity document would let them
@@ -342,9 +349,9 @@ fn not_found() -> Response {
 }
 
 /// The hot path: decide under the table's borrow, allocate nothing but the response.
-fn credentials(imds: &Imds, iam_name: &str, peer: &Peer) -> Response {
+fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -> Response {
     let now = imds.clock.now();
-    let via = Via::Metadata { iam_name };
+    let via = Via::Metadata { iam_name, extended };
     let decision = access::decide(&imds.roles.borrow(), &imds.role, via, peer, now);
     access::audit(&imds.role, via, peer, &decision);
     match decision {
