@@ -120,12 +120,14 @@ pub enum Shell {
 }
 
 /// The lines for `role` (or the one role the user may have) in `shell` syntax; `readable` says
-/// whether the user can read a token file.
+/// whether the user can read a token file. With `inline` (which reads a token file), the token
+/// itself is exported too, for clients that predate the token-file variable.
 pub fn profile_lines(
     endpoints: &Endpoints,
     role: Option<&str>,
     shell: Shell,
     readable: impl Fn(&Path) -> bool,
+    inline: Option<&dyn Fn(&Path) -> Option<String>>,
 ) -> Result<String, String> {
     let role = pick_role(endpoints, role, &readable)?;
     let token_path = role.token_file.as_path();
@@ -140,22 +142,29 @@ pub fn profile_lines(
     }
     let uri = credentials_uri(endpoints.listen, &role.name);
     let token_file = token_path.display().to_string();
-    let lines = match shell {
-        Shell::Sh => format!(
-            "export AWS_CONTAINER_CREDENTIALS_FULL_URI={}\n\
-             export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={}\n\
-             unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI\n",
-            sh_quote(&uri),
-            sh_quote(&token_file)
+    let token = match inline {
+        Some(read) => Some(
+            read(token_path)
+                .ok_or_else(|| format!("cannot read the token file {}", token_path.display()))?,
         ),
-        Shell::Fish => format!(
-            "set -gx AWS_CONTAINER_CREDENTIALS_FULL_URI {}\n\
-             set -gx AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE {}\n\
-             set -e AWS_CONTAINER_CREDENTIALS_RELATIVE_URI\n",
-            fish_quote(&uri),
-            fish_quote(&token_file)
-        ),
+        None => None,
     };
+    let mut lines = String::new();
+    let mut set = |name: &str, value: &str| {
+        lines.push_str(&match shell {
+            Shell::Sh => format!("export {name}={}\n", sh_quote(value)),
+            Shell::Fish => format!("set -gx {name} {}\n", fish_quote(value)),
+        });
+    };
+    set("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri);
+    set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_file);
+    if let Some(token) = &token {
+        set("AWS_CONTAINER_AUTHORIZATION_TOKEN", token);
+    }
+    lines.push_str(match shell {
+        Shell::Sh => "unset AWS_CONTAINER_CREDENTIALS_RELATIVE_URI\n",
+        Shell::Fish => "set -e AWS_CONTAINER_CREDENTIALS_RELATIVE_URI\n",
+    });
     Ok(lines)
 }
 
@@ -234,7 +243,7 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
     #[test]
     fn sh_lines_are_quoted_and_unset_the_relative_uri() {
         let config = endpoints(TWO_ROLES);
-        let lines = profile_lines(&config, Some("fuga"), Shell::Sh, anything).unwrap();
+        let lines = profile_lines(&config, Some("fuga"), Shell::Sh, anything, None).unwrap();
         assert_eq!(
             lines,
             "export AWS_CONTAINER_CREDENTIALS_FULL_URI='http://127.0.0.1:9400/roles/fuga'\n\
@@ -246,7 +255,7 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
     #[test]
     fn fish_lines() {
         let config = endpoints(TWO_ROLES);
-        let lines = profile_lines(&config, Some("piyo"), Shell::Fish, anything).unwrap();
+        let lines = profile_lines(&config, Some("piyo"), Shell::Fish, anything, None).unwrap();
         assert!(
             lines
                 .contains("set -gx AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE '/var/lib/it\\'s/token'")
@@ -261,10 +270,10 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
     #[test]
     fn role_choice() {
         let config = endpoints(TWO_ROLES);
-        let error = profile_lines(&config, None, Shell::Sh, anything).unwrap_err();
+        let error = profile_lines(&config, None, Shell::Sh, anything, None).unwrap_err();
         assert!(error.contains("--role (piyo, fuga)"), "{error}");
-        assert!(profile_lines(&config, Some("nope"), Shell::Sh, anything).is_err());
-        let nothing = profile_lines(&config, Some("piyo"), Shell::Sh, |_| false).unwrap_err();
+        assert!(profile_lines(&config, Some("nope"), Shell::Sh, anything, None).is_err());
+        let nothing = profile_lines(&config, Some("piyo"), Shell::Sh, |_| false, None).unwrap_err();
         assert!(
             nothing.contains("cannot read the token file /var/lib/it's/token"),
             "{nothing}"
@@ -279,18 +288,18 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
         );
         let config = endpoints(&text);
         let only_fuga = |path: &Path| path.ends_with("fuga.token");
-        let lines = profile_lines(&config, None, Shell::Sh, only_fuga).unwrap();
+        let lines = profile_lines(&config, None, Shell::Sh, only_fuga, None).unwrap();
         assert!(lines.contains("/roles/fuga'"), "{lines}");
         assert!(
             lines.contains("TOKEN_FILE='/var/lib/assume-roled/fuga.token'"),
             "{lines}"
         );
         let only_server = |path: &Path| !path.ends_with("fuga.token");
-        let lines = profile_lines(&config, None, Shell::Sh, only_server).unwrap();
+        let lines = profile_lines(&config, None, Shell::Sh, only_server, None).unwrap();
         assert!(lines.contains("/roles/piyo'"), "{lines}");
-        let error = profile_lines(&config, Some("fuga"), Shell::Sh, only_server).unwrap_err();
+        let error = profile_lines(&config, Some("fuga"), Shell::Sh, only_server, None).unwrap_err();
         assert!(error.contains("fuga.token of role fuga"), "{error}");
-        let error = profile_lines(&config, None, Shell::Sh, |_| false).unwrap_err();
+        let error = profile_lines(&config, None, Shell::Sh, |_| false, None).unwrap_err();
         assert!(error.contains("any role (piyo, fuga)"), "{error}");
     }
 
@@ -315,6 +324,40 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
             Endpoints::path_for(Path::new("/var/lib/assume-roled/token")),
             Path::new("/var/lib/assume-roled/endpoints")
         );
+    }
+
+    /// For clients that predate the token-file variable, the token itself, quoted; read from
+    /// the picked role's file.
+    #[test]
+    fn the_token_inline() {
+        let config = endpoints(TWO_ROLES);
+        let read = |path: &Path| Some(format!("tok'en-of-{}", path.display()));
+        let lines = profile_lines(&config, Some("piyo"), Shell::Sh, anything, Some(&read)).unwrap();
+        assert!(
+            lines.contains(
+                "export AWS_CONTAINER_AUTHORIZATION_TOKEN='tok'\\''en-of-/var/lib/it'\\''s/token'\n"
+            ),
+            "{lines}"
+        );
+        assert!(
+            lines.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="),
+            "the file too: {lines}"
+        );
+        let fish =
+            profile_lines(&config, Some("piyo"), Shell::Fish, anything, Some(&read)).unwrap();
+        assert!(
+            fish.contains("set -gx AWS_CONTAINER_AUTHORIZATION_TOKEN 'tok\\'en-of-"),
+            "{fish}"
+        );
+        let unreadable = |_: &Path| None;
+        let error = profile_lines(
+            &config,
+            Some("piyo"),
+            Shell::Sh,
+            anything,
+            Some(&unreadable),
+        );
+        assert!(error.unwrap_err().contains("cannot read the token file"));
     }
 
     #[test]

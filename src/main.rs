@@ -76,6 +76,11 @@ enum Command {
         /// The syntax to print.
         #[arg(long, value_enum, default_value = "sh")]
         shell: Shell,
+        /// Also export the token itself (AWS_CONTAINER_AUTHORIZATION_TOKEN), for clients that
+        /// predate the token-file variable (Debian's aws CLI 2.9); it then lives in the shell's
+        /// environment and goes stale when the token rotates.
+        #[arg(long)]
+        inline_token: bool,
         /// The public copy of the endpoints, read when the configuration is not readable (the
         /// daemon writes it beside its token file).
         #[arg(long, value_name = "PATH", default_value_os_t = env::default_public_copy())]
@@ -198,11 +203,15 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             config,
             role,
             shell,
+            inline_token,
             endpoints,
         } => {
             let endpoints = env::load_endpoints(&config.config, &endpoints)?;
             let readable = |path: &std::path::Path| std::fs::File::open(path).is_ok();
-            let lines = profile_lines(&endpoints, role.as_deref(), shell, readable)
+            let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
+            let inline: Option<&dyn Fn(&std::path::Path) -> Option<String>> =
+                inline_token.then_some(&read);
+            let lines = profile_lines(&endpoints, role.as_deref(), shell, readable, inline)
                 .map_err(anyhow::Error::msg)?;
             print!("{lines}");
             Ok(())
