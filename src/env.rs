@@ -110,6 +110,9 @@ pub fn publish(config: &Config) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Reads a token file's text, if the user can.
+pub type ReadToken<'a> = &'a dyn Fn(&Path) -> Option<String>;
+
 /// The shells `env` can write for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Shell {
@@ -127,7 +130,7 @@ pub fn profile_lines(
     role: Option<&str>,
     shell: Shell,
     readable: impl Fn(&Path) -> bool,
-    inline: Option<&dyn Fn(&Path) -> Option<String>>,
+    inline: Option<ReadToken<'_>>,
 ) -> Result<String, String> {
     let role = pick_role(endpoints, role, &readable)?;
     let token_path = role.token_file.as_path();

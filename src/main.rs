@@ -209,8 +209,7 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             let endpoints = env::load_endpoints(&config.config, &endpoints)?;
             let readable = |path: &std::path::Path| std::fs::File::open(path).is_ok();
             let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
-            let inline: Option<&dyn Fn(&std::path::Path) -> Option<String>> =
-                inline_token.then_some(&read);
+            let inline: Option<env::ReadToken<'_>> = inline_token.then_some(&read);
             let lines = profile_lines(&endpoints, role.as_deref(), shell, readable, inline)
                 .map_err(anyhow::Error::msg)?;
             print!("{lines}");
