@@ -163,3 +163,93 @@ fn trace_logs_never_contain_secrets() {
         assert!(!log.contains(&secret), "a secret is in the trace log");
     }
 }
+
+/// The client table the README carries, as measured: every client the tests run, given the
+/// token file, the token in a variable (`env --inline-token`), or only the metadata endpoint.
+/// Debian 12's packaged aws CLI (2.9) predates the token-file variable: it gets a 401 there and
+/// works with the other two.
+#[test]
+fn client_table() {
+    const DEBIAN_AWS: &str = "/usr/bin/aws";
+    assert!(
+        std::path::Path::new(DEBIAN_AWS).exists(),
+        "{DEBIAN_AWS} is missing: apt-get install awscli (.ci/run installs it)"
+    );
+    let moto = Moto::start();
+    let dir = TempDir::new("table");
+    let config = format!(
+        "{}allowed_users = [\"root\"]\n[imds]\nrole = \"piyo\"\nupstream = \"http://127.0.0.1:9\"\n",
+        moto.config(&dir.path().join("state/token"))
+    );
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let uri = (
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
+        daemon.uri("piyo"),
+    );
+    let modes: [(&str, Vec<(String, String)>); 3] = [
+        ("token file", daemon.client_env()),
+        (
+            "token variable",
+            vec![
+                uri,
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), daemon.token()),
+            ],
+        ),
+        (
+            "IMDSv2",
+            vec![
+                (
+                    "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+                    format!("http://{}/", daemon.address),
+                ),
+                ("AWS_EC2_METADATA_DISABLED".into(), "false".into()),
+            ],
+        ),
+    ];
+    let boto3 = "import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])";
+    let clients: [(&str, Box<RunClient>); 4] = [
+        ("aws CLI (PyPI)", Box::new(|env| aws(&moto, env, WHOAMI))),
+        (
+            "aws CLI (Debian 12)",
+            // 2.9 predates AWS_ENDPOINT_URL too: the endpoint is given on the command line.
+            Box::new(|env| debian_aws(&moto, env)),
+        ),
+        ("boto3", Box::new(|env| python(&moto, env, boto3))),
+        (
+            "AWS SDK for Rust",
+            Box::new(|env| client(&moto, &rust_sdk_whoami(), env).output().unwrap()),
+        ),
+    ];
+    let mut table = Vec::new();
+    for (name, run) in &clients {
+        let row: Vec<bool> = modes
+            .iter()
+            .map(|(_, env)| stdout(&run(env)).starts_with(PIYO_SESSION_PREFIX))
+            .collect();
+        eprintln!("{name:20} {row:?}");
+        table.push((*name, row));
+    }
+    let expected = [
+        ("aws CLI (PyPI)", vec![true, true, true]),
+        ("aws CLI (Debian 12)", vec![false, true, true]),
+        ("boto3", vec![true, true, true]),
+        ("AWS SDK for Rust", vec![true, true, true]),
+    ];
+    let expected: Vec<(&str, Vec<bool>)> = expected.into_iter().collect();
+    assert_eq!(table, expected, "modes: token file, token variable, IMDSv2");
+    let debian = debian_aws(&moto, &modes[0].1);
+    assert!(stderr(&debian).contains("401"), "{}", stderr(&debian));
+}
+
+/// Runs one client with the given environment.
+type RunClient<'a> = dyn Fn(&[(String, String)]) -> std::process::Output + 'a;
+
+/// Debian's packaged aws CLI asking who it is, credentials only from `env`.
+fn debian_aws(moto: &Moto, env: &[(String, String)]) -> std::process::Output {
+    client(moto, std::path::Path::new("/usr/bin/aws"), env)
+        .args(["--endpoint-url", &moto.endpoint])
+        .args(WHOAMI)
+        .output()
+        .unwrap()
+}
