@@ -430,3 +430,24 @@ fn a_symlinked_token_file_is_refused() {
     );
     assert!(stderr(&output).contains(&expected), "{}", stderr(&output));
 }
+
+/// `env --inline-token` prints the token itself besides the file, for clients that predate the
+/// token-file variable; without the flag the token never appears in the output.
+#[test]
+fn env_can_inline_the_token() {
+    let dir = TempDir::new("inline-token");
+    let token = "inlinetoken0123456789abcdefghijklmnopqrstuvwxyz";
+    let token_file = dir.write("token", token);
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let config = dir.write(
+        "config.toml",
+        &piyo_config("127.0.0.1:9357", &token_file, None),
+    );
+    let config = config.display().to_string();
+    let inline = run(&["env", "--inline-token", "--config", &config]);
+    assert!(inline.status.success(), "{}", stderr(&inline));
+    let expected = format!("export AWS_CONTAINER_AUTHORIZATION_TOKEN='{token}'\n");
+    assert!(stdout(&inline).contains(&expected), "{}", stdout(&inline));
+    let plain = run(&["env", "--config", &config]);
+    assert!(!stdout(&plain).contains(token), "{}", stdout(&plain));
+}
