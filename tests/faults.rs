@@ -12,13 +12,19 @@ use support::*;
 
 /// A daemon whose STS is the fault proxy, already in `mode` when the daemon starts.
 fn daemon_behind(proxy: &StsProxy, moto: &Moto, mode: &str) -> Daemon {
+    daemon_behind_with(proxy, moto, mode, "")
+}
+
+/// Like [`daemon_behind`], with `server` lines added to `[server]`.
+fn daemon_behind_with(proxy: &StsProxy, moto: &Moto, mode: &str, server: &str) -> Daemon {
     proxy.set_mode(mode);
     let dir = TempDir::new("faults");
     let config = piyo_config(
         "127.0.0.1:0",
         &dir.path().join("state/token"),
         Some(&proxy.endpoint),
-    );
+    )
+    .replace("[sts]", &format!("{server}\n[sts]"));
     Daemon::start_with(dir, &config, &moto.host_env(), &[])
 }
 
@@ -285,7 +291,10 @@ fn outage_past_expiry_stops_serving_then_recovers() {
 fn crowd_at_cold_start_makes_one_call() {
     let moto = Moto::start();
     let proxy = StsProxy::start(&moto);
-    let daemon = daemon_behind(&proxy, &moto, "delay:3");
+    // All 2,000 clients are one user here: lift the per-user limit, which would otherwise
+    // (rightly) close all but 128 of them at once.
+    let unlimited = "max_connections_per_user = 65536";
+    let daemon = daemon_behind_with(&proxy, &moto, "delay:3", unlimited);
     let token = daemon.token();
     let clients: Vec<_> = (0..2000)
         .map(|_| {

@@ -317,7 +317,7 @@ fn a_role_token_file_belongs_to_its_group() {
 }
 
 /// One user holding 1,100 idle connections (far more than `max_connections`, here 256 so that
-/// the flood overflows it at once) does not make another user wait: past its 64 places the
+/// the flood overflows it at once) does not make another user wait: past its 128 places the
 /// flood's connections are closed at once, and the other user's request is answered within
 /// 2 s. Without the per-user limit it waits for the 5 s header timeout to free a place.
 #[test]

@@ -39,7 +39,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/assume-roled/token";
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
 /// Connections one user may hold when `[server] max_connections_per_user` is absent: far more
 /// than one user's tools open at once, far fewer than `max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 64;
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 128;
 /// Connections served at once when `[server] max_connections` is absent: far more than a host's
 /// tools open, few enough that a local flood cannot exhaust memory or file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;

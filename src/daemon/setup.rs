@@ -200,9 +200,22 @@ fn is_unavailable_address(error: &anyhow::Error) -> bool {
     })
 }
 
+/// Connections the kernel queues for the daemon while it is not accepting (at start it waits
+/// for the first credentials): as many as systemd's socket units queue (SOMAXCONN), not the
+/// 1,024 a plain bind asks for, so that a crowd arriving at a cold start is not dropped.
+const BACKLOG: u32 = 4096;
+
 async fn bind_to(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
+    let bound = || -> std::io::Result<TcpListener> {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(BACKLOG)
+    };
+    bound()
         .map_err(anyhow::Error::from)
         .with_context(|| format!("cannot listen on {address} ({key})"))
 }
