@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::clock::SystemClock;
-use crate::config::{RoleArn, RoleConfig};
 use crate::credentials::{Credentials, Served};
 use crate::imds::Imds;
 use crate::imds::upstream::{MetadataSource, Read, Upstream};
@@ -27,6 +26,9 @@ use crate::token::AuthToken;
 pub const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
 /// The served role's secret access key: no answer but a credentials 200 may carry it.
 pub const SECRET: &str = "fuzzSECRETfuzzSECRETfuzzSECRETfuzzSECRET";
+/// The one role served, as a configuration names it.
+const ROLE: &str =
+    "[[roles]]\nname = \"piyo\"\narn = \"arn:aws:iam::444455556666:role/piyo-role\"\n";
 /// The listener's address, for `Host`.
 pub const LISTEN: &str = "127.0.0.1:9357";
 
@@ -73,7 +75,10 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let arn = RoleArn::parse("arn:aws:iam::444455556666:role/piyo-role").expect("an ARN");
+        let role = crate::config::from_toml(ROLE, "fuzz")
+            .expect("the fuzzing role parses")
+            .roles
+            .remove(0);
         let clock = SystemClock::shared();
         let now = clock.now();
         let credentials = Credentials::new(
@@ -82,24 +87,12 @@ fn harness() -> &'static Harness {
             "fuzz-session-token".into(),
             now + Duration::from_secs(3600),
         )
-        .for_role(arn.as_str(), arn.account_id(), String::new());
+        .for_role(role.arn.as_str(), role.arn.account_id(), String::new());
         let served = RoleStatus {
             current: Some(Arc::new(Served::new(credentials, now))),
             ..RoleStatus::default()
         };
         let (status_sender, status) = watch::channel(served);
-        let role = RoleConfig {
-            name: "piyo".into(),
-            arn,
-            session_name: "fuzz".into(),
-            external_id: None,
-            source_identity: None,
-            duration: Duration::from_secs(3600),
-            allowed_users: Vec::new(),
-            allowed_groups: Vec::new(),
-            token_file: None,
-            group: None,
-        };
         let entry = RoleEntry {
             config: role,
             token: None,

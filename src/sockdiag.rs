@@ -253,6 +253,14 @@ mod tests {
         assert_eq!(v6[43], 1, "::1 ends in 1");
     }
 
+    /// A client's address and the listener's, as the questions name them.
+    fn client_and_server() -> (SocketAddr, SocketAddr) {
+        (
+            "127.0.0.1:50000".parse().unwrap(),
+            "127.0.0.1:9357".parse().unwrap(),
+        )
+    }
+
     /// A reply about the socket from `local` to `remote`, in TCP `state`.
     fn reply(local: SocketAddr, remote: SocketAddr, state: u8, uid: u32, inode: u32) -> Vec<u8> {
         let mut found = vec![0u8; HEADER_LEN + 72];
@@ -271,10 +279,7 @@ mod tests {
 
     #[test]
     fn replies() {
-        let (local, remote): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:50000".parse().unwrap(),
-            "127.0.0.1:9357".parse().unwrap(),
-        );
+        let (local, remote) = client_and_server();
         let found = reply(local, remote, 1, 1001, 4242);
         let row = parse_reply(&found, local, remote).unwrap().unwrap();
         assert_eq!((row.uid, row.inode), (1001, 4242));
@@ -302,10 +307,7 @@ mod tests {
     /// about another socket all count as no client, never as root.
     #[test]
     fn closed_or_foreign_sockets_are_no_client() {
-        let (local, remote): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:50000".parse().unwrap(),
-            "127.0.0.1:9357".parse().unwrap(),
-        );
+        let (local, remote) = client_and_server();
         let closed = reply(local, remote, 6, 0, 0);
         assert_eq!(parse_reply(&closed, local, remote).unwrap(), None);
         let no_inode = reply(local, remote, 1, 0, 0);

@@ -19,34 +19,37 @@ fn daemon_behind(proxy: &StsProxy, moto: &Moto, mode: &str) -> Daemon {
 fn daemon_behind_with(proxy: &StsProxy, moto: &Moto, mode: &str, server: &str) -> Daemon {
     proxy.set_mode(mode);
     let dir = TempDir::new("faults");
-    let config = piyo_config(
-        "127.0.0.1:0",
-        &dir.path().join("state/token"),
-        Some(&proxy.endpoint),
-    )
-    .replace("[sts]", &format!("{server}\n[sts]"));
+    let token_file = dir.path().join("state/token");
+    let plain = piyo_config("127.0.0.1:0", &token_file, Some(&proxy.endpoint));
+    let config = with_server_lines(&plain, server);
     Daemon::start_with(dir, &config, &moto.host_env(), &[])
 }
 
 /// Fault 1: STS unreachable at start: 503 saying why, not ready; served as soon as STS answers.
 #[test]
 fn unreachable_at_start_then_served() {
+    let daemon = refused_then_served("refuse", &["CredentialsUnavailable", "transient"]);
+    assert_eq!(daemon.credentials()["AccountId"], TARGET_ACCOUNT);
+}
+
+/// Starts the daemon with STS in `mode`: its first answer must be a 503 that `says` each of
+/// these, and it must not be ready; then STS answers, and it must become ready.
+fn refused_then_served(mode: &str, says: &[&str]) -> Daemon {
     let moto = Moto::start();
     let proxy = StsProxy::start(&moto);
-    let daemon = daemon_behind(&proxy, &moto, "refuse");
+    let daemon = daemon_behind(&proxy, &moto, mode);
     let (status, body) = daemon.first_outcome("piyo");
     assert_eq!(status, 503, "{body}");
-    assert!(
-        body.contains("CredentialsUnavailable") && body.contains("transient"),
-        "{body}"
-    );
+    for word in says {
+        assert!(body.contains(word), "{body}");
+    }
     assert_eq!(daemon.get("/readyz", &[]).0, 503);
     proxy.set_mode("pass");
     assert!(
         eventually(10, || daemon.get("/readyz", &[]).0 == 200),
-        "not served after STS came back"
+        "not served after STS answered properly"
     );
-    assert_eq!(daemon.credentials()["AccountId"], TARGET_ACCOUNT);
+    daemon
 }
 
 /// Fault 1b: STS answers with empty keys (the SDK fills a field missing from the answer with an
@@ -54,18 +57,8 @@ fn unreachable_at_start_then_served() {
 /// then served as soon as STS answers properly.
 #[test]
 fn empty_keys_from_sts_are_refused() {
-    let moto = Moto::start();
-    let proxy = StsProxy::start(&moto);
-    let daemon = daemon_behind(&proxy, &moto, "empty");
-    let (status, body) = daemon.first_outcome("piyo");
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("IncompleteCredentials"), "{body}");
+    let daemon = refused_then_served("empty", &["IncompleteCredentials"]);
     assert!(daemon.log().contains("IncompleteCredentials"));
-    proxy.set_mode("pass");
-    assert!(
-        eventually(10, || daemon.get("/readyz", &[]).0 == 200),
-        "not served after STS answered properly"
-    );
     let key = daemon.credentials()["AccessKeyId"]
         .as_str()
         .unwrap()

@@ -505,9 +505,7 @@ fn slowloris_is_cut_off_and_others_are_served() {
 fn connection_cap_holds_back_a_flood() {
     let moto = Moto::start();
     let dir = TempDir::new("cap");
-    let config = moto
-        .config(&dir.path().join("state/token"))
-        .replace("[sts]", "max_connections = 4\n\n[sts]");
+    let config = moto.config_with(&dir.path().join("state/token"), "max_connections = 4");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     let held: Vec<TcpStream> = (0..4)

@@ -88,9 +88,8 @@ fn soak_holds_without_errors_or_growth() {
     // 64 keep-alive connections of one user, run after run: lift the per-user limit (128), so
     // that a run's new connections never meet the last run's still closing.
     let dir = TempDir::new("soak");
-    let config = moto
-        .config(&dir.path().join("state/token"))
-        .replace("[sts]", "max_connections_per_user = 1024\n\n[sts]");
+    let token_file = dir.path().join("state/token");
+    let config = moto.config_with(&token_file, "max_connections_per_user = 1024");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     let token = daemon.token();

@@ -99,9 +99,8 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
     );
     let config = format!(
         "{}allowed_groups = [\"{GROUP}\"]\n{solo}",
-        moto.config(&dir.path().join("state/token"))
-    )
-    .replace("[sts]", "peer_processes = true\n\n[sts]");
+        moto.config_with(&dir.path().join("state/token"), "peer_processes = true")
+    );
     // piyo is also the metadata role; nothing here reads metadata beyond its iam/ paths.
     let config = format!("{config}\n[imds]\nrole = \"piyo\"\nupstream = \"http://127.0.0.1:9/\"\n");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
@@ -325,9 +324,7 @@ fn one_user_cannot_crowd_out_the_others() {
     ensure_users();
     let moto = Moto::start();
     let dir = TempDir::new("flood");
-    let config = moto
-        .config(&dir.path().join("state/token"))
-        .replace("[sts]", "max_connections = 256\n\n[sts]");
+    let config = moto.config_with(&dir.path().join("state/token"), "max_connections = 256");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     let flood = format!(

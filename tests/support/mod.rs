@@ -182,6 +182,16 @@ impl Moto {
     pub fn config(&self, token_file: &Path) -> String {
         piyo_config("127.0.0.1:0", token_file, Some(&self.endpoint))
     }
+
+    /// Like [`Moto::config`], with `server` lines added to `[server]`.
+    pub fn config_with(&self, token_file: &Path, server: &str) -> String {
+        with_server_lines(&self.config(token_file), server)
+    }
+}
+
+/// `config` (as [`piyo_config`] writes it) with `server` lines added to its `[server]` table.
+pub fn with_server_lines(config: &str, server: &str) -> String {
+    config.replacen("[sts]", &format!("{server}\n\n[sts]"), 1)
 }
 
 /// A configuration serving piyo-role as `/roles/piyo`, listening on `listen`, with STS at
