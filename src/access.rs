@@ -122,7 +122,7 @@ pub fn decide(
         // A role granted by its own token alone is not served where no token is presented.
         // The configuration refuses such a metadata role; a reload that gives the role a token
         // file while dropping [imds] (applied at the next restart) must not open it meanwhile.
-        Via::Metadata { .. } if entry.token.is_some() && entry.config.open_to_all() => {
+        Via::Metadata { .. } if entry.guarded_by_token_alone() => {
             return Decision::WrongToken;
         }
         _ => {}
@@ -149,8 +149,7 @@ pub fn decide(
 /// token): the role exists, does not rely on a token of its own alone, and admits the user.
 pub fn admitted(table: &RoleTable, name: &str, peer: &Peer) -> bool {
     table.get(name).is_some_and(|entry| {
-        !(entry.token.is_some() && entry.config.open_to_all())
-            && entry.config.admits(peer.user.as_deref(), &peer.groups)
+        !entry.guarded_by_token_alone() && entry.config.admits(peer.user.as_deref(), &peer.groups)
     })
 }
 

@@ -13,7 +13,7 @@ use anyhow::bail;
 use crate::accounts;
 use crate::config::Config;
 use crate::credentials::Credentials;
-use crate::imds::DEFAULT_UPSTREAM;
+use crate::daemon::{self, Environment};
 use crate::sts::{SdkSts, Sts};
 
 /// Whether the name service knows group `name` (what `summary` is given in production).
@@ -25,18 +25,14 @@ pub fn group_exists(name: &str) -> bool {
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A warning when instance metadata answers at the address local users reach
-/// (`environment_endpoint` is `AWS_EC2_METADATA_SERVICE_ENDPOINT`, if set) and no guard keeps
-/// them from it: any of them can read the instance role's keys and assume the target roles
-/// directly, around every token and allow-list.
-pub fn metadata_exposure(config: &Config, environment_endpoint: Option<&str>) -> Option<String> {
-    let imds = config.imds.as_ref();
-    if imds.is_some_and(|imds| imds.guard.is_some()) {
+/// (the same one the daemon would read, as [`daemon::metadata_upstream`] finds it) and no guard
+/// keeps them from it: any of them can read the instance role's keys and assume the target
+/// roles directly, around every token and allow-list.
+pub fn metadata_exposure(config: &Config, environment: &Environment) -> Option<String> {
+    if (config.imds.as_ref()).is_some_and(|imds| imds.guard.is_some()) {
         return None;
     }
-    let upstream = imds
-        .and_then(|imds| imds.upstream.as_deref())
-        .or(environment_endpoint)
-        .unwrap_or(DEFAULT_UPSTREAM);
+    let upstream = daemon::metadata_upstream(config, environment);
     let authority = upstream
         .strip_prefix("http://")?
         .split('/')

@@ -51,7 +51,7 @@ use crate::token::{self, AuthToken, RoleTokens, TokenFileError};
 
 mod setup;
 
-use setup::metadata_upstream;
+pub use setup::metadata_upstream;
 pub use setup::{
     Environment, Listeners, Passed, SetupError, Tokens, bind, is_operator_error, loopback_partner,
     open_files_limit, points_at, preflight, require_descriptors, require_trust_roots,

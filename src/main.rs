@@ -137,8 +137,8 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             let loaded = config::load(&config.config)?;
             println!("{}: ok", config.config.display());
             print!("{}", check::summary(&loaded, check::group_exists));
-            let metadata_endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").ok();
-            if let Some(warning) = check::metadata_exposure(&loaded, metadata_endpoint.as_deref()) {
+            let environment = daemon::Environment::from_process();
+            if let Some(warning) = check::metadata_exposure(&loaded, &environment) {
                 print!("{warning}");
             }
             if assume {
@@ -244,10 +244,7 @@ async fn serve(config_path: PathBuf, passed: daemon::Passed) -> anyhow::Result<(
 }
 
 fn exit_code(error: &anyhow::Error) -> u8 {
-    let guard_setup = error
-        .downcast_ref::<guard::GuardError>()
-        .is_some_and(|error| !matches!(error, guard::GuardError::Nft(_)));
-    if daemon::is_operator_error(error) || guard_setup {
+    if daemon::is_operator_error(error) {
         EXIT_CONFIG
     } else {
         1

@@ -23,5 +23,13 @@ pub struct RoleEntry {
     pub status: watch::Receiver<RoleStatus>,
 }
 
+impl RoleEntry {
+    /// Whether only the role's own token decides who gets it (no `allowed_*`): where no token
+    /// is presented (the metadata endpoint), nobody may have it.
+    pub fn guarded_by_token_alone(&self) -> bool {
+        self.token.is_some() && self.config.open_to_all()
+    }
+}
+
 /// Served roles by name.
 pub type RoleTable = BTreeMap<String, RoleEntry>;

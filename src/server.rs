@@ -147,14 +147,19 @@ impl IntoResponse for Refusal {
 
 /// The first rule of every listener: no browser or proxy headers, and exactly one `Host` (and
 /// absolute URI authority, if any) among `allowed_hosts`.
-pub fn check_origin(headers: &HeaderMap, uri: &Uri, allowed_hosts: &[&str]) -> Result<(), Refusal> {
+pub fn check_origin(
+    headers: &HeaderMap,
+    uri: &Uri,
+    allowed_hosts: &[impl AsRef<str>],
+) -> Result<(), Refusal> {
     if FORBIDDEN_HEADERS
         .iter()
         .any(|name| headers.contains_key(*name))
     {
         return Err(Refusal::Proxied);
     }
-    let is_allowed = |host: &str| allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+    let is_allowed =
+        |host: &str| (allowed_hosts.iter()).any(|h| h.as_ref().eq_ignore_ascii_case(host));
     let mut hosts = headers.get_all(HOST).iter();
     let host_ok = match (hosts.next(), hosts.next()) {
         (Some(host), None) => host.to_str().is_ok_and(is_allowed),
@@ -180,11 +185,10 @@ pub fn check_request(
     metadata_enabled: bool,
     redirected: bool,
 ) -> Result<Option<Grant>, Refusal> {
-    let hosts: Vec<&str> = match redirected {
-        true => METADATA_HOSTS.to_vec(),
-        false => allowed_hosts.iter().map(String::as_str).collect(),
-    };
-    check_origin(headers, uri, &hosts)?;
+    match redirected {
+        true => check_origin(headers, uri, METADATA_HOSTS)?,
+        false => check_origin(headers, uri, allowed_hosts)?,
+    }
     if redirected {
         let metadata = metadata_enabled && uri.path().starts_with(METADATA_PREFIX);
         return if metadata {
@@ -212,7 +216,7 @@ pub fn check_request(
     }
 }
 
-async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let inner = &state.inner;
     let checked = {
         let roles = inner.roles.borrow();
@@ -227,12 +231,8 @@ async fn guard(State(state): State<AppState>, mut request: Request, next: Next) 
     };
     let route = metrics::route_label(request.uri().path());
     let response = match checked {
-        Ok(grant) => {
-            if let Some(grant) = grant {
-                request.extensions_mut().insert(grant);
-            }
-            next.run(request).await
-        }
+        // Which role a token grants is decided by the role handler itself, on its snapshot.
+        Ok(_) => next.run(request).await,
         Err(refusal) => {
             debug!(?refusal, path = %request.uri().path(), "request refused");
             refusal.into_response()
@@ -273,8 +273,7 @@ async fn role_credentials(
     // replaced cannot open the role in between.
     let table = inner.roles.borrow().clone();
     let presented = headers.get(AUTHORIZATION).map(|value| value.as_bytes());
-    let server_token = inner.token.borrow().clone();
-    let grant = presented.and_then(|token| grant_of(token, &server_token, &table));
+    let grant = presented.and_then(|token| grant_of(token, &inner.token.borrow(), &table));
     let via = Via::Container(grant.as_ref());
     let decision = access::decide(&table, &name, via, &peer, now);
     access::audit(&name, via, &peer, &decision);
@@ -399,7 +398,6 @@ pub fn metrics_router(
     };
     let hosts = allowed_hosts(local);
     let origin = move |request: Request, next: Next| {
-        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let checked = check_origin(request.headers(), request.uri(), &hosts);
         async move {
             match checked {

@@ -90,24 +90,27 @@ const LIVE_STATES: &[u8] = &[
     9,  // LAST_ACK
     11, // CLOSING
 ];
-/// Where `state` and the socket's ports and addresses sit in `inet_diag_msg`.
+/// Where `state` and the socket id (ports, addresses) sit in `inet_diag_msg`.
 const STATE_OFFSET: usize = 1;
-const PORTS_OFFSET: usize = 4;
-const ADDRESSES_OFFSET: usize = 8;
+const ID_OFFSET: usize = 4;
+/// Where the socket id sits in the request, and its length (ports and addresses).
+const REQUEST_ID_OFFSET: usize = HEADER_LEN + 8;
+const ID_LEN: usize = 36;
+
+/// The socket id (ports and addresses) a request asks about, as an answer must repeat it.
+pub fn asked_id(request: &[u8]) -> &[u8] {
+    &request[REQUEST_ID_OFFSET..REQUEST_ID_OFFSET + ID_LEN]
+}
 
 /// Whether a socket in TCP state `state` with `inode` is a live, owned socket.
 pub fn is_live(state: u8, inode: u64) -> bool {
     LIVE_STATES.contains(&state) && inode != 0
 }
 
-/// The socket's owner and inode from the kernel's answer to the question about `local` and
-/// `remote`; `Ok(None)` when the kernel knows no such socket, or none that is still open and
-/// owned, or answers about another one.
-pub fn parse_reply(
-    reply: &[u8],
-    local: SocketAddr,
-    remote: SocketAddr,
-) -> io::Result<Option<SocketRow>> {
+/// The socket's owner and inode from the kernel's answer to the question about socket id
+/// `asked` ([`asked_id`]); `Ok(None)` when the kernel knows no such socket, or none that is
+/// still open and owned, or answers about another one.
+pub fn parse_reply(reply: &[u8], asked: &[u8]) -> io::Result<Option<SocketRow>> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag answer");
     let word = |at: usize| -> io::Result<u32> {
         let bytes = reply.get(at..at + 4).ok_or_else(malformed)?;
@@ -131,17 +134,9 @@ pub fn parse_reply(
                 uid: word(message + UID_OFFSET)?,
                 inode: u64::from(word(message + INODE_OFFSET)?),
             };
-            let mut asked = Vec::with_capacity(36);
-            asked.extend_from_slice(&local.port().to_be_bytes());
-            asked.extend_from_slice(&remote.port().to_be_bytes());
-            asked.extend_from_slice(&address_words(local.ip()));
-            asked.extend_from_slice(&address_words(remote.ip()));
-            let start = message + PORTS_OFFSET;
-            let answered = reply
-                .get(start..start + asked.len())
-                .ok_or_else(malformed)?;
-            debug_assert_eq!(PORTS_OFFSET + 4, ADDRESSES_OFFSET);
-            let same_socket = answered == asked.as_slice();
+            let start = message + ID_OFFSET;
+            let answered = reply.get(start..start + ID_LEN).ok_or_else(malformed)?;
+            let same_socket = answered == asked;
             Ok((same_socket && is_live(state, row.inode)).then_some(row))
         }
         _ => Err(malformed()),
@@ -216,7 +211,8 @@ fn round_trip(
     remote: SocketAddr,
     sequence: u32,
 ) -> io::Result<Option<SocketRow>> {
-    (&*socket).write_all(&request(local, remote, sequence))?;
+    let question = request(local, remote, sequence);
+    (&*socket).write_all(&question)?;
     let mut reply = [0u8; 512];
     let length = (&*socket).read(&mut reply)?;
     let reply = &reply[..length];
@@ -226,7 +222,7 @@ fn round_trip(
             "sock_diag answered another question",
         ));
     }
-    parse_reply(reply, local, remote)
+    parse_reply(reply, asked_id(&question))
 }
 
 #[cfg(test)]
@@ -253,6 +249,11 @@ mod tests {
         assert_eq!(v6[43], 1, "::1 ends in 1");
     }
 
+    /// The socket id a question about `local` and `remote` asks.
+    fn id(local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
+        asked_id(&request(local, remote, 1)).to_vec()
+    }
+
     /// A client's address and the listener's, as the questions name them.
     fn client_and_server() -> (SocketAddr, SocketAddr) {
         (
@@ -269,9 +270,9 @@ mod tests {
         found[HEADER_LEN] = AF_INET;
         found[HEADER_LEN + 1] = state;
         // The socket id as the request carries it (at 8 in the request, at 4 in the answer).
-        let asked = request(local, remote, 1);
-        found[HEADER_LEN + 4..HEADER_LEN + 40]
-            .copy_from_slice(&asked[HEADER_LEN + 8..HEADER_LEN + 44]);
+        let question = request(local, remote, 1);
+        found[HEADER_LEN + ID_OFFSET..HEADER_LEN + ID_OFFSET + ID_LEN]
+            .copy_from_slice(asked_id(&question));
         found[HEADER_LEN + 64..HEADER_LEN + 68].copy_from_slice(&uid.to_ne_bytes());
         found[HEADER_LEN + 68..HEADER_LEN + 72].copy_from_slice(&inode.to_ne_bytes());
         found
@@ -281,24 +282,28 @@ mod tests {
     fn replies() {
         let (local, remote) = client_and_server();
         let found = reply(local, remote, 1, 1001, 4242);
-        let row = parse_reply(&found, local, remote).unwrap().unwrap();
+        let row = parse_reply(&found, &id(local, remote)).unwrap().unwrap();
         assert_eq!((row.uid, row.inode), (1001, 4242));
         let half_closed = reply(local, remote, 5, 1001, 4242);
-        assert!(parse_reply(&half_closed, local, remote).unwrap().is_some());
+        assert!(
+            parse_reply(&half_closed, &id(local, remote))
+                .unwrap()
+                .is_some()
+        );
 
         let mut error = vec![0u8; HEADER_LEN + 4];
         error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         error[HEADER_LEN..].copy_from_slice(&(-2i32).to_ne_bytes());
-        assert!(parse_reply(&error, local, remote).unwrap().is_none());
+        assert!(parse_reply(&error, &id(local, remote)).unwrap().is_none());
         error[HEADER_LEN..].copy_from_slice(&(-1i32).to_ne_bytes());
         assert_eq!(
-            parse_reply(&error, local, remote)
+            parse_reply(&error, &id(local, remote))
                 .unwrap_err()
                 .raw_os_error(),
             Some(1)
         );
         assert!(
-            parse_reply(&found[..40], local, remote).is_err(),
+            parse_reply(&found[..40], &id(local, remote)).is_err(),
             "truncated"
         );
     }
@@ -309,14 +314,14 @@ mod tests {
     fn closed_or_foreign_sockets_are_no_client() {
         let (local, remote) = client_and_server();
         let closed = reply(local, remote, 6, 0, 0);
-        assert_eq!(parse_reply(&closed, local, remote).unwrap(), None);
+        assert_eq!(parse_reply(&closed, &id(local, remote)).unwrap(), None);
         let no_inode = reply(local, remote, 1, 0, 0);
-        assert_eq!(parse_reply(&no_inode, local, remote).unwrap(), None);
+        assert_eq!(parse_reply(&no_inode, &id(local, remote)).unwrap(), None);
         let listening = reply(local, remote, 10, 0, 77);
-        assert_eq!(parse_reply(&listening, local, remote).unwrap(), None);
+        assert_eq!(parse_reply(&listening, &id(local, remote)).unwrap(), None);
         let other: SocketAddr = "127.0.0.1:50001".parse().unwrap();
         let elsewhere = reply(other, remote, 1, 1001, 4242);
-        assert_eq!(parse_reply(&elsewhere, local, remote).unwrap(), None);
+        assert_eq!(parse_reply(&elsewhere, &id(local, remote)).unwrap(), None);
     }
 
     /// The kernel's answer for a real connection of this process names its uid (the /proc

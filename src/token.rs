@@ -195,14 +195,13 @@ pub fn load_role_tokens(config: &Config) -> Result<RoleTokens, TokenFileError> {
         let Some(path) = &role.token_file else {
             continue;
         };
-        if let Some(id) = file_id(path) {
-            if let Some((_, other)) = taken.iter().find(|(seen, _)| *seen == id) {
-                return Err(TokenFileError::Shared {
-                    path: path.clone(),
-                    other: other.to_path_buf(),
-                });
-            }
-            taken.push((id, path));
+        if let Some(id) = file_id(path)
+            && let Some((_, other)) = taken.iter().find(|(seen, _)| *seen == id)
+        {
+            return Err(TokenFileError::Shared {
+                path: path.clone(),
+                other: other.to_path_buf(),
+            });
         }
         let group = resolve_group(role, path)?;
         let token = load_or_create(path, group.as_ref())?;

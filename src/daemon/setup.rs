@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tracing::warn;
 
 use crate::config::{Config, ConfigError};
+use crate::guard::GuardError;
 use crate::imds;
 use crate::token::{self, AuthToken, RoleTokens, TokenFileError};
 
@@ -68,9 +69,13 @@ pub enum SetupError {
 /// Whether `error` is one an operator must fix in a file or on the host (exit 78, no restart)
 /// rather than a failure a restart may cure.
 pub fn is_operator_error(error: &anyhow::Error) -> bool {
+    let guard_setup = error
+        .downcast_ref::<GuardError>()
+        .is_some_and(|error| !matches!(error, GuardError::Nft(_)));
     error.downcast_ref::<ConfigError>().is_some()
         || error.downcast_ref::<TokenFileError>().is_some()
         || error.downcast_ref::<SetupError>().is_some()
+        || guard_setup
 }
 
 /// The sockets the daemon serves on, bound by the caller.
@@ -309,7 +314,7 @@ pub fn require_descriptors(config: &Config) -> Result<(), SetupError> {
 }
 
 /// The real instance metadata: configured, else as the SDKs find it, else the link-local default.
-pub(super) fn metadata_upstream(config: &Config, environment: &Environment) -> String {
+pub fn metadata_upstream(config: &Config, environment: &Environment) -> String {
     config
         .imds
         .as_ref()

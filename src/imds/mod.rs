@@ -356,7 +356,7 @@ fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -> Resp
     access::audit(&imds.role, via, peer, &decision);
     match decision {
         Decision::Served { body, .. } => credentials_response(body),
-        Decision::Unknown if imds.served_role().is_none() => role_gone(imds),
+        Decision::Unknown if !imds.roles.borrow().contains_key(&imds.role) => role_gone(imds),
         Decision::Unknown | Decision::WrongToken => not_found(),
         Decision::NotAdmitted => error_response(
             StatusCode::FORBIDDEN,
