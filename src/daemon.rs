@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,7 +122,8 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     for address in &locals {
         info!(%address, "listening");
     }
-    publish_endpoints(&config);
+    let listening = *locals.first().context("no listener to serve on")?;
+    publish_endpoints(&config, listening);
     let metrics = Arc::new(Metrics::new());
     let (supervisor, roles) = Supervisor::start(
         &config.roles,
@@ -176,6 +178,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         path: config_path,
         current: config,
         supervisor,
+        listening,
         server_token: server_token_sender,
         notifier,
     };
@@ -335,6 +338,8 @@ struct Reloads<S> {
     path: PathBuf,
     current: Config,
     supervisor: Supervisor<S>,
+    /// Where the main listener is bound, for the public copy of the endpoints.
+    listening: SocketAddr,
     /// The server's token handlers check; re-read at every reload.
     server_token: watch::Sender<AuthToken>,
     notifier: Arc<Notifier>,
@@ -418,14 +423,14 @@ impl<S: Sts> Reloads<S> {
         );
         self.current.roles = new.roles;
         // The listener stays until a restart: the published endpoints say where it is now.
-        publish_endpoints(&self.current);
+        publish_endpoints(&self.current, self.listening);
     }
 }
 
 /// Writes the public copy of where roles are served, for `env`; a failure only means users
 /// outside the daemon's group cannot run `env`, so it is logged, not fatal.
-fn publish_endpoints(config: &Config) {
-    if let Err(error) = crate::env::publish(config) {
+fn publish_endpoints(config: &Config, listening: SocketAddr) {
+    if let Err(error) = crate::env::publish(config, listening) {
         warn!(%error, "cannot write the public copy of the endpoints; `assume-roled env` needs \
             the configuration to be readable");
     }

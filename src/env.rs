@@ -98,13 +98,18 @@ pub fn load_endpoints(config_path: &Path, public: &Path) -> anyhow::Result<Endpo
     Endpoints::parse(&text).map_err(|reason| anyhow::anyhow!("{}: {reason}", public.display()))
 }
 
-/// Writes the public copy of `config`'s endpoints beside its token file, readable by everyone
-/// (so that users outside the daemon's group, members of a role's group, can run `env`),
-/// replacing any earlier one at once.
-pub fn publish(config: &Config) -> std::io::Result<PathBuf> {
+/// Writes the public copy of `config`'s endpoints, served at `listening` (the address actually
+/// bound: a configured port 0 has become a real one), beside its token file, readable by
+/// everyone (so that users outside the daemon's group, members of a role's group, can run
+/// `env`), replacing any earlier one at once.
+pub fn publish(config: &Config, listening: SocketAddr) -> std::io::Result<PathBuf> {
     let path = Endpoints::path_for(&config.server.token_file);
     let temporary = path.with_extension("new");
-    std::fs::write(&temporary, Endpoints::from_config(config).to_text())?;
+    let endpoints = Endpoints {
+        listen: listening,
+        ..Endpoints::from_config(config)
+    };
+    std::fs::write(&temporary, endpoints.to_text())?;
     std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644))?;
     std::fs::rename(&temporary, &path)?;
     Ok(path)

@@ -179,23 +179,18 @@ fn client_table() {
     let dir = TempDir::new("table");
     let config = format!(
         "{}allowed_users = [\"root\"]\n[imds]\nrole = \"piyo\"\nupstream = \"http://127.0.0.1:9\"\n",
-        moto.config(&dir.path().join("state/token"))
+        piyo_config(
+            // A fixed port: `env` prints the configured address.
+            &format!("127.0.0.1:{}", free_port()),
+            &dir.path().join("state/token"),
+            Some(&moto.endpoint),
+        )
     );
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
-    let uri = (
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI".to_owned(),
-        daemon.uri("piyo"),
-    );
     let modes: [(&str, Vec<(String, String)>); 3] = [
         ("token file", daemon.client_env()),
-        (
-            "token variable",
-            vec![
-                uri,
-                ("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), daemon.token()),
-            ],
-        ),
+        ("token variable", inline_token_env(&daemon)),
         (
             "IMDSv2",
             vec![
@@ -240,6 +235,24 @@ fn client_table() {
     assert_eq!(table, expected, "modes: token file, token variable, IMDSv2");
     let debian = debian_aws(&moto, &modes[0].1);
     assert!(stderr(&debian).contains("401"), "{}", stderr(&debian));
+}
+
+/// What `assume-roled env --inline-token` exports, but the token file: how a client that
+/// reads only the token variable sees it.
+fn inline_token_env(daemon: &Daemon) -> Vec<(String, String)> {
+    let mut command = std::process::Command::new(daemon_binary());
+    let output = isolated(&mut command)
+        .args(["env", "--inline-token", "--config"])
+        .arg(&daemon.config_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let env: Vec<(String, String)> = exported(&stdout(&output))
+        .into_iter()
+        .filter(|(name, _)| name != "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+        .collect();
+    assert_eq!(env.len(), 2, "the URI and the token: {env:?}");
+    env
 }
 
 /// Runs one client with the given environment.

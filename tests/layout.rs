@@ -15,9 +15,8 @@ fn declared_modules(lib: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `crate::<module>` paths used in a module's code, comments and test modules left out.
-fn used_modules(source: &str) -> BTreeSet<String> {
-    let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+/// The `crate::<module>` paths used in a module's code, comments left out.
+fn used_modules(code: &str) -> BTreeSet<String> {
     let mut used = BTreeSet::new();
     for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
         for (index, _) in line.match_indices("crate::") {
@@ -32,10 +31,17 @@ fn used_modules(source: &str) -> BTreeSet<String> {
     used
 }
 
-/// Every source file of module `name`: `src/<name>.rs` and anything under `src/<name>/`,
-/// except its `tests.rs`.
+/// The code of every source file of module `name` (`src/<name>.rs` and anything under
+/// `src/<name>/`, except its `tests.rs`), each file's test module left out.
 fn sources_of(src: &Path, name: &str) -> String {
-    let mut text = std::fs::read_to_string(src.join(format!("{name}.rs"))).unwrap_or_default();
+    let code = |text: String| {
+        text.split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let own = std::fs::read_to_string(src.join(format!("{name}.rs"))).unwrap_or_default();
+    let mut text = code(own);
     let dir = src.join(name);
     let mut stack = vec![dir];
     while let Some(dir) = stack.pop() {
@@ -47,7 +53,7 @@ fn sources_of(src: &Path, name: &str) -> String {
             if path.is_dir() {
                 stack.push(path);
             } else if path.file_name().is_some_and(|f| f != "tests.rs") {
-                text.push_str(&std::fs::read_to_string(&path).unwrap());
+                text.push_str(&code(std::fs::read_to_string(&path).unwrap()));
             }
         }
     }

@@ -166,18 +166,6 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
     }
 }
 
-/// The variables `assume-roled env` prints, parsed from its sh lines.
-fn exported(lines: &str) -> Vec<(String, String)> {
-    lines
-        .lines()
-        .filter_map(|line| line.strip_prefix("export "))
-        .map(|assignment| {
-            let (name, value) = assignment.split_once('=').unwrap();
-            (name.to_owned(), value.trim_matches('\'').to_owned())
-        })
-        .collect()
-}
-
 #[test]
 fn a_role_token_file_belongs_to_its_group() {
     ensure_users();

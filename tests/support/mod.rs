@@ -623,6 +623,18 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The variables `assume-roled env` prints, parsed from its sh lines.
+pub fn exported(lines: &str) -> Vec<(String, String)> {
+    lines
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .map(|assignment| {
+            let (name, value) = assignment.split_once('=').unwrap();
+            (name.to_owned(), value.trim_matches('\'').to_owned())
+        })
+        .collect()
+}
+
 /// An instance-metadata double (`imds_double.py`) vending the host role's credentials.
 pub struct ImdsDouble {
     pub endpoint: String,

@@ -330,6 +330,7 @@ daemon_uid=$(inside id -u assume-roled)
 write_config piyo
 printf 'allowed_users = ["member"]\n[imds]\nrole = "piyo"\nguard = "redirect"\nexempt_users = ["member"]\n' \
   >>"$root/etc/assume-roled/config.toml"
+! nft list table inet assume_roled >/dev/null 2>&1 || fail "a guard table was there before the test"
 inside systemctl reset-failed "$UNIT"
 inside systemctl start "$UNIT"
 is_state active || fail "did not start with the guard configured"
