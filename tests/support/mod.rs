@@ -82,12 +82,13 @@ impl Drop for TempDir {
 pub fn free_port() -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let base = 10_000 + (std::process::id() as usize % 200) * 100;
-    loop {
+    for _ in 0..100 {
         let port = u16::try_from(base + NEXT.fetch_add(1, Ordering::SeqCst) % 100).unwrap();
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port among {base}..{}", base + 100)
 }
 
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {

@@ -26,6 +26,7 @@ pids=()
 nspawn_pid=""
 leader=""
 checks=0
+guard_installed=""
 
 cleanup() {
   if [ -n "$leader" ]; then inside systemctl poweroff >/dev/null 2>&1 || true; fi
@@ -35,8 +36,9 @@ cleanup() {
     wait "$nspawn_pid" 2>/dev/null || true
   fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  # The container shares the host's network, so the guard's table is the host's: never leave it.
-  if command -v nft >/dev/null; then nft delete table inet assume_roled 2>/dev/null || true; fi
+  # The container shares the host's network, so the guard's table is the host's: never leave
+  # the one this test installed (and never touch one it did not).
+  if [ -n "$guard_installed" ]; then nft delete table inet assume_roled 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -332,6 +334,7 @@ printf 'allowed_users = ["member"]\n[imds]\nrole = "piyo"\nguard = "redirect"\ne
   >>"$root/etc/assume-roled/config.toml"
 ! nft list table inet assume_roled >/dev/null 2>&1 || fail "a guard table was there before the test"
 inside systemctl reset-failed "$UNIT"
+guard_installed=1
 inside systemctl start "$UNIT"
 is_state active || fail "did not start with the guard configured"
 # The container shares the host's network: its nftables are the host's.
