@@ -185,18 +185,11 @@ mod tests {
     use crate::token::AuthToken;
     use std::time::Duration;
 
+    /// [`crate::fake::role`] in another account: a changed ARN means a changed role.
     fn role(name: &str, account: &str) -> RoleConfig {
         RoleConfig {
-            name: name.into(),
             arn: RoleArn::parse(&format!("arn:aws:iam::{account}:role/{name}")).unwrap(),
-            session_name: "host".into(),
-            external_id: None,
-            source_identity: None,
-            duration: Duration::from_secs(3600),
-            allowed_users: Vec::new(),
-            allowed_groups: Vec::new(),
-            token_file: None,
-            group: None,
+            ..crate::fake::role(name)
         }
     }
 
