@@ -3,10 +3,13 @@
 //!
 //! A request names a role and arrives with what the daemon knows of it: the token it presented
 //! (the container endpoint) or none (the metadata endpoint, whose session tokens stop SSRF, not
-//! local users), and the connecting local user (`Peer`). [`decide`] is pure: it reads one
-//! snapshot of the role table and the wall clock and answers served (with the pre-built body),
-//! refused (and why) or unservable (and why). Each endpoint turns the [`Decision`] into its own
-//! wire format; [`audit`] logs served and refused-by-user decisions under the target `audit`.
+//! local users), and the connecting local user (`Peer`). [`decide`] reads one snapshot of the
+//! role table and the wall clock and answers served (with the pre-built body), refused (and
+//! why) or unservable (and why); its two steps are pure ([`gate`]: who may have the role;
+//! [`serve`]: what a session's status allows now). Between them, a role served per user finds
+//! the user's session, starting it on the user's first request and waiting (briefly) for its
+//! first credentials. Each endpoint turns the [`Decision`] into its own wire format; [`audit`]
+//! logs served and refused-by-user decisions under the target `audit`.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -16,9 +19,11 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::peer::{Known, Peer};
-use crate::refresh::{Unservable, servable};
-use crate::roles::{RoleEntry, RoleTable};
+use crate::refresh::{RoleStatus, Unservable, servable};
+use crate::roles::{RoleEntry, RoleTable, Sessions};
+use crate::sessions::Full;
 use crate::token::AuthToken;
 
 /// Which token a request carries.
@@ -83,6 +88,10 @@ pub enum Decision {
     WrongToken,
     /// The connecting user is not among the role's `allowed_*`.
     NotAdmitted,
+    /// The role is served per user, and who is connecting is unknown.
+    UnknownPeer,
+    /// The role is served per user and holds its `max_sessions`; this user has none yet.
+    Full(Full),
     /// The user may have the role, but there is nothing to serve now.
     Unservable(Unservable),
     /// The body to send, and the masked access key id for the audit line.
@@ -94,43 +103,84 @@ pub enum Decision {
     },
 }
 
-/// Decides whether `peer` gets role `name` through `via` at `now`, from one table snapshot.
-pub fn decide(
+/// How long a user's first request waits for their new session's first credentials: about
+/// one STS call, less than SDKs wait for an answer (botocore gives up at 2 s).
+pub const FIRST_SESSION_WAIT: Duration = Duration::from_millis(1500);
+
+/// Decides whether `peer` gets role `name` through `via`, from one table snapshot: [`gate`],
+/// then the session (the user's own, for a role served per user), then [`serve`] at the wall
+/// clock's `now`.
+pub async fn decide(
     table: &RoleTable,
     name: &str,
     via: Via<'_>,
     peer: &Peer,
-    now: SystemTime,
+    clock: &dyn Clock,
 ) -> Decision {
+    let entry = match gate(table, name, via, peer) {
+        Ok(entry) => entry,
+        Err(refused) => return refused,
+    };
+    let sessions = match &entry.sessions {
+        Sessions::Shared(status) => return serve(&status.borrow(), via, clock.now()),
+        Sessions::PerUser(sessions) => sessions,
+    };
+    let Some(uid) = peer.uid else {
+        return Decision::UnknownPeer;
+    };
+    let limit = entry.config.max_sessions;
+    let found = sessions.session_for(uid, peer.user.as_deref(), limit, Instant::now());
+    let mut status = match found {
+        Ok(status) => status,
+        Err(full) => return Decision::Full(full),
+    };
+    let settled = |status: &RoleStatus| status.current.is_some() || status.last_error.is_some();
+    let _ = tokio::time::timeout(FIRST_SESSION_WAIT, status.wait_for(settled)).await;
+    serve(&status.borrow(), via, clock.now())
+}
+
+/// Whether the request may have role `name` at all: the role it names, the token it carries,
+/// the user it comes from. Pure.
+pub fn gate<'t>(
+    table: &'t RoleTable,
+    name: &str,
+    via: Via<'_>,
+    peer: &Peer,
+) -> Result<&'t RoleEntry, Decision> {
     // A role's own token opens that role and nothing else; whether another name exists is
     // none of its holder's business, so an unknown name is refused alike.
     if let Via::Container(Some(Grant::Role(own))) = via
         && own != name
     {
-        return Decision::WrongToken;
+        return Err(Decision::WrongToken);
     }
     let Some(entry) = table.get(name) else {
-        return Decision::Unknown;
+        return Err(Decision::Unknown);
     };
     match via {
         Via::Container(grant) if !grant.is_some_and(|g| grants_role(g, entry)) => {
-            return Decision::WrongToken;
+            return Err(Decision::WrongToken);
         }
         Via::Metadata { iam_name, .. } if iam_name != entry.config.arn.role_name() => {
-            return Decision::Unknown;
+            return Err(Decision::Unknown);
         }
         // A role granted by its own token alone is not served where no token is presented.
         // The configuration refuses such a metadata role; a reload that gives the role a token
         // file while dropping [imds] (applied at the next restart) must not open it meanwhile.
         Via::Metadata { .. } if entry.guarded_by_token_alone() => {
-            return Decision::WrongToken;
+            return Err(Decision::WrongToken);
         }
         _ => {}
     }
     if !entry.config.admits(peer.user.as_deref(), &peer.groups) {
-        return Decision::NotAdmitted;
+        return Err(Decision::NotAdmitted);
     }
-    match servable(&entry.status.borrow(), now) {
+    Ok(entry)
+}
+
+/// What a session whose refresher last published `status` serves through `via` at `now`. Pure.
+pub fn serve(status: &RoleStatus, via: Via<'_>, now: SystemTime) -> Decision {
+    match servable(status, now) {
         Ok(served) => Decision::Served {
             body: match via {
                 Via::Container(_) => served.ecs_body.clone(),
@@ -269,9 +319,23 @@ mod tests {
         let entry = RoleEntry {
             config,
             token,
-            status: watch::channel(status).1,
+            sessions: Sessions::Shared(watch::channel(status).1),
         };
         (RoleTable::from([("piyo".to_owned(), entry)]), now)
+    }
+
+    /// [`gate`] then [`serve`], for the shared role of [`table`].
+    fn decide(
+        table: &RoleTable,
+        name: &str,
+        via: Via<'_>,
+        peer: &Peer,
+        now: SystemTime,
+    ) -> Decision {
+        match gate(table, name, via, peer) {
+            Ok(entry) => serve(&entry.shared_status().unwrap(), via, now),
+            Err(refused) => refused,
+        }
     }
 
     /// The first refusal is written at once; more within a minute are counted, and the next

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::accounts;
-use crate::config::Config;
+use crate::config::{Config, Subject};
 use crate::credentials::Credentials;
 use crate::daemon::{self, Environment};
 use crate::sts::{SdkSts, Sts};
@@ -128,9 +128,15 @@ pub async fn assume_all(config: &Config) -> anyhow::Result<String> {
         }
         Err(error) => bail!("cannot determine the source identity: {error}"),
     }
+    // A role served per user is tried as the user running `check`.
+    let uid = uzers::get_current_uid();
+    let subject = Subject {
+        user: Some((uid, accounts::user(uid).map(|(name, _)| name))),
+        instance_id: None,
+    };
     let mut failed = Vec::new();
     for role in &config.roles {
-        match sts.assume_role(role).await {
+        match sts.assume_role(role, &role.session_names(&subject)).await {
             Ok(credentials) => {
                 let _ = writeln!(text, "role {}  ok: {}", role.name, describe(&credentials));
             }

@@ -38,13 +38,13 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, GuardMode};
+use crate::config::{self, Config, GuardMode, RoleConfig};
 use crate::imds::{Imds, Upstream};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::notify;
-use crate::refresh::RoleStatus;
-use crate::roles::RoleTable;
+use crate::refresh::{RoleStatus, Seams};
+use crate::roles::{RoleTable, Sessions};
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
 use crate::supervisor::Supervisor;
@@ -64,6 +64,10 @@ pub use crate::sts::SdkSts;
 
 /// How long connections may wait at start for the first credentials before being answered.
 const START_HOLD: Duration = Duration::from_millis(1500);
+/// Where instance metadata says the instance id.
+const INSTANCE_ID_PATH: &str = "/latest/meta-data/instance-id";
+/// How long start-up waits for it (only when a template names it).
+const INSTANCE_ID_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one source-identity lookup may take.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
 /// First and longest wait between source-identity lookups while STS is unreachable.
@@ -125,12 +129,17 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     let listening = *locals.first().context("no listener to serve on")?;
     publish_endpoints(&config, listening);
     let metrics = Arc::new(Metrics::new());
+    let instance_id = instance_id_if_named(&config, &upstream).await;
+    let seams = Seams {
+        sts: sts.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+    };
     let (supervisor, roles) = Supervisor::start(
         &config.roles,
         &role_tokens,
-        sts.clone(),
-        clock.clone(),
-        metrics.clone(),
+        seams,
+        instance_id,
         shutdown.child_token(),
     );
     let mut tasks = Tasks::default();
@@ -237,7 +246,12 @@ async fn first_attempts(
     limit: Duration,
     shutdown: &CancellationToken,
 ) {
-    let statuses: Vec<_> = roles.borrow().values().map(|e| e.status.clone()).collect();
+    let statuses: Vec<_> = (roles.borrow().values())
+        .filter_map(|entry| match &entry.sessions {
+            Sessions::Shared(status) => Some(status.clone()),
+            Sessions::PerUser(_) => None,
+        })
+        .collect();
     let settled = async {
         for mut status in statuses {
             let ended = |s: &RoleStatus| s.current.is_some() || s.last_error.is_some();
@@ -249,6 +263,35 @@ async fn first_attempts(
         () = tokio::time::sleep(limit) => {}
         () = shutdown.cancelled() => {}
     }
+}
+
+/// This instance's id from instance metadata, when a role's template names `{instance_id}`
+/// (looked up once, before any session starts, so every session name of a run is the same);
+/// `None` off EC2 or when metadata does not answer in time, and the placeholder stays empty.
+async fn instance_id_if_named(config: &Config, upstream: &str) -> Option<String> {
+    if !config.roles.iter().any(RoleConfig::names_instance) {
+        return None;
+    }
+    let lookup = async {
+        Upstream::new(upstream)
+            .ok()?
+            .get(INSTANCE_ID_PATH)
+            .await
+            .ok()
+    };
+    let found = tokio::time::timeout(INSTANCE_ID_TIMEOUT, lookup)
+        .await
+        .ok()
+        .flatten();
+    match &found {
+        Some(id) => info!(instance_id = %id, "instance id found for session names"),
+        None => warn!(
+            upstream,
+            "a session name names {{instance_id}}, but instance metadata did not say it; \
+             the placeholder stays empty until a restart"
+        ),
+    }
+    found
 }
 
 /// The daemon's long-running tasks, by name, so a failure says which part failed.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
-use crate::config::{RoleArn, RoleConfig};
+use crate::config::{RoleArn, RoleConfig, SessionNames, Template};
 use crate::credentials::Credentials;
 use crate::sts::{ErrorKind, Sts, StsError};
 
@@ -95,6 +95,8 @@ pub struct FakeSts {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     calls: AtomicUsize,
+    /// The session name of every call, in order.
+    sessions: Mutex<Vec<String>>,
 }
 
 impl FakeSts {
@@ -104,6 +106,7 @@ impl FakeSts {
             script: Mutex::new(script.into()),
             default: Mutex::new(Reply::Issue(HOUR)),
             calls: AtomicUsize::new(0),
+            sessions: Mutex::new(Vec::new()),
         })
     }
 
@@ -113,6 +116,11 @@ impl FakeSts {
 
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The session name of every call so far.
+    pub fn session_names(&self) -> Vec<String> {
+        self.sessions.lock().unwrap().clone()
     }
 
     /// The set call number `call` gets: valid for `lifetime` from now.
@@ -128,8 +136,16 @@ impl FakeSts {
 }
 
 impl Sts for FakeSts {
-    async fn assume_role(&self, role: &RoleConfig) -> Result<Credentials, StsError> {
+    async fn assume_role(
+        &self,
+        role: &RoleConfig,
+        session: &SessionNames,
+    ) -> Result<Credentials, StsError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.sessions
+            .lock()
+            .unwrap()
+            .push(session.session_name.clone());
         let reply = self
             .script
             .lock()
@@ -162,7 +178,7 @@ pub fn role(name: &str) -> RoleConfig {
     RoleConfig {
         name: name.into(),
         arn: RoleArn::parse("arn:aws:iam::444455556666:role/piyo-role").unwrap(),
-        session_name: "test".into(),
+        session_name: Template::literal("test"),
         external_id: None,
         source_identity: None,
         duration: HOUR,
@@ -170,5 +186,15 @@ pub fn role(name: &str) -> RoleConfig {
         allowed_groups: Vec::new(),
         token_file: None,
         group: None,
+        max_sessions: crate::config::DEFAULT_MAX_SESSIONS,
+    }
+}
+
+/// [`role`] served per user, as `{user}@test`, holding at most `max_sessions`.
+pub fn per_user_role(name: &str, max_sessions: usize) -> RoleConfig {
+    RoleConfig {
+        session_name: Template::parse("{user}@test", "h").unwrap(),
+        max_sessions,
+        ..role(name)
     }
 }

@@ -18,7 +18,7 @@ use crate::imds::Imds;
 use crate::imds::upstream::{MetadataSource, Read, Upstream};
 use crate::metrics::Metrics;
 use crate::refresh::RoleStatus;
-use crate::roles::{RoleEntry, RoleTable};
+use crate::roles::{RoleEntry, RoleTable, Sessions};
 use crate::server::{AppState, router};
 use crate::token::AuthToken;
 
@@ -96,7 +96,7 @@ fn harness() -> &'static Harness {
         let entry = RoleEntry {
             config: role,
             token: None,
-            status,
+            sessions: Sessions::Shared(status),
         };
         let table = RoleTable::from([("piyo".to_owned(), entry)]);
         let (table_sender, roles) = watch::channel(Arc::new(table));

@@ -49,3 +49,22 @@ fn with_type(status: StatusCode, body: Body, content_type: HeaderValue) -> Respo
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response
 }
+
+/// 403 for a role served per user when who connects is unknown (no answer from the kernel).
+pub fn unknown_peer_response() -> Response {
+    error_response(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "this role is served per user, and the connecting user could not be determined",
+    )
+}
+
+/// 503 for a new user of a role that holds its `max_sessions`.
+pub fn full_response(role: &str, full: crate::sessions::Full) -> Response {
+    let message = format!(
+        "role {role} already holds {} user sessions (its max_sessions); try again once one \
+         is dropped",
+        full.limit
+    );
+    error_response(StatusCode::SERVICE_UNAVAILABLE, "TooManySessions", &message)
+}

@@ -12,8 +12,10 @@
 //!   refresh; `metrics` counts requests, refreshes, STS latency and connections;
 //! - `sts` is the one seam to AWS: `AssumeRole` and `GetCallerIdentity` with the host's own
 //!   (instance profile) credentials, errors sorted into transient and configuration;
-//! - `refresh` runs one task per role that calls STS at start, then at half-life, and backs off
-//!   when STS fails; it publishes each role's status on a `watch` channel;
+//! - `refresh` runs one task per session that calls STS at start, then at half-life, and backs
+//!   off when STS fails; it publishes the session's status on a `watch` channel; `sessions` holds
+//!   the per-user sessions of a role whose session name names the user, started by each user's
+//!   first request and dropped when unused;
 //! - [`guard`] installs the firewall rules that keep local users from the real instance
 //!   metadata; `token` creates and checks the token files clients read; `roles` is the table of served
 //!   roles handlers read; `supervisor` owns the refresher tasks, writes that table and applies
@@ -47,6 +49,7 @@ mod credentials;
 mod metrics;
 mod sts;
 mod refresh;
+mod sessions;
 mod token;
 pub mod guard;
 mod roles;

@@ -1,10 +1,10 @@
 //! Metrics in the Prometheus/OpenMetrics text format: requests by route and status, refreshes
-//! by role and outcome, seconds until each role's credentials expire, STS call latency, open
-//! connections. None of them carries a secret.
+//! by role and outcome, seconds until each role's credentials expire, live user sessions of each
+//! role served per user, STS call latency, open connections. None of them carries a secret.
 //!
 //! Counters are updated where things happen (the request guard, the refresher, the accept
-//! loop); the expiry gauges are computed from the role table when scraped, so they are never
-//! stale and a role removed by a reload disappears.
+//! loop); the expiry and session gauges are computed from the role table when scraped, so they
+//! are never stale and a role removed by a reload disappears.
 
 use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
@@ -45,6 +45,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     refreshes: Family<RefreshLabels, Counter>,
     expiry: Family<RoleLabels, Gauge<f64, AtomicU64>>,
+    sessions: Family<RoleLabels, Gauge>,
     sts_latency: Histogram,
     connections: Gauge,
 }
@@ -61,6 +62,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let refreshes = Family::<RefreshLabels, Counter>::default();
         let expiry = Family::<RoleLabels, Gauge<f64, AtomicU64>>::default();
+        let sessions = Family::<RoleLabels, Gauge>::default();
         // 5 ms to about 20 s.
         let sts_latency = Histogram::new(exponential_buckets(0.005, 2.0, 13));
         let connections = Gauge::default();
@@ -80,6 +82,11 @@ impl Metrics {
             expiry.clone(),
         );
         registry.register(
+            "user_sessions",
+            "Live per-user sessions of each role served per user",
+            sessions.clone(),
+        );
+        registry.register(
             "sts_call_duration_seconds",
             "STS AssumeRole call latency",
             sts_latency.clone(),
@@ -94,6 +101,7 @@ impl Metrics {
             requests,
             refreshes,
             expiry,
+            sessions,
             sts_latency,
             connections,
         }
@@ -123,12 +131,21 @@ impl Metrics {
         self.connections.dec();
     }
 
-    /// The text a scrape gets, with expiry gauges computed from `roles` at `now`.
+    /// The text a scrape gets, with the gauges of each role's expiry (left at `now`) and of
+    /// each per-user role's live sessions.
     pub fn render<'a>(
         &self,
         expiries: impl IntoIterator<Item = (&'a str, SystemTime)>,
+        sessions: impl IntoIterator<Item = (&'a str, usize)>,
         now: SystemTime,
     ) -> String {
+        self.sessions.clear();
+        for (name, live) in sessions {
+            let labels = RoleLabels {
+                role: name.to_owned(),
+            };
+            self.sessions.get_or_create(&labels).set(live as i64);
+        }
         self.expiry.clear();
         for (name, expiry) in expiries {
             let left = match expiry.duration_since(now) {
@@ -185,7 +202,7 @@ mod tests {
         metrics.request(route_label("/nope"), 401);
         metrics.refresh("piyo", "success", 0.02);
         metrics.connection_opened();
-        let text = metrics.render([], SystemTime::now());
+        let text = metrics.render([], [("fuga", 3)], SystemTime::now());
         assert!(
             text.contains("assume_roled_http_requests_total{route=\"roles\",status=\"200\"} 2"),
             "{text}"
@@ -199,6 +216,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("assume_roled_open_connections 1"), "{text}");
+        assert!(
+            text.contains("assume_roled_user_sessions{role=\"fuga\"} 3"),
+            "{text}"
+        );
         assert!(
             text.contains("assume_roled_sts_call_duration_seconds_count 1"),
             "{text}"

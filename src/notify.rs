@@ -140,7 +140,7 @@ pub async fn run(
         let snapshot: Vec<(String, RoleStatus)> = roles
             .borrow()
             .iter()
-            .map(|(name, entry)| (name.clone(), entry.status.borrow().clone()))
+            .filter_map(|(name, entry)| Some((name.clone(), entry.shared_status()?)))
             .collect();
         let summary = summarize(&snapshot, clock.now());
         if summary.ready && !announced_ready {

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::SharedClock;
-use crate::config::RoleConfig;
+use crate::config::{RoleConfig, SessionNames, Subject};
 use crate::credentials::{Served, format_timestamp};
 use crate::metrics::Metrics;
 use crate::sts::{ErrorKind, Sts, StsError};
@@ -111,12 +111,35 @@ pub fn servable(status: &RoleStatus, now: SystemTime) -> Result<&Arc<Served>, Un
     }
 }
 
-/// The background task that keeps one role's credentials fresh.
+/// What every refresher calls and counts with; cheap to clone.
+pub struct Seams<S> {
+    /// The one seam to AWS.
+    pub sts: Arc<S>,
+    /// The wall clock.
+    pub clock: SharedClock,
+    /// Where refreshes are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S> Clone for Seams<S> {
+    fn clone(&self) -> Self {
+        Self {
+            sts: self.sts.clone(),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The background task that keeps one session's credentials fresh: a role's shared session,
+/// or one user's session of a role served per user.
 pub struct Refresher<S> {
     role: RoleConfig,
-    sts: Arc<S>,
-    clock: SharedClock,
-    metrics: Arc<Metrics>,
+    /// The session's rendered names.
+    names: SessionNames,
+    /// Whose session this is, for logs; `None`: the role's shared session.
+    user: Option<String>,
+    seams: Seams<S>,
     status: watch::Sender<RoleStatus>,
     failures: u32,
     /// The last error logged loudly, so a long outage is one warning, not one per retry.
@@ -124,24 +147,36 @@ pub struct Refresher<S> {
 }
 
 impl<S: Sts> Refresher<S> {
-    /// A refresher for `role`, and the receiver handlers read its status from.
+    /// A refresher for `role`'s session for `subject`, and the receiver handlers read its
+    /// status from.
     pub fn new(
         role: RoleConfig,
-        sts: Arc<S>,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
+        subject: &Subject,
+        seams: Seams<S>,
     ) -> (Self, watch::Receiver<RoleStatus>) {
         let (status, receiver) = watch::channel(RoleStatus::default());
-        let refresher = Self {
+        (Self::publishing_to(status, role, subject, seams), receiver)
+    }
+
+    /// Like [`Refresher::new`], publishing on a channel the caller made.
+    pub fn publishing_to(
+        status: watch::Sender<RoleStatus>,
+        role: RoleConfig,
+        subject: &Subject,
+        seams: Seams<S>,
+    ) -> Self {
+        let names = role.session_names(subject);
+        let user =
+            (subject.user.as_ref()).map(|(uid, name)| name.clone().unwrap_or(uid.to_string()));
+        Self {
             role,
-            sts,
-            clock,
-            metrics,
+            names,
+            user,
+            seams,
             status,
             failures: 0,
             last_logged: None,
-        };
-        (refresher, receiver)
+        }
     }
 
     /// Fetches now, then keeps refreshing until `shutdown` is cancelled.
@@ -161,7 +196,8 @@ impl<S: Sts> Refresher<S> {
     async fn attempt(&mut self) -> SystemTime {
         self.status.send_modify(|status| status.refreshing = true);
         let started = tokio::time::Instant::now();
-        let call = tokio::time::timeout(ATTEMPT_TIMEOUT, self.sts.assume_role(&self.role));
+        let call = self.seams.sts.assume_role(&self.role, &self.names);
+        let call = tokio::time::timeout(ATTEMPT_TIMEOUT, call);
         let outcome = call.await.unwrap_or_else(|_| {
             Err(StsError::new(
                 ErrorKind::Transient,
@@ -169,12 +205,12 @@ impl<S: Sts> Refresher<S> {
                 format!("no answer from STS within {}s", ATTEMPT_TIMEOUT.as_secs()),
             ))
         });
-        let now = self.clock.now();
+        let now = self.seams.clock.now();
         let label = outcome
             .as_ref()
             .map_or_else(|error| error.kind.as_str(), |_| "success");
         let seconds = started.elapsed().as_secs_f64();
-        self.metrics.refresh(&self.role.name, label, seconds);
+        self.seams.metrics.refresh(&self.role.name, label, seconds);
         match outcome {
             Ok(credentials) => self.succeeded(Served::new(credentials, now), now),
             Err(error) => self.failed(error, now),
@@ -188,6 +224,8 @@ impl<S: Sts> Refresher<S> {
         let due = refresh_due(now, expiry, rand::random());
         info!(
             role = %self.role.name,
+            user = self.user.as_deref(),
+            session = %self.names.session_name,
             access_key_id = %served.credentials.masked_access_key_id(),
             expiration = %served.credentials.expiration_text(),
             next_refresh = %format_timestamp(due),
@@ -226,19 +264,20 @@ impl<S: Sts> Refresher<S> {
         let key = (error.kind, error.code.clone());
         let repeated = self.last_logged.as_ref() == Some(&key);
         let role = self.role.name.as_str();
+        let user = self.user.as_deref();
         let arn = self.role.arn.as_str();
         let failures = self.failures;
         if repeated {
-            debug!(role, code = %error.code, failures, ?retry_in, "refresh still failing");
+            debug!(role, user, code = %error.code, failures, ?retry_in, "refresh still failing");
             return;
         }
         match error.kind {
             ErrorKind::Transient => warn!(
-                role, arn, code = %error.code, reason = %error.message, failures, ?retry_in,
+                role, user, arn, code = %error.code, reason = %error.message, failures, ?retry_in,
                 "refresh failed, will retry (transient error)"
             ),
             ErrorKind::Configuration => error!(
-                role, arn, code = %error.code, reason = %error.message, failures, ?retry_in,
+                role, user, arn, code = %error.code, reason = %error.message, failures, ?retry_in,
                 "refresh refused: configuration error; check the role's trust policy and the \
                  host's sts:AssumeRole permission"
             ),
@@ -249,7 +288,7 @@ impl<S: Sts> Refresher<S> {
     /// Sleeps until `deadline` on the wall clock, looking again at least every
     /// [`RECHECK_INTERVAL`]. Returns `false` if shutdown came first.
     async fn sleep_until(&self, deadline: SystemTime, shutdown: &CancellationToken) -> bool {
-        while let Ok(left) = deadline.duration_since(self.clock.now())
+        while let Ok(left) = deadline.duration_since(self.seams.clock.now())
             && !left.is_zero()
         {
             tokio::select! {
@@ -268,8 +307,9 @@ impl<S: Sts> Refresher<S> {
     fn needs_early_refresh(&self) -> bool {
         let status = self.status.borrow();
         let current = status.current.as_ref();
-        let stale = current
-            .is_some_and(|served| !is_servable(served.credentials.expiration, self.clock.now()));
+        let stale = current.is_some_and(|served| {
+            !is_servable(served.credentials.expiration, self.seams.clock.now())
+        });
         stale && self.failures == 0
     }
 }

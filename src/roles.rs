@@ -2,15 +2,27 @@
 //!
 //! The supervisor is its one writer: it publishes a new `Arc<RoleTable>` on a `watch` channel
 //! whenever a reload changes the set of roles, and each role's refresher publishes that role's
-//! [`RoleStatus`] on a channel of its own. Readers clone an `Arc` and never wait on a writer.
+//! [`RoleStatus`] on a channel of its own (a role served per user: each user's session does).
+//! Readers clone an `Arc` and never wait on a writer.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use crate::config::RoleConfig;
 use crate::refresh::RoleStatus;
+use crate::sessions::UserSessions;
 use crate::token::AuthToken;
+
+/// Where a role's credentials come from.
+#[derive(Debug, Clone)]
+pub enum Sessions {
+    /// One session shared by everyone the role admits: what its refresher publishes.
+    Shared(watch::Receiver<RoleStatus>),
+    /// A session per local user.
+    PerUser(Arc<UserSessions>),
+}
 
 /// A served role: what it is, the token that grants it, and the status its refresher publishes.
 #[derive(Debug, Clone)]
@@ -19,8 +31,8 @@ pub struct RoleEntry {
     pub config: RoleConfig,
     /// The role's own token (from its `token_file`); `None`: the server's token grants it.
     pub token: Option<AuthToken>,
-    /// What the role's refresher last published.
-    pub status: watch::Receiver<RoleStatus>,
+    /// The role's session, or its users' sessions.
+    pub sessions: Sessions,
 }
 
 impl RoleEntry {
@@ -28,6 +40,14 @@ impl RoleEntry {
     /// is presented (the metadata endpoint), nobody may have it.
     pub fn guarded_by_token_alone(&self) -> bool {
         self.token.is_some() && self.config.open_to_all()
+    }
+
+    /// What the shared session last published; `None` for a role served per user.
+    pub fn shared_status(&self) -> Option<RoleStatus> {
+        match &self.sessions {
+            Sessions::Shared(status) => Some(status.borrow().clone()),
+            Sessions::PerUser(_) => None,
+        }
     }
 }
 

@@ -29,13 +29,16 @@ use tracing::debug;
 
 use crate::access::{self, Decision, Grant, Via, grant_of};
 use crate::clock::{Clock, SharedClock};
-use crate::http::{credentials_response, error_response, json_response, typed_response};
+use crate::http::{
+    credentials_response, error_response, full_response, json_response, typed_response,
+    unknown_peer_response,
+};
 use crate::imds::{self, Imds};
 use crate::listener::Redirected;
 use crate::metrics::{self, Metrics};
 use crate::peer::Peer;
 use crate::refresh::{Unservable, servable};
-use crate::roles::RoleTable;
+use crate::roles::{RoleEntry, RoleTable, Sessions};
 use crate::status;
 use crate::token::AuthToken;
 
@@ -266,7 +269,6 @@ async fn role_credentials(
     headers: HeaderMap,
 ) -> Response {
     let inner = &state.inner;
-    let now = inner.clock.now();
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
     // The guard found the token known; which role it grants is decided again here, on the
     // same snapshot of the table as the rest of the decision, so a token a reload has just
@@ -275,7 +277,7 @@ async fn role_credentials(
     let presented = headers.get(AUTHORIZATION).map(|value| value.as_bytes());
     let grant = presented.and_then(|token| grant_of(token, &inner.token.borrow(), &table));
     let via = Via::Container(grant.as_ref());
-    let decision = access::decide(&table, &name, via, &peer, now);
+    let decision = access::decide(&table, &name, via, &peer, inner.clock.as_ref()).await;
     access::audit(&name, via, &peer, &decision);
     match decision {
         Decision::Served { body, .. } => credentials_response(body),
@@ -293,6 +295,8 @@ async fn role_credentials(
             "Forbidden",
             "the connecting user may not have this role",
         ),
+        Decision::UnknownPeer => unknown_peer_response(),
+        Decision::Full(full) => full_response(&name, full),
         Decision::Unservable(reason) => unservable_response(&name, reason),
     }
 }
@@ -335,7 +339,10 @@ async fn healthz() -> Response {
 async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.inner.clock.now();
     let table = state.inner.roles.borrow();
-    let waiting = (table.values()).filter(|entry| servable(&entry.status.borrow(), now).is_err());
+    // A role served per user has nothing to be ready with until its users ask.
+    let waiting = (table.values())
+        .filter_map(RoleEntry::shared_status)
+        .filter(|status| servable(status, now).is_err());
     let count = waiting.count();
     if count == 0 {
         return json_response(StatusCode::OK, json!({"status": "ready"}));
@@ -369,17 +376,18 @@ fn render_metrics(
     let expiries: Vec<(&str, SystemTime)> = table
         .iter()
         .filter_map(|(name, entry)| {
-            let expiry = entry
-                .status
-                .borrow()
-                .current
-                .as_ref()?
-                .credentials
-                .expiration;
+            let expiry = entry.shared_status()?.current?.credentials.expiration;
             Some((name.as_str(), expiry))
         })
         .collect();
-    let text = metrics.render(expiries, clock.now());
+    let sessions: Vec<(&str, usize)> = table
+        .iter()
+        .filter_map(|(name, entry)| match &entry.sessions {
+            Sessions::PerUser(sessions) => Some((name.as_str(), sessions.len())),
+            Sessions::Shared(_) => None,
+        })
+        .collect();
+    let text = metrics.render(expiries, sessions, clock.now());
     typed_response(text, metrics::CONTENT_TYPE)
 }
 

@@ -3,7 +3,9 @@
 //!
 //! A role is `fresh` (servable, last attempt succeeded), `refreshing` (an STS call is in
 //! flight), `stale-serving` (STS is failing but the last good set is still served) or
-//! `failing` (nothing servable). The report carries times and the last error, never a secret.
+//! `failing` (nothing servable). A role served per user is `per-user`, and each of its live
+//! sessions has one of those states. The report carries times and the last error, never a
+//! secret.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::credentials::format_timestamp;
 use crate::refresh::{RoleStatus, servable};
-use crate::roles::RoleTable;
+use crate::roles::{RoleTable, Sessions};
+use crate::sessions::UserSessions;
+use crate::sts::StsError;
 use crate::token;
 
 /// How long `status` waits for the daemon.
@@ -33,6 +37,8 @@ pub enum State {
     StaleServing,
     /// Nothing to serve, and the last attempt failed.
     Failing,
+    /// Served per user: each user's session has a state of its own.
+    PerUser,
 }
 
 impl State {
@@ -43,6 +49,7 @@ impl State {
             State::Refreshing => "refreshing",
             State::StaleServing => "stale-serving",
             State::Failing => "failing",
+            State::PerUser => "per-user",
         }
     }
 }
@@ -85,6 +92,24 @@ pub struct RoleReport {
     pub next_refresh: Option<String>,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<ErrorReport>,
+    /// The live sessions of a role served per user, by uid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<SessionReport>,
+}
+
+/// One user's session of a role served per user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReport {
+    /// The local user's name (their uid if the name service does not know it).
+    pub user: String,
+    /// The local user's uid.
+    pub uid: u32,
+    /// What the session is doing.
+    pub state: State,
+    /// When its set expires, if there is one.
+    pub expiration: Option<String>,
+    /// Why its last attempt failed, if it did.
+    pub last_error: Option<ErrorReport>,
 }
 
 /// The last STS error, as STS gave it.
@@ -103,25 +128,65 @@ pub fn report(table: &RoleTable, now: SystemTime) -> Report {
     let roles = table
         .iter()
         .map(|(name, entry)| {
-            let status = entry.status.borrow().clone();
-            let current = status.current.as_ref();
-            RoleReport {
-                name: name.clone(),
-                arn: entry.config.arn.to_string(),
-                state: state_of(&status, now),
-                servable: servable(&status, now).is_ok(),
-                expiration: current.map(|s| s.credentials.expiration_text()),
-                last_refresh: current.map(|s| format_timestamp(s.obtained)),
-                next_refresh: status.next_attempt.map(format_timestamp),
-                last_error: status.last_error.as_ref().map(|error| ErrorReport {
-                    kind: error.kind.as_str().to_owned(),
-                    code: error.code.clone(),
-                    message: error.message.clone(),
-                }),
+            let arn = entry.config.arn.to_string();
+            match &entry.sessions {
+                Sessions::Shared(status) => role_report(name, arn, &status.borrow(), now),
+                Sessions::PerUser(sessions) => per_user_report(name, arn, sessions, now),
             }
         })
         .collect();
     Report { roles }
+}
+
+fn role_report(name: &str, arn: String, status: &RoleStatus, now: SystemTime) -> RoleReport {
+    let current = status.current.as_ref();
+    RoleReport {
+        name: name.to_owned(),
+        arn,
+        state: state_of(status, now),
+        servable: servable(status, now).is_ok(),
+        expiration: current.map(|s| s.credentials.expiration_text()),
+        last_refresh: current.map(|s| format_timestamp(s.obtained)),
+        next_refresh: status.next_attempt.map(format_timestamp),
+        last_error: status.last_error.as_ref().map(error_report),
+        sessions: Vec::new(),
+    }
+}
+
+fn per_user_report(
+    name: &str,
+    arn: String,
+    sessions: &UserSessions,
+    now: SystemTime,
+) -> RoleReport {
+    let sessions = (sessions.views().into_iter())
+        .map(|view| SessionReport {
+            state: state_of(&view.status, now),
+            expiration: (view.status.current.as_ref()).map(|s| s.credentials.expiration_text()),
+            last_error: view.status.last_error.as_ref().map(error_report),
+            user: view.user,
+            uid: view.uid,
+        })
+        .collect();
+    RoleReport {
+        name: name.to_owned(),
+        arn,
+        state: State::PerUser,
+        servable: false,
+        expiration: None,
+        last_refresh: None,
+        next_refresh: None,
+        last_error: None,
+        sessions,
+    }
+}
+
+fn error_report(error: &StsError) -> ErrorReport {
+    ErrorReport {
+        kind: error.kind.as_str().to_owned(),
+        code: error.code.clone(),
+        message: error.message.clone(),
+    }
 }
 
 /// The report as people read it.
@@ -142,14 +207,29 @@ pub fn render(report: &Report) -> String {
             dash(&role.next_refresh)
         ));
         if let Some(error) = &role.last_error {
-            let kind = &error.kind;
+            text.push_str(&format!("  last error {}\n", describe_error(error)));
+        }
+        if role.state == State::PerUser {
+            text.push_str(&format!("  {} user sessions\n", role.sessions.len()));
+        }
+        for session in &role.sessions {
             text.push_str(&format!(
-                "  last error ({kind}): {}: {}\n",
-                error.code, error.message
+                "  user {} (uid {})  {}  expires {}\n",
+                session.user,
+                session.uid,
+                session.state.as_str(),
+                dash(&session.expiration)
             ));
+            if let Some(error) = &session.last_error {
+                text.push_str(&format!("    last error {}\n", describe_error(error)));
+            }
         }
     }
     text
+}
+
+fn describe_error(error: &ErrorReport) -> String {
+    format!("({}): {}: {}", error.kind, error.code, error.message)
 }
 
 /// Asks the running daemon for its report, with the token from the configured file.
@@ -180,7 +260,7 @@ pub fn fetch(config: &Config) -> anyhow::Result<Report> {
 mod tests {
     use super::*;
     use crate::credentials::{Credentials, Served};
-    use crate::sts::{ErrorKind, StsError};
+    use crate::sts::ErrorKind;
     use std::sync::Arc;
     use std::time::UNIX_EPOCH;
 
@@ -253,6 +333,7 @@ mod tests {
                     code: "AccessDenied".into(),
                     message: "no".into(),
                 }),
+                sessions: Vec::new(),
             }],
         };
         let text = render(&report);

@@ -25,7 +25,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 
-use crate::config::{RoleConfig, StsConfig};
+use crate::config::{RoleConfig, SessionNames, StsConfig};
 use crate::credentials::Credentials;
 
 /// Connecting to STS should be quick; a slow handshake means the network is wrong.
@@ -92,10 +92,12 @@ impl StsError {
 
 /// The calls the refresh engine needs. Tests replace it with a fake that needs no network.
 pub trait Sts: Send + Sync + 'static {
-    /// One `AssumeRole` call for `role`, with the role's configured parameters.
+    /// One `AssumeRole` call for `role`, with the role's configured parameters and the session's
+    /// rendered names.
     fn assume_role(
         &self,
         role: &RoleConfig,
+        session: &SessionNames,
     ) -> impl Future<Output = Result<Credentials, StsError>> + Send;
 
     /// The ARN the daemon itself acts as (its source identity).
@@ -188,16 +190,20 @@ impl Sts for SdkSts {
         self.source_arn.get_or_try_init(lookup).await.cloned()
     }
 
-    async fn assume_role(&self, role: &RoleConfig) -> Result<Credentials, StsError> {
+    async fn assume_role(
+        &self,
+        role: &RoleConfig,
+        session: &SessionNames,
+    ) -> Result<Credentials, StsError> {
         let duration = self.session_duration(role).await;
         let output = self
             .client
             .assume_role()
             .role_arn(role.arn.as_str())
-            .role_session_name(&role.session_name)
+            .role_session_name(&session.session_name)
             .duration_seconds(duration.as_secs() as i32)
             .set_external_id(role.external_id.clone())
-            .set_source_identity(role.source_identity.clone())
+            .set_source_identity(session.source_identity.clone())
             .send()
             .await
             .map_err(classify)?;

@@ -15,11 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SharedClock;
-use crate::config::RoleConfig;
-use crate::metrics::Metrics;
-use crate::refresh::Refresher;
-use crate::roles::{RoleEntry, RoleTable};
+use crate::config::{RoleConfig, Subject};
+use crate::refresh::{Refresher, Seams};
+use crate::roles::{RoleEntry, RoleTable, Sessions};
+use crate::sessions;
 use crate::sts::Sts;
 use crate::token::RoleTokens;
 
@@ -68,9 +67,9 @@ struct Running {
 
 /// Owns the refresher tasks; the one writer of the role table.
 pub struct Supervisor<S> {
-    sts: Arc<S>,
-    clock: SharedClock,
-    metrics: Arc<Metrics>,
+    seams: Seams<S>,
+    /// This instance's id, for templates that name it.
+    instance_id: Option<String>,
     running: BTreeMap<String, Running>,
     table: watch::Sender<Arc<RoleTable>>,
     shutdown: CancellationToken,
@@ -78,20 +77,19 @@ pub struct Supervisor<S> {
 }
 
 impl<S: Sts> Supervisor<S> {
-    /// Starts a refresher for each of `roles`; they all stop when `shutdown` is cancelled.
+    /// Starts a refresher for each of `roles` (the sessions of a role served per user start
+    /// with their users' first requests); they all stop when `shutdown` is cancelled.
     pub fn start(
         roles: &[RoleConfig],
         tokens: &RoleTokens,
-        sts: Arc<S>,
-        clock: SharedClock,
-        metrics: Arc<Metrics>,
+        seams: Seams<S>,
+        instance_id: Option<String>,
         shutdown: CancellationToken,
     ) -> (Self, watch::Receiver<Arc<RoleTable>>) {
         let (table, receiver) = watch::channel(Arc::new(RoleTable::new()));
         let mut supervisor = Self {
-            sts,
-            clock,
-            metrics,
+            seams,
+            instance_id,
             running: BTreeMap::new(),
             table,
             shutdown,
@@ -133,18 +131,26 @@ impl<S: Sts> Supervisor<S> {
     }
 
     fn spawn(&mut self, role: RoleConfig) {
-        let (refresher, status) = Refresher::new(
-            role.clone(),
-            self.sts.clone(),
-            self.clock.clone(),
-            self.metrics.clone(),
-        );
         let stop = self.shutdown.child_token();
-        self.tasks.spawn(refresher.run(stop.clone()));
+        let sessions = if role.per_user() {
+            let instance_id = self.instance_id.clone();
+            let (sessions, running) =
+                sessions::start(role.clone(), instance_id, self.seams.clone(), stop.clone());
+            self.tasks.spawn(running);
+            Sessions::PerUser(sessions)
+        } else {
+            let subject = Subject {
+                user: None,
+                instance_id: self.instance_id.clone(),
+            };
+            let (refresher, status) = Refresher::new(role.clone(), &subject, self.seams.clone());
+            self.tasks.spawn(refresher.run(stop.clone()));
+            Sessions::Shared(status)
+        };
         let entry = RoleEntry {
             config: role.clone(),
             token: None,
-            status,
+            sessions,
         };
         self.running.insert(role.name, Running { entry, stop });
     }
@@ -221,19 +227,23 @@ mod tests {
         let sts = FakeSts::new(clock.clone(), vec![]);
         let shutdown = CancellationToken::new();
         let piyo = crate::fake::role("piyo");
+        let seams = Seams {
+            sts: sts.clone(),
+            clock,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        };
         let (mut supervisor, table) = Supervisor::start(
             std::slice::from_ref(&piyo),
             &RoleTokens::new(),
-            sts.clone(),
-            clock,
-            Arc::new(Metrics::new()),
+            seams,
+            None,
             shutdown.clone(),
         );
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(sts.calls(), 1);
         let key = |table: &watch::Receiver<Arc<RoleTable>>, name: &str| {
             let table = table.borrow();
-            let status = table.get(name)?.status.borrow().clone();
+            let status = table.get(name)?.shared_status()?;
             status.current.map(|s| s.credentials.access_key_id.clone())
         };
         let first = key(&table, "piyo").unwrap();

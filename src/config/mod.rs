@@ -23,9 +23,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod raw;
+mod template;
 mod validate;
 mod values;
 
+pub use template::{Subject, Template};
 pub use values::{RoleArn, parse_duration, session_name_from_host};
 
 /// Where `serve`, `check` and `env` look for the configuration unless told otherwise.
@@ -43,6 +45,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 128;
 /// Connections served at once when `[server] max_connections` is absent: far more than a host's
 /// tools open, few enough that a local flood cannot exhaust memory or file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Per-user sessions one role may hold when `max_sessions` is absent: more local users than
+/// most hosts have, few enough that a flood of new uids cannot become a flood of STS calls.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
 
 /// A validated configuration: every value checked, every default filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,11 +178,11 @@ pub struct RoleConfig {
     /// The role to assume.
     pub arn: RoleArn,
     /// `RoleSessionName`, as CloudTrail in the other account shows it.
-    pub session_name: String,
+    pub session_name: Template,
     /// `ExternalId`, if the trust policy requires one.
     pub external_id: Option<String>,
     /// `SourceIdentity`, kept through role chaining.
-    pub source_identity: Option<String>,
+    pub source_identity: Option<Template>,
     /// The session length asked for.
     pub duration: Duration,
     /// If not empty (with `allowed_groups`): only connections from these users (or members
@@ -191,6 +196,17 @@ pub struct RoleConfig {
     /// The group the role's token file is given to (mode 0640); `None`: the daemon's group
     /// (a file of another group then gets a new token, as when `group` changes).
     pub group: Option<String>,
+    /// Per-user sessions held at once (roles served per user only).
+    pub max_sessions: usize,
+}
+
+/// What a session is asked for under: `RoleSessionName` and `SourceIdentity`, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionNames {
+    /// `RoleSessionName`.
+    pub session_name: String,
+    /// `SourceIdentity`, if the role sets one.
+    pub source_identity: Option<String>,
 }
 
 impl RoleConfig {
@@ -212,6 +228,32 @@ impl RoleConfig {
             &other.source_identity,
             other.duration,
         )
+    }
+
+    /// Whether each local user gets a session of their own: a template names the user.
+    pub fn per_user(&self) -> bool {
+        self.session_name.names_user()
+            || self
+                .source_identity
+                .as_ref()
+                .is_some_and(Template::names_user)
+    }
+
+    /// Whether a template names the instance id.
+    pub fn names_instance(&self) -> bool {
+        self.session_name.names_instance()
+            || self
+                .source_identity
+                .as_ref()
+                .is_some_and(Template::names_instance)
+    }
+
+    /// The names of the session for `subject`.
+    pub fn session_names(&self, subject: &Subject) -> SessionNames {
+        SessionNames {
+            session_name: self.session_name.render(subject),
+            source_identity: self.source_identity.as_ref().map(|t| t.render(subject)),
+        }
     }
 
     /// Whether any local user may have this role (no `allowed_users` or `allowed_groups`).

@@ -33,7 +33,9 @@ fn minimal_config_takes_defaults() {
     let role = &config.roles[0];
     assert_eq!(role.name, "piyo");
     assert_eq!(role.arn.account_id(), "444455556666");
-    assert_eq!(role.session_name, "ip-10-0-0-1.ec2.internal");
+    assert_eq!(role.session_name.to_string(), "ip-10-0-0-1.ec2.internal");
+    assert!(!role.per_user());
+    assert_eq!(role.max_sessions, DEFAULT_MAX_SESSIONS);
     assert_eq!(role.duration, DEFAULT_DURATION);
     assert_eq!(role.external_id, None);
 }
@@ -341,7 +343,7 @@ fn reload_keeps_sessions_whose_sts_settings_are_unchanged() {
     after.allowed_groups = vec!["ops".to_owned()];
     after.token_file = Some(PathBuf::from("/srv/t"));
     assert!(before.same_session(&after));
-    after.session_name = "other".to_owned();
+    after.session_name = Template::literal("other");
     assert!(!before.same_session(&after));
 }
 
@@ -401,11 +403,43 @@ fn session_names_from_host_names() {
     assert_eq!(session_name_from_host("host name/x"), "host-name-x");
     assert_eq!(session_name_from_host(""), "assume-roled");
     assert_eq!(session_name_from_host(&"h".repeat(100)).len(), 64);
-    assert!(parse_session_name(&session_name_from_host("ö")).is_ok());
+    assert!(parse_session_name(&session_name_from_host("ö"), "h").is_ok());
 }
 
 #[test]
 fn external_id_is_not_echoed() {
     let found = problems(&format!("{MINIMAL}external_id = \"secret value!\"\n"));
     assert!(!found[0].message.contains("secret"), "{:?}", found[0]);
+}
+
+/// A template naming the user makes the role per user, which needs the peer lookup;
+/// `max_sessions` means something only there.
+#[test]
+fn per_user_roles_need_the_peer_lookup() {
+    let per_user = format!("{MINIMAL}session_name = \"{{user}}@{{host}}\"\nmax_sessions = 8\n");
+    let config = from_toml(&per_user, "web-1.example").unwrap();
+    let role = &config.roles[0];
+    assert!(role.per_user());
+    assert_eq!(role.max_sessions, 8);
+    let subject = Subject {
+        user: Some((1001, Some("alice".to_owned()))),
+        instance_id: None,
+    };
+    assert_eq!(role.session_names(&subject).session_name, "alice@web-1");
+
+    let no_lookup = format!("[server]\npeer_lookup = false\n{per_user}");
+    let found = problems(&no_lookup);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "roles[0].session_name");
+    assert!(found[0].message.contains("peer_lookup"), "{found:?}");
+
+    let shared = format!("{MINIMAL}max_sessions = 8\n");
+    let found = problems(&shared);
+    assert_eq!(found[0].key, "roles[0].max_sessions");
+    assert!(found[0].message.contains("{user}"), "{found:?}");
+
+    let identity = format!("{MINIMAL}source_identity = \"{{uid}}\"\n");
+    assert!(from_toml(&identity, "h").unwrap().roles[0].per_user());
+    let unknown = format!("{MINIMAL}session_name = \"{{login}}\"\n");
+    assert!(problems(&unknown)[0].message.contains("{login}"));
 }

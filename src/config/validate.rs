@@ -20,11 +20,12 @@ use super::values::{
 };
 use super::{
     Accounts, Config, DEFAULT_DURATION, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_TOKEN_FILE, GuardMode, ImdsConfig, Problem,
-    RoleConfig, ServerConfig, StsConfig, line_of,
+    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS, DEFAULT_TOKEN_FILE, GuardMode,
+    ImdsConfig, Problem, RoleConfig, ServerConfig, StsConfig, Template, line_of,
 };
 
 const MAX_CONNECTIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
+const MAX_SESSIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
 
 /// Collects problems while turning raw values into checked ones.
 struct Checker<'a> {
@@ -195,9 +196,8 @@ pub(super) fn validate(
     };
     let server = validate_server(&mut checker, &raw.server);
     let sts = validate_sts(&mut checker, &raw.sts);
-    let default_session = session_name_from_host(host_name);
     let roles: Vec<Option<RoleConfig>> = (raw.roles.iter())
-        .map(|role| validate_role(&mut checker, role, &default_session))
+        .map(|role| validate_role(&mut checker, role, host_name))
         .collect();
     if raw.roles.is_empty() {
         let message = "at least one [[roles]] entry is required".to_owned();
@@ -206,6 +206,7 @@ pub(super) fn validate(
     report_duplicate_names(&mut checker, &raw.roles);
     report_shared_token_files(&mut checker, raw);
     report_restrictions_without_lookup(&mut checker, raw);
+    report_sessions_without_lookup(&mut checker, raw, &roles);
     let imds = match &raw.imds {
         Some(table) => Some(validate_imds(&mut checker, table, &raw.roles)?),
         None => None,
@@ -308,17 +309,23 @@ fn names_someone(raw: Option<&Spanned<Value>>) -> bool {
         .is_some_and(|names| !names.is_empty())
 }
 
-fn validate_role(
-    checker: &mut Checker<'_>,
-    raw: &RawTable,
-    default_session: &str,
-) -> Option<RoleConfig> {
+fn validate_role(checker: &mut Checker<'_>, raw: &RawTable, host_name: &str) -> Option<RoleConfig> {
     let name = checker.required(raw, "name", parse_role_name);
     let arn = checker.required(raw, "arn", RoleArn::parse);
-    let session = default_session.to_owned();
-    let session_name = checker.or_default(raw, "session_name", session, parse_session_name);
+    let session = Template::literal(&session_name_from_host(host_name));
+    let session_name = checker.or_default(raw, "session_name", session, |text| {
+        parse_session_name(text, host_name)
+    });
     let external_id = checker.optional(raw, "external_id", parse_external_id);
-    let source_identity = checker.optional(raw, "source_identity", parse_source_identity);
+    let source_identity = checker.optional(raw, "source_identity", |text| {
+        parse_source_identity(text, host_name)
+    });
+    let max_sessions = checker.count(
+        raw,
+        "max_sessions",
+        MAX_SESSIONS_RANGE,
+        DEFAULT_MAX_SESSIONS,
+    );
     let duration = checker.or_default(raw, "duration", DEFAULT_DURATION, parse_session_duration);
     let allowed_users = checker.names(raw, "allowed_users");
     let allowed_groups = checker.names(raw, "allowed_groups");
@@ -345,7 +352,41 @@ fn validate_role(
         allowed_groups,
         token_file,
         group,
+        max_sessions,
     })
+}
+
+/// A role served per user needs to know who connects; `max_sessions` means nothing without it.
+fn report_sessions_without_lookup(
+    checker: &mut Checker<'_>,
+    raw: &RawConfig,
+    roles: &[Option<RoleConfig>],
+) {
+    let lookup = raw.server.get("peer_lookup");
+    let lookup_off = lookup.and_then(|value| value.get_ref().as_bool()) == Some(false);
+    for (table, role) in raw.roles.iter().zip(roles) {
+        let Some(role) = role else { continue };
+        let key = match role.session_name.names_user() {
+            true => "session_name",
+            false => "source_identity",
+        };
+        match (role.per_user(), table.get(key)) {
+            (true, Some(value)) if lookup_off => {
+                let message = "names the user, which needs server.peer_lookup, which is false";
+                checker.report(value.span().start, &table.path(key), message.to_owned());
+            }
+            (false, _) if let Some(max) = table.get("max_sessions") => {
+                let message = "applies only to a role served per user: one whose session_name \
+                               or source_identity names {user} or {uid}";
+                checker.report(
+                    max.span().start,
+                    &table.path("max_sessions"),
+                    message.to_owned(),
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 /// `allowed_users` and `allowed_groups` need to know who connects.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::DEFAULT_LISTEN;
+use super::template::Template;
 
 /// STS refuses `DurationSeconds` outside this range.
 const DURATION_RANGE_SECS: std::ops::RangeInclusive<u64> = 900..=43_200;
@@ -145,13 +146,9 @@ pub(super) fn is_iam_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-')
 }
 
-pub(super) fn parse_session_name(text: &str) -> Result<String, String> {
-    if !(2..=64).contains(&text.len()) || !text.chars().all(is_iam_name_char) {
-        return Err(format!(
-            "{text:?} is not a session name: STS wants 2 to 64 of letters, digits and +=,.@_-"
-        ));
-    }
-    Ok(text.to_owned())
+/// A `session_name` template; `{host}` is filled with the short form of `host_name`.
+pub(super) fn parse_session_name(text: &str, host_name: &str) -> Result<Template, String> {
+    Template::parse(text, host_name)
 }
 
 pub(super) fn parse_external_id(text: &str) -> Result<String, String> {
@@ -169,15 +166,13 @@ pub(super) fn parse_external_id(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-pub(super) fn parse_source_identity(text: &str) -> Result<String, String> {
+/// A `source_identity` template, which STS also forbids to start with `aws:`.
+pub(super) fn parse_source_identity(text: &str, host_name: &str) -> Result<Template, String> {
     if text.starts_with("aws:") {
         return Err(format!("{text:?} starts with \"aws:\", which STS reserves"));
     }
-    parse_session_name(text).map_err(|_| {
-        format!(
-            "{text:?} is not a source identity: STS wants 2 to 64 of letters, digits and +=,.@_-"
-        )
-    })
+    Template::parse(text, host_name)
+        .map_err(|reason| reason.replace("is not a session name", "is not a source identity"))
 }
 
 /// Parses durations such as `1h`, `90m`, `3600s` or `1h30m`, within what STS accepts.

@@ -230,7 +230,8 @@ struct ServedRole {
     /// The IAM name, listed as the real IMDS lists the instance profile's role.
     iam_name: String,
     arn: String,
-    status: RoleStatus,
+    /// The shared session's status; `None` for a role served per user.
+    status: Option<RoleStatus>,
 }
 
 impl Imds {
@@ -257,7 +258,7 @@ impl Imds {
         Some(ServedRole {
             iam_name: entry.config.arn.role_name().to_owned(),
             arn: entry.config.arn.as_str().to_owned(),
-            status: entry.status.borrow().clone(),
+            status: entry.shared_status(),
         })
     }
 }
@@ -315,8 +316,8 @@ async fn read(
     let route = route(&path);
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
     match &route {
-        Route::Credentials(name) => return credentials(&imds, name, false, &peer),
-        Route::ExtendedCredentials(name) => return credentials(&imds, name, true, &peer),
+        Route::Credentials(name) => return credentials(&imds, name, false, &peer).await,
+        Route::ExtendedCredentials(name) => return credentials(&imds, name, true, &peer).await,
         _ => {}
     }
     // Everything else the endpoint knows is for the users the role admits: to anyone else it
@@ -348,21 +349,23 @@ fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
 }
 
-/// The hot path: decide under the table's borrow, allocate nothing but the response.
-fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -> Response {
-    let now = imds.clock.now();
+/// The hot path: decide on one snapshot of the table, allocate nothing but the response.
+async fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -> Response {
     let via = Via::Metadata { iam_name, extended };
-    let decision = access::decide(&imds.roles.borrow(), &imds.role, via, peer, now);
+    let table = imds.roles.borrow().clone();
+    let decision = access::decide(&table, &imds.role, via, peer, imds.clock.as_ref()).await;
     access::audit(&imds.role, via, peer, &decision);
     match decision {
         Decision::Served { body, .. } => credentials_response(body),
-        Decision::Unknown if !imds.roles.borrow().contains_key(&imds.role) => role_gone(imds),
+        Decision::Unknown if !table.contains_key(&imds.role) => role_gone(imds),
         Decision::Unknown | Decision::WrongToken => not_found(),
         Decision::NotAdmitted => error_response(
             StatusCode::FORBIDDEN,
             "Forbidden",
             "the connecting user may not have this role",
         ),
+        Decision::UnknownPeer => crate::http::unknown_peer_response(),
+        Decision::Full(full) => crate::http::full_response(&imds.role, full),
         Decision::Unservable(_) => error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "CredentialsUnavailable",
@@ -372,11 +375,9 @@ fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -> Resp
 }
 
 fn iam_info(imds: &Imds, role: &ServedRole) -> Response {
-    let updated = role
-        .status
-        .current
-        .as_ref()
-        .map_or(imds.clock.now(), |served| served.obtained);
+    let obtained =
+        (role.status.as_ref()).and_then(|status| Some(status.current.as_ref()?.obtained));
+    let updated = obtained.unwrap_or_else(|| imds.clock.now());
     let profile_arn = role.arn.replacen(":role/", ":instance-profile/", 1);
     let body = serde_json::json!({
         "Code": "Success",

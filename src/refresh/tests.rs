@@ -109,7 +109,12 @@ impl Harness {
         let clock = FakeClock::new();
         let sts = FakeSts::new(clock.clone(), script);
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let (refresher, status) = Refresher::new(role("piyo"), sts.clone(), clock.clone(), metrics);
+        let seams = Seams {
+            sts: sts.clone(),
+            clock: clock.clone(),
+            metrics,
+        };
+        let (refresher, status) = Refresher::new(role("piyo"), &Subject::default(), seams);
         let shutdown = CancellationToken::new();
         tokio::spawn(refresher.run(shutdown.clone()));
         Self {

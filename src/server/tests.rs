@@ -12,7 +12,7 @@ use super::*;
 use crate::credentials::{Credentials, Served};
 use crate::fake::role;
 use crate::refresh::RoleStatus;
-use crate::roles::{RoleEntry, RoleTable};
+use crate::roles::{RoleEntry, RoleTable, Sessions};
 use crate::sts::{ErrorKind, StsError};
 
 const LISTEN: &str = "127.0.0.1:9357";
@@ -53,12 +53,12 @@ fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
     let piyo = RoleEntry {
         config: role("piyo"),
         token: None,
-        status: receiver.clone(),
+        sessions: Sessions::Shared(receiver.clone()),
     };
     let fuga = RoleEntry {
         config: role("fuga"),
         token: Some(AuthToken::parse(ROLE_TOKEN).unwrap()),
-        status: receiver,
+        sessions: Sessions::Shared(receiver),
     };
     let table: RoleTable = [("piyo".to_owned(), piyo), ("fuga".to_owned(), fuga)]
         .into_iter()

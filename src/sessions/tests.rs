@@ -1,0 +1,189 @@
+//! Per-user sessions with a fake STS and paused time: one STS call per user however many of
+//! their requests arrive at once, idle sessions dropped, `max_sessions` enforced, unknown and
+//! refused users cost no STS call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::{self, Decision, Grant, Via};
+use crate::fake::{FakeClock, FakeSts, HOUR, per_user_role};
+use crate::metrics::Metrics;
+use crate::peer::Peer;
+use crate::refresh::Seams;
+use crate::roles::{RoleTable, Sessions};
+use crate::supervisor::Supervisor;
+use crate::token::RoleTokens;
+
+/// A daemon's worth of a role served per user (`max_sessions` at most), without the HTTP.
+struct Harness {
+    sts: Arc<FakeSts>,
+    clock: Arc<FakeClock>,
+    table: watch::Receiver<Arc<RoleTable>>,
+    supervisor: Supervisor<FakeSts>,
+}
+
+impl Harness {
+    fn start(max_sessions: usize, allowed_users: &[&str]) -> Self {
+        let clock = FakeClock::new();
+        let sts = FakeSts::new(clock.clone(), vec![]);
+        let mut role = per_user_role("piyo", max_sessions);
+        role.allowed_users = allowed_users.iter().map(|u| u.to_string()).collect();
+        let seams = Seams {
+            sts: sts.clone(),
+            clock: clock.clone(),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let (supervisor, table) = Supervisor::start(
+            &[role],
+            &RoleTokens::new(),
+            seams,
+            None,
+            CancellationToken::new(),
+        );
+        Self {
+            sts,
+            clock,
+            table,
+            supervisor,
+        }
+    }
+
+    async fn ask(&self, peer: &Peer) -> Decision {
+        let table = self.table.borrow().clone();
+        let via = Via::Container(Some(&Grant::Server));
+        access::decide(&table, "piyo", via, peer, self.clock.as_ref()).await
+    }
+
+    fn live(&self) -> usize {
+        match &self.table.borrow()["piyo"].sessions {
+            Sessions::PerUser(sessions) => sessions.len(),
+            Sessions::Shared(_) => panic!("the role is served per user"),
+        }
+    }
+}
+
+fn user(uid: u32, name: &str) -> Peer {
+    Peer {
+        uid: Some(uid),
+        user: Some(name.to_owned()),
+        ..Peer::default()
+    }
+}
+
+fn key_of(decision: &Decision) -> &str {
+    match decision {
+        Decision::Served { masked_key_id, .. } => masked_key_id,
+        other => panic!("not served: {other:?}"),
+    }
+}
+
+/// A hundred concurrent first requests of one user start one session: one STS call, one set.
+/// Another user gets a session (and keys) of their own, named after them.
+#[tokio::test(start_paused = true)]
+async fn one_sts_call_per_user_however_many_ask() {
+    let harness = Harness::start(256, &[]);
+    assert_eq!(harness.sts.calls(), 0, "nothing before the first request");
+    let alice = user(1001, "alice");
+    let mut asks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (table, clock, alice) = (
+            harness.table.borrow().clone(),
+            harness.clock.clone(),
+            alice.clone(),
+        );
+        asks.spawn(async move {
+            let via = Via::Container(Some(&Grant::Server));
+            access::decide(&table, "piyo", via, &alice, clock.as_ref()).await
+        });
+    }
+    let decisions = asks.join_all().await;
+    let first = key_of(&decisions[0]).to_owned();
+    assert!(decisions.iter().all(|d| key_of(d) == first));
+    assert_eq!(harness.sts.calls(), 1);
+
+    let bob = harness.ask(&user(1002, "bob")).await;
+    assert_ne!(key_of(&bob), first, "each user has their own keys");
+    assert_eq!(harness.sts.calls(), 2);
+    assert_eq!(harness.sts.session_names(), ["alice@test", "bob@test"]);
+    assert_eq!(harness.live(), 2);
+    harness.supervisor.wait().await.unwrap();
+}
+
+/// A session unused for twice the session length is dropped (its refresher stops: no more STS
+/// calls); a used one is kept and refreshed.
+#[tokio::test(start_paused = true)]
+async fn idle_sessions_are_dropped() {
+    let harness = Harness::start(256, &[]);
+    let (alice, bob) = (user(1001, "alice"), user(1002, "bob"));
+    key_of(&harness.ask(&alice).await);
+    key_of(&harness.ask(&bob).await);
+    // Bob keeps asking every 30 minutes for five hours; Alice never again.
+    for _ in 0..10 {
+        tokio::time::sleep(HOUR / 2).await;
+        key_of(&harness.ask(&bob).await);
+    }
+    assert_eq!(harness.live(), 1, "alice's session was dropped");
+    let calls = harness.sts.calls();
+    let names = harness.sts.session_names();
+    let alice_calls = names.iter().filter(|n| *n == "alice@test").count();
+    // Alice's session was refreshed while it lived (about every 30 minutes for 2 hours), then
+    // stopped; Bob's was refreshed all along.
+    assert!((3..=6).contains(&alice_calls), "{names:?}");
+    tokio::time::sleep(3 * HOUR).await;
+    let later = harness.sts.session_names()[names.len()..].to_vec();
+    assert!(later.iter().all(|n| n == "bob@test"), "{later:?}");
+    assert!(harness.sts.calls() > calls, "bob's session still lives");
+    harness.supervisor.wait().await.unwrap();
+}
+
+/// At most `max_sessions` users at once: the next gets `Full` (no STS call) until an idle
+/// session is dropped.
+#[tokio::test(start_paused = true)]
+async fn max_sessions_is_enforced() {
+    let harness = Harness::start(2, &[]);
+    key_of(&harness.ask(&user(1001, "alice")).await);
+    key_of(&harness.ask(&user(1002, "bob")).await);
+    let carol = user(1003, "carol");
+    let refused = harness.ask(&carol).await;
+    assert!(
+        matches!(refused, Decision::Full(full) if full.limit == 2),
+        "{refused:?}"
+    );
+    assert_eq!(harness.sts.calls(), 2);
+    key_of(&harness.ask(&user(1001, "alice")).await);
+    tokio::time::sleep(2 * HOUR + Duration::from_secs(120)).await;
+    key_of(&harness.ask(&carol).await);
+    assert_eq!(harness.live(), 1, "only carol's, the others idled out");
+    harness.supervisor.wait().await.unwrap();
+}
+
+/// Nobody gets a session without a known uid, or when the role does not admit them; neither
+/// costs an STS call.
+#[tokio::test(start_paused = true)]
+async fn unknown_and_refused_users_cost_nothing() {
+    let open = Harness::start(256, &[]);
+    assert_eq!(open.ask(&Peer::default()).await, Decision::UnknownPeer);
+    assert_eq!(open.sts.calls(), 0);
+    open.supervisor.wait().await.unwrap();
+
+    let harness = Harness::start(256, &["alice"]);
+    let bob = harness.ask(&user(1002, "bob")).await;
+    assert_eq!(bob, Decision::NotAdmitted);
+    assert_eq!(harness.sts.calls(), 0);
+    assert_eq!(harness.live(), 0);
+    key_of(&harness.ask(&user(1001, "alice")).await);
+    harness.supervisor.wait().await.unwrap();
+}
+
+/// A panicking session refresher stops the daemon, as a shared role's does.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_session_fails_the_supervisor() {
+    let mut harness = Harness::start(256, &[]);
+    harness.sts.set_default(crate::fake::Reply::Panic);
+    let _ = harness.ask(&user(1001, "alice")).await;
+    let failure = tokio::time::timeout(Duration::from_secs(5), harness.supervisor.failure()).await;
+    assert!(failure.is_ok(), "the panic reached the supervisor");
+}
