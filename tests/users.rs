@@ -3,7 +3,8 @@
 //! `allowed_groups` only to members (a copy of the token does not help anyone else), and writes
 //! an audit line naming the user and executable. A role with its own token file gives it to
 //! its group: members read it and get that role through the real aws CLI, others cannot read it,
-//! and moving the role to another group replaces the token.
+//! and moving the role to another group replaces the token. A role whose session name names
+//! the user gives each member a session of their own: the other account sees who acted.
 //! Test users are created with `useradd` (the tests run as root, as CI does).
 
 mod support;
@@ -14,6 +15,8 @@ use std::process::{Command, Output};
 use support::*;
 
 const MEMBER: &str = "ar-test-member";
+/// A second member of `GROUP`.
+const SECOND: &str = "ar-test-second";
 const OUTSIDER: &str = "ar-test-outsider";
 const GROUP: &str = "ar-test-piyo";
 /// A second group, which the role is moved to.
@@ -23,7 +26,7 @@ const OTHER_GROUP: &str = "ar-test-fuga";
 fn ensure_users() {
     ensure_accounts(
         &[GROUP, OTHER_GROUP],
-        &[(MEMBER, &[GROUP]), (OUTSIDER, &[])],
+        &[(MEMBER, &[GROUP]), (SECOND, &[GROUP]), (OUTSIDER, &[])],
     );
 }
 
@@ -346,5 +349,154 @@ fn one_user_cannot_crowd_out_the_others() {
     assert!(
         took < std::time::Duration::from_secs(2),
         "answered after {took:?}"
+    );
+}
+
+/// The host's short name, as `{host}` renders it.
+fn short_host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    name.trim().split('.').next().unwrap().to_owned()
+}
+
+/// Ten requests of `user` at once through curl with `token`; their bodies once all are 200.
+fn ten_at_once(user: &str, url: &str, token: &str) -> Vec<serde_json::Value> {
+    let header = format!("Authorization: {token}");
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            as_user(user, "curl")
+                .args(["-s", "-w", "\n%{http_code}", "-H", &header, url])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert_eq!(status_of(&output), "200", "{}", stdout(&output));
+            serde_json::from_str(stdout(&output).lines().next().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// A role whose session name and source identity name the user, served to a group through
+/// its own token file: each member's tools act as `piyo-role/<user>@<host>` in the other
+/// account, with keys of their own; ten requests of a member make one AssumeRole, however they
+/// arrive; a user the role does not admit gets 403 and costs no STS call; the shared role
+/// beside it keeps its one session; status and metrics list the sessions.
+#[test]
+fn each_member_acts_under_a_session_of_their_own() {
+    ensure_users();
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let dir = TempDir::new("per-user");
+    let role_file = dir.path().join("roles/mine.token");
+    let mine = format!(
+        "\n[[roles]]\nname = \"mine\"\narn = \"{PIYO_ARN}\"\nsession_name = \"{{user}}@{{host}}\"\n\
+         source_identity = \"{{user}}\"\nallowed_groups = [\"{GROUP}\"]\ntoken_file = \"{}\"\n\
+         group = \"{GROUP}\"\n",
+        role_file.display()
+    );
+    // Also the metadata role: a user's metadata reads get that user's session.
+    let metadata = "\n[imds]\nrole = \"mine\"\nupstream = \"http://127.0.0.1:9/\"\n";
+    let config = format!(
+        "{}{mine}{metadata}",
+        moto.config(&dir.path().join("state/token"))
+    )
+    .replace(&moto.endpoint, &proxy.endpoint);
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    assert_eq!(
+        proxy.calls("AssumeRole"),
+        1,
+        "the shared role only, at start"
+    );
+    let token = std::fs::read_to_string(&role_file).unwrap();
+    let url = daemon.uri("mine");
+
+    let member = ten_at_once(MEMBER, &url, &token);
+    let second = ten_at_once(SECOND, &url, &token);
+    let key = |body: &serde_json::Value| body["AccessKeyId"].as_str().unwrap().to_owned();
+    assert!(member.iter().all(|body| key(body) == key(&member[0])));
+    assert!(second.iter().all(|body| key(body) == key(&second[0])));
+    assert_ne!(
+        key(&member[0]),
+        key(&second[0]),
+        "each user has keys of their own"
+    );
+    assert_eq!(proxy.calls("AssumeRole"), 3, "one AssumeRole per user");
+    let (status, body) = metadata_credentials_as(SECOND, daemon.address, "piyo-role");
+    assert_eq!(status, "200", "{body}");
+    let read: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        key(&read),
+        key(&second[0]),
+        "the metadata endpoint: the same user's session"
+    );
+
+    let host = short_host_name();
+    let mut named = proxy.sessions()[1..].to_vec();
+    named.sort();
+    let mut expected = vec![
+        (format!("{MEMBER}@{host}"), Some(MEMBER.to_owned())),
+        (format!("{SECOND}@{host}"), Some(SECOND.to_owned())),
+    ];
+    expected.sort();
+    assert_eq!(
+        named, expected,
+        "RoleSessionName and SourceIdentity name the user"
+    );
+
+    // The real aws CLI, run as each member with the role's token file: the other account sees
+    // who it is.
+    for user in [MEMBER, SECOND] {
+        let mut command = as_user(user, venv_tool("aws"));
+        isolated(&mut command)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &url)
+            .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &role_file)
+            .args(WHOAMI);
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        let arn = stdout(&output).trim().to_owned();
+        assert_eq!(arn, format!("{PIYO_SESSION_PREFIX}{user}@{host}"));
+    }
+
+    // A copy of the token does not make an outsider a member, nor cost an STS call.
+    let outsider = curl_as(OUTSIDER, &url, &token);
+    assert_eq!(status_of(&outsider), "403", "{}", stdout(&outsider));
+    assert_eq!(proxy.calls("AssumeRole"), 3);
+
+    let server_token = daemon.token();
+    let (status, report) = daemon.get("/status", &[("Authorization", &server_token)]);
+    assert_eq!(status, 200, "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let roles = report["roles"].as_array().unwrap();
+    let mine = roles.iter().find(|r| r["name"] == "mine").unwrap();
+    assert_eq!(mine["state"], "per-user");
+    let users: Vec<&str> = (mine["sessions"].as_array().unwrap().iter())
+        .map(|s| s["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users.len(), 2, "{mine}");
+    assert!(users.contains(&MEMBER) && users.contains(&SECOND), "{mine}");
+    let shared = roles.iter().find(|r| r["name"] == "piyo").unwrap();
+    assert_eq!(shared["state"], "fresh", "the shared role is untouched");
+    let (_, metrics) = daemon.get("/metrics", &[("Authorization", &server_token)]);
+    assert_eq!(
+        sample(&metrics, "assume_roled_user_sessions{role=\"mine\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+
+    let log = daemon.log();
+    let audit = (log.lines())
+        .find(|l| l.contains("credentials served") && l.contains(&format!("user={SECOND}")))
+        .expect("an audit line for the second member");
+    let id = key(&second[0]);
+    let masked = format!("{}…{}", &id[..4], &id[id.len() - 4..]);
+    assert!(
+        audit.contains(&format!("access_key_id={masked}")),
+        "{audit}"
     );
 }

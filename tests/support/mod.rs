@@ -541,13 +541,31 @@ impl StsProxy {
 
     /// How many calls of `action` (e.g. `AssumeRole`) reached the proxy.
     pub fn calls(&self, action: &str) -> u64 {
+        self.stats()[action].as_u64().unwrap_or(0)
+    }
+
+    /// The `RoleSessionName` and `SourceIdentity` (if any) of every `AssumeRole`, in order.
+    pub fn sessions(&self) -> Vec<(String, Option<String>)> {
+        let stats = self.stats();
+        let named = stats["AssumeRole_sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        named
+            .iter()
+            .map(|pair| {
+                let name = pair[0].as_str().unwrap_or_default().to_owned();
+                (name, pair[1].as_str().map(str::to_owned))
+            })
+            .collect()
+    }
+
+    fn stats(&self) -> Value {
         let request = format!(
             "GET /__proxy/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             self.address
         );
-        let stats: Value =
-            serde_json::from_str(&raw_exchange(self.address, request.as_bytes()).body).unwrap();
-        stats[action].as_u64().unwrap_or(0)
+        serde_json::from_str(&raw_exchange(self.address, request.as_bytes()).body).unwrap()
     }
 }
 

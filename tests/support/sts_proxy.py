@@ -16,8 +16,9 @@ Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a
   delay:N   forward after N seconds (a slow STS)
 
 `GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
-the proxy, whatever the mode, and "AssumeRole_last_ms": how long moto took to answer the last
-forwarded AssumeRole (the STS round trip as the daemon sees it, minus loopback). Prints its port on the first line of stdout.
+the proxy, whatever the mode, "AssumeRole_last_ms": how long moto took to answer the last
+forwarded AssumeRole (the STS round trip as the daemon sees it, minus loopback), and
+"AssumeRole_sessions": the [RoleSessionName, SourceIdentity] of every AssumeRole, in order. Prints its port on the first line of stdout.
 
 Usage: python sts_proxy.py http://127.0.0.1:MOTO_PORT
 """
@@ -37,6 +38,7 @@ TARGET = sys.argv[1]
 MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short", "empty", "delay"}
 state = {"mode": "pass"}
 counts = collections.Counter()
+sessions = []
 lock = threading.Lock()
 
 ERROR = """<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -62,7 +64,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/__proxy/stats":
             with lock:
-                return self.reply(200, json.dumps(dict(counts)).encode(), "application/json")
+                stats = dict(counts, AssumeRole_sessions=list(sessions))
+                return self.reply(200, json.dumps(stats).encode(), "application/json")
         self.forward(b"")
 
     def do_POST(self):
@@ -73,9 +76,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self.reply(400, b"unknown mode", "text/plain")
             state["mode"] = mode
             return self.reply(200, mode.encode(), "text/plain")
-        action = urllib.parse.parse_qs(body.decode()).get("Action", ["?"])[0]
+        params = urllib.parse.parse_qs(body.decode())
+        action = params.get("Action", ["?"])[0]
         with lock:
             counts[action] += 1
+            if action == "AssumeRole":
+                named = [params.get(key, [None])[0] for key in ("RoleSessionName", "SourceIdentity")]
+                sessions.append(named)
         mode = state["mode"]
         if mode == "refuse":
             self.close_connection = True
