@@ -11,8 +11,9 @@
 #   make soak          the full soak: 1,000,000 requests over 64 connections (make test runs
 #                      200,000).
 #   make fuzz          runs each cargo-fuzz target for FUZZ_SECONDS (default 60).
-#   make bench         benchmarks against a bare baseline and today's practice; appends to
-#                      bench/results.md (takes about ten minutes; COLD_BUILD=0 skips the build).
+#   make bench         benchmarks against a bare baseline and today's practice, and per-user
+#                      sessions for 1,000 users; appends to bench/results.md (takes about ten
+#                      minutes; COLD_BUILD=0 skips the build).
 #   make demo          re-enacts the cross-account scenario offline, against moto.
 
 # The system's Python where there is one: the test tools in .venv are also run as other users
@@ -105,6 +106,7 @@ endif
 
 bench: venv
 	bench/run.sh
+	bench/sessions.sh
 
 FUZZ_SECONDS ?= 60
 # cargo-fuzz passes nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable toolchain

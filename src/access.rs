@@ -184,10 +184,7 @@ pub fn serve(status: &RoleStatus, via: Via<'_>, now: SystemTime) -> Decision {
         Ok(served) => Decision::Served {
             body: match via {
                 Via::Container(_) => served.ecs_body.clone(),
-                Via::Metadata {
-                    extended: false, ..
-                } => served.imds_body.clone(),
-                Via::Metadata { extended: true, .. } => served.imds_extended_body.clone(),
+                Via::Metadata { extended, .. } => served.imds_body(extended),
             },
             masked_key_id: served.masked_key_id.clone(),
         },

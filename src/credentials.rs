@@ -1,11 +1,12 @@
 //! Temporary credentials as the daemon holds them, and the one JSON body clients receive.
 //!
-//! The secret key and session token live only in [`Credentials`] and in the pre-built response
-//! body of [`Served`]; both are zeroed when the last reference goes, and neither ever appears in
+//! The secret key and session token live only in [`Credentials`] and in the response bodies of
+//! [`Served`] (built once per set); both are zeroed when the last reference goes, and neither ever appears in
 //! `Debug` output. Logs identify a credential set by its masked access key id and its expiry.
 //! This module knows nothing of STS or HTTP.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_smithy_types::DateTime;
@@ -66,16 +67,14 @@ impl Credentials {
         format_timestamp(self.expiration)
     }
 
-    /// Serialises a body holding the secret into a buffer sized so that it never grows: a
-    /// growing `Vec` would leave an unzeroed copy of the secret in the memory it frees. The bound
-    /// covers JSON's worst case (every character escaped as `\uXXXX`, six bytes) plus the keys.
+    /// Serialises a body holding the secret into a buffer of exactly its size: a growing `Vec`
+    /// would leave an unzeroed copy of the secret in the memory it frees, and a buffer sized for
+    /// JSON's worst case would hold several times the body in every set (per user, with
+    /// sessions per user). The size is found by a first pass that only counts bytes.
     fn secret_json(&self, body: &impl Serialize) -> Bytes {
-        let values = self.access_key_id.len()
-            + self.secret_access_key.len()
-            + self.session_token.len()
-            + self.role_arn.len()
-            + self.account_id.len();
-        let mut json = Zeroizing::new(Vec::with_capacity(6 * values + 512));
+        let mut counter = ByteCounter(0);
+        serde_json::to_writer(&mut counter, body).expect("credentials serialise");
+        let mut json = Zeroizing::new(Vec::with_capacity(counter.0));
         let capacity = json.capacity();
         serde_json::to_writer(&mut *json, body).expect("credentials serialise");
         debug_assert_eq!(json.capacity(), capacity, "the buffer never grew");
@@ -157,6 +156,20 @@ struct ImdsBody<'a> {
     expiration: String,
 }
 
+/// A writer that keeps nothing but the number of bytes written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Owner of a serialised body that holds secrets: zeroed when the last `Bytes` clone drops.
 struct SecretBytes(Zeroizing<Vec<u8>>);
 
@@ -171,10 +184,10 @@ pub struct Served {
     pub credentials: Credentials,
     /// The ECS body; cloning it is a reference-count increment, not a copy.
     pub ecs_body: Bytes,
-    /// The IMDS body, for the metadata endpoint.
-    pub imds_body: Bytes,
-    /// The extended IMDS body (with `AccountId`), which the Java v2 and Go SDKs ask for first.
-    pub imds_extended_body: Bytes,
+    /// The IMDS bodies (plain, and extended with `AccountId`, which the Java v2 and Go SDKs ask
+    /// for first), built at the first metadata request for this set: most roles are never
+    /// served as metadata, and with sessions per user every set is one user's.
+    imds_bodies: [OnceLock<Bytes>; 2],
     /// When the daemon received the set (wall clock): the start of its lifetime.
     pub obtained: SystemTime,
     /// The masked access key id, for the audit line of every response.
@@ -184,17 +197,21 @@ pub struct Served {
 impl Served {
     pub fn new(credentials: Credentials, obtained: SystemTime) -> Self {
         let ecs_body = credentials.ecs_body();
-        let imds_body = credentials.imds_body(obtained, false);
-        let imds_extended_body = credentials.imds_body(obtained, true);
         let masked_key_id = credentials.masked_access_key_id();
         Self {
             masked_key_id,
             credentials,
             ecs_body,
-            imds_body,
-            imds_extended_body,
+            imds_bodies: Default::default(),
             obtained,
         }
+    }
+
+    /// The IMDS body, `extended` with `AccountId`; built once per set, then shared.
+    pub fn imds_body(&self, extended: bool) -> Bytes {
+        let body = &self.imds_bodies[usize::from(extended)];
+        body.get_or_init(|| self.credentials.imds_body(self.obtained, extended))
+            .clone()
     }
 }
 
@@ -266,6 +283,22 @@ mod tests {
         assert_eq!(body["Expiration"], "2026-11-28T04:03:29Z");
         assert_eq!(body["RoleArn"], "arn:aws:iam::444455556666:role/piyo-role");
         assert_eq!(body["AccountId"], "444455556666");
+    }
+
+    /// Bodies are built in buffers of exactly their size, escapes included: the
+    /// `debug_assert` in `secret_json` fails if a buffer had to grow.
+    #[test]
+    fn bodies_fit_their_buffers_exactly_even_with_escapes() {
+        let expiry = UNIX_EPOCH + Duration::from_secs(1_795_838_609);
+        let odd = Credentials::new(
+            "ASIA\"KEY\u{1}".into(),
+            "sec\\ret\n\u{7f}é".into(),
+            "t".repeat(1200),
+            expiry,
+        );
+        let body: serde_json::Value = serde_json::from_slice(&odd.ecs_body()).unwrap();
+        assert_eq!(body["SecretAccessKey"], "sec\\ret\n\u{7f}é");
+        assert_eq!(body["AccessKeyId"], "ASIA\"KEY\u{1}");
     }
 
     #[test]

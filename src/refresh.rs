@@ -134,7 +134,8 @@ impl<S> Clone for Seams<S> {
 /// The background task that keeps one session's credentials fresh: a role's shared session,
 /// or one user's session of a role served per user.
 pub struct Refresher<S> {
-    role: RoleConfig,
+    /// Shared by every session of a role served per user.
+    role: Arc<RoleConfig>,
     /// The session's rendered names.
     names: SessionNames,
     /// Whose session this is, for logs; `None`: the role's shared session.
@@ -150,7 +151,7 @@ impl<S: Sts> Refresher<S> {
     /// A refresher for `role`'s session for `subject`, and the receiver handlers read its
     /// status from.
     pub fn new(
-        role: RoleConfig,
+        role: Arc<RoleConfig>,
         subject: &Subject,
         seams: Seams<S>,
     ) -> (Self, watch::Receiver<RoleStatus>) {
@@ -161,7 +162,7 @@ impl<S: Sts> Refresher<S> {
     /// Like [`Refresher::new`], publishing on a channel the caller made.
     pub fn publishing_to(
         status: watch::Sender<RoleStatus>,
-        role: RoleConfig,
+        role: Arc<RoleConfig>,
         subject: &Subject,
         seams: Seams<S>,
     ) -> Self {
@@ -196,7 +197,10 @@ impl<S: Sts> Refresher<S> {
     async fn attempt(&mut self) -> SystemTime {
         self.status.send_modify(|status| status.refreshing = true);
         let started = tokio::time::Instant::now();
-        let call = self.seams.sts.assume_role(&self.role, &self.names);
+        // Boxed: the SDK's call is a large state machine, and unboxed it would be part of the
+        // task itself, held for the task's whole life (per user, with sessions per user) rather
+        // than for the call's.
+        let call = Box::pin(self.seams.sts.assume_role(&self.role, &self.names));
         let call = tokio::time::timeout(ATTEMPT_TIMEOUT, call);
         let outcome = call.await.unwrap_or_else(|_| {
             Err(StsError::new(

@@ -188,6 +188,7 @@ async fn run<S: Sts>(
     stop: CancellationToken,
 ) {
     let idle = role.duration * 2;
+    let role = Arc::new(role);
     let mut refreshers = JoinSet::new();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {

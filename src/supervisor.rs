@@ -143,7 +143,8 @@ impl<S: Sts> Supervisor<S> {
                 user: None,
                 instance_id: self.instance_id.clone(),
             };
-            let (refresher, status) = Refresher::new(role.clone(), &subject, self.seams.clone());
+            let (refresher, status) =
+                Refresher::new(Arc::new(role.clone()), &subject, self.seams.clone());
             self.tasks.spawn(refresher.run(stop.clone()));
             Sessions::Shared(status)
         };

@@ -114,7 +114,8 @@ impl Harness {
             clock: clock.clone(),
             metrics,
         };
-        let (refresher, status) = Refresher::new(role("piyo"), &Subject::default(), seams);
+        let (refresher, status) =
+            Refresher::new(Arc::new(role("piyo")), &Subject::default(), seams);
         let shutdown = CancellationToken::new();
         tokio::spawn(refresher.run(shutdown.clone()));
         Self {

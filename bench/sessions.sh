@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The per-user sessions benchmark (part of `make bench`; alone: `bench/sessions.sh`). A role
+# served per user (`session_name = "{user}@{host}"`), defaults otherwise (peer lookup and audit
+# log on). USERS distinct local users (uids without a passwd entry, as `setpriv` runs them) each
+# ask once, then all ask again:
+#   - AssumeRole calls reaching STS (through the counting proxy): exactly USERS, and none more
+#     for the second round;
+#   - resident memory added per live session: (RSS after - RSS before) / USERS.
+# Results are appended to bench/results.md.
+source "$(dirname "$0")/common.sh"
+USERS=${USERS:-1000}
+FIRST_UID=${FIRST_UID:-200000}
+
+say "building the release binary"
+cargo build --release --quiet --bin assume-roled
+
+port=$(free_port)
+cat >"$work/config.toml" <<CONFIG
+[server]
+listen = "127.0.0.1:$port"
+token_file = "$work/token"
+[sts]
+region = "us-east-1"
+endpoint = "$sts"
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::444455556666:role/piyo-role"
+session_name = "{user}@{host}"
+max_sessions = $USERS
+CONFIG
+env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/config.toml" 2>"$work/log" &
+daemon=$!
+pids+=("$daemon")
+wait_until curl -sf "http://127.0.0.1:$port/readyz"
+token=$(cat "$work/token")
+sleep 1
+rss_before=$(rss_kib "$daemon")
+calls_before=$(assume_role_calls)
+
+# every_user_asks: one request per user, 8 at a time; prints how many were answered 200.
+every_user_asks() {
+  seq "$FIRST_UID" $((FIRST_UID + USERS - 1)) |
+    xargs -P 8 -I{} setpriv --reuid={} --regid={} --clear-groups -- \
+      curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo" |
+    grep -c '^200$' || true
+}
+say "$USERS users ask once"
+started=$(now_ms)
+first_ok=$(every_user_asks)
+first_ms=$(($(now_ms) - started))
+calls_first=$(($(assume_role_calls) - calls_before))
+sleep 1
+rss_after=$(rss_kib "$daemon")
+say "$USERS users ask again"
+second_ok=$(every_user_asks)
+calls_second=$(($(assume_role_calls) - calls_before - calls_first))
+live=$(curl -s -H "Authorization: $token" "http://127.0.0.1:$port/metrics" |
+  sed -n 's/^assume_roled_user_sessions{role="piyo"} //p')
+per_session=$(awk -v a="$rss_after" -v b="$rss_before" -v n="$USERS" 'BEGIN { printf "%.1f", (a - b) / n }')
+echo "first round: $first_ok/$USERS answered, $calls_first AssumeRole in ${first_ms} ms; second: $second_ok answered, $calls_second more; $live live; RSS $rss_before -> $rss_after KiB" >&2
+
+{
+  printf '\n## %s: sessions per user\n\n' "$(date -u +%Y-%m-%dT%H:%MZ)"
+  printf 'Machine: %s cores, %s GiB; Linux %s. assume-roled %s (release), defaults (peer lookup and audit on).\n\n' \
+    "$(nproc)" "$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" "$(uname -r)" "$("$BIN" --version | cut -d' ' -f2)"
+  printf '| measure | result | target |\n|---|---|---|\n'
+  printf '| %s distinct users, one request each: answered 200 | %s | all |\n' "$USERS" "$first_ok"
+  printf '| AssumeRole calls for them | %s | exactly %s |\n' "$calls_first" "$USERS"
+  printf '| the same users again: answered 200, more AssumeRole calls | %s, %s | all, 0 |\n' "$second_ok" "$calls_second"
+  printf '| live sessions (assume_roled_user_sessions) | %s | %s |\n' "$live" "$USERS"
+  printf '| resident memory per live session | %s KiB (%s → %s MiB) | ≤ 4 KiB |\n' "$per_session" \
+    "$(awk -v k="$rss_before" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$rss_after" 'BEGIN { printf "%.1f", k / 1024 }')"
+} | tee -a "$RESULTS"
+[ "$first_ok" = "$USERS" ] && [ "$calls_first" = "$USERS" ] && [ "$calls_second" = 0 ]
