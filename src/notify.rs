@@ -92,8 +92,9 @@ pub struct Summary {
     pub text: String,
 }
 
-/// Summarises role statuses at `now`.
-pub fn summarize(roles: &[(String, RoleStatus)], now: SystemTime) -> Summary {
+/// Summarises the shared roles' statuses at `now`, beside `per_user` roles served per user
+/// (which have nothing to be ready with until their users ask).
+pub fn summarize(roles: &[(String, RoleStatus)], per_user: usize, now: SystemTime) -> Summary {
     let mut valid_until: Option<SystemTime> = None;
     let mut waiting = Vec::new();
     for (name, status) in roles {
@@ -113,10 +114,14 @@ pub fn summarize(roles: &[(String, RoleStatus)], now: SystemTime) -> Summary {
     let noun = if count == 1 { "role" } else { "roles" };
     if waiting.is_empty() {
         let until = valid_until.map_or_else(|| "-".to_owned(), format_timestamp);
-        return Summary {
-            ready: true,
-            text: format!("serving {count} {noun}, credentials valid until {until}"),
+        let text = match per_user {
+            0 => format!("serving {count} {noun}, credentials valid until {until}"),
+            _ if count == 0 => format!("serving {per_user} per user"),
+            _ => format!(
+                "serving {count} {noun}, credentials valid until {until}, and {per_user} per user"
+            ),
         };
+        return Summary { ready: true, text };
     }
     Summary {
         ready: false,
@@ -137,12 +142,11 @@ pub async fn run(
     let mut announced_ready = false;
     let mut last_text = String::new();
     loop {
-        let snapshot: Vec<(String, RoleStatus)> = roles
-            .borrow()
-            .iter()
+        let table = roles.borrow().clone();
+        let snapshot: Vec<(String, RoleStatus)> = (table.iter())
             .filter_map(|(name, entry)| Some((name.clone(), entry.shared_status()?)))
             .collect();
-        let summary = summarize(&snapshot, clock.now());
+        let summary = summarize(&snapshot, table.len() - snapshot.len(), clock.now());
         if summary.ready && !announced_ready {
             notifier.send("READY=1");
             announced_ready = true;
@@ -192,7 +196,7 @@ mod tests {
 
     #[test]
     fn summaries() {
-        let ready = summarize(&[("piyo".into(), fresh())], at(60));
+        let ready = summarize(&[("piyo".into(), fresh())], 0, at(60));
         assert_eq!(
             ready,
             Summary {
@@ -200,6 +204,14 @@ mod tests {
                 text: "serving 1 role, credentials valid until 2027-01-15T09:00:00Z".into()
             }
         );
+        let beside = summarize(&[("piyo".into(), fresh())], 2, at(60)).text;
+        assert_eq!(
+            beside,
+            "serving 1 role, credentials valid until 2027-01-15T09:00:00Z, and 2 per user"
+        );
+        let only = summarize(&[], 1, at(60));
+        assert!(only.ready, "nothing to wait for");
+        assert_eq!(only.text, "serving 1 per user");
         let denied = RoleStatus {
             current: None,
             last_error: Some(StsError::new(
@@ -214,7 +226,7 @@ mod tests {
             ("fuga".into(), denied),
             ("hoge".into(), RoleStatus::default()),
         ];
-        let waiting = summarize(&roles, at(60));
+        let waiting = summarize(&roles, 0, at(60));
         assert!(!waiting.ready);
         assert_eq!(
             waiting.text,

@@ -200,17 +200,18 @@ pub fn render(report: &Report) -> String {
             role.state.as_str(),
             role.arn
         ));
-        text.push_str(&format!(
-            "  expires {}, last refresh {}, next refresh {}\n",
-            dash(&role.expiration),
-            dash(&role.last_refresh),
-            dash(&role.next_refresh)
-        ));
-        if let Some(error) = &role.last_error {
-            text.push_str(&format!("  last error {}\n", describe_error(error)));
-        }
         if role.state == State::PerUser {
             text.push_str(&format!("  {} user sessions\n", role.sessions.len()));
+        } else {
+            text.push_str(&format!(
+                "  expires {}, last refresh {}, next refresh {}\n",
+                dash(&role.expiration),
+                dash(&role.last_refresh),
+                dash(&role.next_refresh)
+            ));
+        }
+        if let Some(error) = &role.last_error {
+            text.push_str(&format!("  last error {}\n", describe_error(error)));
         }
         for session in &role.sessions {
             text.push_str(&format!(
@@ -336,8 +337,34 @@ mod tests {
                 sessions: Vec::new(),
             }],
         };
+        let mut report = report;
+        report.roles.push(RoleReport {
+            name: "mine".into(),
+            state: State::PerUser,
+            next_refresh: None,
+            last_error: None,
+            sessions: vec![SessionReport {
+                user: "alice".into(),
+                uid: 1001,
+                state: State::Fresh,
+                expiration: Some("2027-01-15T09:00:00Z".into()),
+                last_error: None,
+            }],
+            ..report.roles[0].clone()
+        });
         let text = render(&report);
         assert!(text.starts_with("piyo  failing  arn:aws:iam::444455556666:role/piyo-role\n"));
+        assert!(text.contains("mine  per-user  "), "{text}");
+        assert!(
+            text.contains(
+                "mine  per-user  arn:aws:iam::444455556666:role/piyo-role\n  1 user sessions\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  user alice (uid 1001)  fresh  expires 2027-01-15T09:00:00Z\n"),
+            "{text}"
+        );
         assert!(text.contains("next refresh 2027-01-15T08:01:00Z"));
         assert!(text.contains("last error (configuration): AccessDenied: no"));
         let json = serde_json::to_string(&report).unwrap();

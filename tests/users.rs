@@ -394,12 +394,17 @@ fn each_member_acts_under_a_session_of_their_own() {
     let role_file = dir.path().join("roles/mine.token");
     let mine = format!(
         "\n[[roles]]\nname = \"mine\"\narn = \"{PIYO_ARN}\"\nsession_name = \"{{user}}@{{host}}\"\n\
-         source_identity = \"{{user}}\"\nallowed_groups = [\"{GROUP}\"]\ntoken_file = \"{}\"\n\
+         source_identity = \"{{user}}.{{instance_id}}\"\nallowed_groups = [\"{GROUP}\"]\ntoken_file = \"{}\"\n\
          group = \"{GROUP}\"\n",
         role_file.display()
     );
-    // Also the metadata role: a user's metadata reads get that user's session.
-    let metadata = "\n[imds]\nrole = \"mine\"\nupstream = \"http://127.0.0.1:9/\"\n";
+    // Also the metadata role: a user's metadata reads get that user's session. The instance
+    // metadata double says the instance id.
+    let double = ImdsDouble::start(&moto);
+    let metadata = format!(
+        "\n[imds]\nrole = \"mine\"\nupstream = \"{}\"\n",
+        double.endpoint
+    );
     let config = format!(
         "{}{mine}{metadata}",
         moto.config(&dir.path().join("state/token"))
@@ -438,9 +443,16 @@ fn each_member_acts_under_a_session_of_their_own() {
     let host = short_host_name();
     let mut named = proxy.sessions()[1..].to_vec();
     named.sort();
+    let instance = "i-0123456789abcdef0";
     let mut expected = vec![
-        (format!("{MEMBER}@{host}"), Some(MEMBER.to_owned())),
-        (format!("{SECOND}@{host}"), Some(SECOND.to_owned())),
+        (
+            format!("{MEMBER}@{host}"),
+            Some(format!("{MEMBER}.{instance}")),
+        ),
+        (
+            format!("{SECOND}@{host}"),
+            Some(format!("{SECOND}.{instance}")),
+        ),
     ];
     expected.sort();
     assert_eq!(
