@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # The per-user sessions benchmark (part of `make bench`; alone: `bench/sessions.sh`). A role
 # served per user (`session_name = "{user}@{host}"`), defaults otherwise (peer lookup and audit
-# log on). USERS distinct local users (uids without a passwd entry, as `setpriv` runs them) each
-# ask once, then all ask again:
+# log on). USERS distinct local users (made for the run, `ar-bench-<n>`, and removed after it)
+# each ask once, then all ask again:
 #   - AssumeRole calls reaching STS (through the counting proxy): exactly USERS, and none more
 #     for the second round;
 #   - resident memory added per live session: (RSS after - RSS before) / USERS.
 # Results are appended to bench/results.md.
 source "$(dirname "$0")/common.sh"
 USERS=${USERS:-1000}
-FIRST_UID=${FIRST_UID:-200000}
+
+say "making $USERS users"
+for n in $(seq "$USERS"); do
+  useradd --no-create-home --shell /usr/sbin/nologin "ar-bench-$n" 2>/dev/null || [ $? = 9 ]
+done
+remove_users() { for n in $(seq "$USERS"); do userdel "ar-bench-$n" 2>/dev/null || true; done; }
+trap 'remove_users; cleanup' EXIT
 
 say "building the release binary"
 cargo build --release --quiet --bin assume-roled
@@ -39,8 +45,8 @@ calls_before=$(assume_role_calls)
 
 # every_user_asks: one request per user, 8 at a time; prints how many were answered 200.
 every_user_asks() {
-  seq "$FIRST_UID" $((FIRST_UID + USERS - 1)) |
-    xargs -P 8 -I{} setpriv --reuid={} --regid={} --clear-groups -- \
+  seq "$USERS" |
+    xargs -P 8 -I{} setpriv --reuid=ar-bench-{} --regid=ar-bench-{} --init-groups -- \
       curl -s -o /dev/null -w '%{http_code}\n' -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo" |
     grep -c '^200$' || true
 }

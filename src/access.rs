@@ -88,7 +88,7 @@ pub enum Decision {
     WrongToken,
     /// The connecting user is not among the role's `allowed_*`.
     NotAdmitted,
-    /// The role is served per user, and who is connecting is unknown.
+    /// The role is served per user, and who is connecting is unknown (or has no account).
     UnknownPeer,
     /// The role is served per user and holds its `max_sessions`; this user has none yet.
     Full(Full),
@@ -125,11 +125,15 @@ pub async fn decide(
         Sessions::Shared(status) => return serve(&status.borrow(), via, clock.now()),
         Sessions::PerUser(sessions) => sessions,
     };
-    let Some(uid) = peer.uid else {
+    // The session is named after the user: a uid without an account (a process run under an
+    // arbitrary uid, or a user namespace's subordinate uids, of which one user may hold
+    // thousands) is nobody the other account could be told about, and would let one user
+    // take many sessions.
+    let (Some(uid), Some(user)) = (peer.uid, peer.user.as_deref()) else {
         return Decision::UnknownPeer;
     };
     let limit = entry.config.max_sessions;
-    let found = sessions.session_for(uid, peer.user.as_deref(), limit, Instant::now());
+    let found = sessions.session_for(uid, user, limit, Instant::now());
     let mut status = match found {
         Ok(status) => status,
         Err(full) => return Decision::Full(full),
@@ -270,7 +274,7 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
             target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
             user = %user, pid = %pid, exe = %exe, via = %via, "credentials served"
         ),
-        Decision::NotAdmitted => {
+        Decision::NotAdmitted | Decision::UnknownPeer | Decision::Full(_) => {
             let mut refusals = REFUSALS
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -278,10 +282,14 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
                 return;
             };
             drop(refusals);
+            let reason = match decision {
+                Decision::NotAdmitted => "user not allowed for this role",
+                Decision::UnknownPeer => "the role is served per user, and this user is unknown",
+                _ => "the role holds its max_sessions; no session for a new user",
+            };
             warn!(
                 target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
-                via = %via, not_logged_since = left_out,
-                "credentials refused: user not allowed for this role"
+                via = %via, not_logged_since = left_out, "credentials refused: {reason}"
             );
         }
         _ => {}

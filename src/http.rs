@@ -50,12 +50,14 @@ fn with_type(status: StatusCode, body: Body, content_type: HeaderValue) -> Respo
     response
 }
 
-/// 403 for a role served per user when who connects is unknown (no answer from the kernel).
+/// 403 for a role served per user when who connects is unknown: no answer from the kernel,
+/// or a uid without an account.
 pub fn unknown_peer_response() -> Response {
     error_response(
         StatusCode::FORBIDDEN,
         "Forbidden",
-        "this role is served per user, and the connecting user could not be determined",
+        "this role is served per user, and the connecting user is unknown or has no account \
+         on this host",
     )
 }
 

@@ -36,7 +36,7 @@ pub struct Full {
 
 /// One user's session as handlers and the report see it.
 struct Session {
-    /// The user's name (their uid when the name service does not know it).
+    /// The user's name.
     user: String,
     status: watch::Receiver<RoleStatus>,
     last_used: Instant,
@@ -55,7 +55,7 @@ struct Start {
 pub struct SessionView {
     /// The local user.
     pub uid: u32,
-    /// Their name (or uid).
+    /// Their name.
     pub user: String,
     /// What the session's refresher last published.
     pub status: RoleStatus,
@@ -83,12 +83,12 @@ impl UserSessions {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The session of user `uid` (named `user`, if known), started if it is new, unless
-    /// `max_sessions` are live. Marks it used at `now`.
+    /// The session of user `uid`, named `user`, started if it is new, unless `max_sessions`
+    /// are live. Marks it used at `now`.
     pub fn session_for(
         &self,
         uid: u32,
-        user: Option<&str>,
+        user: &str,
         max_sessions: usize,
         now: Instant,
     ) -> Result<watch::Receiver<RoleStatus>, Full> {
@@ -105,7 +105,7 @@ impl UserSessions {
         let (sender, status) = watch::channel(RoleStatus::default());
         let stop = self.stop.child_token();
         let subject = Subject {
-            user: Some((uid, user.map(str::to_owned))),
+            user: Some((uid, Some(user.to_owned()))),
             instance_id: None,
         };
         // If the loop has ended (the role is being removed), the session never starts and its
@@ -115,9 +115,8 @@ impl UserSessions {
             status: sender,
             stop: stop.clone(),
         });
-        let name = user.map_or_else(|| uid.to_string(), str::to_owned);
         let session = Session {
-            user: name,
+            user: user.to_owned(),
             status: status.clone(),
             last_used: now,
             stop,

@@ -160,12 +160,18 @@ async fn max_sessions_is_enforced() {
     harness.supervisor.wait().await.unwrap();
 }
 
-/// Nobody gets a session without a known uid, or when the role does not admit them; neither
-/// costs an STS call.
+/// Nobody gets a session without a known uid and account, or when the role does not admit
+/// them; none of these costs an STS call.
 #[tokio::test(start_paused = true)]
 async fn unknown_and_refused_users_cost_nothing() {
     let open = Harness::start(256, &[]);
     assert_eq!(open.ask(&Peer::default()).await, Decision::UnknownPeer);
+    let nameless = Peer {
+        uid: Some(231_072),
+        ..Peer::default()
+    };
+    let refused = open.ask(&nameless).await;
+    assert_eq!(refused, Decision::UnknownPeer, "a uid without an account");
     assert_eq!(open.sts.calls(), 0);
     open.supervisor.wait().await.unwrap();
 
