@@ -11,11 +11,12 @@ source "$(dirname "$0")/common.sh"
 USERS=${USERS:-1000}
 
 say "making $USERS users"
-for n in $(seq "$USERS"); do
-  useradd --no-create-home --shell /usr/sbin/nologin "ar-bench-$n" 2>/dev/null || [ $? = 9 ]
-done
+# Removed on any exit, including one in the middle of making them.
 remove_users() { for n in $(seq "$USERS"); do userdel "ar-bench-$n" 2>/dev/null || true; done; }
 trap 'remove_users; cleanup' EXIT
+for n in $(seq "$USERS"); do
+  useradd --no-create-home --shell /usr/sbin/nologin "ar-bench-$n"
+done
 
 say "building the release binary"
 cargo build --release --quiet --bin assume-roled

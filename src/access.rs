@@ -79,8 +79,9 @@ impl Via<'_> {
     }
 }
 
-/// What a request for a role's credentials gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a request for a role's credentials gets. `Debug` leaves the body out: it holds the
+/// secret.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Decision {
     /// No such role is served (here).
     Unknown,
@@ -103,9 +104,29 @@ pub enum Decision {
     },
 }
 
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Served { masked_key_id, .. } => f
+                .debug_struct("Served")
+                .field("masked_key_id", masked_key_id)
+                .finish_non_exhaustive(),
+            Decision::Unknown => f.write_str("Unknown"),
+            Decision::WrongToken => f.write_str("WrongToken"),
+            Decision::NotAdmitted => f.write_str("NotAdmitted"),
+            Decision::UnknownPeer => f.write_str("UnknownPeer"),
+            Decision::Full(full) => f.debug_tuple("Full").field(full).finish(),
+            Decision::Unservable(reason) => f.debug_tuple("Unservable").field(reason).finish(),
+        }
+    }
+}
+
 /// How long a user's first request waits for their new session's first credentials: about
-/// one STS call, less than SDKs wait for an answer (botocore gives up at 2 s).
-pub const FIRST_SESSION_WAIT: Duration = Duration::from_millis(1500);
+/// one STS call, and less than clients wait for an answer: botocore gives the container
+/// endpoint 2 s, and instance metadata 1 s (as the Rust SDK does).
+const FIRST_SESSION_WAIT: Duration = Duration::from_millis(1500);
+/// The same through the metadata endpoint.
+const FIRST_SESSION_WAIT_METADATA: Duration = Duration::from_millis(800);
 
 /// Decides whether `peer` gets role `name` through `via`, from one table snapshot: [`gate`],
 /// then the session (the user's own, for a role served per user), then [`serve`] at the wall
@@ -139,7 +160,11 @@ pub async fn decide(
         Err(full) => return Decision::Full(full),
     };
     let settled = |status: &RoleStatus| status.current.is_some() || status.last_error.is_some();
-    let _ = tokio::time::timeout(FIRST_SESSION_WAIT, status.wait_for(settled)).await;
+    let wait = match via {
+        Via::Container(_) => FIRST_SESSION_WAIT,
+        Via::Metadata { .. } => FIRST_SESSION_WAIT_METADATA,
+    };
+    let _ = tokio::time::timeout(wait, status.wait_for(settled)).await;
     serve(&status.borrow(), via, clock.now())
 }
 
@@ -235,9 +260,12 @@ impl Refusals {
             self.entries
                 .retain(|_, (written, _)| now.duration_since(*written) < REFUSAL_INTERVAL);
         }
-        if self.entries.len() < REFUSAL_ENTRIES {
-            self.entries.insert(key, (now, 0));
+        // Still full of recent entries: a flood of distinct keys (subordinate uids, say) is
+        // not written line by line.
+        if self.entries.len() >= REFUSAL_ENTRIES {
+            return None;
         }
+        self.entries.insert(key, (now, 0));
         Some(0)
     }
 }
@@ -278,7 +306,12 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
             let mut refusals = REFUSALS
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Some(left_out) = refusals.admit(peer.uid, role, Instant::now()) else {
+            // A uid without an account is nobody in particular: such refusals share one key.
+            let key = match (decision, &peer.user) {
+                (Decision::UnknownPeer, None) => None,
+                _ => peer.uid,
+            };
+            let Some(left_out) = refusals.admit(key, role, Instant::now()) else {
                 return;
             };
             drop(refusals);

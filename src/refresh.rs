@@ -1,9 +1,10 @@
-//! The refresh engine: one background task per role keeps a servable credential set in memory.
+//! The refresh engine: one background task per session (a role's shared session, or one user's
+//! session of a role served per user) keeps a servable credential set in memory.
 //!
 //! Data flows one way: STS → [`Refresher`] → a `watch` channel of [`RoleStatus`] → request
-//! handlers. Each role has exactly one refresher, so there is at most one STS call in flight per
-//! role however many clients ask, and handlers never call STS: they read the latest status and
-//! decide with [`servable`] whether it may be served *now*.
+//! handlers. Each session has exactly one refresher, so there is at most one STS call in flight
+//! per session however many clients ask, and handlers never call STS: they read the latest
+//! status and decide with [`servable`] whether it may be served *now*.
 //!
 //! Every decision is a pure function of times and counts, tested with plain numbers:
 //! [`refresh_due`] (half-life with jitter, so served sets keep 30 minutes or more while STS works),
@@ -238,6 +239,7 @@ impl<S: Sts> Refresher<S> {
         if !is_servable(expiry, now) {
             warn!(
                 role = %self.role.name,
+                user = self.user.as_deref(),
                 expiration = %served.credentials.expiration_text(),
                 "new credentials are already about to expire; check the host clock"
             );

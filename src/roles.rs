@@ -24,7 +24,7 @@ pub enum Sessions {
     PerUser(Arc<UserSessions>),
 }
 
-/// A served role: what it is, the token that grants it, and the status its refresher publishes.
+/// A served role: what it is, the token that grants it, and its session or sessions.
 #[derive(Debug, Clone)]
 pub struct RoleEntry {
     /// The role's validated configuration.

@@ -93,9 +93,19 @@ impl UserSessions {
         now: Instant,
     ) -> Result<watch::Receiver<RoleStatus>, Full> {
         let mut sessions = self.lock();
-        if let Some(session) = sessions.get_mut(&uid) {
-            session.last_used = now;
-            return Ok(session.status.clone());
+        match sessions.get_mut(&uid) {
+            Some(session) if session.user == user => {
+                session.last_used = now;
+                return Ok(session.status.clone());
+            }
+            // The uid now belongs to someone else (an account removed and its uid reused, or
+            // renamed): the old session is named after the old account and is not theirs.
+            Some(_) => {
+                if let Some(old) = sessions.remove(&uid) {
+                    old.stop.cancel();
+                }
+            }
+            None => {}
         }
         if sessions.len() >= max_sessions {
             return Err(Full {
@@ -108,13 +118,16 @@ impl UserSessions {
             user: Some((uid, Some(user.to_owned()))),
             instance_id: None,
         };
-        // If the loop has ended (the role is being removed), the session never starts and its
-        // requests get 503 CredentialsUninitialized until the new table is read.
-        let _ = self.starts.send(Start {
+        // If the loop has ended (the role is being removed), the session never starts: nothing
+        // is kept, and the request gets 503 CredentialsUninitialized.
+        let start = Start {
             subject,
             status: sender,
             stop: stop.clone(),
-        });
+        };
+        if self.starts.send(start).is_err() {
+            return Ok(status);
+        }
         let session = Session {
             user: user.to_owned(),
             status: status.clone(),

@@ -82,7 +82,8 @@ pub struct RoleReport {
     pub arn: String,
     /// What it is doing.
     pub state: State,
-    /// Whether a request now would get credentials.
+    /// Whether a request now would get credentials (a role served per user: no live session
+    /// is failing).
     pub servable: bool,
     /// When the served set expires (RFC 3339), if there is one.
     pub expiration: Option<String>,
@@ -100,7 +101,7 @@ pub struct RoleReport {
 /// One user's session of a role served per user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionReport {
-    /// The local user's name (their uid if the name service does not know it).
+    /// The local user's name.
     pub user: String,
     /// The local user's uid.
     pub uid: u32,
@@ -159,7 +160,7 @@ fn per_user_report(
     sessions: &UserSessions,
     now: SystemTime,
 ) -> RoleReport {
-    let sessions = (sessions.views().into_iter())
+    let sessions: Vec<SessionReport> = (sessions.views().into_iter())
         .map(|view| SessionReport {
             state: state_of(&view.status, now),
             expiration: (view.status.current.as_ref()).map(|s| s.credentials.expiration_text()),
@@ -168,11 +169,15 @@ fn per_user_report(
             uid: view.uid,
         })
         .collect();
+    // Servable as far as anyone can say without naming a user: no live session is failing.
+    let servable = !sessions
+        .iter()
+        .any(|session| session.state == State::Failing);
     RoleReport {
         name: name.to_owned(),
         arn,
         state: State::PerUser,
-        servable: false,
+        servable,
         expiration: None,
         last_refresh: None,
         next_refresh: None,

@@ -1,4 +1,5 @@
-//! The set of served roles: one refresher task per role, and the table handlers read.
+//! The set of served roles: one refresher task per role (a role served per user: the task that
+//! runs its users' sessions), and the table handlers read.
 //!
 //! At start the supervisor runs a refresher for every configured role; on reload it compares
 //! the new role list with the running one ([`plan`], pure): roles whose STS settings are unchanged

@@ -4,9 +4,10 @@
 //!
 //! A template is parsed once (`{host}` is filled in then: it is known at parse time) and
 //! rendered when a session starts. Rendering is pure and deterministic: what a placeholder
-//! brings is sanitised to STS's alphabet (`[\w+=,.@-]`, anything else becomes `-`) and the result
-//! is fitted to STS's 2 to 64 characters; a result cut short keeps a hash of the whole, so two
-//! long user names never end up in one session name.
+//! brings is sanitised to STS's alphabet (`[\w+=,.@-]`, anything else becomes `-`) and fitted to
+//! STS's 2 to 64 characters. A name that sanitising, padding or cutting changed ends in a hash
+//! of the text as filled in, before any of that, so that two users never get one name (`a b`
+//! and `a-b`, two long names with the same start).
 
 use std::fmt;
 
@@ -16,8 +17,10 @@ use super::values::is_iam_name_char;
 
 /// STS accepts session names and source identities of this many characters.
 const LENGTH: std::ops::RangeInclusive<usize> = 2..=64;
-/// A result longer than 64 keeps this many characters, then `-` and 8 hex digits of its hash.
-const KEPT_WHEN_CUT: usize = 55;
+/// Hex digits of the hash a changed name ends in (48 bits).
+const HASH_DIGITS: usize = 12;
+/// A changed name keeps at most this many characters, then `-` and the hash.
+const KEPT_WHEN_CHANGED: usize = 64 - 1 - HASH_DIGITS;
 /// The placeholders, as written.
 const PLACEHOLDERS: &str = "{user}, {uid}, {host} or {instance_id}";
 
@@ -25,7 +28,8 @@ const PLACEHOLDERS: &str = "{user}, {uid}, {host} or {instance_id}";
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
-    /// The connecting user's name (their uid when the name is unknown).
+    /// The connecting user's name (their uid when the name is unknown, which only `check`
+    /// meets).
     User,
     Uid,
     InstanceId,
@@ -42,7 +46,8 @@ pub struct Template {
 /// Who a session is for: what the placeholders are filled with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subject {
-    /// The local user (uid, and name when the name service knows it); `None` for shared roles.
+    /// The local user (uid, and name when the name service knows it: the daemon serves only
+    /// users it knows; `check` may run as one it does not); `None` for shared roles.
     pub user: Option<(u32, Option<String>)>,
     /// This instance's id, from instance metadata, when known.
     pub instance_id: Option<String>,
@@ -140,17 +145,16 @@ impl Template {
             Some(name) => name.clone(),
             None => uid.to_string(),
         });
-        let mut text = String::new();
+        let mut filled = String::new();
         for part in &self.parts {
-            let filled = match part {
+            filled.push_str(match part {
                 Part::Literal(literal) => literal.as_str(),
                 Part::User => user.as_deref().unwrap_or_default(),
                 Part::Uid => uid.as_deref().unwrap_or_default(),
                 Part::InstanceId => subject.instance_id.as_deref().unwrap_or_default(),
-            };
-            text.push_str(&sanitize(filled));
+            });
         }
-        fit(text)
+        fit(&filled)
     }
 }
 
@@ -172,21 +176,20 @@ fn sanitize(text: &str) -> String {
         .collect()
 }
 
-/// Fits a sanitised text to 2 to 64 characters: too short is padded with `-`; too long keeps
-/// its start and a hash of the whole, so that distinct texts stay distinct.
-fn fit(mut text: String) -> String {
+/// Sanitises `filled` and fits it to 2 to 64 characters. Unchanged when it already is such a
+/// name; otherwise its sanitised start, `-`, and a hash of `filled` as it was.
+fn fit(filled: &str) -> String {
+    let clean = sanitize(filled);
+    if clean == filled && LENGTH.contains(&clean.len()) {
+        return clean;
+    }
+    let digest = Sha256::digest(filled.as_bytes());
+    let hash: String = (digest.iter().take(HASH_DIGITS / 2))
+        .map(|b| format!("{b:02x}"))
+        .collect();
     // Sanitised text is ASCII: lengths are characters.
-    if text.len() > *LENGTH.end() {
-        let digest = Sha256::digest(text.as_bytes());
-        let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        text.truncate(KEPT_WHEN_CUT);
-        text.push('-');
-        text.push_str(&hash);
-    }
-    while text.len() < *LENGTH.start() {
-        text.push('-');
-    }
-    text
+    let kept = &clean[..clean.len().min(KEPT_WHEN_CHANGED)];
+    format!("{kept}-{hash}")
 }
 
 #[cfg(test)]
@@ -235,9 +238,30 @@ mod tests {
             instance_id: None,
         };
         let template = Template::parse("{user}", "h").unwrap();
-        assert_eq!(template.render(&odd), "ad-domain-user-x");
+        let rendered = template.render(&odd);
+        assert!(rendered.starts_with("ad-domain-user-x-"), "{rendered}");
+        assert_eq!(rendered.len(), "ad-domain-user-x-".len() + HASH_DIGITS);
+        // Names that sanitise alike stay apart.
+        let spaced = Subject {
+            user: Some((8, Some("a b".to_owned()))),
+            instance_id: None,
+        };
+        let dashed = Subject {
+            user: Some((9, Some("a-b".to_owned()))),
+            instance_id: None,
+        };
+        assert_eq!(
+            template.render(&dashed),
+            "a-b",
+            "a clean name is kept as it is"
+        );
+        assert_ne!(template.render(&spaced), template.render(&dashed));
         let host = Template::parse("s-{host}", "bad host!.example").unwrap();
-        assert_eq!(host.render(&Subject::default()), "s-bad-host-");
+        assert_eq!(
+            host.render(&Subject::default()),
+            "s-bad-host-",
+            "fixed at parse time"
+        );
     }
 
     #[test]
@@ -247,7 +271,20 @@ mod tests {
             user: Some((5, Some("a".to_owned()))),
             instance_id: None,
         };
-        assert_eq!(template.render(&one), "a-");
+        let short = template.render(&one);
+        assert!(
+            short.starts_with("a-") && short.len() == 2 + HASH_DIGITS,
+            "{short}"
+        );
+        let dash = Subject {
+            user: Some((6, Some("a-".to_owned()))),
+            instance_id: None,
+        };
+        assert_ne!(
+            template.render(&dash),
+            short,
+            "padding never makes another user's name"
+        );
         let long = |suffix: &str| Subject {
             user: Some((5, Some(format!("{}{suffix}", "u".repeat(70))))),
             instance_id: None,

@@ -193,3 +193,37 @@ async fn a_panicking_session_fails_the_supervisor() {
     let failure = tokio::time::timeout(Duration::from_secs(5), harness.supervisor.failure()).await;
     assert!(failure.is_ok(), "the panic reached the supervisor");
 }
+
+/// A uid that now belongs to another account does not inherit the old account's session
+/// (named after the old account): the new one gets a session of their own.
+#[tokio::test(start_paused = true)]
+async fn a_reused_uid_gets_a_new_session() {
+    let harness = Harness::start(256, &[]);
+    let old = harness.ask(&user(1001, "alice")).await;
+    let new = harness.ask(&user(1001, "mallory")).await;
+    assert_ne!(key_of(&old), key_of(&new));
+    assert_eq!(harness.sts.session_names(), ["alice@test", "mallory@test"]);
+    assert_eq!(harness.live(), 1, "the old session is gone");
+    harness.supervisor.wait().await.unwrap();
+}
+
+/// When STS is slower than the first request's wait, that request gets 503
+/// `CredentialsUninitialized`; the session goes on, and the next request is served from the
+/// same, single STS call.
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_call_answers_503_then_serves() {
+    let harness = Harness::start(256, &[]);
+    harness
+        .sts
+        .set_default(crate::fake::Reply::Delay(Duration::from_secs(3)));
+    let alice = user(1001, "alice");
+    let first = harness.ask(&alice).await;
+    assert_eq!(
+        first,
+        Decision::Unservable(crate::refresh::Unservable::Uninitialized)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    key_of(&harness.ask(&alice).await);
+    assert_eq!(harness.sts.calls(), 1);
+    harness.supervisor.wait().await.unwrap();
+}
