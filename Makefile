@@ -71,8 +71,9 @@ check-unit:
 	$(CARGO) build --quiet
 	rm -rf target/unit-check && mkdir -p target/unit-check
 	sed 's|@BINDIR@|$(CURDIR)/target/debug|' systemd/assume-roled.service > target/unit-check/assume-roled.service
-	cp systemd/assume-roled.socket target/unit-check/
-	cd target/unit-check && systemd-analyze verify assume-roled.service assume-roled.socket 2> verify.err; \
+	cp systemd/assume-roled.socket systemd/assume-roled-containers.socket target/unit-check/
+	cd target/unit-check && systemd-analyze verify assume-roled.service assume-roled.socket \
+	  assume-roled-containers.socket 2> verify.err; \
 	  status=$$?; cat verify.err; test $$status -eq 0 && test ! -s verify.err
 	cd target/unit-check && systemd-analyze security --offline=yes --threshold=$(EXPOSURE_LIMIT) \
 	  --no-pager assume-roled.service > security.txt; status=$$?; tail -n 1 security.txt; exit $$status
@@ -90,6 +91,8 @@ endif
 	sed 's|@BINDIR@|$(BINDIR)|' systemd/assume-roled.service > $(DESTDIR)$(UNITDIR)/assume-roled.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/assume-roled.service
 	install -m 0644 systemd/assume-roled.socket $(DESTDIR)$(UNITDIR)/assume-roled.socket
+	@# Not enabled: only for hosts that serve containers ([containers]).
+	install -m 0644 systemd/assume-roled-containers.socket $(DESTDIR)$(UNITDIR)/assume-roled-containers.socket
 	@# The socket is enabled (what `systemctl enable` does), so that systemd holds the port
 	@# from the next boot on; `systemctl start assume-roled.socket` holds it at once.
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/systemd/system/sockets.target.wants

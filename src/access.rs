@@ -201,7 +201,10 @@ pub fn gate<'t>(
         }
         _ => {}
     }
-    if !entry.config.admits(peer.user.as_deref(), &peer.groups) {
+    if !entry
+        .config
+        .admits(peer.user.as_deref(), &peer.groups, peer.container)
+    {
         return Err(Decision::NotAdmitted);
     }
     Ok(entry)
@@ -225,7 +228,8 @@ pub fn serve(status: &RoleStatus, via: Via<'_>, now: SystemTime) -> Decision {
 /// token): the role exists, does not rely on a token of its own alone, and admits the user.
 pub fn admitted(table: &RoleTable, name: &str, peer: &Peer) -> bool {
     table.get(name).is_some_and(|entry| {
-        !entry.guarded_by_token_alone() && entry.config.admits(peer.user.as_deref(), &peer.groups)
+        !entry.guarded_by_token_alone()
+            && (entry.config).admits(peer.user.as_deref(), &peer.groups, peer.container)
     })
 }
 
@@ -290,17 +294,19 @@ impl std::fmt::Display for Escaped<'_> {
 /// Writes the audit line for `decision`, if it is one the audit records: every set handed out,
 /// and refusals of a user by `allowed_*` (at most one line a minute per user and role).
 pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
-    let (uid, user, pid, exe) = (
+    let (uid, user, pid, exe, container) = (
         Known(&peer.uid),
         Known(&peer.user),
         Known(&peer.pid),
         Escaped(&peer.exe),
+        Known(&peer.container),
     );
     let via = via.label();
     match decision {
         Decision::Served { masked_key_id, .. } => info!(
             target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
-            user = %user, pid = %pid, exe = %exe, via = %via, "credentials served"
+            user = %user, pid = %pid, exe = %exe, container = %container, via = %via,
+            "credentials served"
         ),
         Decision::NotAdmitted | Decision::UnknownPeer | Decision::Full(_) => {
             let mut refusals = REFUSALS
@@ -322,7 +328,8 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
             };
             warn!(
                 target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
-                via = %via, not_logged_since = left_out, "credentials refused: {reason}"
+                container = %container, via = %via, not_logged_since = left_out,
+                "credentials refused: {reason}"
             );
         }
         _ => {}

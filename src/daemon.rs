@@ -79,6 +79,7 @@ const METRICS_LISTENER: listener::Options = listener::Options {
     peer_lookup: false,
     peer_processes: false,
     redirects: false,
+    containers: false,
 };
 /// Everything [`run`] serves with.
 pub struct Parts<S> {
@@ -182,6 +183,11 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         Ok(())
     });
     let admission = listener::Admission::new(listener_options(&config));
+    // Containers get a limit of their own: a flood from one cannot make the host's users wait.
+    let for_containers = listener::Admission::new(listener::Options {
+        containers: true,
+        ..listener_options(&config)
+    });
     let (server_token_sender, server_token) = watch::channel(token);
     let reloading = Reloads {
         path: config_path,
@@ -193,15 +199,33 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     };
     tasks.spawn("reloads", reloading.run(reloads, shutdown.clone()));
     first_attempts(&roles, START_HOLD, &shutdown).await;
+    let container_addresses: Vec<SocketAddr> = (listeners.containers.iter())
+        .map(tokio::net::TcpListener::local_addr)
+        .collect::<Result<_, _>>()
+        .context("cannot read a container address")?;
+    let hosts = [locals.as_slice(), &container_addresses].concat();
     let state = AppState::new(
         server_token,
         roles,
-        &locals,
+        &hosts,
         clock,
         metadata,
         metrics.clone(),
     );
     let app = server::router(state);
+    for listener in listeners.containers {
+        let serving = listener::serve(
+            listener,
+            app.clone(),
+            for_containers.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn("container listener", async move {
+            serving.await;
+            Ok(())
+        });
+    }
     let mut main = listeners.main.into_iter();
     let first = main.next().context("no listener to serve on")?;
     for other in main {
@@ -360,7 +384,12 @@ fn listener_options(config: &Config) -> listener::Options {
         redirects: config
             .imds
             .as_ref()
-            .is_some_and(|imds| imds.guard == Some(GuardMode::Redirect)),
+            .is_some_and(|imds| imds.guard == Some(GuardMode::Redirect))
+            || config
+                .containers
+                .as_ref()
+                .is_some_and(|containers| containers.imds == GuardMode::Redirect),
+        containers: false,
     }
 }
 
@@ -488,12 +517,12 @@ fn unsafe_for_running_metadata(current: &Config, new: &Config) -> Option<String>
     role.open_to_all().then(|| {
         format!(
             "role {served} is served as instance metadata until the next restart, and the new \
-             configuration leaves it without allowed_users or allowed_groups"
+             configuration leaves it without allowed_users, allowed_groups or allowed_networks"
         )
     })
 }
 
-/// Sections whose changes a reload cannot apply: the listener, the STS client and the metadata
+/// Sections whose changes a reload cannot apply: the listeners, the STS client and the metadata
 /// endpoint are built once at start.
 fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str> {
     let mut sections = Vec::new();
@@ -505,6 +534,9 @@ fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str>
     }
     if current.imds != new.imds {
         sections.push("imds");
+    }
+    if current.containers != new.containers {
+        sections.push("containers");
     }
     sections
 }

@@ -30,6 +30,9 @@ pub const ENDPOINTS_FILE: &str = "endpoints";
 pub struct Endpoints {
     /// The daemon's listener.
     pub listen: SocketAddr,
+    /// Where containers reach it (`[containers] listen`), if they do.
+    #[serde(default)]
+    pub containers: Vec<SocketAddr>,
     /// The roles, in configuration order.
     pub roles: Vec<Endpoint>,
 }
@@ -52,6 +55,11 @@ impl Endpoints {
         });
         Self {
             listen: config.server.listen,
+            containers: config
+                .containers
+                .iter()
+                .flat_map(|c| c.listen.clone())
+                .collect(),
             roles: roles.collect(),
         }
     }
@@ -178,7 +186,62 @@ pub fn profile_lines(
 
 /// The URL clients fetch a role's credentials from.
 pub fn credentials_uri(listen: SocketAddr, role: &str) -> String {
-    format!("http://{listen}/roles/{role}")
+    match listen.port() {
+        80 => format!("http://{}/roles/{role}", host_of(listen)),
+        _ => format!("http://{listen}/roles/{role}"),
+    }
+}
+
+/// An address's host part as a URL writes it.
+fn host_of(address: SocketAddr) -> String {
+    match address {
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+    }
+}
+
+/// Where a container finds the mounted token file.
+pub const CONTAINER_TOKEN_PATH: &str = "/run/assume-roled/token";
+
+/// How to hand a role to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerForm {
+    /// `docker run` flags: `-e` for the variables, `-v` to mount the token file read-only.
+    Docker,
+    /// The same as a Compose service's `environment` and `volumes`.
+    Compose,
+}
+
+/// What a container needs for `role` (or the one role the user may have): the full URI at the
+/// containers' address (IPv4 first: every SDK that knows the container addresses takes it) and
+/// the role's token file, mounted read-only.
+pub fn container_lines(
+    endpoints: &Endpoints,
+    role: Option<&str>,
+    form: ContainerForm,
+    readable: impl Fn(&Path) -> bool,
+) -> Result<String, String> {
+    let address = (endpoints.containers.iter())
+        .find(|a| a.is_ipv4())
+        .or(endpoints.containers.first())
+        .ok_or("containers are not served: the configuration has no [containers] table")?;
+    let role = pick_role(endpoints, role, &readable)?;
+    let uri = credentials_uri(*address, &role.name);
+    let token_file = role.token_file.display();
+    Ok(match form {
+        ContainerForm::Docker => format!(
+            "-e AWS_CONTAINER_CREDENTIALS_FULL_URI={uri} \
+             -e AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={CONTAINER_TOKEN_PATH} \
+             -v {token_file}:{CONTAINER_TOKEN_PATH}:ro\n"
+        ),
+        ContainerForm::Compose => format!(
+            "    environment:\n      \
+             AWS_CONTAINER_CREDENTIALS_FULL_URI: \"{uri}\"\n      \
+             AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: \"{CONTAINER_TOKEN_PATH}\"\n    \
+             volumes:\n      \
+             - \"{token_file}:{CONTAINER_TOKEN_PATH}:ro\"\n"
+        ),
+    })
 }
 
 fn pick_role<'a>(
@@ -366,6 +429,36 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
             Some(&unreadable),
         );
         assert!(error.unwrap_err().contains("cannot read the token file"));
+    }
+
+    #[test]
+    fn container_flags_and_compose() {
+        let one =
+            "[[roles]]\nname = \"piyo\"\narn = \"arn:aws:iam::444455556666:role/piyo-role\"\n";
+        let mut endpoints = endpoints(one);
+        let none = container_lines(&endpoints, None, ContainerForm::Docker, anything);
+        assert!(none.unwrap_err().contains("[containers]"));
+        endpoints.containers = vec![
+            "[fd00:ec2::23]:80".parse().unwrap(),
+            "169.254.170.23:80".parse().unwrap(),
+        ];
+        let flags = container_lines(&endpoints, None, ContainerForm::Docker, anything).unwrap();
+        assert_eq!(
+            flags,
+            "-e AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/roles/piyo \
+             -e AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/assume-roled/token \
+             -v /var/lib/assume-roled/token:/run/assume-roled/token:ro\n"
+        );
+        let compose = container_lines(&endpoints, None, ContainerForm::Compose, anything).unwrap();
+        assert!(
+            compose.contains(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI: \"http://169.254.170.23/roles/piyo\""
+            )
+        );
+        assert!(compose.contains("- \"/var/lib/assume-roled/token:/run/assume-roled/token:ro\""));
+        endpoints.containers.truncate(1);
+        let v6 = container_lines(&endpoints, None, ContainerForm::Docker, anything).unwrap();
+        assert!(v6.contains("http://[fd00:ec2::23]/roles/piyo"), "{v6}");
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub fn role(name: &str) -> RoleConfig {
         duration: HOUR,
         allowed_users: Vec::new(),
         allowed_groups: Vec::new(),
+        allowed_networks: Vec::new(),
         token_file: None,
         group: None,
         max_sessions: crate::config::DEFAULT_MAX_SESSIONS,

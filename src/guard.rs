@@ -9,6 +9,15 @@
 //!   instance metadata with the `[imds]` role, to the users that role admits;
 //! - `block`: it is refused at once with a TCP reset (never a hang).
 //!
+//! With `[containers]`, the same table also covers containers on this host, whose traffic
+//! arrives on an interface of the host (a bridge, a veth) rather than from a local socket:
+//! their connections to the instance metadata are sent to the daemon's container listener
+//! (`imds = "redirect"`) or refused (`"block"`), in the `prerouting`, `input` and `forward`
+//! hooks, for everything that does not come in on loopback. `guard apply` also puts the
+//! container addresses (169.254.170.23, `fd00:ec2::23`) on an interface of the daemon's own, a
+//! dummy link (`assume-roled0`), or on loopback where the kernel has no dummy driver; the
+//! daemon listens there, and no `route_localnet` is needed. `guard remove` takes them away.
+//!
 //! root, the daemon's own user and the configured exempt users and groups keep the real
 //! instance metadata (the SSM and CloudWatch agents run as root; root could remove any rule
 //! anyway). The rules match the socket's owner (`meta skuid`, `meta skgid`: the user and the
@@ -24,6 +33,7 @@
 //! touches the firewall: `assume-roled guard apply` runs as root before it starts.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::process::{Command, Stdio};
 
 use crate::accounts;
@@ -51,11 +61,28 @@ pub enum GuardError {
     /// `nft` refused the rules or could not run.
     #[error("nft failed: {0}")]
     Nft(String),
+    /// `ip` could not put the container addresses in place, or take them away.
+    #[error("{0}")]
+    Link(String),
 }
+
+mod links;
+
+/// The link the container addresses are put on.
+pub const LINK: &str = "assume-roled0";
 
 /// What the rules are made of, names resolved to ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
+    /// Local users' metadata traffic (`[imds] guard`), if guarded.
+    pub local: Option<LocalRules>,
+    /// Containers' traffic (`[containers]`), if served.
+    pub containers: Option<ContainerRules>,
+}
+
+/// What local users' connections to the instance metadata meet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRules {
     /// What non-exempt metadata traffic meets.
     pub mode: GuardMode,
     /// The daemon's listener port, where `redirect` sends it.
@@ -66,8 +93,72 @@ pub struct Rules {
     pub exempt_gids: Vec<u32>,
 }
 
+/// What containers' connections to the instance metadata meet, and where the daemon serves
+/// containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRules {
+    /// Redirected to the daemon, or refused.
+    pub mode: GuardMode,
+    /// The daemon's container listener that `redirect` sends metadata traffic to (IPv4).
+    pub listener: Option<SocketAddrV4>,
+    /// The addresses to put on the daemon's link.
+    pub addresses: Vec<IpAddr>,
+}
+
 /// The nft script that replaces the daemon's table with `rules`.
 pub fn ruleset(rules: &Rules) -> String {
+    let mut text = format!("{}table inet {TABLE} {{\n", removal());
+    if let Some(local) = &rules.local {
+        text.push_str(&local_chains(local));
+    }
+    if let Some(containers) = &rules.containers {
+        text.push_str(&container_chains(containers));
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// The chains for containers: their traffic comes in on an interface, not from a socket, so
+/// the rules look at everything not arriving on loopback: before routing (the redirect), and
+/// where it is delivered here (the metadata address on this host) or routed on (to the real
+/// instance metadata).
+fn container_chains(rules: &ContainerRules) -> String {
+    let from_outside = "iifname != \"lo\"";
+    let refused = vec![
+        format!("{from_outside} ip daddr {METADATA_V4} tcp dport 80 reject with tcp reset"),
+        format!("{from_outside} ip6 daddr {METADATA_V6} tcp dport 80 reject with tcp reset"),
+    ];
+    let mut text = String::new();
+    if let (GuardMode::Redirect, Some(listener)) = (rules.mode, rules.listener) {
+        let dnat =
+            format!("{from_outside} ip daddr {METADATA_V4} tcp dport 80 dnat ip to {listener}");
+        text.push_str(&chain(
+            "containers_redirect",
+            "nat",
+            "prerouting",
+            "-100",
+            &[dnat],
+        ));
+    }
+    text.push_str(&chain(
+        "containers_refuse_in",
+        "filter",
+        "input",
+        "0",
+        &refused,
+    ));
+    text.push_str(&chain(
+        "containers_refuse_on",
+        "filter",
+        "forward",
+        "0",
+        &refused,
+    ));
+    text
+}
+
+/// The chains for local users' sockets.
+fn local_chains(rules: &LocalRules) -> String {
     let exempt = exempt_lines(rules);
     let refuse_v6 = format!("ip6 daddr {METADATA_V6} tcp dport 80 reject with tcp reset");
     let (nat, refused) = match rules.mode {
@@ -86,14 +177,35 @@ pub fn ruleset(rules: &Rules) -> String {
             ],
         ),
     };
-    let mut text = format!("{}table inet {TABLE} {{\n", removal());
+    let mut text = String::new();
     if let Some(redirect) = nat {
         let body = [exempt.clone(), vec![redirect]].concat();
-        text.push_str(&chain("metadata_redirect", "nat", "-100", &body));
+        text.push_str(&chain("metadata_redirect", "nat", "output", "-100", &body));
     }
     let body = [exempt, refused].concat();
-    text.push_str(&chain("metadata_refuse", "filter", "0", &body));
-    text.push_str("}\n");
+    text.push_str(&chain("metadata_refuse", "filter", "output", "0", &body));
+    text
+}
+
+/// What `guard apply` says it installed.
+pub fn describe(rules: &Rules) -> String {
+    let mut text = String::new();
+    if let Some(local) = &rules.local {
+        text.push_str(&format!(
+            "guard applied: {} for all but uids {:?} and gids {:?} (nft table inet {TABLE})\n",
+            local.mode.as_str(),
+            local.exempt_uids,
+            local.exempt_gids,
+        ));
+    }
+    if let Some(containers) = &rules.containers {
+        let addresses: Vec<String> = containers.addresses.iter().map(IpAddr::to_string).collect();
+        text.push_str(&format!(
+            "containers: metadata {}; {} on link {LINK} (nft table inet {TABLE})\n",
+            containers.mode.as_str(),
+            addresses.join(", "),
+        ));
+    }
     text
 }
 
@@ -102,7 +214,7 @@ pub fn removal() -> String {
     format!("table inet {TABLE}\ndelete table inet {TABLE}\n")
 }
 
-fn exempt_lines(rules: &Rules) -> Vec<String> {
+fn exempt_lines(rules: &LocalRules) -> Vec<String> {
     let set = |ids: &[u32]| {
         let items: Vec<String> = ids.iter().map(u32::to_string).collect();
         format!("{{ {} }}", items.join(", "))
@@ -114,9 +226,9 @@ fn exempt_lines(rules: &Rules) -> Vec<String> {
     lines
 }
 
-fn chain(name: &str, kind: &str, priority: &str, rules: &[String]) -> String {
+fn chain(name: &str, kind: &str, hook: &str, priority: &str, rules: &[String]) -> String {
     let mut text = format!(
-        "\tchain {name} {{\n\t\ttype {kind} hook output priority {priority}; policy accept;\n"
+        "\tchain {name} {{\n\t\ttype {kind} hook {hook} priority {priority}; policy accept;\n"
     );
     for rule in rules {
         text.push_str(&format!("\t\t{rule}\n"));
@@ -127,8 +239,26 @@ fn chain(name: &str, kind: &str, priority: &str, rules: &[String]) -> String {
 
 /// The rules `config` asks for, with names resolved through the name service.
 pub fn rules_for(config: &Config) -> Result<Rules, GuardError> {
+    let local = match config.imds.as_ref().and_then(|imds| imds.guard) {
+        Some(mode) => Some(local_rules_for(config, mode)?),
+        None => None,
+    };
+    let containers = config.containers.as_ref().map(|containers| ContainerRules {
+        mode: containers.imds,
+        listener: containers.listen.iter().find_map(|address| match address {
+            SocketAddr::V4(v4) => Some(*v4),
+            SocketAddr::V6(_) => None,
+        }),
+        addresses: containers.listen.iter().map(SocketAddr::ip).collect(),
+    });
+    if local.is_none() && containers.is_none() {
+        return Err(GuardError::NotConfigured);
+    }
+    Ok(Rules { local, containers })
+}
+
+fn local_rules_for(config: &Config, mode: GuardMode) -> Result<LocalRules, GuardError> {
     let imds = config.imds.as_ref().ok_or(GuardError::NotConfigured)?;
-    let mode = imds.guard.ok_or(GuardError::NotConfigured)?;
     let mut exempt_uids = vec![0];
     exempt_uids.extend(accounts::user_id(DAEMON_USER));
     for user in &imds.exempt_users {
@@ -146,7 +276,7 @@ pub fn rules_for(config: &Config) -> Result<Rules, GuardError> {
     exempt_uids.dedup();
     exempt_gids.sort_unstable();
     exempt_gids.dedup();
-    Ok(Rules {
+    Ok(LocalRules {
         mode,
         port: config.server.listen.port(),
         exempt_uids,
@@ -154,12 +284,18 @@ pub fn rules_for(config: &Config) -> Result<Rules, GuardError> {
     })
 }
 
-/// Makes the firewall match `config`: installs the rules it asks for, replacing the daemon's
-/// table in one transaction, or, when it asks for no guard, removes the table (so that rules
-/// of an earlier configuration never outlive it). Returns the rules installed, if any.
+/// Makes the firewall and the daemon's link match `config`: installs the rules it asks for,
+/// replacing the daemon's table in one transaction, and puts the container addresses on the
+/// link; or, when it asks for nothing, removes both (so that what an earlier configuration
+/// installed never outlives it). Returns the rules installed, if any.
 pub fn apply(config: &Config) -> Result<Option<Rules>, GuardError> {
     match rules_for(config) {
-        Ok(rules) => run_nft(&ruleset(&rules)).map(|()| Some(rules)),
+        Ok(rules) => {
+            let addresses = rules.containers.as_ref().map_or(&[][..], |c| &c.addresses);
+            links::set(addresses)?;
+            run_nft(&ruleset(&rules))?;
+            Ok(Some(rules))
+        }
         // Removing what an earlier configuration installed is best effort: without nftables,
         // or without the right to change the firewall (a container), there is none to remove.
         Err(GuardError::NotConfigured) => {
@@ -173,9 +309,11 @@ pub fn apply(config: &Config) -> Result<Option<Rules>, GuardError> {
     }
 }
 
-/// Removes the daemon's table; nothing else.
+/// Removes the daemon's table and its link (or its addresses on loopback); nothing else.
 pub fn remove() -> Result<(), GuardError> {
-    run_nft(&removal())
+    let table = run_nft(&removal());
+    links::set(&[])?;
+    table
 }
 
 fn run_nft(script: &str) -> Result<(), GuardError> {
@@ -214,10 +352,13 @@ mod tests {
 
     fn rules(mode: GuardMode) -> Rules {
         Rules {
-            mode,
-            port: 9357,
-            exempt_uids: vec![0, 998],
-            exempt_gids: vec![1500],
+            local: Some(LocalRules {
+                mode,
+                port: 9357,
+                exempt_uids: vec![0, 998],
+                exempt_gids: vec![1500],
+            }),
+            containers: None,
         }
     }
 
@@ -253,7 +394,42 @@ mod tests {
     #[test]
     fn no_group_line_without_exempt_groups() {
         let mut only_root = rules(GuardMode::Block);
-        only_root.exempt_gids.clear();
+        only_root.local.as_mut().unwrap().exempt_gids.clear();
         assert!(!ruleset(&only_root).contains("skgid"));
+    }
+
+    /// Containers' metadata traffic, from any interface but loopback: sent to the container
+    /// listener (redirect) and refused otherwise, delivered here or routed on; local users'
+    /// rules are not needed for it.
+    #[test]
+    fn containers_are_redirected_or_refused_whatever_the_local_rules() {
+        let containers = |mode| Rules {
+            local: None,
+            containers: Some(ContainerRules {
+                mode,
+                listener: Some("169.254.170.23:80".parse().unwrap()),
+                addresses: vec!["169.254.170.23".parse().unwrap()],
+            }),
+        };
+        let text = ruleset(&containers(GuardMode::Redirect));
+        let redirect = "\tchain containers_redirect {\n\
+            \t\ttype nat hook prerouting priority -100; policy accept;\n\
+            \t\tiifname != \"lo\" ip daddr 169.254.169.254 tcp dport 80 dnat ip to 169.254.170.23:80\n\t}\n";
+        assert!(text.contains(redirect), "{text}");
+        for hook in ["input", "forward"] {
+            assert!(
+                text.contains(&format!("type filter hook {hook} priority 0")),
+                "{text}"
+            );
+        }
+        assert!(text.contains(
+            "iifname != \"lo\" ip6 daddr fd00:ec2::254 tcp dport 80 reject with tcp reset"
+        ));
+        assert!(!text.contains("skuid"), "no local rules asked for");
+        let blocked = ruleset(&containers(GuardMode::Block));
+        assert!(!blocked.contains("dnat"), "{blocked}");
+        assert!(blocked.contains(
+            "iifname != \"lo\" ip daddr 169.254.169.254 tcp dport 80 reject with tcp reset"
+        ));
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,9 @@ pub struct Options {
     pub peer_processes: bool,
     /// Look for connections the metadata guard redirected here (see [`Redirected`]).
     pub redirects: bool,
+    /// The `[containers]` listener: a connection whose client is no socket of this host is a
+    /// container's (served as such, by its source address) rather than refused.
+    pub containers: bool,
 }
 
 /// What all the listeners of one endpoint share: the connection limits (so that serving on
@@ -88,20 +91,36 @@ impl Admission {
     }
 }
 
-/// The key under which connections from clients whose user is unknown are counted.
-const UNKNOWN_USER: u32 = u32::MAX;
+/// Whose connections are counted together: a local user's, a container's (by its address),
+/// or those of clients whose user is unknown (one allowance for all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Holder {
+    User(u32),
+    Container(IpAddr),
+    Unknown,
+}
+
+impl Holder {
+    fn of(peer: &Peer) -> Self {
+        match (peer.uid, peer.container) {
+            (Some(uid), _) => Holder::User(uid),
+            (None, Some(address)) => Holder::Container(address),
+            (None, None) => Holder::Unknown,
+        }
+    }
+}
 
 /// Counts each user's open connections, so that one user cannot hold them all.
 struct PerUser {
     limit: usize,
     /// A std mutex: held to count, never across an await.
-    open: Mutex<HashMap<u32, usize>>,
+    open: Mutex<HashMap<Holder, usize>>,
 }
 
 /// One of a user's connections; gives its place back when dropped.
 struct UserSlot {
     users: Arc<PerUser>,
-    uid: u32,
+    holder: Holder,
 }
 
 impl PerUser {
@@ -112,23 +131,23 @@ impl PerUser {
         })
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u32, usize>> {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<Holder, usize>> {
         self.open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A place for one more connection of `uid`, unless it holds its limit already.
-    fn enter(self: &Arc<Self>, uid: u32) -> Option<UserSlot> {
+    /// A place for one more connection of `holder`, unless it holds its limit already.
+    fn enter(self: &Arc<Self>, holder: Holder) -> Option<UserSlot> {
         let mut open = self.open();
-        let count = open.entry(uid).or_insert(0);
+        let count = open.entry(holder).or_insert(0);
         if *count >= self.limit {
             return None;
         }
         *count += 1;
         Some(UserSlot {
             users: self.clone(),
-            uid,
+            holder,
         })
     }
 }
@@ -136,10 +155,10 @@ impl PerUser {
 impl Drop for UserSlot {
     fn drop(&mut self) {
         let mut open = self.users.open();
-        if let Some(count) = open.get_mut(&self.uid) {
+        if let Some(count) = open.get_mut(&self.holder) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&self.uid);
+                open.remove(&self.holder);
             }
         }
     }
@@ -337,17 +356,24 @@ pub async fn serve(
                 Some(server) => resolver.identify(client, asked_for.unwrap_or(server)).await,
                 None => Some(Peer::default()),
             };
-            let Some(peer) = peer else {
-                // No live socket of this host is the other end: the client is gone, or is not
-                // local (127.0.0.1 reached from outside). Nothing to answer.
-                debug!(%client, "connection refused: no local client socket");
-                metrics.connection_closed();
-                return;
+            let peer = match peer {
+                Some(peer) => peer,
+                // On the containers' address, a client that is no socket of this host is a
+                // container (in a network namespace of its own).
+                None if options.containers => Peer::container(client.ip()),
+                None => {
+                    // No live socket of this host is the other end: the client is gone, or is
+                    // not local (127.0.0.1 reached from outside). Nothing to answer.
+                    debug!(%client, "connection refused: no local client socket");
+                    metrics.connection_closed();
+                    return;
+                }
             };
-            // One user may hold so many connections; more are closed at once rather than
-            // made to wait, so that the others' requests never queue behind a flood. Clients
-            // whose user could not be found (no sock_diag, no /proc) share one allowance.
-            let Some(_slot) = per_user.enter(peer.uid.unwrap_or(UNKNOWN_USER)) else {
+            // One user (or container) may hold so many connections; more are closed at once
+            // rather than made to wait, so that the others' requests never queue behind a
+            // flood. Clients whose user could not be found (no sock_diag, no /proc) share one
+            // allowance.
+            let Some(_slot) = per_user.enter(Holder::of(&peer)) else {
                 debug!(%client, uid = ?peer.uid, "connection closed: the user holds max_connections_per_user");
                 metrics.connection_closed();
                 return;
@@ -402,11 +428,13 @@ mod tests {
     #[test]
     fn places_per_user() {
         let users = PerUser::new(2);
-        let first = users.enter(1000).unwrap();
-        let _second = users.enter(1000).unwrap();
-        assert!(users.enter(1000).is_none());
-        assert!(users.enter(1001).is_some(), "another user");
+        let first = users.enter(Holder::User(1000)).unwrap();
+        let _second = users.enter(Holder::User(1000)).unwrap();
+        assert!(users.enter(Holder::User(1000)).is_none());
+        assert!(users.enter(Holder::User(1001)).is_some(), "another user");
+        let container = Holder::Container("172.17.0.2".parse().unwrap());
+        assert!(users.enter(container).is_some(), "a container apart");
         drop(first);
-        assert!(users.enter(1000).is_some());
+        assert!(users.enter(Holder::User(1000)).is_some());
     }
 }

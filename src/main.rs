@@ -85,6 +85,13 @@ enum Command {
         /// daemon writes it beside its token file).
         #[arg(long, value_name = "PATH", default_value_os_t = env::default_public_copy())]
         endpoints: PathBuf,
+        /// Print `docker run` flags for a container instead ([containers] must be configured):
+        /// the full URI at the containers' address, and the token file mounted read-only.
+        #[arg(long, conflicts_with_all = ["compose", "inline_token"])]
+        docker: bool,
+        /// The same as a Compose service's `environment` and `volumes`.
+        #[arg(long, conflicts_with = "inline_token")]
+        compose: bool,
     },
 }
 
@@ -179,15 +186,9 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
                     loaded => loaded?,
                 };
                 match guard::apply(&loaded)? {
-                    Some(rules) => println!(
-                        "guard applied: {} for all but uids {:?} and gids {:?} (nft table inet {})",
-                        rules.mode.as_str(),
-                        rules.exempt_uids,
-                        rules.exempt_gids,
-                        guard::TABLE
-                    ),
+                    Some(rules) => print!("{}", guard::describe(&rules)),
                     None => println!(
-                        "no [imds] guard configured; nft table inet {} removed",
+                        "no [imds] guard or [containers] configured; nft table inet {} removed",
                         guard::TABLE
                     ),
                 }
@@ -195,7 +196,11 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             }
             GuardAction::Remove => {
                 guard::remove()?;
-                println!("guard removed (nft table inet {})", guard::TABLE);
+                println!(
+                    "guard removed (nft table inet {}, link {})",
+                    guard::TABLE,
+                    guard::LINK
+                );
                 Ok(())
             }
         },
@@ -205,9 +210,22 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             shell,
             inline_token,
             endpoints,
+            docker,
+            compose,
         } => {
             let endpoints = env::load_endpoints(&config.config, &endpoints)?;
             let readable = |path: &std::path::Path| std::fs::File::open(path).is_ok();
+            let form = match (docker, compose) {
+                (true, _) => Some(env::ContainerForm::Docker),
+                (_, true) => Some(env::ContainerForm::Compose),
+                _ => None,
+            };
+            if let Some(form) = form {
+                let lines = env::container_lines(&endpoints, role.as_deref(), form, readable)
+                    .map_err(anyhow::Error::msg)?;
+                print!("{lines}");
+                return Ok(());
+            }
             let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
             let inline: Option<env::ReadToken<'_>> = inline_token.then_some(&read);
             let lines = profile_lines(&endpoints, role.as_deref(), shell, readable, inline)

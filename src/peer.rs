@@ -37,6 +37,19 @@ pub struct Peer {
     pub groups: Vec<String>,
     pub pid: Option<u32>,
     pub exe: Option<String>,
+    /// A container's connection (to the `[containers]` listener, from no socket of this
+    /// host): its source address. Such a client has no local user.
+    pub container: Option<std::net::IpAddr>,
+}
+
+impl Peer {
+    /// A container connecting from `address`.
+    pub fn container(address: std::net::IpAddr) -> Self {
+        Self {
+            container: Some(address),
+            ..Self::default()
+        }
+    }
 }
 
 /// Shows an optional value in a log field, `-` when unknown.
@@ -197,6 +210,7 @@ impl Resolver {
             groups: names.groups,
             pid: None,
             exe: None,
+            container: None,
         })
     }
 
@@ -229,6 +243,7 @@ impl Resolver {
             groups: names.groups,
             pid,
             exe,
+            container: None,
         })
     }
 

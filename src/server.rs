@@ -95,14 +95,19 @@ impl AppState {
     }
 }
 
-/// The `Host` values a local client may send to a listener bound at `local`.
+/// The `Host` values a client may send to a listener bound at `local` (without the port
+/// where it is HTTP's own, 80, as clients then send it).
 pub fn allowed_hosts(local: SocketAddr) -> Vec<String> {
     let port = local.port();
-    let address = match local {
-        SocketAddr::V4(v4) => format!("{}:{port}", v4.ip()),
-        SocketAddr::V6(v6) => format!("[{}]:{port}", v6.ip()),
+    let host = match local {
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
     };
-    vec![address, format!("localhost:{port}")]
+    let mut hosts = vec![format!("{host}:{port}"), format!("localhost:{port}")];
+    if port == 80 {
+        hosts.push(host);
+    }
+    hosts
 }
 
 /// Prefix of the credentials paths, the only ones a role's own token opens.

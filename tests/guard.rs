@@ -8,6 +8,11 @@
 //! Each test runs itself again inside a fresh namespace (`ip netns exec`), so that everything it
 //! starts (moto, the double, the daemon, the clients) lives there and the host's own firewall
 //! and metadata are never touched.
+//!
+//! Containers: Docker's bridge is network namespaces and veth pairs, and so is the test's
+//! "container": a namespace of its own joined to the host's by a veth pair, its default route
+//! through the host, with nothing but what a container gets (the full URI and the mounted
+//! token file) or nothing at all.
 
 mod support;
 
@@ -19,6 +24,14 @@ use support::*;
 
 /// Set inside the namespace: the name of the namespace the test runs in.
 const NAMESPACE_VARIABLE: &str = "ASSUME_ROLED_TEST_NETNS";
+/// Set inside the namespace of a container test: the container's namespace.
+const CONTAINER_VARIABLE: &str = "ASSUME_ROLED_TEST_CONTAINER";
+/// The host's end of the veth pair, the container's gateway.
+const BRIDGE_ADDRESS: &str = "172.30.0.1";
+/// The container's address.
+const CONTAINER_ADDRESS: &str = "172.30.0.2";
+/// Where the daemon serves containers.
+const CONTAINER_LISTEN: &str = "169.254.170.23";
 const METADATA: &str = "169.254.169.254";
 const GROUP: &str = "ar-guard-piyo";
 /// In the role's group: gets piyo-role from the metadata address.
@@ -32,16 +45,24 @@ const INSTANCE_ROLE: &str = "assumed-role/hoge-ec2-role/";
 /// A network namespace, deleted on drop.
 struct Namespace(String);
 
+/// Runs `ip` with `args` and requires it to succeed.
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {}", args.join(" "));
+}
+
 impl Namespace {
-    fn create(name: &str) -> Self {
-        let ip = |args: &[&str]| {
-            let status = Command::new("ip").args(args).status().unwrap();
-            assert!(status.success(), "ip {}", args.join(" "));
-        };
+    /// A fresh namespace `name` with loopback up.
+    fn fresh(name: &str) -> Self {
         let _ = Command::new("ip").args(["netns", "delete", name]).status();
         ip(&["netns", "add", name]);
-        let namespace = Self(name.to_owned());
         ip(&["-n", name, "link", "set", "lo", "up"]);
+        Self(name.to_owned())
+    }
+
+    /// The host: the metadata address on its loopback.
+    fn create(name: &str) -> Self {
+        let namespace = Self::fresh(name);
         ip(&[
             "-n",
             name,
@@ -51,6 +72,24 @@ impl Namespace {
             "dev",
             "lo",
         ]);
+        namespace
+    }
+
+    /// A container's namespace `name`, joined to `host`'s by a veth pair.
+    fn container(name: &str, host: &str) -> Self {
+        let namespace = Self::fresh(name);
+        let (host_end, container_end) = ("ar-host", "ar-container");
+        let pair = ["type", "veth", "peer", "name", container_end, "netns", name];
+        ip(&[&["-n", host, "link", "add", host_end][..], &pair[..]].concat());
+        let (bridge, own) = (
+            format!("{BRIDGE_ADDRESS}/24"),
+            format!("{CONTAINER_ADDRESS}/24"),
+        );
+        ip(&["-n", host, "addr", "add", &bridge, "dev", host_end]);
+        ip(&["-n", host, "link", "set", host_end, "up"]);
+        ip(&["-n", name, "addr", "add", &own, "dev", container_end]);
+        ip(&["-n", name, "link", "set", container_end, "up"]);
+        ip(&["-n", name, "route", "add", "default", "via", BRIDGE_ADDRESS]);
         namespace
     }
 }
@@ -66,6 +105,13 @@ impl Drop for Namespace {
 /// Whether this process is the one inside the namespace, which runs the test's body. Outside,
 /// it makes a namespace, runs `test` again in there, and requires it to pass.
 fn inside_namespace(test: &str) -> bool {
+    inside_namespace_with(test, false)
+}
+
+/// Like [`inside_namespace`], with a container: a second namespace joined to the first by a
+/// veth pair (the host at [`BRIDGE_ADDRESS`], the container at [`CONTAINER_ADDRESS`], its
+/// default route through the host), named in [`CONTAINER_VARIABLE`].
+fn inside_namespace_with(test: &str, with_container: bool) -> bool {
     if std::env::var_os(NAMESPACE_VARIABLE).is_some() {
         return true;
     }
@@ -79,11 +125,14 @@ fn inside_namespace(test: &str) -> bool {
     let name = format!("ar-test-{}-{test}", std::process::id());
     let name = &name[..name.len().min(40)];
     let _namespace = Namespace::create(name);
+    let container_name = format!("{}-c", &name[..name.len().min(36)]);
+    let _container = with_container.then(|| Namespace::container(&container_name, name));
     let status = Command::new("ip")
         .args(["netns", "exec", name])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(NAMESPACE_VARIABLE, name)
+        .env(CONTAINER_VARIABLE, &container_name)
         .status()
         .unwrap();
     assert!(
@@ -111,11 +160,7 @@ impl Host {
         let double = ImdsDouble::start_at(&moto, &format!("{METADATA}:80"));
         let dir = TempDir::new("guard");
         let config = config(&dir.path().join("state/token"), &moto, mode);
-        // No keys in the environment: the daemon's own identity comes from the metadata.
-        let from_metadata = [("AWS_EC2_METADATA_DISABLED", "false")];
-        let daemon = Daemon::start_with(dir, &config, &[], &from_metadata);
-        daemon.wait_ready();
-        guard("apply", &daemon.config_file);
+        let daemon = guarded_daemon(dir, &config);
         Self {
             moto,
             _double: double,
@@ -125,14 +170,8 @@ impl Host {
 
     /// The aws CLI's answer to "who am I" when run as `user` with no credentials variable.
     fn whoami(&self, user: &str) -> Output {
-        as_user(user, venv_tool("aws"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", "/nonexistent")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", &self.moto.endpoint)
+        let mut command = as_user(user, venv_tool("aws"));
+        with_nothing_set(&mut command, &self.moto.endpoint)
             .args(WHOAMI)
             .output()
             .unwrap()
@@ -150,6 +189,29 @@ fn config(token_file: &Path, moto: &Moto, mode: &str) -> String {
         token_file.display(),
         moto.endpoint
     )
+}
+
+/// `command` with no AWS variable, profile or home of its own: only a region and where STS
+/// (moto) is.
+fn with_nothing_set<'c>(command: &'c mut Command, sts: &str) -> &'c mut Command {
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", sts)
+}
+
+/// The daemon with `config`, ready, its rules applied. No keys in its environment: its own
+/// identity comes from the metadata.
+fn guarded_daemon(dir: TempDir, config: &str) -> Daemon {
+    let from_metadata = [("AWS_EC2_METADATA_DISABLED", "false")];
+    let daemon = Daemon::start_with(dir, config, &[], &from_metadata);
+    daemon.wait_ready();
+    guard("apply", &daemon.config_file);
+    daemon
 }
 
 /// Runs `assume-roled guard <action>` and requires it to succeed.
@@ -253,4 +315,149 @@ fn block_refuses_at_once() {
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
     let (exempt, _) = token_request(EXEMPT);
     assert_eq!(stdout(&exempt), "200");
+}
+
+/// The host of a container test: moto (reachable from the container), the metadata double,
+/// and the daemon serving containers with `[containers] imds = mode`.
+struct ContainerHost {
+    moto: Moto,
+    _double: ImdsDouble,
+    daemon: Daemon,
+    container: String,
+}
+
+impl ContainerHost {
+    fn start(mode: &str) -> Self {
+        let moto = Moto::start_on("0.0.0.0");
+        let double = ImdsDouble::start_at(&moto, &format!("{METADATA}:80"));
+        let dir = TempDir::new("containers");
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"{}\"\n\n\
+             [sts]\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\n\
+             [imds]\nrole = \"piyo\"\n\n\
+             [containers]\nlisten = [\"{CONTAINER_LISTEN}:80\"]\nimds = \"{mode}\"\n\n\
+             [[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\nsession_name = \"hoge\"\n\
+             allowed_networks = [\"172.30.0.0/24\"]\n",
+            free_port(),
+            dir.path().join("state/token").display(),
+            moto.endpoint
+        );
+        let daemon = guarded_daemon(dir, &config);
+        Self {
+            moto,
+            _double: double,
+            daemon,
+            container: std::env::var(CONTAINER_VARIABLE).unwrap(),
+        }
+    }
+
+    /// `program` in the container, with only `variables` (and a region and moto's address,
+    /// which a container would have from its image and its network).
+    fn in_container(&self, program: &str, variables: &[(&str, &str)]) -> Command {
+        let moto = self.moto.endpoint.replace("127.0.0.1", BRIDGE_ADDRESS);
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.container])
+            .arg(program);
+        with_nothing_set(&mut command, &moto).envs(variables.iter().copied());
+        command
+    }
+
+    /// The aws CLI's "who am I" in the container.
+    fn whoami(&self, variables: &[(&str, &str)]) -> Output {
+        let aws = venv_tool("aws");
+        let mut command = self.in_container(aws.to_str().unwrap(), variables);
+        command.args(WHOAMI).output().unwrap()
+    }
+}
+
+/// A container with the full URI at 169.254.170.23 and the role's token file acts as the role;
+/// without the token it gets 401; with no AWS variable at all its SDK finds the instance
+/// metadata, which the rules send to the daemon: the role again, never the instance role. A
+/// host process reaching the container address is a local user, not a container (the role is
+/// for container networks only: 403). After `guard remove`, the same container gets the
+/// instance role from the real metadata: the rules did all of it.
+#[test]
+fn containers_get_the_role_and_never_the_instance_role() {
+    if !inside_namespace_with("containers_get_the_role_and_never_the_instance_role", true) {
+        return;
+    }
+    let host = ContainerHost::start("redirect");
+    let uri = format!("http://{CONTAINER_LISTEN}/roles/piyo");
+    let token_file = host.daemon.token_file.to_str().unwrap().to_owned();
+    let with_token = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri.as_str()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.as_str(),
+        ),
+    ];
+    assert_acts_as_piyo(&host.whoami(&with_token));
+
+    let no_token = host
+        .in_container("curl", &[])
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &uri])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&no_token), "401");
+
+    let bare = host.whoami(&[("AWS_EC2_METADATA_DISABLED", "false")]);
+    assert_acts_as_piyo(&bare);
+
+    let log = host.daemon.log();
+    let served = (log.lines())
+        .find(|l| l.contains("credentials served") && l.contains("via=imds"))
+        .unwrap_or_else(|| panic!("no audit line for the container's metadata read:\n{log}"));
+    assert!(
+        served.contains(&format!("container={CONTAINER_ADDRESS}")),
+        "{served}"
+    );
+
+    // On the host, even from the bridge's own address, a process is a local user.
+    let token = host.daemon.token();
+    let posing = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            BRIDGE_ADDRESS,
+        ])
+        .args(["-H", &format!("Authorization: {token}"), &uri])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&posing), "403", "a host process is no container");
+
+    guard("remove", &host.daemon.config_file);
+    let unguarded = host.whoami(&[("AWS_EC2_METADATA_DISABLED", "false")]);
+    assert!(acts_as_instance_role(&unguarded), "{}", stderr(&unguarded));
+}
+
+/// Block: a container's connection to the instance metadata is refused at once.
+#[test]
+fn containers_metadata_is_blocked() {
+    if !inside_namespace_with("containers_metadata_is_blocked", true) {
+        return;
+    }
+    let host = ContainerHost::start("block");
+    let started = SystemTime::now();
+    let refused = host
+        .in_container("curl", &[])
+        .args([
+            "-s",
+            "-X",
+            "PUT",
+            "-H",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+        ])
+        .arg(format!("http://{METADATA}/latest/api/token"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(7), "curl: couldn't connect");
+    assert!(started.elapsed().unwrap() < Duration::from_secs(1));
+    let bare = host.whoami(&[("AWS_EC2_METADATA_DISABLED", "false")]);
+    assert!(!bare.status.success());
+    assert!(!acts_as_instance_role(&bare), "{}", stdout(&bare));
 }

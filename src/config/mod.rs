@@ -18,7 +18,7 @@
 //! holds exactly the keys validation knows). Nothing downstream of [`Config`] ever sees an
 //! unchecked value.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ mod validate;
 mod values;
 
 pub use template::{Subject, Template};
-pub use values::{RoleArn, parse_duration, session_name_from_host};
+pub use values::{Network, RoleArn, parse_duration, session_name_from_host};
 
 /// Where `serve`, `check` and `env` look for the configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/assume-roled/config.toml";
@@ -58,6 +58,8 @@ pub struct Config {
     pub sts: StsConfig,
     /// The instance-metadata endpoint; `None` (the default) leaves it off.
     pub imds: Option<ImdsConfig>,
+    /// The endpoint for containers on this host; `None` (the default) leaves it off.
+    pub containers: Option<ContainersConfig>,
     /// The `[[roles]]` entries, in file order.
     pub roles: Vec<RoleConfig>,
 }
@@ -118,6 +120,26 @@ pub struct ImdsConfig {
     /// Groups whose members keep it, by the group a connection's socket is created with.
     pub exempt_groups: Vec<String>,
 }
+
+/// `[containers]`: serve containers on this host at an address SDKs accept for containers, and
+/// keep their metadata traffic from the instance role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainersConfig {
+    /// Where containers reach the daemon: `169.254.170.23`, `169.254.170.2` or
+    /// `[fd00:ec2::23]`, any port.
+    pub listen: Vec<SocketAddr>,
+    /// What containers' connections to the instance metadata meet: sent to the daemon (which
+    /// answers with the `[imds]` role, to the containers its `allowed_networks` admit), or
+    /// refused.
+    pub imds: GuardMode,
+}
+
+/// The addresses SDKs accept in `AWS_CONTAINER_CREDENTIALS_FULL_URI` besides loopback.
+pub const CONTAINER_ADDRESSES: [IpAddr; 3] = [
+    IpAddr::V4(Ipv4Addr::new(169, 254, 170, 23)),
+    IpAddr::V4(Ipv4Addr::new(169, 254, 170, 2)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23)),
+];
 
 /// What the guard does with a local user's connection to the real instance metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +212,10 @@ pub struct RoleConfig {
     pub allowed_users: Vec<String>,
     /// See `allowed_users`.
     pub allowed_groups: Vec<String>,
+    /// Containers whose connections come from these networks get this role (a container has
+    /// no local user); with `allowed_*`, the role is restricted to those users, groups and
+    /// networks together.
+    pub allowed_networks: Vec<Network>,
     /// The role's own token file, so that reading it (membership of `group`) is what grants
     /// this role; `None`: the role is served to holders of the server's token.
     pub token_file: Option<PathBuf>,
@@ -256,18 +282,25 @@ impl RoleConfig {
         }
     }
 
-    /// Whether any local user may have this role (no `allowed_users` or `allowed_groups`).
+    /// Whether anyone holding the token may have this role (no `allowed_users`,
+    /// `allowed_groups` or `allowed_networks`).
     pub fn open_to_all(&self) -> bool {
-        self.allowed_users.is_empty() && self.allowed_groups.is_empty()
+        self.allowed_users.is_empty()
+            && self.allowed_groups.is_empty()
+            && self.allowed_networks.is_empty()
     }
 
-    /// Whether a client running as `user`, member of `groups`, may have this role.
-    pub fn admits(&self, user: Option<&str>, groups: &[String]) -> bool {
+    /// Whether a client running as `user`, member of `groups` (a local process), or a
+    /// container connecting from `container`, may have this role.
+    pub fn admits(&self, user: Option<&str>, groups: &[String], container: Option<IpAddr>) -> bool {
         if self.open_to_all() {
             return true;
         }
         let named = user.is_some_and(|user| self.allowed_users.iter().any(|u| u == user));
-        named || groups.iter().any(|g| self.allowed_groups.contains(g))
+        let grouped = groups.iter().any(|g| self.allowed_groups.contains(g));
+        let networked = container
+            .is_some_and(|address| self.allowed_networks.iter().any(|n| n.contains(address)));
+        named || grouped || networked
     }
 }
 

@@ -15,7 +15,7 @@ use toml::{Spanned, Value};
 use super::{Problem, line_of};
 
 /// The top-level tables.
-pub(super) const TOP_KEYS: &[&str] = &["server", "sts", "imds", "roles"];
+pub(super) const TOP_KEYS: &[&str] = &["server", "sts", "imds", "containers", "roles"];
 
 type Table = BTreeMap<String, Spanned<Value>>;
 
@@ -25,6 +25,7 @@ struct Document {
     server: Option<Spanned<Table>>,
     sts: Option<Spanned<Table>>,
     imds: Option<Spanned<Table>>,
+    containers: Option<Spanned<Table>>,
     #[serde(default)]
     roles: Vec<Spanned<Table>>,
 }
@@ -99,6 +100,7 @@ pub(super) struct RawConfig {
     pub(super) server: RawTable,
     pub(super) sts: RawTable,
     pub(super) imds: Option<RawTable>,
+    pub(super) containers: Option<RawTable>,
     pub(super) roles: Vec<RawTable>,
 }
 
@@ -107,7 +109,7 @@ impl RawConfig {
     pub(super) fn unknown_keys(&self, text: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
         let tables = [&self.server, &self.sts].into_iter().chain(&self.imds);
-        for table in tables.chain(&self.roles) {
+        for table in tables.chain(&self.containers).chain(&self.roles) {
             table.unknown_keys(text, &mut problems);
         }
         problems
@@ -118,10 +120,11 @@ impl RawConfig {
     pub(super) fn known_keys(&self) -> std::collections::BTreeSet<String> {
         let named = [("server", &self.server), ("sts", &self.sts)];
         let imds = self.imds.iter().map(|table| ("imds", table));
+        let containers = self.containers.iter().map(|table| ("containers", table));
         let roles = self.roles.iter().map(|table| ("roles", table));
         let mut keys: std::collections::BTreeSet<String> =
             TOP_KEYS.iter().map(|k| k.to_string()).collect();
-        for (name, table) in named.into_iter().chain(imds).chain(roles) {
+        for (name, table) in named.into_iter().chain(imds).chain(containers).chain(roles) {
             keys.extend(
                 table
                     .asked
@@ -161,6 +164,9 @@ pub(super) fn read(text: &str) -> Result<(RawConfig, Vec<Problem>), Vec<Problem>
         imds: document
             .imds
             .map(|table| RawTable::new("imds.".into(), Some(table))),
+        containers: document
+            .containers
+            .map(|table| RawTable::new("containers.".into(), Some(table))),
         roles: roles
             .map(|(index, table)| RawTable::new(format!("roles[{index}]."), Some(table)))
             .collect(),

@@ -266,9 +266,14 @@ fn restrictions_need_peer_lookup() {
         (7, "roles[0].allowed_*")
     );
     let allowed = from_toml(&format!("{MINIMAL}allowed_groups = [\"ops\"]\n"), "h").unwrap();
-    assert!(allowed.roles[0].admits(Some("x"), &["ops".to_owned()]));
-    assert!(!allowed.roles[0].admits(Some("ops"), &[]));
-    assert!(!allowed.roles[0].admits(None, &[]));
+    assert!(allowed.roles[0].admits(Some("x"), &["ops".to_owned()], None));
+    assert!(!allowed.roles[0].admits(Some("ops"), &[], None));
+    assert!(!allowed.roles[0].admits(None, &[], None));
+    let container = Some("172.17.0.2".parse().unwrap());
+    assert!(
+        !allowed.roles[0].admits(None, &[], container),
+        "no network named"
+    );
     assert!(problems(&format!("{MINIMAL}allowed_users = [\"Not A Name\"]\n")).len() == 1);
 }
 
@@ -442,4 +447,70 @@ fn per_user_roles_need_the_peer_lookup() {
     assert!(from_toml(&identity, "h").unwrap().roles[0].per_user());
     let unknown = format!("{MINIMAL}session_name = \"{{login}}\"\n");
     assert!(problems(&unknown)[0].message.contains("{login}"));
+}
+
+/// `[containers]`: only the addresses SDKs accept, `imds = "redirect"` only for a metadata role
+/// that names container networks, and the peer lookup on; networks in CIDR notation.
+#[test]
+fn containers_and_their_networks() {
+    let served = format!(
+        "{MINIMAL}allowed_networks = [\"172.17.0.0/16\", \"fd00:1::/64\"]\n\
+         [imds]\nrole = \"piyo\"\n[containers]\nlisten = [\"169.254.170.23:80\", \"[fd00:ec2::23]:80\"]\n\
+         imds = \"redirect\"\n"
+    );
+    let config = from_toml(&served, "h").unwrap();
+    let containers = config.containers.unwrap();
+    assert_eq!(containers.listen.len(), 2);
+    assert_eq!(containers.imds, GuardMode::Redirect);
+    let role = &config.roles[0];
+    let inside = |ip: &str| role.admits(None, &[], Some(ip.parse().unwrap()));
+    assert!(inside("172.17.0.2") && inside("fd00:1::5"));
+    assert!(!inside("172.18.0.2") && !inside("10.0.0.1"));
+    assert!(
+        !role.admits(Some("hoge"), &[], None),
+        "networks restrict the role"
+    );
+
+    let default = format!("{MINIMAL}[containers]\nlisten = [\"169.254.170.23:80\"]\n");
+    let config = from_toml(&default, "h").unwrap();
+    assert_eq!(
+        config.containers.unwrap().imds,
+        GuardMode::Block,
+        "block by default"
+    );
+
+    let keys = |text: &str| -> Vec<(String, String)> {
+        problems(text)
+            .into_iter()
+            .map(|p| (p.key, p.message))
+            .collect()
+    };
+    let found = keys(&format!(
+        "{MINIMAL}[containers]\nlisten = [\"10.0.0.5:80\"]\n"
+    ));
+    assert_eq!(found[0].0, "containers.listen");
+    assert!(found[0].1.contains("169.254.170.23"), "{found:?}");
+    let found = keys(&format!(
+        "{MINIMAL}[containers]\nlisten = [\"169.254.170.23:80\"]\nimds = \"redirect\"\n"
+    ));
+    assert_eq!(found[0].0, "containers.imds");
+    assert!(found[0].1.contains("allowed_networks"), "{found:?}");
+    let found = keys(&format!(
+        "[server]\npeer_lookup = false\n{MINIMAL}[containers]\nlisten = [\"169.254.170.23:80\"]\n"
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|(k, m)| k == "containers.listen" && m.contains("peer_lookup")),
+        "{found:?}"
+    );
+    let found = keys(&format!(
+        "{MINIMAL}allowed_networks = [\"172.17.0.1/16\"]\n"
+    ));
+    assert!(
+        found[0].1.contains("172.17.0.0/16"),
+        "suggests the network: {found:?}"
+    );
+    let found = keys(&format!("{MINIMAL}allowed_networks = [\"172.17.0.0\"]\n"));
+    assert!(found[0].1.contains("prefix"), "{found:?}");
 }

@@ -14,12 +14,12 @@ use toml::{Spanned, Value};
 
 use super::raw::{RawConfig, RawTable};
 use super::values::{
-    RoleArn, is_account_name, parse_endpoint, parse_external_id, parse_listen, parse_region,
-    parse_role_name, parse_session_duration, parse_session_name, parse_source_identity,
-    parse_token_file, session_name_from_host,
+    Network, RoleArn, is_account_name, parse_container_listen, parse_endpoint, parse_external_id,
+    parse_listen, parse_region, parse_role_name, parse_session_duration, parse_session_name,
+    parse_source_identity, parse_token_file, session_name_from_host,
 };
 use super::{
-    Accounts, Config, DEFAULT_DURATION, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    Accounts, Config, ContainersConfig, DEFAULT_DURATION, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS, DEFAULT_TOKEN_FILE, GuardMode,
     ImdsConfig, Problem, RoleConfig, ServerConfig, StsConfig, Template, line_of,
 };
@@ -126,6 +126,37 @@ impl Checker<'_> {
         default
     }
 
+    /// A list of strings, each checked by `parse`; empty if absent or reported.
+    fn list<T>(
+        &mut self,
+        table: &RawTable,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let kind = "a list of strings";
+        let Some((items, offset)) = self.typed(table, key, kind, Value::as_array) else {
+            return Vec::new();
+        };
+        let mut parsed = Vec::new();
+        for item in items {
+            let checked = match item.as_str() {
+                Some(text) => parse(text),
+                None => Err(format!(
+                    "expected {kind}, found {} in the list",
+                    item.type_str()
+                )),
+            };
+            match checked {
+                Ok(value) => parsed.push(value),
+                Err(message) => {
+                    self.report(offset, &table.path(key), message);
+                    return Vec::new();
+                }
+            }
+        }
+        parsed
+    }
+
     /// A list of user or group names, each as `useradd` and `groupadd` accept them.
     fn names(&mut self, table: &RawTable, key: &'static str) -> Vec<String> {
         let Some((items, offset)) = self.typed(table, key, "a list of names", Value::as_array)
@@ -211,10 +242,13 @@ pub(super) fn validate(
         Some(table) => Some(validate_imds(&mut checker, table, &raw.roles)?),
         None => None,
     };
+    let containers = (raw.containers.as_ref())
+        .map(|table| validate_containers(&mut checker, table, raw, imds.as_ref()));
     Some(Config {
         server,
         sts,
         imds,
+        containers,
         roles: roles.into_iter().collect::<Option<_>>()?,
     })
 }
@@ -276,13 +310,7 @@ fn validate_imds(
         }
     });
     let upstream = checker.optional(raw, "upstream", parse_endpoint);
-    let guard = checker.optional(raw, "guard", |mode| match mode {
-        "redirect" => Ok(GuardMode::Redirect),
-        "block" => Ok(GuardMode::Block),
-        other => Err(format!(
-            "{other:?} is not a guard mode: \"redirect\" or \"block\""
-        )),
-    });
+    let guard = checker.optional(raw, "guard", parse_guard_mode);
     let exempt_users = checker.existing(raw, "exempt_users", NameKind::User);
     let exempt_groups = checker.existing(raw, "exempt_groups", NameKind::Group);
     Some(ImdsConfig {
@@ -294,13 +322,63 @@ fn validate_imds(
     })
 }
 
-/// Whether role `name` is restricted to named users or groups.
+/// Whether role `name` is restricted to named users, groups or networks.
 fn restricted(roles: &[RawTable], name: &str) -> bool {
     roles.iter().any(|role| {
         role.str("name") == Some(name)
-            && (names_someone(role.get("allowed_users"))
-                || names_someone(role.get("allowed_groups")))
+            && ["allowed_users", "allowed_groups", "allowed_networks"]
+                .iter()
+                .any(|key| names_someone(role.get(key)))
     })
+}
+
+fn validate_containers(
+    checker: &mut Checker<'_>,
+    raw: &RawTable,
+    config: &RawConfig,
+    imds: Option<&ImdsConfig>,
+) -> ContainersConfig {
+    let listen = checker.list(raw, "listen", parse_container_listen);
+    if raw.get("listen").is_none() {
+        let message = "is required: where containers reach the daemon, e.g. \
+                       [\"169.254.170.23:80\", \"[fd00:ec2::23]:80\"]";
+        checker.report(raw.start(), &raw.path("listen"), message.to_owned());
+    }
+    let mode = checker.optional(raw, "imds", parse_guard_mode);
+    if let (Some(GuardMode::Redirect), Some(value)) = (mode, raw.get("imds")) {
+        let role = imds.map(|imds| imds.role.as_str());
+        let networked = role.is_some_and(|name| {
+            (config.roles.iter())
+                .any(|r| r.str("name") == Some(name) && names_someone(r.get("allowed_networks")))
+        });
+        if !networked {
+            let message = "\"redirect\" answers containers with the [imds] role, which must \
+                           name the containers that may have it (allowed_networks)";
+            checker.report(value.span().start, &raw.path("imds"), message.to_owned());
+        }
+    }
+    // A host process can reach the container address too, from any of the host's addresses:
+    // only the peer lookup tells it from a container.
+    let lookup = config.server.get("peer_lookup");
+    if lookup.and_then(|value| value.get_ref().as_bool()) == Some(false) {
+        let message = "needs server.peer_lookup, which is false: it tells local processes \
+                       from containers";
+        checker.report(raw.start(), &raw.path("listen"), message.to_owned());
+    }
+    ContainersConfig {
+        listen,
+        imds: mode.unwrap_or(GuardMode::Block),
+    }
+}
+
+fn parse_guard_mode(mode: &str) -> Result<GuardMode, String> {
+    match mode {
+        "redirect" => Ok(GuardMode::Redirect),
+        "block" => Ok(GuardMode::Block),
+        other => Err(format!(
+            "{other:?} is not a guard mode: \"redirect\" or \"block\""
+        )),
+    }
 }
 
 /// Whether an `allowed_*` value names anyone: an empty list restricts nothing.
@@ -329,6 +407,7 @@ fn validate_role(checker: &mut Checker<'_>, raw: &RawTable, host_name: &str) -> 
     let duration = checker.or_default(raw, "duration", DEFAULT_DURATION, parse_session_duration);
     let allowed_users = checker.names(raw, "allowed_users");
     let allowed_groups = checker.names(raw, "allowed_groups");
+    let allowed_networks = checker.list(raw, "allowed_networks", Network::parse);
     let token_file = checker.optional(raw, "token_file", parse_token_file);
     let group = checker.optional(raw, "group", |name| match is_account_name(name) {
         true => Ok(name.to_owned()),
@@ -350,6 +429,7 @@ fn validate_role(checker: &mut Checker<'_>, raw: &RawTable, host_name: &str) -> 
         duration,
         allowed_users,
         allowed_groups,
+        allowed_networks,
         token_file,
         group,
         max_sessions,

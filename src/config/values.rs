@@ -2,7 +2,7 @@
 //! sentence that says what is wrong out. Validation calls them; tests call them directly.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -238,4 +238,106 @@ pub(super) fn is_account_name(name: &str) -> bool {
         && name.len() <= 32
         && chars
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A network in CIDR notation (`172.17.0.0/16`, `fd00::/8`), for `allowed_networks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses `<address>/<prefix length>`; the address must have no bits past the prefix.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expected = "expected a network such as \"172.17.0.0/16\"";
+        let (address, prefix) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} has no prefix length; {expected}"))?;
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address; {expected}"))?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| u32::from(*p) <= bits)
+            .ok_or_else(|| format!("{text:?} has a prefix length outside 0 to {bits}"))?;
+        let network = Self { address, prefix };
+        if !network.contains(address) || network.host_bits(address) != 0 {
+            return Err(format!(
+                "{text:?} has bits set past its prefix length; did you mean {}?",
+                network.masked()
+            ));
+        }
+        Ok(network)
+    }
+
+    /// Whether `address` is in this network (an IPv4 address never is in an IPv6 network).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match (self.address, address) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    fn host_bits(&self, address: IpAddr) -> u128 {
+        match address {
+            IpAddr::V4(ip) => u128::from(
+                u32::from(ip) & u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0),
+            ),
+            IpAddr::V6(ip) => {
+                u128::from(ip) & u128::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0)
+            }
+        }
+    }
+
+    fn masked(&self) -> String {
+        let address = match self.address {
+            IpAddr::V4(ip) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(ip) & mask).into())
+            }
+            IpAddr::V6(ip) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(ip) & mask).into())
+            }
+        };
+        format!("{address}/{}", self.prefix)
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+/// A `[containers] listen` address: one SDKs accept for containers.
+pub(super) fn parse_container_listen(text: &str) -> Result<SocketAddr, String> {
+    let allowed = "169.254.170.23:<port>, 169.254.170.2:<port> or [fd00:ec2::23]:<port>";
+    let address: SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an address such as \"169.254.170.23:80\""))?;
+    if !super::CONTAINER_ADDRESSES.contains(&address.ip()) {
+        return Err(format!(
+            "{text:?} is not an address SDKs accept for container credentials: use {allowed}"
+        ));
+    }
+    Ok(address)
 }

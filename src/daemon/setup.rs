@@ -86,6 +86,8 @@ pub struct Listeners {
     pub main: Vec<TcpListener>,
     /// `[server] metrics_listen`: `/metrics` only, without the token.
     pub metrics: Option<TcpListener>,
+    /// `[containers] listen`: what the main listeners serve, for containers.
+    pub containers: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -175,10 +177,62 @@ pub async fn bind(config: &Config, mut passed: Passed) -> anyhow::Result<Listene
         Some(address) => Some(take_or_bind(&mut passed, address, "metrics_listen").await?),
         None => None,
     };
+    let mut containers = Vec::new();
+    for address in config.containers.iter().flat_map(|c| &c.listen) {
+        let listener = match passed.take(*address) {
+            Some(listener) => take(listener)?,
+            None => bind_free(*address, "containers.listen")?,
+        };
+        containers.push(listener);
+    }
     if let Some((address, _)) = passed.0.first() {
         return Err(SetupError::UnexpectedSocket { address: *address }.into());
     }
-    Ok(Listeners { main, metrics })
+    Ok(Listeners {
+        main,
+        metrics,
+        containers,
+    })
+}
+
+fn take(listener: std::net::TcpListener) -> anyhow::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener)?)
+}
+
+/// Binds a container address even before `guard apply` has put it on the daemon's link
+/// (`IP_FREEBIND`), so that the order in which the two happen does not matter. Under systemd
+/// the sockets come from `assume-roled-containers.socket` instead: port 80 is privileged, and
+/// the unit grants the daemon no capability.
+fn bind_free(address: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let bound = || -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+        match address {
+            SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => {
+                socket.set_only_v6(true)?;
+                socket.set_freebind_v6(true)?;
+            }
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(BACKLOG as i32)?;
+        Ok(socket.into())
+    };
+    let hint = match address.port() {
+        port if port < 1024 => {
+            "; under systemd, enable assume-roled-containers.socket, which holds the port"
+        }
+        _ => "",
+    };
+    bound()
+        .and_then(|listener| {
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)
+        })
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot listen on {address} ({key}){hint}"))
 }
 
 async fn take_or_bind(
@@ -187,10 +241,7 @@ async fn take_or_bind(
     key: &str,
 ) -> anyhow::Result<TcpListener> {
     match passed.take(address) {
-        Some(listener) => {
-            listener.set_nonblocking(true)?;
-            Ok(TcpListener::from_std(listener)?)
-        }
+        Some(listener) => take(listener),
         None => bind_to(address, key).await,
     }
 }

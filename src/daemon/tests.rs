@@ -94,6 +94,7 @@ impl Running {
             listeners: Listeners {
                 main: vec![main],
                 metrics,
+                containers: Vec::new(),
             },
             sts: sts.clone(),
             clock,
@@ -330,6 +331,7 @@ async fn a_self_loop_is_refused_at_start() {
         listeners: Listeners {
             main: vec![TcpListener::bind(taken).await.unwrap()],
             metrics: None,
+            containers: Vec::new(),
         },
         sts: sts.clone(),
         clock,

@@ -122,9 +122,15 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// Moto listening on `host` (`0.0.0.0`: also reachable from a namespace joined to this one);
+    /// `endpoint` is its loopback address either way.
+    pub fn start_on(host: &str) -> Self {
         let port = free_port();
         let child = Command::new(venv_tool("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", host, "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
