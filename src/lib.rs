@@ -6,7 +6,8 @@
 //! How the parts fit, in the order data flows; each module uses only those above it
 //! (`tests/layout.rs` checks it):
 //!
-//! - `accounts` names users and groups through the system's name service; `config` reads and
+//! - [`logs`] writes log lines off the request path, through a bounded queue that counts what it
+//!   has to drop; `accounts` names users and groups through the system's name service; `config` reads and
 //!   validates the TOML file into a [`config::Config`]; `clock` is the wall-clock seam;
 //!   `credentials` holds a set, redacted in `Debug`, with its response bodies built once per
 //!   refresh; `metrics` counts requests, refreshes, STS latency and connections;
@@ -42,6 +43,7 @@
 
 // In the order data flows. Public: what `main` uses (and, with the `fuzzing` feature, the
 // entry points of the fuzz targets).
+pub mod logs;
 mod accounts;
 pub mod config;
 mod clock;

@@ -278,9 +278,13 @@ fn init_logging(daemon: bool) {
         .unwrap_or_else(|_| default.to_owned());
     let filter = EnvFilter::try_new(format!("{wanted},{SECRET_SAFE_CAPS}"))
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},{SECRET_SAFE_CAPS}")));
+    // Off the request path: a slow journal never holds a request, and what a full queue has
+    // to drop is counted and reported.
+    let (writer, _dropped) =
+        assume_roled::logs::queued(assume_roled::logs::QUEUE_LINES, std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
