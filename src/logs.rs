@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Lines waiting to be written at most: a burst of this many never blocks or drops.
 pub const QUEUE_LINES: usize = 16_384;
@@ -52,20 +52,24 @@ impl QueueWriter {
     /// Waits (at most `limit`) until every line queued so far is written: before the process
     /// exits, so that its last lines are not lost.
     pub fn flush_within(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
+        const PAUSE: Duration = Duration::from_millis(1);
         let (done, written) = sync_channel(1);
         let mut message = Message::Flush(done);
+        // A full queue takes the flush once the writer has made room; outside any runtime, so
+        // the wait is counted in pauses rather than read off a clock.
+        let mut pauses = limit.as_millis();
         loop {
             match self.lines.try_send(message) {
                 Ok(()) => break,
-                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                Err(TrySendError::Full(back)) if pauses > 0 => {
                     message = back;
-                    std::thread::sleep(Duration::from_millis(1));
+                    pauses -= 1;
+                    std::thread::sleep(PAUSE);
                 }
                 Err(_) => return,
             }
         }
-        let _ = written.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        let _ = written.recv_timeout(limit);
     }
 }
 
@@ -113,7 +117,7 @@ pub fn queued(capacity: usize, out: impl Write + Send + 'static) -> (QueueWriter
 /// Writes queued lines until every sender is gone, saying how many were dropped whenever the
 /// queue has run dry after losing some.
 fn write_lines(queue: Receiver<Message>, mut out: impl Write, dropped: &Dropped) {
-    let mut write = |message: Message, out: &mut dyn Write| match message {
+    let write = |message: Message, out: &mut dyn Write| match message {
         Message::Line(line) => {
             let _ = out.write_all(&line);
         }

@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use assume_roled::config::{self, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
 use assume_roled::env::{self, Shell, profile_lines};
+use assume_roled::logs::{self, QueueWriter};
 use assume_roled::{check, daemon, guard, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
@@ -113,12 +114,13 @@ struct ConfigArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
-    init_logging(serving);
-    // Before any thread starts: taking systemd's listeners clears LISTEN_FDS and LISTEN_PID.
+    // Before any thread starts (the log writer is one): taking systemd's listeners clears
+    // LISTEN_FDS and LISTEN_PID.
     let passed = match serving.then(daemon::Passed::from_systemd).transpose() {
         Ok(passed) => passed.unwrap_or_default(),
         Err(error) => return report(&error),
     };
+    let logs = init_logging(serving);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
@@ -126,11 +128,16 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime.block_on(run(cli.command, passed)),
         Err(error) => Err(anyhow::Error::from(error).context("cannot start the runtime")),
     };
+    // The last lines (the drain, "stopped") are still in the queue.
+    logs.flush_within(LOG_FLUSH_LIMIT);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => report(&error),
     }
 }
+
+/// How long the process waits at exit for its queued log lines to be written.
+const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn report(error: &anyhow::Error) -> ExitCode {
     eprintln!("assume-roled: {error:#}");
@@ -271,7 +278,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 
 /// Logs go to stderr (the journal under systemd). `ASSUME_ROLED_LOG` (or `RUST_LOG`) sets the
 /// level; the daemon defaults to `info`, the one-shot commands to `warn`.
-fn init_logging(daemon: bool) {
+fn init_logging(daemon: bool) -> QueueWriter {
     let default = if daemon { "info" } else { "warn" };
     let wanted = std::env::var("ASSUME_ROLED_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
