@@ -287,8 +287,7 @@ fn init_logging(daemon: bool) -> QueueWriter {
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},{SECRET_SAFE_CAPS}")));
     // Off the request path: a slow journal never holds a request, and what a full queue has
     // to drop is counted and reported.
-    let (writer, _dropped) =
-        assume_roled::logs::queued(assume_roled::logs::QUEUE_LINES, std::io::stderr());
+    let (writer, _dropped) = logs::queued(logs::QUEUE_LINES, std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
