@@ -290,7 +290,8 @@ fn init_logging(daemon: bool) -> QueueWriter {
     let (writer, _dropped) = logs::queued(logs::QUEUE_LINES, std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    writer
 }
