@@ -240,16 +240,20 @@ const REFUSAL_INTERVAL: Duration = Duration::from_secs(60);
 /// The most (user, role) pairs remembered; past it, those quiet for an interval are forgotten.
 const REFUSAL_ENTRIES: usize = 4096;
 
+/// Whose refusals are counted together: a user's (by uid), a container's (by address), or
+/// those of clients nobody knows.
+type Who = (Option<u32>, Option<std::net::IpAddr>);
+
 /// When each user's refusals for each role were last written, and how many since were not.
 #[derive(Default)]
 struct Refusals {
-    entries: HashMap<(Option<u32>, String), (Instant, u64)>,
+    entries: HashMap<(Who, String), (Instant, u64)>,
 }
 
 impl Refusals {
     /// Whether to write this refusal at `now`; if so, how many were left out before it.
-    fn admit(&mut self, uid: Option<u32>, role: &str, now: Instant) -> Option<u64> {
-        let key = (uid, role.to_owned());
+    fn admit(&mut self, who: Who, role: &str, now: Instant) -> Option<u64> {
+        let key = (who, role.to_owned());
         if let Some((written, left_out)) = self.entries.get_mut(&key) {
             if now.duration_since(*written) < REFUSAL_INTERVAL {
                 *left_out += 1;
@@ -314,8 +318,8 @@ pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             // A uid without an account is nobody in particular: such refusals share one key.
             let key = match (decision, &peer.user) {
-                (Decision::UnknownPeer, None) => None,
-                _ => peer.uid,
+                (Decision::UnknownPeer, None) => (None, None),
+                _ => (peer.uid, peer.container),
             };
             let Some(left_out) = refusals.admit(key, role, Instant::now()) else {
                 return;
@@ -390,21 +394,21 @@ mod tests {
         let mut refusals = Refusals::default();
         let start = Instant::now();
         let at = |seconds: u64| start + Duration::from_secs(seconds);
-        assert_eq!(refusals.admit(Some(1001), "piyo", at(0)), Some(0));
-        assert_eq!(refusals.admit(Some(1001), "piyo", at(1)), None);
-        assert_eq!(refusals.admit(Some(1001), "piyo", at(59)), None);
+        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(0)), Some(0));
+        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(1)), None);
+        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(59)), None);
         assert_eq!(
-            refusals.admit(Some(1002), "piyo", at(2)),
+            refusals.admit((Some(1002), None), "piyo", at(2)),
             Some(0),
             "another user"
         );
         assert_eq!(
-            refusals.admit(Some(1001), "fuga", at(3)),
+            refusals.admit((Some(1001), None), "fuga", at(3)),
             Some(0),
             "another role"
         );
-        assert_eq!(refusals.admit(Some(1001), "piyo", at(60)), Some(2));
-        assert_eq!(refusals.admit(Some(1001), "piyo", at(61)), None);
+        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(60)), Some(2));
+        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(61)), None);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct Endpoint {
     pub name: String,
     /// The token file whose token opens it.
     pub token_file: PathBuf,
+    /// Whether that is the role's own token file (not the server's).
+    #[serde(default)]
+    pub own_token: bool,
 }
 
 impl Endpoints {
@@ -52,6 +55,7 @@ impl Endpoints {
         let roles = config.roles.iter().map(|role| Endpoint {
             name: role.name.clone(),
             token_file: config.token_file_of(role).to_owned(),
+            own_token: role.token_file.is_some(),
         });
         Self {
             listen: config.server.listen,
@@ -226,6 +230,22 @@ pub fn container_lines(
         .or(endpoints.containers.first())
         .ok_or("containers are not served: the configuration has no [containers] table")?;
     let role = pick_role(endpoints, role, &readable)?;
+    // The server's token opens every role without a token file of its own, /status and
+    // /metrics: a container gets a role's own token, which opens that role alone.
+    if !role.own_token {
+        return Err(format!(
+            "role {} has no token_file of its own; give it one (and a group) before handing it \
+             to containers: the server's token would open every role that has none",
+            role.name
+        ));
+    }
+    if !readable(&role.token_file) {
+        return Err(format!(
+            "cannot read the token file {} of role {}; members of its group may",
+            role.token_file.display(),
+            role.name
+        ));
+    }
     let uri = credentials_uri(*address, &role.name);
     let token_file = role.token_file.display();
     Ok(match form {
@@ -438,6 +458,14 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
         let mut endpoints = endpoints(one);
         let none = container_lines(&endpoints, None, ContainerForm::Docker, anything);
         assert!(none.unwrap_err().contains("[containers]"));
+        endpoints.containers = vec!["169.254.170.23:80".parse().unwrap()];
+        let shared = container_lines(&endpoints, None, ContainerForm::Docker, anything);
+        assert!(shared.unwrap_err().contains("no token_file of its own"));
+        endpoints.roles[0].own_token = true;
+        endpoints.roles[0].token_file = "/var/lib/assume-roled/piyo.token".into();
+        let nothing = |_: &Path| false;
+        let hidden = container_lines(&endpoints, Some("piyo"), ContainerForm::Docker, nothing);
+        assert!(hidden.unwrap_err().contains("cannot read"), "named or not");
         endpoints.containers = vec![
             "[fd00:ec2::23]:80".parse().unwrap(),
             "169.254.170.23:80".parse().unwrap(),
@@ -447,7 +475,7 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
             flags,
             "-e AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/roles/piyo \
              -e AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/run/assume-roled/token \
-             -v /var/lib/assume-roled/token:/run/assume-roled/token:ro\n"
+             -v /var/lib/assume-roled/piyo.token:/run/assume-roled/token:ro\n"
         );
         let compose = container_lines(&endpoints, None, ContainerForm::Compose, anything).unwrap();
         assert!(
@@ -455,7 +483,9 @@ arn = "arn:aws:iam::777788889999:role/fuga-role"
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI: \"http://169.254.170.23/roles/piyo\""
             )
         );
-        assert!(compose.contains("- \"/var/lib/assume-roled/token:/run/assume-roled/token:ro\""));
+        assert!(
+            compose.contains("- \"/var/lib/assume-roled/piyo.token:/run/assume-roled/token:ro\"")
+        );
         endpoints.containers.truncate(1);
         let v6 = container_lines(&endpoints, None, ContainerForm::Docker, anything).unwrap();
         assert!(v6.contains("http://[fd00:ec2::23]/roles/piyo"), "{v6}");

@@ -104,9 +104,17 @@ impl Holder {
     fn of(peer: &Peer) -> Self {
         match (peer.uid, peer.container) {
             (Some(uid), _) => Holder::User(uid),
-            (None, Some(address)) => Holder::Container(address),
+            (None, Some(address)) => Holder::Container(per_network(address)),
             (None, None) => Holder::Unknown,
         }
+    }
+}
+
+/// An IPv6 container is counted by its /64: one interface may hold any address of it.
+fn per_network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
     }
 }
 
@@ -260,6 +268,11 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Redirected(pub SocketAddr);
 
+/// Whether `address` is one of this host's: binding to it works only then.
+fn is_local_address(address: IpAddr) -> bool {
+    std::net::UdpSocket::bind((address, 0)).is_ok()
+}
+
 /// The original destination of a connection that a NAT rule sent to `listening`, if one did.
 fn redirected_from(stream: &TcpStream, listening: SocketAddr) -> Option<Redirected> {
     let original = socket2::SockRef::from(stream).original_dst_v4().ok()?;
@@ -359,8 +372,12 @@ pub async fn serve(
             let peer = match peer {
                 Some(peer) => peer,
                 // On the containers' address, a client that is no socket of this host is a
-                // container (in a network namespace of its own).
-                None if options.containers => Peer::container(client.ip()),
+                // container (in a network namespace of its own); unless it comes from an
+                // address of this host: a local connection whose source a NAT rule rewrote
+                // (Docker masquerades its bridge's addresses), which must not pass for one.
+                None if options.containers && !is_local_address(client.ip()) => {
+                    Peer::container(client.ip())
+                }
                 None => {
                     // No live socket of this host is the other end: the client is gone, or is
                     // not local (127.0.0.1 reached from outside). Nothing to answer.
@@ -432,6 +449,17 @@ mod tests {
         let _second = users.enter(Holder::User(1000)).unwrap();
         assert!(users.enter(Holder::User(1000)).is_none());
         assert!(users.enter(Holder::User(1001)).is_some(), "another user");
+        let peer = |address: &str| Peer::container(address.parse().unwrap());
+        assert_eq!(
+            Holder::of(&peer("fd00:1::5")),
+            Holder::of(&peer("fd00:1::ffff:1")),
+            "one IPv6 /64 is one holder"
+        );
+        assert!(is_local_address("127.0.0.1".parse().unwrap()));
+        assert!(
+            !is_local_address("192.0.2.77".parse().unwrap()),
+            "TEST-NET-1"
+        );
         let container = Holder::Container("172.17.0.2".parse().unwrap());
         assert!(users.enter(container).is_some(), "a container apart");
         drop(first);

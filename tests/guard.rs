@@ -204,6 +204,22 @@ fn with_nothing_set<'c>(command: &'c mut Command, sts: &str) -> &'c mut Command 
         .env("AWS_ENDPOINT_URL", sts)
 }
 
+/// Loads `script` with `nft -f -`.
+fn nft_script(script: &str) {
+    use std::io::Write;
+    let mut nft = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success(), "nft -f: {script}");
+}
+
 /// The daemon with `config`, ready, its rules applied. No keys in its environment: its own
 /// identity comes from the metadata.
 fn guarded_daemon(dir: TempDir, config: &str) -> Daemon {
@@ -337,7 +353,7 @@ impl ContainerHost {
              [imds]\nrole = \"piyo\"\n\n\
              [containers]\nlisten = [\"{CONTAINER_LISTEN}:80\"]\nimds = \"{mode}\"\n\n\
              [[roles]]\nname = \"piyo\"\narn = \"{PIYO_ARN}\"\nsession_name = \"hoge\"\n\
-             allowed_networks = [\"172.30.0.0/24\"]\n",
+             allowed_networks = [\"0.0.0.0/0\"]\n",
             free_port(),
             dir.path().join("state/token").display(),
             moto.endpoint
@@ -415,20 +431,29 @@ fn containers_get_the_role_and_never_the_instance_role() {
 
     // On the host, even from the bridge's own address, a process is a local user.
     let token = host.daemon.token();
-    let posing = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--interface",
-            BRIDGE_ADDRESS,
-        ])
-        .args(["-H", &format!("Authorization: {token}"), &uri])
-        .output()
-        .unwrap();
-    assert_eq!(stdout(&posing), "403", "a host process is no container");
+    let from_bridge = || {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--interface", BRIDGE_ADDRESS])
+            .args(["-H", &format!("Authorization: {token}"), &uri])
+            .output()
+            .unwrap();
+        stdout(&output)
+    };
+    let posing = from_bridge();
+    assert_eq!(posing, "403", "a host process is no container");
+    // Nor is one whose source a NAT rule rewrote, as Docker masquerades its bridge's addresses
+    // (to an address of this host, in the network the role names: every address. Were it
+    // taken for a container, 200).
+    let masquerade = "table ip ar_test_nat {\n chain post {\n  type nat hook postrouting priority 100;\n  \
+                      ip saddr 172.30.0.0/24 oifname != \"ar-host\" masquerade\n }\n}\n";
+    nft_script(masquerade);
+    let rewritten = from_bridge();
+    assert_ne!(
+        rewritten, "200",
+        "a rewritten host connection passed for a container"
+    );
+    nft_script("delete table ip ar_test_nat\n");
 
     guard("remove", &host.daemon.config_file);
     let unguarded = host.whoami(&[("AWS_EC2_METADATA_DISABLED", "false")]);

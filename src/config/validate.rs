@@ -339,6 +339,13 @@ fn validate_containers(
     imds: Option<&ImdsConfig>,
 ) -> ContainersConfig {
     let listen = checker.list(raw, "listen", parse_container_listen);
+    if let Some(value) = raw.get("listen")
+        && listen.is_empty()
+        && value.get_ref().as_array().is_some_and(Vec::is_empty)
+    {
+        let message = "is empty: name at least one address".to_owned();
+        checker.report(value.span().start, &raw.path("listen"), message);
+    }
     if raw.get("listen").is_none() {
         let message = "is required: where containers reach the daemon, e.g. \
                        [\"169.254.170.23:80\", \"[fd00:ec2::23]:80\"]";
@@ -354,6 +361,11 @@ fn validate_containers(
         if !networked {
             let message = "\"redirect\" answers containers with the [imds] role, which must \
                            name the containers that may have it (allowed_networks)";
+            checker.report(value.span().start, &raw.path("imds"), message.to_owned());
+        }
+        if !listen.is_empty() && !listen.iter().any(SocketAddr::is_ipv4) {
+            let message = "\"redirect\" sends IPv4 metadata traffic to an IPv4 listen address, \
+                           and there is none";
             checker.report(value.span().start, &raw.path("imds"), message.to_owned());
         }
     }

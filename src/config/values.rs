@@ -339,5 +339,14 @@ pub(super) fn parse_container_listen(text: &str) -> Result<SocketAddr, String> {
             "{text:?} is not an address SDKs accept for container credentials: use {allowed}"
         ));
     }
+    // A port below 1024 cannot be taken by a local user while the daemon is down (who would
+    // then collect the containers' tokens, or hand them credentials of their own).
+    if address.port() >= 1024 || address.port() == 0 {
+        return Err(format!(
+            "{text:?} has port {}: use a privileged port (below 1024, such as 80), which no \
+             local user can take while the daemon is down",
+            address.port()
+        ));
+    }
     Ok(address)
 }

@@ -5,7 +5,8 @@
 //! The link is a dummy interface (`assume-roled0`), as the EKS Pod Identity Agent makes for
 //! 169.254.170.23: an address of this host that containers route to through their gateway, and
 //! that needs no `route_localnet`. On a kernel without the dummy driver the addresses go on
-//! loopback instead, which works the same for traffic arriving from a container's interface.
+//! loopback instead, which works the same for traffic arriving from a container's interface;
+//! what it adds there is recorded, and only that is ever taken away.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -13,49 +14,89 @@ use std::process::Command;
 use super::{GuardError, LINK};
 use crate::config::CONTAINER_ADDRESSES;
 
+/// Where `guard apply` records the addresses it put on loopback (the fallback), so that it
+/// only ever takes away what it added: an operator's own addresses there are left alone.
+const ADDED_TO_LOOPBACK: &str = "/run/assume-roled-guard.addresses";
+
 /// Puts exactly `addresses` (container addresses) on the daemon's link, making the link if
-/// needed; with none, deletes the link and takes container addresses off loopback.
+/// needed; with none, deletes the link and takes what it had put on loopback away.
 pub fn set(addresses: &[IpAddr]) -> Result<(), GuardError> {
+    let have_link = link_exists()?
+        || (!addresses.is_empty() && ip(&["link", "add", LINK, "type", "dummy"]).is_ok());
+    if addresses.is_empty() || have_link {
+        // Whatever an earlier fallback put on loopback goes; the link is all the daemon's.
+        set_on_loopback(&[])?;
+    }
     if addresses.is_empty() {
         if link_exists()? {
             ip(&["link", "delete", LINK])?;
         }
-        return remove_from("lo", &[]);
+        return Ok(());
     }
-    let device = if link_exists()? || ip(&["link", "add", LINK, "type", "dummy"]).is_ok() {
-        ip(&["link", "set", LINK, "up"])?;
-        LINK
-    } else {
-        "lo"
-    };
+    if !have_link {
+        return set_on_loopback(addresses);
+    }
+    ip(&["link", "set", LINK, "up"])?;
     for address in addresses {
-        let prefix = match address {
-            IpAddr::V4(_) => format!("{address}/32"),
-            IpAddr::V6(_) => format!("{address}/128"),
-        };
-        let mut args = vec!["addr", "replace", &prefix, "dev", device];
-        // Usable at once: duplicate address detection would hold it "tentative" for seconds.
-        if address.is_ipv6() {
-            args.push("nodad");
-        }
-        ip(&args)?;
+        add(*address, LINK)?;
     }
-    remove_from(device, addresses)
-}
-
-/// Takes the container addresses other than `kept` off `device`.
-fn remove_from(device: &str, kept: &[IpAddr]) -> Result<(), GuardError> {
-    let shown = output(&["-o", "addr", "show", "dev", device])?;
+    let shown = output(&["-o", "addr", "show", "dev", LINK])?;
     for address in CONTAINER_ADDRESSES {
-        if !kept.contains(&address) && holds(&shown, address) {
-            let prefix = match address {
-                IpAddr::V4(_) => format!("{address}/32"),
-                IpAddr::V6(_) => format!("{address}/128"),
-            };
-            ip(&["addr", "del", &prefix, "dev", device])?;
+        if !addresses.contains(&address) && holds(&shown, address) {
+            ip(&["addr", "del", &host_prefix(address), "dev", LINK])?;
         }
     }
     Ok(())
+}
+
+/// The fallback without a dummy driver: `wanted` on loopback, adding only what is not there
+/// yet and taking away only what an earlier run added.
+fn set_on_loopback(wanted: &[IpAddr]) -> Result<(), GuardError> {
+    let recorded: Vec<IpAddr> = std::fs::read_to_string(ADDED_TO_LOOPBACK)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    for address in recorded.iter().filter(|a| !wanted.contains(a)) {
+        // Already gone (a reboot, an operator) is fine.
+        let _ = ip(&["addr", "del", &host_prefix(*address), "dev", "lo"]);
+    }
+    let shown = output(&["-o", "addr", "show", "dev", "lo"])?;
+    let mut ours: Vec<IpAddr> = recorded
+        .into_iter()
+        .filter(|a| wanted.contains(a))
+        .collect();
+    for address in wanted {
+        if !holds(&shown, *address) {
+            add(*address, "lo")?;
+            ours.push(*address);
+        }
+    }
+    if ours.is_empty() {
+        let _ = std::fs::remove_file(ADDED_TO_LOOPBACK);
+        return Ok(());
+    }
+    let text: String = ours.iter().map(|a| format!("{a}\n")).collect();
+    std::fs::write(ADDED_TO_LOOPBACK, text)
+        .map_err(|error| GuardError::Link(format!("cannot write {ADDED_TO_LOOPBACK}: {error}")))
+}
+
+fn add(address: IpAddr, device: &str) -> Result<(), GuardError> {
+    let prefix = host_prefix(address);
+    let mut args = vec!["addr", "replace", &prefix, "dev", device];
+    // Usable at once: duplicate address detection would hold it "tentative" for seconds.
+    if address.is_ipv6() {
+        args.push("nodad");
+    }
+    ip(&args)
+}
+
+/// `address` as a prefix of its own (`/32`, `/128`).
+fn host_prefix(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(_) => format!("{address}/32"),
+        IpAddr::V6(_) => format!("{address}/128"),
+    }
 }
 
 /// Whether `ip -o addr show` output lists `address`.
