@@ -1,5 +1,4 @@
-//! Who gets a role's credentials now: the one decision both endpoints make, and the one place
-//! that writes the audit line about it.
+//! Who gets a role's credentials now: the one decision both endpoints make.
 //!
 //! A request names a role and arrives with what the daemon knows of it: the token it presented
 //! (the container endpoint) or none (the metadata endpoint, whose session tokens stop SSRF, not
@@ -8,19 +7,16 @@
 //! why) or unservable (and why); its two steps are pure ([`gate`]: who may have the role;
 //! [`serve`]: what a session's status allows now). Between them, a role served per user finds
 //! the user's session, starting it on the user's first request and waiting (briefly) for its
-//! first credentials. Each endpoint turns the [`Decision`] into its own wire format; [`audit`]
-//! logs served and refused-by-user decisions under the target `audit`.
+//! first credentials. Each endpoint turns the [`Decision`] into its own wire format, and
+//! `crate::audit` records it.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::peer::{Known, Peer};
+use crate::peer::Peer;
 use crate::refresh::{RoleStatus, Unservable, servable};
 use crate::roles::{RoleEntry, RoleTable, Sessions};
 use crate::sessions::Full;
@@ -71,7 +67,7 @@ pub enum Via<'a> {
 }
 
 impl Via<'_> {
-    fn label(&self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Via::Container(_) => "ecs",
             Via::Metadata { .. } => "imds",
@@ -233,113 +229,6 @@ pub fn admitted(table: &RoleTable, name: &str, peer: &Peer) -> bool {
     })
 }
 
-/// How often one user's refusals for one role are written: the first at once, then at most one
-/// line a minute saying how many were left out, so that a user hammering the endpoint cannot
-/// flood the journal (whose rate limit would then drop other services' lines, and ours).
-const REFUSAL_INTERVAL: Duration = Duration::from_secs(60);
-/// The most (user, role) pairs remembered; past it, those quiet for an interval are forgotten.
-const REFUSAL_ENTRIES: usize = 4096;
-
-/// Whose refusals are counted together: a user's (by uid), a container's (by address), or
-/// those of clients nobody knows.
-type Who = (Option<u32>, Option<std::net::IpAddr>);
-
-/// When each user's refusals for each role were last written, and how many since were not.
-#[derive(Default)]
-struct Refusals {
-    entries: HashMap<(Who, String), (Instant, u64)>,
-}
-
-impl Refusals {
-    /// Whether to write this refusal at `now`; if so, how many were left out before it.
-    fn admit(&mut self, who: Who, role: &str, now: Instant) -> Option<u64> {
-        let key = (who, role.to_owned());
-        if let Some((written, left_out)) = self.entries.get_mut(&key) {
-            if now.duration_since(*written) < REFUSAL_INTERVAL {
-                *left_out += 1;
-                return None;
-            }
-            let count = *left_out;
-            *written = now;
-            *left_out = 0;
-            return Some(count);
-        }
-        if self.entries.len() >= REFUSAL_ENTRIES {
-            self.entries
-                .retain(|_, (written, _)| now.duration_since(*written) < REFUSAL_INTERVAL);
-        }
-        // Still full of recent entries: a flood of distinct keys (subordinate uids, say) is
-        // not written line by line.
-        if self.entries.len() >= REFUSAL_ENTRIES {
-            return None;
-        }
-        self.entries.insert(key, (now, 0));
-        Some(0)
-    }
-}
-
-/// The refusals of this process. A std mutex: held to count, never across an await; a
-/// poisoned one is used as it is.
-static REFUSALS: LazyLock<Mutex<Refusals>> = LazyLock::new(Mutex::default);
-
-/// An optional text as a log field, escaped (an executable's path may hold newlines or
-/// spaces, which must not forge another line or field); `-` when unknown.
-struct Escaped<'a>(&'a Option<String>);
-
-impl std::fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(text) => write!(f, "{}", text.escape_debug()),
-            None => f.write_str("-"),
-        }
-    }
-}
-
-/// Writes the audit line for `decision`, if it is one the audit records: every set handed out,
-/// and refusals of a user by `allowed_*` (at most one line a minute per user and role).
-pub fn audit(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
-    let (uid, user, pid, exe, container) = (
-        Known(&peer.uid),
-        Known(&peer.user),
-        Known(&peer.pid),
-        Escaped(&peer.exe),
-        Known(&peer.container),
-    );
-    let via = via.label();
-    match decision {
-        Decision::Served { masked_key_id, .. } => info!(
-            target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
-            user = %user, pid = %pid, exe = %exe, container = %container, via = %via,
-            "credentials served"
-        ),
-        Decision::NotAdmitted | Decision::UnknownPeer | Decision::Full(_) => {
-            let mut refusals = REFUSALS
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            // A uid without an account is nobody in particular: such refusals share one key.
-            let key = match (decision, &peer.user) {
-                (Decision::UnknownPeer, None) => (None, None),
-                _ => (peer.uid, peer.container),
-            };
-            let Some(left_out) = refusals.admit(key, role, Instant::now()) else {
-                return;
-            };
-            drop(refusals);
-            let reason = match decision {
-                Decision::NotAdmitted => "user not allowed for this role",
-                Decision::UnknownPeer => "the role is served per user, and this user is unknown",
-                _ => "the role holds its max_sessions; no session for a new user",
-            };
-            warn!(
-                target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
-                container = %container, via = %via, not_logged_since = left_out,
-                "credentials refused: {reason}"
-            );
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -385,40 +274,6 @@ mod tests {
             Ok(entry) => serve(&entry.shared_status().unwrap(), via, now),
             Err(refused) => refused,
         }
-    }
-
-    /// The first refusal is written at once; more within a minute are counted, and the next
-    /// line after the minute says how many; each user and role apart.
-    #[test]
-    fn refusals_are_written_once_a_minute_with_a_count() {
-        let mut refusals = Refusals::default();
-        let start = Instant::now();
-        let at = |seconds: u64| start + Duration::from_secs(seconds);
-        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(0)), Some(0));
-        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(1)), None);
-        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(59)), None);
-        assert_eq!(
-            refusals.admit((Some(1002), None), "piyo", at(2)),
-            Some(0),
-            "another user"
-        );
-        assert_eq!(
-            refusals.admit((Some(1001), None), "fuga", at(3)),
-            Some(0),
-            "another role"
-        );
-        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(60)), Some(2));
-        assert_eq!(refusals.admit((Some(1001), None), "piyo", at(61)), None);
-    }
-
-    #[test]
-    fn executables_are_escaped() {
-        let forged = Some("/tmp/x\nINFO audit: credentials served".to_owned());
-        assert_eq!(
-            Escaped(&forged).to_string(),
-            "/tmp/x\\nINFO audit: credentials served"
-        );
-        assert_eq!(Escaped(&None).to_string(), "-");
     }
 
     /// A role granted by its own token alone is never served by the metadata endpoint, which

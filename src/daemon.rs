@@ -38,6 +38,7 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::audit;
 use crate::config::{self, Config, GuardMode, RoleConfig};
 use crate::imds::{Imds, Upstream};
 use crate::listener;
@@ -180,6 +181,11 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     );
     tasks.spawn("systemd notifier", async move {
         notifications.await;
+        Ok(())
+    });
+    let summaries = audit::summarize_every_interval(shutdown.clone());
+    tasks.spawn("audit summary", async move {
+        summaries.await;
         Ok(())
     });
     let admission = listener::Admission::new(listener_options(&config));

@@ -24,7 +24,8 @@
 //! - `sockdiag` asks the kernel who owns a socket; `peer` turns that into the local user of a
 //!   connection; `listener` accepts connections within limits and drains on stop;
 //! - `http` builds responses; `access` decides, for both endpoints, whether a request gets a
-//!   role's credentials now, and writes the audit line; `imds` answers as IMDSv2 for one role
+//!   role's credentials now; `audit` records it (a line per client, role and credential set,
+//!   and counts of the repeats); `imds` answers as IMDSv2 for one role
 //!   (never passing the instance's own `iam/` through); [`status`] is the operator's report
 //!   (and the `status` command); `server` checks host, origin and token before routing and
 //!   answers from what the refreshers published: it never calls STS;
@@ -61,6 +62,7 @@ mod peer;
 mod listener;
 mod http;
 mod access;
+mod audit;
 mod imds;
 pub mod status;
 mod server;

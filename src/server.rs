@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::access::{self, Decision, Grant, Via, grant_of};
+use crate::audit;
 use crate::clock::{Clock, SharedClock};
 use crate::http::{
     credentials_response, error_response, full_response, json_response, typed_response,
@@ -283,7 +284,7 @@ async fn role_credentials(
     let grant = presented.and_then(|token| grant_of(token, &inner.token.borrow(), &table));
     let via = Via::Container(grant.as_ref());
     let decision = access::decide(&table, &name, via, &peer, inner.clock.as_ref()).await;
-    access::audit(&name, via, &peer, &decision);
+    audit::record(&name, via, &peer, &decision);
     match decision {
         Decision::Served { body, .. } => credentials_response(body),
         Decision::Unknown => error_response(

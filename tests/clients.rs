@@ -81,7 +81,7 @@ fn shell_set_up_by_env_acts_as_the_role() {
 #[test]
 fn boto3_session_fetches_once_for_many_calls() {
     let moto = Moto::start();
-    let daemon = Daemon::start(&moto, &[("ASSUME_ROLED_LOG", "info,assume_roled=debug")]);
+    let daemon = Daemon::start(&moto, &[]);
     let script = r#"
 import boto3
 sts = boto3.Session().client("sts")
@@ -90,8 +90,15 @@ print(arns.pop() if len(arns) == 1 else arns)
 "#;
     let output = python(&moto, &daemon.client_env(), script);
     assert_acts_as_piyo(&output);
-    let fetches = daemon.log().matches("credentials served").count();
-    assert_eq!(fetches, 1, "boto3 fetched {fetches} times for 50 calls");
+    let token = daemon.token();
+    let (_, metrics) = daemon.get("/metrics", &[("Authorization", &token)]);
+    let served = "assume_roled_http_requests_total{route=\"roles\",status=\"200\"}";
+    let fetches = sample(&metrics, served);
+    assert_eq!(
+        fetches,
+        Some(1.0),
+        "boto3 fetched {fetches:?} times for 50 calls"
+    );
 }
 
 /// The AWS SDK for Rust, default credentials chain, gets the same identity.

@@ -410,7 +410,7 @@ fn each_member_acts_under_a_session_of_their_own() {
         moto.config(&dir.path().join("state/token"))
     )
     .replace(&moto.endpoint, &proxy.endpoint);
-    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    let mut daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     assert_eq!(
         proxy.calls("AssumeRole"),
@@ -511,4 +511,20 @@ fn each_member_acts_under_a_session_of_their_own() {
         audit.contains(&format!("access_key_id={masked}")),
         "{audit}"
     );
+    // Twelve responses to the second member with that set (ten, the metadata read, the aws
+    // CLI's): one line at once, and the eleven held back counted in the summary written when
+    // the daemon stops.
+    let lines_for = |log: &str, text: &str| {
+        let user = format!("user={SECOND}");
+        (log.lines())
+            .filter(|l| l.contains(text) && l.contains(&user))
+            .count()
+    };
+    assert_eq!(lines_for(&log, "credentials served"), 1, "{log}");
+    assert!(daemon.terminate().success());
+    let log = daemon.log();
+    let summary = (log.lines())
+        .find(|l| l.contains("credentials served again") && l.contains(&format!("user={SECOND}")))
+        .unwrap_or_else(|| panic!("no summary for the second member:\n{log}"));
+    assert!(summary.contains("count=11"), "{summary}");
 }

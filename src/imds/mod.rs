@@ -27,6 +27,7 @@ use tracing::warn;
 use zeroize::Zeroizing;
 
 use crate::access::{self, Decision, Via};
+use crate::audit;
 use crate::clock::SharedClock;
 use crate::credentials::format_timestamp;
 use crate::http::{credentials_response, error_response, json_response, text_response};
@@ -354,7 +355,7 @@ async fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -
     let via = Via::Metadata { iam_name, extended };
     let table = imds.roles.borrow().clone();
     let decision = access::decide(&table, &imds.role, via, peer, imds.clock.as_ref()).await;
-    access::audit(&imds.role, via, peer, &decision);
+    audit::record(&imds.role, via, peer, &decision);
     match decision {
         Decision::Served { body, .. } => credentials_response(body),
         Decision::Unknown if !table.contains_key(&imds.role) => role_gone(imds),
