@@ -5,7 +5,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 VENV=$ROOT/.venv
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 INVOCATIONS=${INVOCATIONS:-100}
 COLD_BUILD=${COLD_BUILD:-1}
 RESULTS=${RESULTS:-$ROOT/bench/results.md}

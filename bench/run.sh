@@ -4,14 +4,16 @@
 # stops by itself. Results are appended to bench/results.md with machine, date and versions.
 #
 #   1. throughput and latency of GET /roles/<name> (and the IMDS credentials path) over 64
-#      keep-alive connections with wrk, against a bare axum baseline answering the same bytes;
+#      keep-alive connections with wrk, in the configuration users run (default logging, audit
+#      on), against a bare hyper server answering the same bytes, in alternating rounds;
 #   2. AssumeRole calls reaching STS with 1, 10, 100 and 1000 concurrent clients;
 #   3. the aws CLI through assume-roled versus a profile with role_arn + credential_source;
 #   4. resident memory idle and under 1000 connections;
 #   5. start-up time to /readyz, minus the STS round trip;
 #   6. stripped binary size and cold release build time.
 #
-# Knobs: DURATION (s per wrk run, default 10), INVOCATIONS (aws CLI runs per method, 100),
+# Knobs: DURATION (s per wrk run, default 5), ROUNDS (alternating rounds, 3), INVOCATIONS (aws
+# CLI runs per method, 100),
 # COLD_BUILD=0 skips the cold build (it takes minutes).
 source "$(dirname "$0")/common.sh"
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "install wrk" >&2; exit 1; }; }
@@ -40,7 +42,8 @@ arn = "arn:aws:iam::444455556666:role/piyo-role"
 session_name = "bench"
 allowed_users = ["root"]
 EOF
-  env -i PATH="$PATH" "${host_env[@]}" ASSUME_ROLED_LOG=warn "$BIN" serve --config "$work/d$1/config.toml" \
+  # The configuration users run: default logging, audit lines on.
+  env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/d$1/config.toml" \
     2>"$work/d$1/log" &
   daemon_pid=$!
   pids+=("$daemon_pid")
@@ -60,22 +63,33 @@ wait_until test -s "$work/baseline.addr"
 baseline="http://$(head -n 1 "$work/baseline.addr")"
 imds_token=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$port/latest/api/token")
 
-# load NAME URL [HEADER [HEADER]]: wrk, 2 threads, 64 connections; prints the RESULT line.
+# load NAME URL [HEADER [HEADER]]: wrk, one thread (the other core is the server's), 64
+# connections; prints the RESULT line.
 load() {
   local headers=()
   [ -n "${3:-}" ] && headers+=(-H "$3")
   [ -n "${4:-}" ] && headers+=(-H "$4")
-  wrk -t2 -c64 -d2s "${headers[@]}" "$2" >/dev/null # warm-up
-  wrk -t2 -c64 -d"${DURATION}s" -s bench/latency.lua "${headers[@]}" "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
+  wrk -t1 -c64 -d1s "${headers[@]}" "$2" >/dev/null # warm-up
+  wrk -t1 -c64 -d"${DURATION}s" -s bench/latency.lua "${headers[@]}" "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
 }
-say "1. throughput and latency, ${DURATION}s each, 64 connections"
-base_line=$(load baseline "$baseline/roles/piyo")
-ecs_line=$(load ecs "http://127.0.0.1:$port/roles/piyo" "Authorization: $token")
-base_imds_line=$(load baseline-imds "$baseline/latest/meta-data/iam/security-credentials/piyo-role")
-imds_line=$(load imds "http://127.0.0.1:$port/latest/meta-data/iam/security-credentials/piyo-role" \
-  "X-aws-ec2-metadata-token: $imds_token")
-printf '%s\n' "$base_line" "$ecs_line" "$base_imds_line" "$imds_line" >&2
 rps() { awk -v r="$(field requests "$1")" -v s="$(field seconds "$1")" 'BEGIN { printf "%.0f", r / s }'; }
+say "1. throughput and latency against a bare hyper server: $ROUNDS alternating rounds, ${DURATION}s each"
+# Rounds alternate baseline and daemon, so that drift on a shared machine hits both; the round
+# whose ECS ratio is the median is reported, with the lowest ratio of all rounds beside it.
+rounds=()
+for round in $(seq "$ROUNDS"); do
+  b=$(load baseline "$baseline/roles/piyo")
+  e=$(load ecs "http://127.0.0.1:$port/roles/piyo" "Authorization: $token")
+  bi=$(load baseline-imds "$baseline/latest/meta-data/iam/security-credentials/piyo-role")
+  i=$(load imds "http://127.0.0.1:$port/latest/meta-data/iam/security-credentials/piyo-role" \
+    "X-aws-ec2-metadata-token: $imds_token")
+  printf 'round %s\n%s\n%s\n%s\n%s\n' "$round" "$b" "$e" "$bi" "$i" >&2
+  rounds+=("$(ratio "$(rps "$e")" "$(rps "$b")")|$b|$e|$bi|$i")
+done
+median=$(printf '%s\n' "${rounds[@]}" | sort -t'|' -k1,1n | sed -n "$(((ROUNDS + 1) / 2))p")
+IFS='|' read -r _ base_line ecs_line base_imds_line imds_line <<<"$median"
+lowest_ecs_ratio=$(printf '%s\n' "${rounds[@]}" | cut -d'|' -f1 | sort -n | head -n 1)
+imds_ratios=$(for r in "${rounds[@]}"; do IFS='|' read -r _ _ _ bi i <<<"$r"; ratio "$(rps "$i")" "$(rps "$bi")"; echo; done | sort -n | tr '\n' ' ')
 errors() { echo $(($(field errors "$1") + $(field non2xx "$1"))); }
 say "1b. the cost of finding each connection's user: keep-alive, and a new connection per request"
 # The main daemon runs with the default (peer lookup on); this one has it off.
@@ -205,13 +219,14 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
     "$(nproc)" "$cpu" "$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" "$(uname -r)" \
     "$("$BIN" --version | cut -d' ' -f2)" "$(rustc --version | cut -d' ' -f1-2)" "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
   printf '| measure | assume-roled | baseline | ratio | target |\n|---|---|---|---|---|\n'
-  printf '| GET /roles/piyo, requests/s (64 conns, %ss) | %s | %s | %s | ≥ 0.8 |\n' "$DURATION" "$ecs_rps" "$base_rps" "$(ratio "$ecs_rps" "$base_rps")"
+  printf '| GET /roles/piyo, requests/s (64 conns, %ss, median of %s rounds) | %s | %s | %s (lowest %s) | ≥ 0.9 (never < 0.85) |\n' \
+    "$DURATION" "$ROUNDS" "$ecs_rps" "$base_rps" "$(ratio "$ecs_rps" "$base_rps")" "$lowest_ecs_ratio"
   for p in p50 p99 p999; do
     printf '| GET /roles/piyo, %s latency (ms) | %s | %s | %s | %s |\n' "$p" "$(ms "$(field $p "$ecs_line")")" \
       "$(ms "$(field $p "$base_line")")" "$(ratio "$(field $p "$ecs_line")" "$(field $p "$base_line")")" \
       "$([ $p = p99 ] && echo '≤ 1.5' || echo '-')"
   done
-  printf '| IMDS credentials, requests/s | %s | %s | %s | - |\n' "$imds_rps" "$base_imds_rps" "$(ratio "$imds_rps" "$base_imds_rps")"
+  printf '| IMDS credentials, requests/s | %s | %s | %s (all rounds: %s) | ≥ 0.85 |\n' "$imds_rps" "$base_imds_rps" "$(ratio "$imds_rps" "$base_imds_rps")" "$imds_ratios"
   printf '| GET /roles/piyo keep-alive, requests/s: peer lookup on (default, above) vs off | %s | %s | %s | ≥ 0.9 |\n' \
     "$ecs_rps" "$(rps "$no_lookup_line")" "$(ratio "$ecs_rps" "$(rps "$no_lookup_line")")"
   printf '| same, p99 latency (ms): lookup on vs off | %s | %s | %s | - |\n' \
@@ -220,7 +235,7 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
     "$(rps "$close_line")" "$(rps "$close_no_lookup_line")" "$(ratio "$(rps "$close_line")" "$(rps "$close_no_lookup_line")")"
   printf '| peak resident memory of the daemon (lookup on) after these runs | %s MiB | - | - | - |\n' \
     "$(awk -v k="$lookup_peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
-  printf '| IMDS credentials, p99 latency (ms) | %s | %s | %s | - |\n' "$(ms "$(field p99 "$imds_line")")" \
+  printf '| IMDS credentials, p99 latency (ms) | %s | %s | %s | ≤ 1.5 |\n' "$(ms "$(field p99 "$imds_line")")" \
     "$(ms "$(field p99 "$base_imds_line")")" "$(ratio "$(field p99 "$imds_line")" "$(field p99 "$base_imds_line")")"
   printf '\n| measure | result | target |\n|---|---|---|\n'
   printf '| AssumeRole calls in 5 s from a cold start, by concurrent clients | %s | the same for all |\n' "${sts_counts[*]}"
@@ -237,8 +252,8 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
   printf '| %s × the same script with the `role_arn` profile | %s s each, %s AssumeRole calls | - |\n' \
     "$INVOCATIONS" "$(per_run_s "$bp_ms")" "$bp_calls"
   printf '| resident memory, idle, one role | %s MiB | ≤ 10 MiB |\n' "$(awk -v k="$idle_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
-  printf '| resident memory, peak under 1000 connections | %s MiB | ≤ 40 MiB |\n' "$(awk -v k="$peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
-  printf '| start-up to ready (median of 9) | %s ms, of which the STS round trip %s ms: %s ms own | - |\n' \
+  printf '| resident memory, peak under 1000 connections | %s MiB | ≤ 30 MiB |\n' "$(awk -v k="$peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+  printf '| start-up to ready (median of 9) | %s ms, of which the STS round trip %s ms: %s ms own | ≤ 50 ms |\n' \
     "$(ms "$startup_us")" "$(ms "$sts_rtt_us")" "$(ms "$((startup_us - sts_rtt_us))")"
   printf '| stripped release binary | %s MiB | ≤ 15 MiB |\n' "$(awk -v b="$size_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')"
   printf '| cold release build (all dependencies) | %s | - |\n' "$cold_build_s"

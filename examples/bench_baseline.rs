@@ -1,15 +1,19 @@
-//! The benchmark's baseline: the same HTTP stack as assume-roled (axum on tokio), answering
-//! `GET /roles/{name}` and the IMDS credentials path with fixed bytes of the same size, with no
-//! authentication and no logic. `make bench` measures assume-roled against it side by side, so
-//! the ratio shows what the daemon's own work costs. Prints its address, then serves.
+//! The benchmark's baseline, the physical limit the daemon is measured against: a bare hyper
+//! HTTP/1 server (no router, no middleware, no authentication, no logging) answering every
+//! request with fixed bytes shaped like the daemon's credentials body. `make bench` runs it
+//! side by side with assume-roled, so the ratio shows what the daemon's own work costs. Prints
+//! its address, then serves.
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::HeaderValue;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::Response;
-use axum::routing::get;
+use std::convert::Infallible;
+
 use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 
 /// A body shaped like the daemon's: six keys, a session token of realistic length.
 fn body() -> Bytes {
@@ -23,23 +27,21 @@ fn body() -> Bytes {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let body = body();
-    let answer = move || {
-        let body = body.clone();
-        async move {
-            let mut response = Response::new(Body::from(body));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
-    };
-    let app = Router::new()
-        .route("/roles/{name}", get(answer.clone()))
-        .route(
-            "/latest/meta-data/iam/security-credentials/{name}",
-            get(answer),
-        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);
-    axum::serve(listener, app).await
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let body = body.clone();
+        tokio::spawn(async move {
+            let answer = service_fn(move |_: Request<Incoming>| {
+                let mut response = Response::new(Full::new(body.clone()));
+                let json = HeaderValue::from_static("application/json");
+                response.headers_mut().insert(CONTENT_TYPE, json);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), answer)
+                .await;
+        });
+    }
 }
