@@ -225,23 +225,42 @@ pub fn check_request(
     }
 }
 
-async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// What the guard found, for the role handler: the table snapshot it checked the token on, and
+/// the grant of that token. The handler decides on the same snapshot, so a token a reload has
+/// just replaced cannot open a role in between (and the token is compared once).
+#[derive(Clone)]
+struct Checked {
+    table: Arc<RoleTable>,
+    grant: Option<Grant>,
+}
+
+async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let inner = &state.inner;
-    let checked = {
-        let roles = inner.roles.borrow();
-        check_request(
-            request.headers(),
-            request.uri(),
-            &inner.allowed_hosts,
-            |presented| grant_of(presented, &inner.token.borrow(), &roles),
-            inner.imds.is_some(),
-            request.extensions().get::<Redirected>().is_some(),
-        )
-    };
+    let table = inner.roles.borrow().clone();
+    let checked = check_request(
+        request.headers(),
+        request.uri(),
+        &inner.allowed_hosts,
+        |presented| grant_of(presented, &inner.token.borrow(), &table),
+        inner.imds.is_some(),
+        request.extensions().get::<Redirected>().is_some(),
+    );
     let route = metrics::route_label(request.uri().path());
     let response = match checked {
-        // Which role a token grants is decided by the role handler itself, on its snapshot.
-        Ok(_) => next.run(request).await,
+        Ok(grant) => {
+            let checked = Checked { table, grant };
+            match plain_role_name(&request) {
+                Some(name) => {
+                    let peer = request.extensions().get::<Arc<Peer>>().cloned();
+                    let peer = peer.unwrap_or_default();
+                    role_answer(&state, name, &peer, checked).await
+                }
+                None => {
+                    request.extensions_mut().insert(checked);
+                    next.run(request).await
+                }
+            }
+        }
         Err(refusal) => {
             debug!(?refusal, path = %request.uri().path(), "request refused");
             refusal.into_response()
@@ -272,19 +291,28 @@ async fn role_credentials(
     State(state): State<AppState>,
     Path(name): Path<String>,
     peer: Option<Extension<Arc<Peer>>>,
-    headers: HeaderMap,
+    Extension(checked): Extension<Checked>,
 ) -> Response {
-    let inner = &state.inner;
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-    // The guard found the token known; which role it grants is decided again here, on the
-    // same snapshot of the table as the rest of the decision, so a token a reload has just
-    // replaced cannot open the role in between.
-    let table = inner.roles.borrow().clone();
-    let presented = headers.get(AUTHORIZATION).map(|value| value.as_bytes());
-    let grant = presented.and_then(|token| grant_of(token, &inner.token.borrow(), &table));
+    role_answer(&state, &name, &peer, checked).await
+}
+
+/// The name in a `GET /roles/<name>` that needs no percent-decoding, if the request is one:
+/// the guard answers those itself, without the router (the hot path); anything else goes
+/// through the router and its path extraction.
+fn plain_role_name(request: &Request) -> Option<&str> {
+    let name = request.uri().path().strip_prefix(ROLES_PREFIX)?;
+    let plain = !name.is_empty() && !name.contains(['%', '/']);
+    (request.method() == axum::http::Method::GET && plain).then_some(name)
+}
+
+/// The answer to a request for role `name` that passed the guard.
+async fn role_answer(state: &AppState, name: &str, peer: &Peer, checked: Checked) -> Response {
+    let Checked { table, grant } = checked;
+    let inner = &state.inner;
     let via = Via::Container(grant.as_ref());
-    let decision = access::decide(&table, &name, via, &peer, inner.clock.as_ref()).await;
-    audit::record(&name, via, &peer, &decision);
+    let decision = access::decide(&table, name, via, peer, inner.clock.as_ref()).await;
+    audit::record(name, via, peer, &decision);
     match decision {
         Decision::Served { body, .. } => credentials_response(body),
         Decision::Unknown => error_response(
@@ -302,8 +330,8 @@ async fn role_credentials(
             "the connecting user may not have this role",
         ),
         Decision::UnknownPeer => unknown_peer_response(),
-        Decision::Full(full) => full_response(&name, full),
-        Decision::Unservable(reason) => unservable_response(&name, reason),
+        Decision::Full(full) => full_response(name, full),
+        Decision::Unservable(reason) => unservable_response(name, reason),
     }
 }
 
