@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
-/// Lines waiting to be written at most: a burst of this many never blocks or drops.
-pub const QUEUE_LINES: usize = 16_384;
+/// Lines waiting to be written at most: a burst of this many never blocks or drops. The queue's
+/// slots are allocated at start (a few dozen bytes each), and the audit writes far fewer lines
+/// than there are requests.
+pub const QUEUE_LINES: usize = 2048;
 
 /// How many lines were dropped because the queue was full.
 #[derive(Clone, Default)]
