@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::Request;
 use tokio::sync::watch;
@@ -65,7 +64,7 @@ impl MetadataSource for Arc<Recorder> {
 
 struct Harness {
     runtime: tokio::runtime::Runtime,
-    app: Router,
+    app: crate::server::Endpoint,
     reads: Arc<Recorder>,
     _table: watch::Sender<Arc<RoleTable>>,
     _token: watch::Sender<AuthToken>,

@@ -20,8 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
 use axum::http::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -318,13 +320,20 @@ where
 /// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
 /// cancelled; then stops accepting and lets open requests finish for at most
 /// [`DRAIN_TIMEOUT`].
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     admission: Admission,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) {
+) where
+    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let Admission {
         options,
         permits,

@@ -234,44 +234,109 @@ struct Checked {
     grant: Option<Grant>,
 }
 
-async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let inner = &state.inner;
-    let table = inner.roles.borrow().clone();
-    let checked = check_request(
-        request.headers(),
-        request.uri(),
-        &inner.allowed_hosts,
-        |presented| grant_of(presented, &inner.token.borrow(), &table),
-        inner.imds.is_some(),
-        request.extensions().get::<Redirected>().is_some(),
-    );
-    let route = metrics::route_label(request.uri().path());
-    let response = match checked {
-        Ok(grant) => {
-            let checked = Checked { table, grant };
-            match plain_role_name(&request) {
-                Some(name) => {
-                    let peer = request.extensions().get::<Arc<Peer>>().cloned();
-                    let peer = peer.unwrap_or_default();
-                    role_answer(&state, name, &peer, checked).await
-                }
-                None => {
-                    request.extensions_mut().insert(checked);
-                    next.run(request).await
-                }
+impl AppState {
+    /// The checks of [`check_request`] on `request`, with this state's token, table snapshot
+    /// and hosts: what the role handler needs, or why the request is refused.
+    fn check<B>(&self, request: &axum::http::Request<B>) -> Result<Checked, Refusal> {
+        let inner = &self.inner;
+        let table = inner.roles.borrow().clone();
+        let checked = check_request(
+            request.headers(),
+            request.uri(),
+            &inner.allowed_hosts,
+            |presented| grant_of(presented, &inner.token.borrow(), &table),
+            inner.imds.is_some(),
+            request.extensions().get::<Redirected>().is_some(),
+        );
+        checked
+            .map(|grant| Checked { table, grant })
+            .inspect_err(|refusal| {
+                debug!(?refusal, path = %request.uri().path(), "request refused");
+            })
+    }
+
+    /// The hot path: a plain `GET /roles/<name>` answered without the router.
+    async fn plain_role<B>(&self, request: axum::http::Request<B>) -> Response {
+        let response = match (self.check(&request), plain_role_name(&request)) {
+            (Ok(checked), Some(name)) => {
+                let peer = request.extensions().get::<Arc<Peer>>().cloned();
+                role_answer(self, name, &peer.unwrap_or_default(), checked).await
             }
+            (Err(refused), _) => refused.into_response(),
+            (Ok(_), None) => unreachable!("only plain role requests come here"),
+        };
+        let route = metrics::route_label(request.uri().path());
+        self.inner
+            .metrics
+            .request(route, response.status().as_u16());
+        response
+    }
+}
+
+/// The guard of every routed request: [`AppState::check`], and the count of the answer.
+async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let route = metrics::route_label(request.uri().path());
+    let response = match state.check(&request) {
+        Ok(checked) => {
+            request.extensions_mut().insert(checked);
+            next.run(request).await
         }
-        Err(refusal) => {
-            debug!(?refusal, path = %request.uri().path(), "request refused");
-            refusal.into_response()
-        }
+        Err(refused) => refused.into_response(),
     };
-    inner.metrics.request(route, response.status().as_u16());
+    state
+        .inner
+        .metrics
+        .request(route, response.status().as_u16());
     response
 }
 
-/// The application: routes behind the guard, JSON errors for everything else.
-pub fn router(state: AppState) -> Router {
+/// What the listeners serve: plain `GET /roles/<name>` requests (nearly all the traffic)
+/// answered directly, the rest through the router. Both pass the same checks
+/// ([`AppState::check`]) and the same role answer; the direct path only skips the router's
+/// matching, its middleware futures and service clones.
+#[derive(Clone)]
+pub struct Endpoint {
+    router: Router,
+    state: AppState,
+}
+
+type Answer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl<B> tower::Service<axum::http::Request<B>> for Endpoint
+where
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        if plain_role_name(&request).is_some() {
+            let state = self.state.clone();
+            return Box::pin(async move { Ok(state.plain_role(request).await) });
+        }
+        Box::pin(tower::ServiceExt::oneshot(self.router.clone(), request))
+    }
+}
+
+/// The application: routes behind the guard, JSON errors for everything else, and the direct
+/// path for plain role requests in front of them.
+pub fn router(state: AppState) -> Endpoint {
+    let router = routes(state.clone());
+    Endpoint { router, state }
+}
+
+fn routes(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/roles/{name}", get(role_credentials))
         .route("/healthz", get(healthz))
@@ -298,9 +363,9 @@ async fn role_credentials(
 }
 
 /// The name in a `GET /roles/<name>` that needs no percent-decoding, if the request is one:
-/// the guard answers those itself, without the router (the hot path); anything else goes
+/// [`Endpoint`] answers those itself, without the router (the hot path); anything else goes
 /// through the router and its path extraction.
-fn plain_role_name(request: &Request) -> Option<&str> {
+fn plain_role_name<B>(request: &axum::http::Request<B>) -> Option<&str> {
     let name = request.uri().path().strip_prefix(ROLES_PREFIX)?;
     let plain = !name.is_empty() && !name.contains(['%', '/']);
     (request.method() == axum::http::Method::GET && plain).then_some(name)

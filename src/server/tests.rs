@@ -48,7 +48,7 @@ fn served(expires_in_secs: u64) -> Arc<Served> {
     Arc::new(Served::new(credentials, now()))
 }
 
-fn app(status: RoleStatus) -> (Router, watch::Sender<RoleStatus>) {
+fn app(status: RoleStatus) -> (Endpoint, watch::Sender<RoleStatus>) {
     let (sender, receiver) = watch::channel(status);
     let piyo = RoleEntry {
         config: role("piyo"),
@@ -87,7 +87,7 @@ fn get(path: &str) -> axum::http::request::Builder {
     HttpRequest::get(path).header(HOST, LISTEN)
 }
 
-async fn send(router: Router, request: axum::http::request::Builder) -> (StatusCode, String) {
+async fn send(router: Endpoint, request: axum::http::request::Builder) -> (StatusCode, String) {
     let response = router
         .oneshot(request.body(Body::empty()).unwrap())
         .await
