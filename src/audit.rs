@@ -6,13 +6,16 @@
 //! ours). So the audit writes one line per (client, role, credential set) at once, then holds
 //! back repeats for [`INTERVAL`] and says how many there were: in the next line for that key,
 //! or in the summary [`summarize`] writes for keys that went quiet (the daemon calls it every
-//! interval). Nothing is lost: every response is in a line or in a count. Refusals (by
-//! `allowed_*`, an unknown user, a full per-user role) work the same, per (client, role).
+//! interval, so within two intervals, and once more at stop after the drain). Nothing is lost:
+//! every response is in a line or in a count. Refusals (by `allowed_*`, an unknown user, a
+//! full per-user role) work the same, per (client, role). A key does not include the endpoint
+//! or the process: repeats are counted per client, and the line that reports them carries the
+//! endpoint and process of its own request.
 //!
 //! A client is a local user (uid) or a container (address). Each table remembers at most
 //! [`ENTRIES`] keys; past it, keys quiet for an interval are forgotten, and if that is not
-//! enough a served line is written anyway (never lost) while a refusal is only counted, in a
-//! total the summary reports.
+//! enough the line is only counted, in a total the summary reports (so that a flood of distinct
+//! clients is not written line by line either).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -57,13 +60,16 @@ struct Held {
 #[derive(Default)]
 struct Throttle {
     entries: HashMap<Who, Vec<Entry>>,
-    /// Lines neither written nor held because the table was full.
+    /// How many entries `entries` holds.
+    count: usize,
+    /// Lines neither written nor held because the table was full: counted, and reported in
+    /// the summary.
     overflow: u64,
 }
 
 impl Throttle {
     fn len(&self) -> usize {
-        self.entries.values().map(Vec::len).sum()
+        self.count
     }
 
     /// Whether to write this key's line at `now`, and if so how many were held back before it;
@@ -103,6 +109,7 @@ impl Throttle {
             held: 0,
         };
         self.entries.entry(who).or_default().push(entry);
+        self.count += 1;
         Admit::Write { held: 0 }
     }
 
@@ -112,6 +119,7 @@ impl Throttle {
             entries.retain(|e| e.held > 0 || now.duration_since(e.written) < INTERVAL);
         }
         self.entries.retain(|_, entries| !entries.is_empty());
+        self.count = self.entries.values().map(Vec::len).sum();
     }
 
     /// What was held back for at least an interval, to report now (each key's count starts
@@ -239,13 +247,20 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
 
 /// Writes what was held back for an interval or more: one line per key, with the count.
 pub fn summarize(now: Instant) {
-    let (served, _) = lock(&SERVED).held(now);
+    let (served, served_overflow) = lock(&SERVED).held(now);
     for held in served {
         let (uid, user, container) = (Known(&held.who.0), Known(&held.user), Known(&held.who.1));
         info!(
             target: "audit", role = %held.role, access_key_id = %held.detail, uid = %uid,
             user = %user, container = %container, count = held.count,
             "credentials served again, not written one by one"
+        );
+    }
+    if served_overflow > 0 {
+        info!(
+            target: "audit", count = served_overflow,
+            "credentials served to more distinct clients than the audit remembers; not \
+             written one by one"
         );
     }
     let (refused, overflow) = lock(&REFUSED).held(now);
@@ -265,19 +280,21 @@ pub fn summarize(now: Instant) {
     }
 }
 
-/// Calls [`summarize`] every interval until `stop`.
+/// Calls [`summarize`] every interval until `stop`. (What is still held back when the daemon
+/// stops is written by [`summarize_all`], once the last request is answered.)
 pub async fn summarize_every_interval(stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => summarize(Instant::now()),
-            () = stop.cancelled() => {
-                // What is held back is written before the daemon stops.
-                summarize(Instant::now() + INTERVAL);
-                return;
-            }
+            () = stop.cancelled() => return,
         }
     }
+}
+
+/// Writes everything held back, however recent: at stop, after the drain.
+pub fn summarize_all() {
+    summarize(Instant::now() + INTERVAL);
 }
 
 #[cfg(test)]

@@ -260,6 +260,8 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     }
     shutdown.cancel();
     let joined = tasks.join_all().await;
+    // Every request has been answered: what the audit still holds back is written now.
+    audit::summarize_all();
     info!("stopped");
     match failure {
         Some(failure) => Err(failure),

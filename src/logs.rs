@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
-/// Lines waiting to be written at most: a burst of this many never blocks or drops. The queue's
-/// slots are allocated at start (a few dozen bytes each), and the audit writes far fewer lines
-/// than there are requests.
-pub const QUEUE_LINES: usize = 2048;
+/// Lines waiting to be written at most: a burst of this many never blocks or drops; more than
+/// the audit's two tables can summarise at once (2 × 4,096 lines).
+pub const QUEUE_LINES: usize = 16_384;
 
 /// How many lines were dropped because the queue was full.
 #[derive(Clone, Default)]

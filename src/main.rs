@@ -125,7 +125,13 @@ fn main() -> ExitCode {
         .enable_all()
         .build();
     let outcome = match runtime {
-        Ok(runtime) => runtime.block_on(run(cli.command, passed)),
+        Ok(runtime) => {
+            let outcome = runtime.block_on(run(cli.command, passed));
+            // A name-service lookup hung on a blocking thread must not hold the exit (and the
+            // log flush below) until systemd kills the process.
+            runtime.shutdown_timeout(RUNTIME_STOP_LIMIT);
+            outcome
+        }
         Err(error) => Err(anyhow::Error::from(error).context("cannot start the runtime")),
     };
     // The last lines (the drain, "stopped") are still in the queue.
@@ -136,6 +142,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long the runtime's blocking threads may take to finish at exit.
+const RUNTIME_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long the process waits at exit for its queued log lines to be written.
 const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 

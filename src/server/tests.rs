@@ -120,6 +120,23 @@ async fn authorised_request_gets_the_ecs_body() {
     assert_eq!(json["Expiration"], "2027-01-15T09:00:00Z");
 }
 
+/// The routed path (a percent-encoded name, HEAD) answers as the direct one does, and a wrong
+/// token is refused there too.
+#[tokio::test]
+async fn routed_role_requests_answer_as_the_direct_path() {
+    let (router, _status) = app(ready());
+    let encoded = get("/roles/pi%79o").header(AUTHORIZATION, TOKEN);
+    let (status, body) = send(router.clone(), encoded).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("the-secret-key"));
+    let head = HttpRequest::head("/roles/piyo")
+        .header(HOST, LISTEN)
+        .header(AUTHORIZATION, TOKEN);
+    assert_eq!(send(router.clone(), head).await.0, StatusCode::OK);
+    let wrong = get("/roles/pi%79o").header(AUTHORIZATION, "not-the-token");
+    assert_eq!(send(router, wrong).await.0, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn localhost_host_is_accepted() {
     let (router, _status) = app(ready());
