@@ -70,3 +70,29 @@ pub fn full_response(role: &str, full: crate::sessions::Full) -> Response {
     );
     error_response(StatusCode::SERVICE_UNAVAILABLE, "TooManySessions", &message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// What a client of a role served per user meets on the wire: 503 `TooManySessions` naming
+    /// the limit, and 403 when it cannot be told who connects.
+    #[tokio::test]
+    async fn per_user_refusals_say_why() {
+        let full = full_response("piyo", crate::sessions::Full { limit: 256 });
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = body_of(full).await;
+        assert!(body.contains("\"code\":\"TooManySessions\""), "{body}");
+        assert!(body.contains("256 user sessions"), "{body}");
+        let unknown = unknown_peer_response();
+        assert_eq!(unknown.status(), StatusCode::FORBIDDEN);
+        assert!(body_of(unknown).await.contains("served per user"));
+    }
+}
