@@ -13,6 +13,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -124,9 +125,16 @@ const FIRST_SESSION_WAIT: Duration = Duration::from_millis(1500);
 /// The same through the metadata endpoint.
 const FIRST_SESSION_WAIT_METADATA: Duration = Duration::from_millis(800);
 
+/// What [`decide_now`] can say without waiting: the decision, or the new session of a user
+/// (of a role served per user) whose first credentials are still coming.
+pub enum Decided {
+    Now(Decision),
+    FirstSession(watch::Receiver<RoleStatus>),
+}
+
 /// Decides whether `peer` gets role `name` through `via`, from one table snapshot: [`gate`],
 /// then the session (the user's own, for a role served per user), then [`serve`] at the wall
-/// clock's `now`.
+/// clock's `now`; waits (briefly) for a new session's first credentials.
 pub async fn decide(
     table: &RoleTable,
     name: &str,
@@ -134,12 +142,27 @@ pub async fn decide(
     peer: &Peer,
     clock: &dyn Clock,
 ) -> Decision {
+    match decide_now(table, name, via, peer, clock) {
+        Decided::Now(decision) => decision,
+        Decided::FirstSession(status) => first_credentials(status, via, clock).await,
+    }
+}
+
+/// [`decide`] up to the wait: what the request gets now, or the session to wait for (with
+/// [`first_credentials`]). Nearly every request is decided here, without a future.
+pub fn decide_now(
+    table: &RoleTable,
+    name: &str,
+    via: Via<'_>,
+    peer: &Peer,
+    clock: &dyn Clock,
+) -> Decided {
     let entry = match gate(table, name, via, peer) {
         Ok(entry) => entry,
-        Err(refused) => return refused,
+        Err(refused) => return Decided::Now(refused),
     };
     let sessions = match &entry.sessions {
-        Sessions::Shared(status) => return serve(&status.borrow(), via, clock.now()),
+        Sessions::Shared(status) => return Decided::Now(serve(&status.borrow(), via, clock.now())),
         Sessions::PerUser(sessions) => sessions,
     };
     // The session is named after the user: a uid without an account (a process run under an
@@ -147,15 +170,31 @@ pub async fn decide(
     // thousands) is nobody the other account could be told about, and would let one user
     // take many sessions.
     let (Some(uid), Some(user)) = (peer.uid, peer.user.as_deref()) else {
-        return Decision::UnknownPeer;
+        return Decided::Now(Decision::UnknownPeer);
     };
     let limit = entry.config.max_sessions;
-    let found = sessions.session_for(uid, user, limit, Instant::now());
-    let mut status = match found {
+    let status = match sessions.session_for(uid, user, limit, Instant::now()) {
         Ok(status) => status,
-        Err(full) => return Decision::Full(full),
+        Err(full) => return Decided::Now(Decision::Full(full)),
     };
-    let settled = |status: &RoleStatus| status.current.is_some() || status.last_error.is_some();
+    if settled(&status.borrow()) {
+        return Decided::Now(serve(&status.borrow(), via, clock.now()));
+    }
+    Decided::FirstSession(status)
+}
+
+/// Whether a session's refresher has had its first answer, credentials or error.
+fn settled(status: &RoleStatus) -> bool {
+    status.current.is_some() || status.last_error.is_some()
+}
+
+/// What a new session serves through `via` once its first credentials (or error) come, or
+/// after the endpoint's wait: its clients give up soon after.
+pub async fn first_credentials(
+    mut status: watch::Receiver<RoleStatus>,
+    via: Via<'_>,
+    clock: &dyn Clock,
+) -> Decision {
     let wait = match via {
         Via::Container(_) => FIRST_SESSION_WAIT,
         Via::Metadata { .. } => FIRST_SESSION_WAIT_METADATA,

@@ -149,12 +149,12 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         let scrape_address = scrapes
             .local_addr()
             .context("cannot read the metrics address")?;
-        let app = server::metrics_router(
+        let app = server::Endpoint::routed(server::metrics_router(
             metrics.clone(),
             roles.clone(),
             clock.clone(),
             scrape_address,
-        );
+        ));
         let admission = listener::Admission::new(METRICS_LISTENER);
         let serving = listener::serve(scrapes, app, admission, metrics.clone(), shutdown.clone());
         tasks.spawn("metrics listener", async move {

@@ -9,13 +9,13 @@ use std::time::Duration;
 use axum::body::{Body, to_bytes};
 use axum::http::Request;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use crate::clock::SystemClock;
 use crate::credentials::{Credentials, Served};
 use crate::imds::Imds;
 use crate::imds::upstream::{MetadataSource, Read, Upstream};
 use crate::metrics::Metrics;
+use crate::peer::Peer;
 use crate::refresh::RoleStatus;
 use crate::roles::{RoleEntry, RoleTable, Sessions};
 use crate::server::{AppState, router};
@@ -135,14 +135,9 @@ pub fn request(method: &[u8], uri: &[u8], headers: &[(&[u8], &[u8])]) -> Option<
     let request = builder.body(Body::empty()).ok()?;
     let harness = harness();
     let (status, body) = harness.runtime.block_on(async {
-        let response = harness
-            .app
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        let response = harness.app.answer(Peer::default(), request).await;
         let status = response.status().as_u16();
-        let body = to_bytes(response.into_body(), usize::MAX)
+        let body = to_bytes(Body::new(response.into_body()), usize::MAX)
             .await
             .expect("a body");
         (status, body.to_vec())

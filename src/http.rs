@@ -6,6 +6,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
+use http_body_util::Full;
 use serde_json::json;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -38,8 +39,15 @@ pub fn typed_response(body: impl Into<Body>, content_type: &'static str) -> Resp
 
 /// A 200 with a pre-built credentials body, marked so no cache keeps it.
 pub fn credentials_response(body: Bytes) -> Response {
-    let mut response = with_type(StatusCode::OK, Body::from(body), JSON);
-    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    credentials_unboxed(body).map(Body::new)
+}
+
+/// [`credentials_response`] with the body as it is, unboxed: what the hot paths send.
+pub fn credentials_unboxed(body: Bytes) -> axum::http::Response<Full<Bytes>> {
+    let mut response = axum::http::Response::new(Full::new(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON);
+    headers.insert(CACHE_CONTROL, NO_STORE);
     response
 }
 

@@ -20,23 +20,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::convert::Infallible;
-
-use axum::http::Request;
-use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::peer::{Peer, Resolver};
+use crate::server::Endpoint;
 
 /// How long a write to a client may make no progress before the connection is cut.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -320,20 +315,13 @@ where
 /// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
 /// cancelled; then stops accepting and lets open requests finish for at most
 /// [`DRAIN_TIMEOUT`].
-pub async fn serve<S>(
+pub async fn serve(
     listener: TcpListener,
-    app: S,
+    app: Endpoint,
     admission: Admission,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) where
-    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let Admission {
         options,
         permits,
@@ -404,25 +392,13 @@ pub async fn serve<S>(
                 metrics.connection_closed();
                 return;
             };
-            let peer = Arc::new(peer);
             let asked = Arc::new(AtomicBool::new(false));
-            let first_request = asked.clone();
-            let app = app.map_request(move |mut request: Request<Incoming>| {
-                first_request.store(true, Ordering::Relaxed);
-                request.extensions_mut().insert(peer.clone());
-                if let Some(redirected) = redirected {
-                    request.extensions_mut().insert(redirected);
-                }
-                request
-            });
+            let service = app.connection(Arc::new(peer), redirected, asked.clone());
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(
-                    WriteDeadline::new(TokioIo::new(stream)),
-                    TowerToHyperService::new(app),
-                );
+                .serve_connection(WriteDeadline::new(TokioIo::new(stream)), service);
             tokio::pin!(connection);
             let finished = until_done_or_drained(connection, &asked, &shutdown).await;
             metrics.connection_closed();

@@ -43,6 +43,9 @@ use crate::roles::{RoleEntry, RoleTable, Sessions};
 use crate::status;
 use crate::token::AuthToken;
 
+mod connection;
+pub use connection::Endpoint;
+
 /// Paths answered without a token: they reveal nothing but liveness and readiness.
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
 /// Where the instance-metadata routes live.
@@ -235,48 +238,31 @@ struct Checked {
 }
 
 impl AppState {
-    /// The checks of [`check_request`] on `request`, with this state's token, table snapshot
-    /// and hosts: what the role handler needs, or why the request is refused.
-    fn check<B>(&self, request: &axum::http::Request<B>) -> Result<Checked, Refusal> {
+    /// The checks of [`check_request`] on a request's `headers` and `uri` (`redirected` here by
+    /// the metadata guard or not), with this state's token, table snapshot and hosts: what the
+    /// role handler needs, or why the request is refused.
+    fn check(&self, headers: &HeaderMap, uri: &Uri, redirected: bool) -> Result<Checked, Refusal> {
         let inner = &self.inner;
         let table = inner.roles.borrow().clone();
         let checked = check_request(
-            request.headers(),
-            request.uri(),
+            headers,
+            uri,
             &inner.allowed_hosts,
             |presented| grant_of(presented, &inner.token.borrow(), &table),
             inner.imds.is_some(),
-            request.extensions().get::<Redirected>().is_some(),
+            redirected,
         );
         checked
             .map(|grant| Checked { table, grant })
-            .inspect_err(|refusal| {
-                debug!(?refusal, path = %request.uri().path(), "request refused");
-            })
-    }
-
-    /// The hot path: a plain `GET /roles/<name>` answered without the router.
-    async fn plain_role<B>(&self, request: axum::http::Request<B>) -> Response {
-        let response = match (self.check(&request), plain_role_name(&request)) {
-            (Ok(checked), Some(name)) => {
-                let peer = request.extensions().get::<Arc<Peer>>().cloned();
-                role_answer(self, name, &peer.unwrap_or_default(), checked).await
-            }
-            (Err(refused), _) => refused.into_response(),
-            (Ok(_), None) => unreachable!("only plain role requests come here"),
-        };
-        let route = metrics::route_label(request.uri().path());
-        self.inner
-            .metrics
-            .request(route, response.status().as_u16());
-        response
+            .inspect_err(|refusal| debug!(?refusal, path = %uri.path(), "request refused"))
     }
 }
 
 /// The guard of every routed request: [`AppState::check`], and the count of the answer.
 async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let route = metrics::route_label(request.uri().path());
-    let response = match state.check(&request) {
+    let redirected = request.extensions().get::<Redirected>().is_some();
+    let response = match state.check(request.headers(), request.uri(), redirected) {
         Ok(checked) => {
             request.extensions_mut().insert(checked);
             next.run(request).await
@@ -290,50 +276,9 @@ async fn guard(State(state): State<AppState>, mut request: Request, next: Next) 
     response
 }
 
-/// What the listeners serve: plain `GET /roles/<name>` requests (nearly all the traffic)
-/// answered directly, the rest through the router. Both pass the same checks
-/// ([`AppState::check`]) and the same role answer; the direct path only skips the router's
-/// matching, its middleware futures and service clones.
-#[derive(Clone)]
-pub struct Endpoint {
-    router: Router,
-    state: AppState,
-}
-
-type Answer = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
->;
-
-impl<B> tower::Service<axum::http::Request<B>> for Endpoint
-where
-    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        if plain_role_name(&request).is_some() {
-            let state = self.state.clone();
-            return Box::pin(async move { Ok(state.plain_role(request).await) });
-        }
-        Box::pin(tower::ServiceExt::oneshot(self.router.clone(), request))
-    }
-}
-
-/// The application: routes behind the guard, JSON errors for everything else, and the direct
-/// path for plain role requests in front of them.
+/// What the listeners serve: the hot paths directly, the rest through the routes below.
 pub fn router(state: AppState) -> Endpoint {
-    let router = routes(state.clone());
-    Endpoint { router, state }
+    Endpoint::new(routes(state.clone()), state)
 }
 
 fn routes(state: AppState) -> Router {
@@ -359,25 +304,16 @@ async fn role_credentials(
     Extension(checked): Extension<Checked>,
 ) -> Response {
     let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-    role_answer(&state, &name, &peer, checked).await
-}
-
-/// The name in a `GET /roles/<name>` that needs no percent-decoding, if the request is one:
-/// [`Endpoint`] answers those itself, without the router (the hot path); anything else goes
-/// through the router and its path extraction.
-fn plain_role_name<B>(request: &axum::http::Request<B>) -> Option<&str> {
-    let name = request.uri().path().strip_prefix(ROLES_PREFIX)?;
-    let plain = !name.is_empty() && !name.contains(['%', '/']);
-    (request.method() == axum::http::Method::GET && plain).then_some(name)
-}
-
-/// The answer to a request for role `name` that passed the guard.
-async fn role_answer(state: &AppState, name: &str, peer: &Peer, checked: Checked) -> Response {
     let Checked { table, grant } = checked;
-    let inner = &state.inner;
     let via = Via::Container(grant.as_ref());
-    let decision = access::decide(&table, name, via, peer, inner.clock.as_ref()).await;
-    audit::record(name, via, peer, &decision);
+    let clock = state.inner.clock.as_ref();
+    let decision = access::decide(&table, &name, via, &peer, clock).await;
+    audit::record(&name, via, &peer, &decision);
+    role_response(&name, decision)
+}
+
+/// The answer to a request for role `name` that passed the guard, once decided.
+fn role_response(name: &str, decision: Decision) -> Response {
     match decision {
         Decision::Served { body, .. } => credentials_response(body),
         Decision::Unknown => error_response(

@@ -179,15 +179,7 @@ const PASSED_TREES: &[&str] = &["meta-data/placement", "meta-data/network/interf
 pub fn route(path: &str) -> Route {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
-    let clean = segments.iter().all(|segment| {
-        !segment.is_empty()
-            && *segment != "."
-            && *segment != ".."
-            && segment
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-    });
-    if !clean {
+    if !segments.iter().all(|segment| clean_segment(segment)) {
         return Route::NotFound;
     }
     match segments.as_slice() {
@@ -203,6 +195,29 @@ pub fn route(path: &str) -> Route {
         _ if passes(trimmed) => Route::Upstream(format!("/latest/{path}")),
         _ => Route::NotFound,
     }
+}
+
+/// A path segment the metadata endpoint looks at: no empty, `.` or `..` segment, and only the
+/// characters of IAM names and metadata keys.
+fn clean_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment != "."
+        && segment != ".."
+        && (segment.chars())
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// The role name and whether the extended body is asked for, if the request path `path` is
+/// a credentials read exactly as [`route`] takes it (`Route::Credentials` and
+/// `Route::ExtendedCredentials` of the path after `/latest/`): the hot path answers those
+/// without the router. Pure.
+pub fn credentials_path(path: &str) -> Option<(&str, bool)> {
+    let rest = path.strip_prefix("/latest/meta-data/iam/security-credentials")?;
+    let (name, extended) = match rest.strip_prefix("-extended/") {
+        Some(name) => (name, true),
+        None => (rest.strip_prefix('/')?, false),
+    };
+    clean_segment(name).then_some((name, extended))
 }
 
 /// Whether a clean path (no trailing slash) is one that is passed through.
@@ -295,18 +310,19 @@ async fn issue_token(State(imds): State<Arc<Imds>>, headers: HeaderMap) -> Respo
 
 /// IMDSv1 (no token) and stale or forged tokens get 401, as from the real IMDS.
 async fn require_session(State(imds): State<Arc<Imds>>, request: Request, next: Next) -> Response {
-    let valid = request
-        .headers()
-        .get(TOKEN_HEADER)
-        .is_some_and(|token| imds.tokens.verify(token.as_bytes(), imds.clock.now()));
-    if !valid {
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "a valid X-aws-ec2-metadata-token is required (IMDSv2)",
-        );
+    match imds.has_session(request.headers()) {
+        true => next.run(request).await,
+        false => session_required(),
     }
-    next.run(request).await
+}
+
+/// The 401 of a read without a valid session token.
+pub fn session_required() -> Response {
+    error_response(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "a valid X-aws-ec2-metadata-token is required (IMDSv2)",
+    )
 }
 
 async fn read(
@@ -350,28 +366,48 @@ fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
 }
 
-/// The hot path: decide on one snapshot of the table, allocate nothing but the response.
+/// Decides on one snapshot of the table (waiting for a new per-user session's first
+/// credentials), and answers.
 async fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -> Response {
     let via = Via::Metadata { iam_name, extended };
     let table = imds.roles.borrow().clone();
     let decision = access::decide(&table, &imds.role, via, peer, imds.clock.as_ref()).await;
     audit::record(&imds.role, via, peer, &decision);
-    match decision {
-        Decision::Served { body, .. } => credentials_response(body),
-        Decision::Unknown if !table.contains_key(&imds.role) => role_gone(imds),
-        Decision::Unknown | Decision::WrongToken => not_found(),
-        Decision::NotAdmitted => error_response(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "the connecting user may not have this role",
-        ),
-        Decision::UnknownPeer => crate::http::unknown_peer_response(),
-        Decision::Full(full) => crate::http::full_response(&imds.role, full),
-        Decision::Unservable(_) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "CredentialsUnavailable",
-            "no servable credentials for the metadata role; see the daemon's log",
-        ),
+    imds.credentials_answer(&table, decision)
+}
+
+impl Imds {
+    /// Whether `headers` carry a session token this endpoint issued and that is still valid.
+    pub fn has_session(&self, headers: &HeaderMap) -> bool {
+        (headers.get(TOKEN_HEADER))
+            .is_some_and(|token| self.tokens.verify(token.as_bytes(), self.clock.now()))
+    }
+
+    /// The `[[roles]]` name of the role served here.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// What a credentials read gets for `decision` (made on `table`), as the real IMDS
+    /// answers: a role this endpoint does not serve is a path that does not exist.
+    pub fn credentials_answer(&self, table: &RoleTable, decision: Decision) -> Response {
+        match decision {
+            Decision::Served { body, .. } => credentials_response(body),
+            Decision::Unknown if !table.contains_key(&self.role) => role_gone(self),
+            Decision::Unknown | Decision::WrongToken => not_found(),
+            Decision::NotAdmitted => error_response(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the connecting user may not have this role",
+            ),
+            Decision::UnknownPeer => crate::http::unknown_peer_response(),
+            Decision::Full(full) => crate::http::full_response(&self.role, full),
+            Decision::Unservable(_) => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CredentialsUnavailable",
+                "no servable credentials for the metadata role; see the daemon's log",
+            ),
+        }
     }
 }
 

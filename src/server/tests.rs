@@ -6,7 +6,6 @@ use axum::body::{Body, to_bytes};
 use axum::http::HeaderValue;
 use axum::http::Request as HttpRequest;
 use axum::http::header::CONTENT_TYPE;
-use tower::ServiceExt;
 
 use super::*;
 use crate::credentials::{Credentials, Served};
@@ -88,13 +87,13 @@ fn get(path: &str) -> axum::http::request::Builder {
 }
 
 async fn send(router: Endpoint, request: axum::http::request::Builder) -> (StatusCode, String) {
-    let response = router
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let request = request.body(Body::empty()).unwrap();
+    let response = router.answer(Peer::default(), request).await;
     let status = response.status();
     let content_type = response.headers().get(CONTENT_TYPE).cloned();
-    let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = to_bytes(Body::new(response.into_body()), 1 << 20)
+        .await
+        .unwrap();
     let body = String::from_utf8(body.to_vec()).unwrap();
     assert_eq!(
         content_type.as_ref().and_then(|v| v.to_str().ok()),

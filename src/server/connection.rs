@@ -1,0 +1,361 @@
+//! What one connection is served. Nearly all traffic is two requests: `GET /roles/<name>` and
+//! the metadata credentials read. Those are answered here, at once: the same checks
+//! ([`AppState::check`]), the same decision (`access::decide_now`) and audit as the routes,
+//! but no router, middleware future, service clone, request extension or boxed body. That is
+//! most of what the daemon cost over a bare server (README, Benchmarks). Everything else, and
+//! a user's first request to a new per-user session (which waits), goes through the router.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::http::{Method, Request, Response};
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use tower::ServiceExt;
+
+use super::{AppState, Checked, ROLES_PREFIX, role_response};
+use crate::access::{self, Decided, Decision, Via};
+use crate::audit;
+use crate::http::credentials_unboxed;
+use crate::imds;
+use crate::listener::Redirected;
+use crate::metrics;
+use crate::peer::Peer;
+
+/// A response body: the credentials as they are, or whatever the router built.
+pub type Body = Either<Full<Bytes>, axum::body::Body>;
+/// A response as a connection sends it.
+pub type Answer = Response<Body>;
+
+/// What the listeners serve: makes each connection's service, knowing who is at the other end.
+#[derive(Clone)]
+pub struct Endpoint {
+    router: Router,
+    /// The state the hot paths are answered with; `None` where only the router serves (the
+    /// metrics listener).
+    direct: Option<AppState>,
+}
+
+impl Endpoint {
+    /// The hot paths answered with `state`, the rest by `router`.
+    pub fn new(router: Router, state: AppState) -> Self {
+        Self {
+            router,
+            direct: Some(state),
+        }
+    }
+
+    /// Everything through `router`.
+    pub fn routed(router: Router) -> Self {
+        Self {
+            router,
+            direct: None,
+        }
+    }
+
+    /// The service of one connection from `peer` (`redirected` to us by the metadata guard,
+    /// or not); `asked` is set at its first request.
+    pub fn connection(
+        &self,
+        peer: Arc<Peer>,
+        redirected: Option<Redirected>,
+        asked: Arc<AtomicBool>,
+    ) -> Connection {
+        Connection {
+            endpoint: self.clone(),
+            peer,
+            redirected,
+            asked,
+        }
+    }
+}
+
+impl Endpoint {
+    /// `request` answered as on a connection of its own from `peer` (tests, fuzzing).
+    pub async fn answer<B>(&self, peer: Peer, request: Request<B>) -> Answer
+    where
+        B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let connection = self.connection(Arc::new(peer), None, Arc::default());
+        let Ok(answer) = hyper::service::Service::call(&connection, request).await;
+        answer
+    }
+}
+
+/// One connection's service (`hyper::service::Service`).
+pub struct Connection {
+    endpoint: Endpoint,
+    peer: Arc<Peer>,
+    redirected: Option<Redirected>,
+    asked: Arc<AtomicBool>,
+}
+
+impl<B> hyper::service::Service<Request<B>> for Connection
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Answer;
+    type Error = Infallible;
+    type Future = Answering;
+
+    fn call(&self, request: Request<B>) -> Answering {
+        self.asked.store(true, Ordering::Relaxed);
+        if let Some(state) = &self.endpoint.direct
+            && let Some(hot) = Hot::of(&request, state.inner.imds.is_some())
+        {
+            return state.answer_hot(hot, &request, &self.peer, self.redirected.is_some());
+        }
+        let mut request = request;
+        request.extensions_mut().insert(self.peer.clone());
+        if let Some(redirected) = self.redirected {
+            request.extensions_mut().insert(redirected);
+        }
+        let router = self.endpoint.router.clone();
+        Answering::Later(Box::pin(async move {
+            let Ok(response) = router.oneshot(request).await;
+            Ok(response.map(Either::Right))
+        }))
+    }
+}
+
+/// A connection's answer to one request: ready at once, or coming.
+pub enum Answering {
+    Ready(Option<Answer>),
+    Later(Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>),
+}
+
+impl Future for Answering {
+    type Output = Result<Answer, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answering::Ready(answer) => Poll::Ready(Ok(answer
+                .take()
+                .expect("an answer is polled until ready, once"))),
+            Answering::Later(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The requests answered without the router. Each is exactly what the router would route to
+/// the same handler: a name needing no percent-decoding, `GET` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hot<'r> {
+    /// `GET /roles/<name>`.
+    Role(&'r str),
+    /// `GET /latest/meta-data/iam/security-credentials[-extended]/<iam_name>`.
+    Metadata { iam_name: &'r str, extended: bool },
+}
+
+impl<'r> Hot<'r> {
+    /// Which hot path `request` takes, if any (the metadata one only where `metadata` is
+    /// served). Pure.
+    fn of<B>(request: &'r Request<B>, metadata: bool) -> Option<Self> {
+        if request.method() != Method::GET {
+            return None;
+        }
+        let path = request.uri().path();
+        if let Some(name) = path.strip_prefix(ROLES_PREFIX) {
+            let plain = !name.is_empty() && !name.contains(['%', '/']);
+            return plain.then_some(Hot::Role(name));
+        }
+        let (iam_name, extended) = imds::credentials_path(path).filter(|_| metadata)?;
+        Some(Hot::Metadata { iam_name, extended })
+    }
+
+    /// The route label its requests are counted under.
+    fn route(self) -> &'static str {
+        match self {
+            Hot::Role(_) => metrics::route_label(ROLES_PREFIX),
+            Hot::Metadata { .. } => {
+                metrics::route_label("/latest/meta-data/iam/security-credentials/")
+            }
+        }
+    }
+}
+
+impl AppState {
+    /// The answer to a `hot` request from `peer`.
+    fn answer_hot<B>(
+        &self,
+        hot: Hot<'_>,
+        request: &Request<B>,
+        peer: &Arc<Peer>,
+        redirected: bool,
+    ) -> Answering {
+        let route = hot.route();
+        let answering = match self.check(request.headers(), request.uri(), redirected) {
+            Err(refused) => routed(axum::response::IntoResponse::into_response(refused)),
+            Ok(checked) => match hot {
+                Hot::Role(name) => self.role_now(name, peer, checked),
+                Hot::Metadata { iam_name, extended } => {
+                    self.metadata_now(iam_name, extended, request, peer, checked)
+                }
+            },
+        };
+        match answering {
+            Answering::Ready(Some(answer)) => Answering::Ready(Some(self.counted(route, answer))),
+            Answering::Later(later) => {
+                let state = self.clone();
+                Answering::Later(Box::pin(async move {
+                    let Ok(answer) = later.await;
+                    Ok(state.counted(route, answer))
+                }))
+            }
+            Answering::Ready(None) => unreachable!("a fresh answer is there"),
+        }
+    }
+
+    fn counted(&self, route: &'static str, answer: Answer) -> Answer {
+        (self.inner.metrics).request(route, answer.status().as_u16());
+        answer
+    }
+
+    fn role_now(&self, name: &str, peer: &Arc<Peer>, checked: Checked) -> Answering {
+        let Checked { table, grant } = checked;
+        let via = Via::Container(grant.as_ref());
+        let clock = self.inner.clock.as_ref();
+        match access::decide_now(&table, name, via, peer, clock) {
+            Decided::Now(decision) => {
+                audit::record(name, via, peer, &decision);
+                answer(decision, |decision| role_response(name, decision))
+            }
+            Decided::FirstSession(status) => {
+                let (state, name, peer) = (self.clone(), name.to_owned(), peer.clone());
+                Answering::Later(Box::pin(async move {
+                    let via = Via::Container(grant.as_ref());
+                    let clock = state.inner.clock.as_ref();
+                    let decision = access::first_credentials(status, via, clock).await;
+                    audit::record(&name, via, &peer, &decision);
+                    let Answering::Ready(Some(answer)) =
+                        answer(decision, |decision| role_response(&name, decision))
+                    else {
+                        unreachable!("an answer to a decision is ready")
+                    };
+                    Ok(answer)
+                }))
+            }
+        }
+    }
+
+    fn metadata_now<B>(
+        &self,
+        iam_name: &str,
+        extended: bool,
+        request: &Request<B>,
+        peer: &Arc<Peer>,
+        checked: Checked,
+    ) -> Answering {
+        let metadata =
+            (self.inner.imds.clone()).expect("the metadata path is hot only with [imds]");
+        if !metadata.has_session(request.headers()) {
+            return routed(imds::session_required());
+        }
+        let table = checked.table;
+        let via = Via::Metadata { iam_name, extended };
+        let clock = self.inner.clock.as_ref();
+        match access::decide_now(&table, metadata.role(), via, peer, clock) {
+            Decided::Now(decision) => {
+                audit::record(metadata.role(), via, peer, &decision);
+                answer(decision, |decision| {
+                    metadata.credentials_answer(&table, decision)
+                })
+            }
+            Decided::FirstSession(status) => {
+                let (state, iam_name, peer) = (self.clone(), iam_name.to_owned(), peer.clone());
+                Answering::Later(Box::pin(async move {
+                    let via = Via::Metadata {
+                        iam_name: &iam_name,
+                        extended,
+                    };
+                    let clock = state.inner.clock.as_ref();
+                    let decision = access::first_credentials(status, via, clock).await;
+                    audit::record(metadata.role(), via, &peer, &decision);
+                    let Answering::Ready(Some(answer)) = answer(decision, |decision| {
+                        metadata.credentials_answer(&table, decision)
+                    }) else {
+                        unreachable!("an answer to a decision is ready")
+                    };
+                    Ok(answer)
+                }))
+            }
+        }
+    }
+}
+
+/// The answer to `decision`: served credentials as they are, anything else as `otherwise`
+/// words it.
+fn answer(
+    decision: Decision,
+    otherwise: impl FnOnce(Decision) -> axum::response::Response,
+) -> Answering {
+    match decision {
+        Decision::Served { body, .. } => {
+            Answering::Ready(Some(credentials_unboxed(body).map(Either::Left)))
+        }
+        refused => routed(otherwise(refused)),
+    }
+}
+
+/// A ready answer the router's helpers built.
+fn routed(response: axum::response::Response) -> Answering {
+    Answering::Ready(Some(response.map(Either::Right)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hot(method: Method, path: &str, metadata: bool) -> Option<String> {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
+        Hot::of(&request, metadata).map(|hot| format!("{hot:?}"))
+    }
+
+    /// Only what the router would hand the same handler, unchanged, takes the hot path.
+    #[test]
+    fn hot_paths_are_exactly_the_plain_reads() {
+        let role = |name: &str| Some(format!("{:?}", Hot::Role(name)));
+        assert_eq!(hot(Method::GET, "/roles/piyo", false), role("piyo"));
+        assert_eq!(hot(Method::GET, "/roles/piyo?x=1", false), role("piyo"));
+        for routed in [
+            "/roles/",
+            "/roles/pi%79o",
+            "/roles/a/b",
+            "/status",
+            "/healthz",
+        ] {
+            assert_eq!(hot(Method::GET, routed, true), None, "{routed}");
+        }
+        assert_eq!(hot(Method::HEAD, "/roles/piyo", false), None);
+        let path = "/latest/meta-data/iam/security-credentials/piyo-role";
+        let metadata = |extended| {
+            let iam_name = "piyo-role";
+            Some(format!("{:?}", Hot::Metadata { iam_name, extended }))
+        };
+        assert_eq!(hot(Method::GET, path, true), metadata(false));
+        assert_eq!(hot(Method::GET, path, false), None, "no [imds]");
+        let extended = "/latest/meta-data/iam/security-credentials-extended/piyo-role";
+        assert_eq!(hot(Method::GET, extended, true), metadata(true));
+        for routed in [
+            "/latest/meta-data/iam/security-credentials/",
+            "/latest/meta-data/iam/security-credentials/piyo-role/",
+            "/latest/meta-data/iam/security-credentials/..",
+            "/latest/meta-data/iam/security-credentials/pi%79o-role",
+            "/latest/meta-data/iam/security-credentialsX/piyo-role",
+            "/latest/meta-data/iam/info",
+        ] {
+            assert_eq!(hot(Method::GET, routed, true), None, "{routed}");
+        }
+    }
+}
