@@ -3,6 +3,7 @@
 source "$(dirname "$0")/common.sh"
 cargo build --release --quiet --bin assume-roled --example bench_baseline
 BIN=${DAEMON_BIN:-$BIN}
+BASELINE=${BASELINE_BIN:-$BASELINE}
 port=$(free_port)
 mkdir -p "$work/d"
 cat >"$work/d/config.toml" <<EOF2
@@ -38,8 +39,21 @@ for round in $(seq "$ROUNDS"); do
   echo "base $b ecs $e ($(ratio $e $b)) imds $i ($(ratio $i $b))"
 done
 if [ -n "${PERF:-}" ]; then
-  perf record -F 2000 -g -p "$daemon" -o /tmp/q/perf.data -- sleep 4 >/dev/null 2>&1 &
-  recorder=$!
-  sleep 0.2; r -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo" >/dev/null; wait $recorder
+  for target in "daemon:$daemon:http://127.0.0.1:$port/roles/piyo" "baseline:$(pgrep -f bench_baseline | head -1):$baseline/roles/piyo"; do
+    name=${target%%:*} rest=${target#*:}; pid=${rest%%:*} url=${rest#*:}
+    perf record -F 4000 -g -p "$pid" -o /tmp/q/$name.data -- sleep 3 >/dev/null 2>&1 &
+    recorder=$!
+    sleep 0.1; wrk -t1 -c64 -d3s -H "Authorization: $token" "$url" | awk '/requests in/ {print "'$name' requests", $1}'; wait $recorder
+  done
 fi
 tail -3 "$work/d/log"
+if [ -n "${STAT:-}" ]; then
+  for target in "$daemon:http://127.0.0.1:$port/roles/piyo" "$(pgrep -f bench_baseline | head -1):$baseline/roles/piyo"; do
+    pid=${target%%:*} url=${target#*:}
+    before=$(awk '{print $14, $15}' /proc/$pid/stat)
+    out=$(wrk -t1 -c64 -d3s -H "Authorization: $token" "$url")
+    after=$(awk '{print $14, $15}' /proc/$pid/stat)
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    echo "$before $after $requests" | awk '{printf "user %.2f us/req, sys %.2f us/req, %d req\n", ($3-$1)*10000/$5, ($4-$2)*10000/$5, $5}'
+  done
+fi

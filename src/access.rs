@@ -97,7 +97,7 @@ pub enum Decision {
         /// The pre-built body in the endpoint's format.
         body: Bytes,
         /// The access key id as logs show it.
-        masked_key_id: String,
+        masked_key_id: std::sync::Arc<str>,
     },
 }
 

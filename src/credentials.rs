@@ -6,7 +6,7 @@
 //! This module knows nothing of STS or HTTP.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_smithy_types::DateTime;
@@ -191,13 +191,13 @@ pub struct Served {
     /// When the daemon received the set (wall clock): the start of its lifetime.
     pub obtained: SystemTime,
     /// The masked access key id, for the audit line of every response.
-    pub masked_key_id: String,
+    pub masked_key_id: Arc<str>,
 }
 
 impl Served {
     pub fn new(credentials: Credentials, obtained: SystemTime) -> Self {
         let ecs_body = credentials.ecs_body();
-        let masked_key_id = credentials.masked_access_key_id();
+        let masked_key_id = credentials.masked_access_key_id().into();
         Self {
             masked_key_id,
             credentials,

@@ -2,8 +2,8 @@
 //! the drain on shutdown.
 //!
 //! Every tool on the host depends on this port, so a slow or flooding client must not starve
-//! it: a connection must send its request head within [`HEADER_READ_TIMEOUT`] (a client
-//! dribbling headers a byte a second is cut off), the head may not exceed [`MAX_HEAD_BYTES`],
+//! it: a connection must start a request within [`HEADER_READ_TIMEOUT`] (a client dribbling
+//! headers a byte a second is cut off, an idle one closed), the head may not exceed [`MAX_HEAD_BYTES`],
 //! and at most `max_connections` are served at once; beyond that, new connections wait in the
 //! kernel's backlog until one closes, so memory stays bounded. Only HTTP/1.1 (and 1.0) is
 //! spoken: every SDK fetches credentials that way. What a request may do is decided by
@@ -15,14 +15,14 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +35,14 @@ use crate::server::Endpoint;
 
 /// How long a write to a client may make no progress before the connection is cut.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request head.
+/// How long a connection may go without starting a request: a client dribbling its request
+/// head, or a keep-alive connection left idle, is closed after it (give or take
+/// [`PROGRESS_CHECK`]).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a connection's progress is looked at. hyper's own header timeout sets a timer
+/// for every request; a look a second costs nearly nothing at any request rate (README,
+/// Benchmarks).
+const PROGRESS_CHECK: Duration = Duration::from_secs(1);
 /// The largest request head read (hyper's smallest buffer); larger heads get 431.
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// How long in-flight requests may take to finish after a stop is requested.
@@ -277,14 +283,67 @@ fn redirected_from(stream: &TcpStream, listening: SocketAddr) -> Option<Redirect
     (original != listening).then_some(Redirected(original))
 }
 
-/// Runs `connection` until it ends; if `shutdown` comes first, drains it. A connection accepted
-/// just before the stop may not have had its first request read yet (or even sent): closing it
-/// at once would leave a client that did nothing wrong without an answer, so one that has not
-/// `asked` anything yet gets [`FIRST_REQUEST_GRACE`]. Then the request in progress is finished
-/// and the connection closed instead of kept alive.
+/// What a connection's service reports of its requests, for [`until_done_or_drained`]: how
+/// many have started, and how many answers are still being worked out.
+#[derive(Debug, Default)]
+pub struct Progress {
+    started: AtomicU64,
+    answering: AtomicU64,
+}
+
+impl Progress {
+    /// A request has started.
+    pub fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An answer that takes a while is being worked out, until the guard is dropped.
+    pub fn answering(self: &Arc<Self>) -> Answering {
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        Answering(self.clone())
+    }
+
+    fn requests(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    fn busy(&self) -> bool {
+        self.answering.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// See [`Progress::answering`].
+pub struct Answering(Arc<Progress>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether a connection has gone [`HEADER_READ_TIMEOUT`] without starting a request while no
+/// answer was being worked out: the number of looks in a row that saw no progress, updated by
+/// one look that saw `requests` started and whether it was `busy`. Pure.
+fn stalled(idle_looks: &mut u32, seen: &mut u64, requests: u64, busy: bool) -> bool {
+    if requests != *seen || busy {
+        (*idle_looks, *seen) = (0, requests);
+        return false;
+    }
+    *idle_looks += 1;
+    // Progress may have come just after the previous look: one look more than the timeout
+    // spans, so that no connection is closed early.
+    *idle_looks > (HEADER_READ_TIMEOUT.as_secs() / PROGRESS_CHECK.as_secs()) as u32
+}
+
+/// Runs `connection` until it ends, or until it has gone [`HEADER_READ_TIMEOUT`] without
+/// starting a request (see [`stalled`]); if `shutdown` comes first, drains it. A connection
+/// accepted just before the stop may not have had its first request read yet (or even sent):
+/// closing it at once would leave a client that did nothing wrong without an answer, so one
+/// that has asked nothing yet gets [`FIRST_REQUEST_GRACE`]. Then the request in progress is
+/// finished and the connection closed instead of kept alive.
 async fn until_done_or_drained<I, S, B>(
     mut connection: Pin<&mut http1::Connection<I, S>>,
-    asked: &AtomicBool,
+    progress: &Progress,
     shutdown: &CancellationToken,
 ) -> hyper::Result<()>
 where
@@ -294,14 +353,28 @@ where
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    tokio::select! {
-        finished = connection.as_mut() => return finished,
-        () = shutdown.cancelled() => {}
+    let mut looks =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_CHECK, PROGRESS_CHECK);
+    looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut idle_looks, mut seen) = (0, 0);
+    loop {
+        // Biased: the connection is what wakes this task nearly every time.
+        tokio::select! {
+            biased;
+            finished = connection.as_mut() => return finished,
+            () = shutdown.cancelled() => break,
+            _ = looks.tick() => {
+                if stalled(&mut idle_looks, &mut seen, progress.requests(), progress.busy()) {
+                    debug!("connection closed: no request started within the header timeout");
+                    return Ok(());
+                }
+            }
+        }
     }
     let grace = tokio::time::sleep(FIRST_REQUEST_GRACE);
     tokio::pin!(grace);
     let mut look = tokio::time::interval(Duration::from_millis(5));
-    while !asked.load(Ordering::Relaxed) {
+    while progress.requests() == 0 {
         tokio::select! {
             finished = connection.as_mut() => return finished,
             () = &mut grace => break,
@@ -392,15 +465,15 @@ pub async fn serve(
                 metrics.connection_closed();
                 return;
             };
-            let asked = Arc::new(AtomicBool::new(false));
-            let service = app.connection(Arc::new(peer), redirected, asked.clone());
+            let progress = Arc::new(Progress::default());
+            let service = app.connection(Arc::new(peer), redirected, progress.clone());
+            // No timer: with one, hyper sets a 30 s header timer on every request; the
+            // connection's looks (until_done_or_drained) enforce HEADER_READ_TIMEOUT instead.
             let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(WriteDeadline::new(TokioIo::new(stream)), service);
             tokio::pin!(connection);
-            let finished = until_done_or_drained(connection, &asked, &shutdown).await;
+            let finished = until_done_or_drained(connection, &progress, &shutdown).await;
             metrics.connection_closed();
             if let Err(error) = finished {
                 debug!(%error, "connection ended with an error");
@@ -424,6 +497,35 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection is closed after the header timeout without a new request, never before,
+    /// and never while an answer is being worked out.
+    #[test]
+    fn stalled_after_the_header_timeout_without_progress() {
+        let (mut idle, mut seen) = (0, 0);
+        let looks_in_timeout = HEADER_READ_TIMEOUT.as_secs() / PROGRESS_CHECK.as_secs();
+        for _ in 0..looks_in_timeout {
+            assert!(!stalled(&mut idle, &mut seen, 0, false));
+        }
+        assert!(stalled(&mut idle, &mut seen, 0, false), "nothing asked");
+        let (mut idle, mut seen) = (0, 0);
+        for look in 0..20 {
+            assert!(
+                !stalled(&mut idle, &mut seen, look, false),
+                "a request a look"
+            );
+        }
+        for _ in 0..20 {
+            assert!(
+                !stalled(&mut idle, &mut seen, 19, true),
+                "an answer in the works"
+            );
+        }
+        for _ in 0..looks_in_timeout {
+            assert!(!stalled(&mut idle, &mut seen, 19, false));
+        }
+        assert!(stalled(&mut idle, &mut seen, 19, false), "idle since");
+    }
 
     /// A user gets so many places and no more; a place given back can be taken again, and
     /// other users are not counted against it.

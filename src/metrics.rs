@@ -48,6 +48,9 @@ pub struct Metrics {
     sessions: Family<RoleLabels, Gauge>,
     sts_latency: Histogram,
     connections: Gauge,
+    /// The counters of the answers nearly every request gets, found once: a lookup in
+    /// `requests` takes its lock and hashes the labels.
+    hot: [(RequestLabels, Counter); 2],
 }
 
 impl Default for Metrics {
@@ -96,7 +99,13 @@ impl Metrics {
             "Client connections being served",
             connections.clone(),
         );
+        let hot = [("roles", 200), ("imds_credentials", 200)].map(|(route, status)| {
+            let labels = RequestLabels { route, status };
+            let counter = requests.get_or_create(&labels).clone();
+            (labels, counter)
+        });
         Self {
+            hot,
             registry,
             requests,
             refreshes,
@@ -110,7 +119,10 @@ impl Metrics {
     /// Counts one answered request; `route` comes from [`route_label`].
     pub fn request(&self, route: &'static str, status: u16) {
         let labels = RequestLabels { route, status };
-        self.requests.get_or_create(&labels).inc();
+        match self.hot.iter().find(|(hot, _)| *hot == labels) {
+            Some((_, counter)) => counter.inc(),
+            None => self.requests.get_or_create(&labels).inc(),
+        };
     }
 
     /// Counts one refresh attempt: `outcome` is `success`, `transient` or `configuration`.

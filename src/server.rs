@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::header::{AUTHORIZATION, HOST};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::header::{AUTHORIZATION, FORWARDED, HOST, ORIGIN, REFERER};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -53,7 +53,12 @@ const METADATA_PREFIX: &str = "/latest/";
 /// The `Host` a client of the real instance metadata sends.
 const METADATA_HOSTS: &[&str] = &["169.254.169.254", "169.254.169.254:80"];
 /// Headers that only browsers and proxies send; a local SDK never does.
-const FORBIDDEN_HEADERS: &[&str] = &["origin", "referer", "x-forwarded-for", "forwarded"];
+const FORBIDDEN_HEADERS: [HeaderName; 4] = [
+    ORIGIN,
+    REFERER,
+    HeaderName::from_static("x-forwarded-for"),
+    FORWARDED,
+];
 
 /// What every handler shares: cheap to clone, never locked by a handler.
 #[derive(Clone)]
@@ -157,6 +162,72 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// What the request checks need of a request's headers, read in one pass (a lookup by name
+/// hashes the name; a request has few headers).
+#[derive(Default)]
+struct Headers<'h> {
+    /// A browser or proxy header is present.
+    proxied: bool,
+    hosts: Sole<'h>,
+    authorizations: Sole<'h>,
+}
+
+/// The only value of a header, or that there were none or several.
+#[derive(Default)]
+enum Sole<'h> {
+    #[default]
+    None,
+    One(&'h HeaderValue),
+    Several,
+}
+
+impl<'h> Sole<'h> {
+    fn push(&mut self, value: &'h HeaderValue) {
+        *self = match self {
+            Sole::None => Sole::One(value),
+            _ => Sole::Several,
+        };
+    }
+
+    fn only(&self) -> Option<&'h HeaderValue> {
+        match self {
+            Sole::One(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+impl<'h> Headers<'h> {
+    fn of(headers: &'h HeaderMap) -> Self {
+        let mut read = Headers::default();
+        for (name, value) in headers {
+            if name == HOST {
+                read.hosts.push(value);
+            } else if name == AUTHORIZATION {
+                read.authorizations.push(value);
+            } else if FORBIDDEN_HEADERS.contains(name) {
+                read.proxied = true;
+            }
+        }
+        read
+    }
+
+    /// See [`check_origin`].
+    fn origin(&self, uri: &Uri, allowed_hosts: &[impl AsRef<str>]) -> Result<(), Refusal> {
+        if self.proxied {
+            return Err(Refusal::Proxied);
+        }
+        let is_allowed =
+            |host: &str| (allowed_hosts.iter()).any(|h| h.as_ref().eq_ignore_ascii_case(host));
+        let host_ok = (self.hosts.only()).is_some_and(|host| host.to_str().is_ok_and(is_allowed));
+        let authority_ok = uri.authority().is_none_or(|a| is_allowed(a.as_str()));
+        if !host_ok || !authority_ok {
+            return Err(Refusal::ForeignHost);
+        }
+        Ok(())
+    }
+}
+
 /// The first rule of every listener: no browser or proxy headers, and exactly one `Host` (and
 /// absolute URI authority, if any) among `allowed_hosts`.
 pub fn check_origin(
@@ -164,24 +235,7 @@ pub fn check_origin(
     uri: &Uri,
     allowed_hosts: &[impl AsRef<str>],
 ) -> Result<(), Refusal> {
-    if FORBIDDEN_HEADERS
-        .iter()
-        .any(|name| headers.contains_key(*name))
-    {
-        return Err(Refusal::Proxied);
-    }
-    let is_allowed =
-        |host: &str| (allowed_hosts.iter()).any(|h| h.as_ref().eq_ignore_ascii_case(host));
-    let mut hosts = headers.get_all(HOST).iter();
-    let host_ok = match (hosts.next(), hosts.next()) {
-        (Some(host), None) => host.to_str().is_ok_and(is_allowed),
-        _ => false,
-    };
-    let authority_ok = uri.authority().is_none_or(|a| is_allowed(a.as_str()));
-    if !host_ok || !authority_ok {
-        return Err(Refusal::ForeignHost);
-    }
-    Ok(())
+    Headers::of(headers).origin(uri, allowed_hosts)
 }
 
 /// The checks every request passes before routing; pure, so each rule has a plain test.
@@ -197,9 +251,10 @@ pub fn check_request(
     metadata_enabled: bool,
     redirected: bool,
 ) -> Result<Option<Grant>, Refusal> {
+    let headers = Headers::of(headers);
     match redirected {
-        true => check_origin(headers, uri, METADATA_HOSTS)?,
-        false => check_origin(headers, uri, allowed_hosts)?,
+        true => headers.origin(uri, METADATA_HOSTS)?,
+        false => headers.origin(uri, allowed_hosts)?,
     }
     if redirected {
         let metadata = metadata_enabled && uri.path().starts_with(METADATA_PREFIX);
@@ -216,11 +271,7 @@ pub fn check_request(
     if metadata_enabled && uri.path().starts_with(METADATA_PREFIX) {
         return Ok(None);
     }
-    let mut presented = headers.get_all(AUTHORIZATION).iter();
-    let grant = match (presented.next(), presented.next()) {
-        (Some(value), None) => identify(value.as_bytes()),
-        _ => None,
-    };
+    let grant = (headers.authorizations.only()).and_then(|value| identify(value.as_bytes()));
     match grant {
         Some(Grant::Role(_)) if !uri.path().starts_with(ROLES_PREFIX) => Err(Refusal::Unauthorized),
         Some(grant) => Ok(Some(grant)),

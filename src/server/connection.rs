@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -23,7 +22,7 @@ use crate::access::{self, Decided, Decision, Via};
 use crate::audit;
 use crate::http::credentials_unboxed;
 use crate::imds;
-use crate::listener::Redirected;
+use crate::listener::{Progress, Redirected};
 use crate::metrics;
 use crate::peer::Peer;
 
@@ -59,22 +58,23 @@ impl Endpoint {
     }
 
     /// The service of one connection from `peer` (`redirected` to us by the metadata guard,
-    /// or not); `asked` is set at its first request.
+    /// or not), which reports its requests to `progress`.
     pub fn connection(
         &self,
         peer: Arc<Peer>,
         redirected: Option<Redirected>,
-        asked: Arc<AtomicBool>,
+        progress: Arc<Progress>,
     ) -> Connection {
         Connection {
             endpoint: self.clone(),
             peer,
             redirected,
-            asked,
+            progress,
         }
     }
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
 impl Endpoint {
     /// `request` answered as on a connection of its own from `peer` (tests, fuzzing).
     pub async fn answer<B>(&self, peer: Peer, request: Request<B>) -> Answer
@@ -93,7 +93,7 @@ pub struct Connection {
     endpoint: Endpoint,
     peer: Arc<Peer>,
     redirected: Option<Redirected>,
-    asked: Arc<AtomicBool>,
+    progress: Arc<Progress>,
 }
 
 impl<B> hyper::service::Service<Request<B>> for Connection
@@ -106,11 +106,14 @@ where
     type Future = Answering;
 
     fn call(&self, request: Request<B>) -> Answering {
-        self.asked.store(true, Ordering::Relaxed);
+        self.progress.started();
         if let Some(state) = &self.endpoint.direct
             && let Some(hot) = Hot::of(&request, state.inner.imds.is_some())
         {
-            return state.answer_hot(hot, &request, &self.peer, self.redirected.is_some());
+            return match state.answer_hot(hot, &request, &self.peer, self.redirected.is_some()) {
+                Answering::Later(later) => self.meanwhile_busy(later),
+                ready => ready,
+            };
         }
         let mut request = request;
         request.extensions_mut().insert(self.peer.clone());
@@ -118,9 +121,21 @@ where
             request.extensions_mut().insert(redirected);
         }
         let router = self.endpoint.router.clone();
-        Answering::Later(Box::pin(async move {
+        self.meanwhile_busy(Box::pin(async move {
             let Ok(response) = router.oneshot(request).await;
             Ok(response.map(Either::Right))
+        }))
+    }
+}
+
+impl Connection {
+    /// `later`, with the connection marked busy until it is answered: it is not idle.
+    fn meanwhile_busy(&self, later: Later) -> Answering {
+        let busy = self.progress.answering();
+        Answering::Later(Box::pin(async move {
+            let answer = later.await;
+            drop(busy);
+            answer
         }))
     }
 }
@@ -128,8 +143,11 @@ where
 /// A connection's answer to one request: ready at once, or coming.
 pub enum Answering {
     Ready(Option<Answer>),
-    Later(Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>),
+    Later(Later),
 }
+
+/// An answer that takes a while: routed, or waiting for a new session's first credentials.
+type Later = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
 
 impl Future for Answering {
     type Output = Result<Answer, Infallible>;
