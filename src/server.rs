@@ -293,19 +293,67 @@ impl AppState {
     /// the metadata guard or not), with this state's token, table snapshot and hosts: what the
     /// role handler needs, or why the request is refused.
     fn check(&self, headers: &HeaderMap, uri: &Uri, redirected: bool) -> Result<Checked, Refusal> {
+        let table = self.inner.roles.borrow().clone();
+        let token = self.inner.token.borrow();
+        let grant = self.check_on(headers, uri, redirected, &table, &token)?;
+        Ok(Checked { table, grant })
+    }
+
+    /// [`check_request`] against `table` and the server's `token`, with this state's hosts.
+    fn check_on(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        redirected: bool,
+        table: &RoleTable,
+        token: &AuthToken,
+    ) -> Result<Option<Grant>, Refusal> {
         let inner = &self.inner;
-        let table = inner.roles.borrow().clone();
-        let checked = check_request(
+        check_request(
             headers,
             uri,
             &inner.allowed_hosts,
-            |presented| grant_of(presented, &inner.token.borrow(), &table),
+            |presented| grant_of(presented, token, table),
             inner.imds.is_some(),
             redirected,
-        );
-        checked
-            .map(|grant| Checked { table, grant })
-            .inspect_err(|refusal| debug!(?refusal, path = %uri.path(), "request refused"))
+        )
+        .inspect_err(|refusal| debug!(?refusal, path = %uri.path(), "request refused"))
+    }
+
+    /// A connection's own [`Snapshot`] of what its requests are checked against.
+    fn snapshot(&self) -> Snapshot {
+        let (mut roles, mut token) = (self.inner.roles.clone(), self.inner.token.clone());
+        let table = roles.borrow_and_update().clone();
+        let current = token.borrow_and_update().clone();
+        Snapshot {
+            roles,
+            token,
+            table,
+            current,
+        }
+    }
+}
+
+/// One connection's copy of the role table and the server's token as last published, read
+/// again only after a reload has published new ones: seeing that takes one atomic load, where
+/// reading the shared copy takes a lock and a reference count that every connection touches.
+struct Snapshot {
+    roles: watch::Receiver<Arc<RoleTable>>,
+    token: watch::Receiver<AuthToken>,
+    table: Arc<RoleTable>,
+    current: AuthToken,
+}
+
+impl Snapshot {
+    /// The table and token now.
+    fn now(&mut self) -> (&Arc<RoleTable>, &AuthToken) {
+        if self.roles.has_changed().unwrap_or(false) {
+            self.table = self.roles.borrow_and_update().clone();
+        }
+        if self.token.has_changed().unwrap_or(false) {
+            self.current = self.token.borrow_and_update().clone();
+        }
+        (&self.table, &self.current)
     }
 }
 

@@ -5,6 +5,7 @@
 //! most of what the daemon cost over a bare server (README, Benchmarks). Everything else, and
 //! a user's first request to a new per-user session (which waits), goes through the router.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,14 +18,16 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use tower::ServiceExt;
 
-use super::{AppState, Checked, ROLES_PREFIX, role_response};
-use crate::access::{self, Decided, Decision, Via};
+use super::{AppState, ROLES_PREFIX, Snapshot, role_response};
+use crate::access::{self, Decided, Decision, Grant, Via};
 use crate::audit;
 use crate::http::credentials_unboxed;
 use crate::imds;
 use crate::listener::{Progress, Redirected};
 use crate::metrics;
 use crate::peer::Peer;
+use crate::roles::RoleTable;
+use crate::token::AuthToken;
 
 /// A response body: the credentials as they are, or whatever the router built.
 pub type Body = Either<Full<Bytes>, axum::body::Body>;
@@ -66,6 +69,7 @@ impl Endpoint {
         progress: Arc<Progress>,
     ) -> Connection {
         Connection {
+            snapshot: (self.direct.as_ref()).map(|state| RefCell::new(state.snapshot())),
             endpoint: self.clone(),
             peer,
             redirected,
@@ -94,6 +98,8 @@ pub struct Connection {
     peer: Arc<Peer>,
     redirected: Option<Redirected>,
     progress: Arc<Progress>,
+    /// What the hot paths check requests against; `None` where only the router serves.
+    snapshot: Option<RefCell<Snapshot>>,
 }
 
 impl<B> hyper::service::Service<Request<B>> for Connection
@@ -107,10 +113,13 @@ where
 
     fn call(&self, request: Request<B>) -> Answering {
         self.progress.started();
-        if let Some(state) = &self.endpoint.direct
+        if let (Some(state), Some(snapshot)) = (&self.endpoint.direct, &self.snapshot)
             && let Some(hot) = Hot::of(&request, state.inner.imds.is_some())
         {
-            return match state.answer_hot(hot, &request, &self.peer, self.redirected.is_some()) {
+            let mut snapshot = snapshot.borrow_mut();
+            let (table, token) = snapshot.now();
+            let redirected = self.redirected.is_some();
+            return match state.answer_hot(hot, &request, &self.peer, redirected, table, token) {
                 Answering::Later(later) => self.meanwhile_busy(later),
                 ready => ready,
             };
@@ -200,21 +209,24 @@ impl<'r> Hot<'r> {
 }
 
 impl AppState {
-    /// The answer to a `hot` request from `peer`.
+    /// The answer to a `hot` request from `peer`, checked against `table` and `token`.
     fn answer_hot<B>(
         &self,
         hot: Hot<'_>,
         request: &Request<B>,
         peer: &Arc<Peer>,
         redirected: bool,
+        table: &Arc<RoleTable>,
+        token: &AuthToken,
     ) -> Answering {
         let route = hot.route();
-        let answering = match self.check(request.headers(), request.uri(), redirected) {
+        let checked = self.check_on(request.headers(), request.uri(), redirected, table, token);
+        let answering = match checked {
             Err(refused) => routed(axum::response::IntoResponse::into_response(refused)),
-            Ok(checked) => match hot {
-                Hot::Role(name) => self.role_now(name, peer, checked),
+            Ok(grant) => match hot {
+                Hot::Role(name) => self.role_now(name, peer, table, grant),
                 Hot::Metadata { iam_name, extended } => {
-                    self.metadata_now(iam_name, extended, request, peer, checked)
+                    self.metadata_now(iam_name, extended, request, peer, table)
                 }
             },
         };
@@ -236,11 +248,16 @@ impl AppState {
         answer
     }
 
-    fn role_now(&self, name: &str, peer: &Arc<Peer>, checked: Checked) -> Answering {
-        let Checked { table, grant } = checked;
+    fn role_now(
+        &self,
+        name: &str,
+        peer: &Arc<Peer>,
+        table: &RoleTable,
+        grant: Option<Grant>,
+    ) -> Answering {
         let via = Via::Container(grant.as_ref());
         let clock = self.inner.clock.as_ref();
-        match access::decide_now(&table, name, via, peer, clock) {
+        match access::decide_now(table, name, via, peer, clock) {
             Decided::Now(decision) => {
                 audit::record(name, via, peer, &decision);
                 answer(decision, |decision| role_response(name, decision))
@@ -269,25 +286,25 @@ impl AppState {
         extended: bool,
         request: &Request<B>,
         peer: &Arc<Peer>,
-        checked: Checked,
+        table: &Arc<RoleTable>,
     ) -> Answering {
         let metadata =
             (self.inner.imds.clone()).expect("the metadata path is hot only with [imds]");
         if !metadata.has_session(request.headers()) {
             return routed(imds::session_required());
         }
-        let table = checked.table;
         let via = Via::Metadata { iam_name, extended };
         let clock = self.inner.clock.as_ref();
-        match access::decide_now(&table, metadata.role(), via, peer, clock) {
+        match access::decide_now(table, metadata.role(), via, peer, clock) {
             Decided::Now(decision) => {
                 audit::record(metadata.role(), via, peer, &decision);
                 answer(decision, |decision| {
-                    metadata.credentials_answer(&table, decision)
+                    metadata.credentials_answer(table, decision)
                 })
             }
             Decided::FirstSession(status) => {
                 let (state, iam_name, peer) = (self.clone(), iam_name.to_owned(), peer.clone());
+                let table = table.clone();
                 Answering::Later(Box::pin(async move {
                     let via = Via::Metadata {
                         iam_name: &iam_name,
