@@ -31,7 +31,6 @@ use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::peer::{Peer, Resolver};
-use crate::server::Endpoint;
 
 /// How long a write to a client may make no progress before the connection is cut.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -283,6 +282,32 @@ fn redirected_from(stream: &TcpStream, listening: SocketAddr) -> Option<Redirect
     (original != listening).then_some(Redirected(original))
 }
 
+/// What a listener serves: a service for each connection, made knowing who is at the other
+/// end (`crate::server` says what requests get).
+pub trait App: Clone + Send + Sync + 'static {
+    type Body: hyper::body::Body<
+            Data = bytes::Bytes,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + 'static;
+    type Service: hyper::service::Service<
+            axum::http::Request<Incoming>,
+            Response = axum::http::Response<Self::Body>,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Send
+        + 'static;
+
+    /// The service of one connection from `peer` (`redirected` here by the metadata guard, or
+    /// not), which reports its requests to `progress`.
+    fn connection(
+        &self,
+        peer: Arc<Peer>,
+        redirected: Option<Redirected>,
+        progress: Arc<Progress>,
+    ) -> Self::Service;
+}
+
 /// What a connection's service reports of its requests, for [`until_done_or_drained`]: how
 /// many have started, and how many answers are still being worked out.
 #[derive(Debug, Default)]
@@ -390,7 +415,7 @@ where
 /// [`DRAIN_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
-    app: Endpoint,
+    app: impl App,
     admission: Admission,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

@@ -23,7 +23,7 @@ use crate::access::{self, Decided, Decision, Grant, Via};
 use crate::audit;
 use crate::http::credentials_unboxed;
 use crate::imds;
-use crate::listener::{Progress, Redirected};
+use crate::listener::{App, Progress, Redirected};
 use crate::metrics;
 use crate::peer::Peer;
 use crate::roles::RoleTable;
@@ -59,10 +59,13 @@ impl Endpoint {
             direct: None,
         }
     }
+}
 
-    /// The service of one connection from `peer` (`redirected` to us by the metadata guard,
-    /// or not), which reports its requests to `progress`.
-    pub fn connection(
+impl App for Endpoint {
+    type Body = Body;
+    type Service = Connection;
+
+    fn connection(
         &self,
         peer: Arc<Peer>,
         redirected: Option<Redirected>,
