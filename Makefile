@@ -7,7 +7,9 @@
 #   make systemd-test  boots a real systemd (Debian in systemd-nspawn) and tests the installed
 #                      service in it; slower, so it has its own target (CI runs it too).
 #   make install       installs binary, unit, sysusers and tmpfiles entries, profile snippet and
-#                      configuration.
+#                      configuration; builds nothing (run `make` first, as yourself).
+#   make package       the .deb, the .rpm and a static musl tarball with SHA256SUMS, in
+#                      target/package/ (packaging/build.sh).
 #   make soak          the full soak: 1,000,000 requests over 64 connections (make test runs
 #                      200,000).
 #   make fuzz          runs each cargo-fuzz target for FUZZ_SECONDS (default 60).
@@ -29,12 +31,16 @@ UNITDIR     ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 SYSCONFDIR  ?= /etc
-# The binary to install; the default is built by `make install` itself.
+# Where the commented example configuration goes (packages: the documentation directory).
+EXAMPLEDIR  ?= $(SYSCONFDIR)/assume-roled
+# Whether `make install` enables the socket unit (packages enable it from their scripts).
+ENABLE      ?= yes
+# The binary to install (`make` builds it).
 BIN         ?= target/release/assume-roled
 # systemd-analyze security's exposure score, in tenths, that the unit must not exceed.
 EXPOSURE_LIMIT := 15
 
-.PHONY: all build test lint check-unit fuzz-build systemd-test install bench soak fuzz demo venv clean
+.PHONY: all build test lint check-unit fuzz-build systemd-test install package bench soak fuzz demo venv clean
 
 all: build
 
@@ -82,10 +88,10 @@ systemd-test: venv
 	$(CARGO) build
 	tests/systemd/run.sh
 
+# Nothing is built here: `make` builds as the calling user, then `sudo make install` only
+# copies (a build run as root would run every build script as root).
 install:
-ifeq ($(BIN),target/release/assume-roled)
-	$(CARGO) build --release
-endif
+	@test -x $(BIN) || { echo "$(BIN) is missing: run make (as yourself) first" >&2; exit 1; }
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/assume-roled
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|@BINDIR@|$(BINDIR)|' systemd/assume-roled.service > $(DESTDIR)$(UNITDIR)/assume-roled.service
@@ -93,19 +99,27 @@ endif
 	install -m 0644 systemd/assume-roled.socket $(DESTDIR)$(UNITDIR)/assume-roled.socket
 	@# Not enabled: only for hosts that serve containers ([containers]).
 	install -m 0644 systemd/assume-roled-containers.socket $(DESTDIR)$(UNITDIR)/assume-roled-containers.socket
-	@# The socket is enabled (what `systemctl enable` does), so that systemd holds the port
-	@# from the next boot on; `systemctl start assume-roled.socket` holds it at once.
-	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/systemd/system/sockets.target.wants
-	ln -sf $(UNITDIR)/assume-roled.socket $(DESTDIR)$(SYSCONFDIR)/systemd/system/sockets.target.wants/assume-roled.socket
 	install -D -m 0644 systemd/assume-roled.sysusers $(DESTDIR)$(SYSUSERSDIR)/assume-roled.conf
 	install -D -m 0644 systemd/assume-roled.tmpfiles $(DESTDIR)$(TMPFILESDIR)/assume-roled.conf
 	install -D -m 0644 systemd/profile.sh $(DESTDIR)$(SYSCONFDIR)/profile.d/assume-roled.sh
-	install -D -m 0644 config.example.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.example.toml
+	install -D -m 0644 config.example.toml $(DESTDIR)$(EXAMPLEDIR)/config.example.toml
 	@# An existing configuration is never overwritten. It is the daemon's group's to read, not
 	@# everyone's (external ids, exempt users): systemd-tmpfiles gives it to group assume-roled
 	@# once systemd-sysusers has made the group (the README's install steps; and at every boot).
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/assume-roled
 	test -e $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml || \
 	  install -m 0640 systemd/config.toml $(DESTDIR)$(SYSCONFDIR)/assume-roled/config.toml
+ifeq ($(ENABLE),yes)
+	@# The socket is enabled (what `systemctl enable` does), so that systemd holds the port
+	@# from the next boot on; `systemctl start assume-roled.socket` holds it at once. Packages
+	@# enable it from their maintainer scripts instead (ENABLE=no).
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/systemd/system/sockets.target.wants
+	ln -sf $(UNITDIR)/assume-roled.socket $(DESTDIR)$(SYSCONFDIR)/systemd/system/sockets.target.wants/assume-roled.socket
+endif
+
+# The .deb, the .rpm and the static (musl) tarball, with SHA256SUMS, in target/package/.
+package:
+	packaging/build.sh
 
 bench: venv
 	bench/run.sh

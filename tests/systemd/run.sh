@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
 # The installed service under a real systemd. Boots Debian 12 in systemd-nspawn, sharing the
 # host's network so that moto and an instance-metadata double on the host's loopback are
-# reachable from inside, installs with `make install DESTDIR=...`, and checks what only systemd
-# can show: the unit is active only once credentials exist; reload adds a role without
+# reachable from inside, installs the .deb (packaging/build.sh, around the debug binary), and
+# checks what only systemd can show: the package makes the user and enables the units; the unit is active only once credentials exist; reload adds a role without
 # re-fetching the old one and survives a typo; a crash is restarted, a hung process is killed by
 # the watchdog, a bad configuration at start fails without a restart loop; the hardening is in
 # force; the profile snippet serves members of the group only, and a role's own token file is
 # given to that role's group (through SupplementaryGroups=); the socket unit holds the port from
 # boot and across restarts, which no client notices; the metadata guard is installed by
-# ExecStartPre and outlives a stop; stop exits 0.
+# ExecStartPre and outlives a stop; stop exits 0; an edited configuration survives an upgrade
+# and a removal, and purge deletes it.
 #
 # Run by `make systemd-test` (as root; needs systemd-nspawn and debootstrap). The debootstrapped
-# root file system is cached in target/systemd-rootfs; each run works on a fresh copy.
+# root file system is cached in target/systemd-rootfs; each run works on a fresh copy. Its
+# Debian mirror is the one this machine's own apt sources name (MIRROR overrides it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VENV=$ROOT/.venv
 BIN=${BIN:-$ROOT/target/debug/assume-roled}
 ROOTFS_CACHE=${ROOTFS_CACHE:-$ROOT/target/systemd-rootfs}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+# The first Debian archive among the machine's apt sources (one-line and deb822 formats), not
+# its security or updates archive.
+apt_mirror() {
+  local sources=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
+  { cat "${sources[@]}" 2>/dev/null || true; } |
+    grep -Eo '^(deb +(\[[^]]*\] +)?|URIs: *)[a-z]+://[^ ]+' | grep -Eo '[a-z]+://[^ ]+' |
+    grep -v -e security -e updates | sed -n 1p
+}
+MIRROR=${MIRROR:-$(apt_mirror)}
 UNIT=assume-roled
 
 work=$(mktemp -d /var/tmp/assume-roled-systemd.XXXXXX)
@@ -84,6 +94,7 @@ write_config() {
 }
 
 [ "$(id -u)" = 0 ] || fail "needs root (systemd-nspawn)"
+[ -n "$MIRROR" ] || fail "no Debian mirror in /etc/apt/sources*: set MIRROR"
 for tool in systemd-nspawn debootstrap nsenter curl; do
   command -v "$tool" >/dev/null || fail "$tool is missing: apt-get install systemd-container debootstrap util-linux curl"
 done
@@ -116,9 +127,21 @@ imds_port=$(head -n 1 "$work/imds.port")
 gate_port=$(free_port)
 listen_port=$(free_port)
 
-say "make install DESTDIR=$root"
-make -C "$ROOT" --no-print-directory install DESTDIR="$root" BIN="$BIN" >/dev/null
-[ -f "$root/etc/assume-roled/config.toml" ] || fail "make install did not install a configuration"
+say "installing the .deb"
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
+# build_deb VERSION: the package around $BIN, in the container's /var/tmp; prints its path there.
+build_deb() {
+  ONLY=deb BIN="$BIN" VERSION="$1" OUT="$work/package" "$ROOT/packaging/build.sh" >/dev/null
+  cp "$work/package/assume-roled_$1_$(dpkg --print-architecture).deb" "$root/var/tmp/"
+  echo "/var/tmp/assume-roled_$1_$(dpkg --print-architecture).deb"
+}
+deb=$(build_deb "$version")
+systemd-nspawn --directory="$root" --register=no --keep-unit --quiet --pipe dpkg -i "$deb" >"$work/dpkg.log" 2>&1 ||
+  { cat "$work/dpkg.log"; fail "dpkg -i failed"; }
+[ -f "$root/etc/assume-roled/config.toml" ] || fail "the package did not install a configuration"
+grep -q '^assume-roled:' "$root/etc/passwd" && grep -q '^assume-roled:' "$root/etc/group" ||
+  fail "the package did not make the user and group"
+ok "the .deb installs: user and group assume-roled, /etc/assume-roled/config.toml"
 write_config piyo
 mkdir -p "$root/etc/systemd/system/$UNIT.service.d"
 cat >"$root/etc/systemd/system/$UNIT.service.d/test.conf" <<EOF
@@ -129,7 +152,7 @@ Environment=AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:$imds_port/
 WatchdogSec=4
 EOF
 
-# The socket unit at the test's port (make install enabled it).
+# The socket unit at the test's port (the package enabled it).
 mkdir -p "$root/etc/systemd/system/$UNIT.socket.d"
 printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\nListenStream=[::1]:%s\n' \
   "$listen_port" "$listen_port" >"$root/etc/systemd/system/$UNIT.socket.d/test.conf"
@@ -149,20 +172,24 @@ systemd-nspawn --directory="$root" --boot --register=no --keep-unit --console=pi
 nspawn_pid=$!
 wait_until 30 pgrep -P "$nspawn_pid" || fail "the container did not start"
 leader=$(pgrep -P "$nspawn_pid" | head -n 1)
-booted() { case "$(inside systemctl is-system-running 2>/dev/null)" in running | degraded) return 0 ;; esac; return 1; }
+# basic.target, not is-system-running: the enabled service holds the boot's last jobs until it
+# has credentials, and STS stays closed until the test opens it.
+booted() { [ "$(inside systemctl is-active basic.target 2>/dev/null)" = active ]; }
 wait_until 60 booted || fail "the container did not finish booting"
 ok "systemd $(inside systemctl --version | head -n 1 | cut -d' ' -f2) booted"
 
 say "the socket unit holds the port"
 [ "$(inside systemctl is-active "$UNIT.socket")" = active ] ||
   fail "the socket unit is $(inside systemctl is-active "$UNIT.socket")"
-is_state inactive || fail "the service is $(inside systemctl is-active "$UNIT") before anyone started it"
+for unit in "$UNIT.socket" "$UNIT.service"; do
+  [ "$(inside systemctl is-enabled "$unit")" = enabled ] || fail "$unit is not enabled"
+done
 ! can_bind 127.0.0.1 "$listen_port" && ! can_bind ::1 "$listen_port" ||
   fail "another user could bind the port before the service started"
-ok "from boot, systemd holds 127.0.0.1:$listen_port and [::1]:$listen_port; no other user can bind them"
+ok "from boot, systemd holds 127.0.0.1:$listen_port and [::1]:$listen_port; no other user can bind them; both units enabled by the package"
 
 say "readiness follows credentials"
-inside systemctl start --no-block "$UNIT"
+# Enabled, the service started at boot (the metadata guard is in place from boot on).
 wait_until 30 journal_has "refresh failed" || fail "the daemon did not try STS"
 is_state activating || fail "the unit is $(inside systemctl is-active $UNIT) before it has credentials"
 status_is() { [[ "$(property StatusText)" == $1 ]]; }
@@ -362,5 +389,29 @@ inside systemctl stop "$UNIT"
 one_more_sigterm() { [ "$(sigterms)" -gt "$before" ]; }
 wait_until 10 one_more_sigterm || fail "SIGTERM was not logged"
 ok "systemctl stop drains and exits 0"
+
+say "package: upgrade, removal, purge"
+echo '# kept: edited by the operator' >>"$root/etc/assume-roled/config.toml"
+inside systemctl start "$UNIT"
+before_pid=$(property MainPID)
+newer=$(build_deb "$version+1")
+inside dpkg -i "$newer" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "the upgrade failed"; }
+[ "$(inside dpkg-query -W -f '${Version}' assume-roled)" = "$version+1" ] || fail "not upgraded"
+grep -q '^# kept: edited by the operator$' "$root/etc/assume-roled/config.toml" ||
+  fail "the upgrade replaced the edited configuration"
+wait_until 30 is_state active || fail "the service is $(inside systemctl is-active $UNIT) after the upgrade"
+[ "$(property MainPID)" != "$before_pid" ] || fail "the running service was not restarted on the new binary"
+ok "an upgrade keeps the edited configuration and restarts the running service"
+inside dpkg -r assume-roled >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "removal failed"; }
+[ ! -e "$root/usr/bin/assume-roled" ] || fail "the binary is still there"
+is_state inactive || fail "the service is $(inside systemctl is-active $UNIT) after removal"
+[ "$(inside systemctl is-active "$UNIT.socket" || true)" = inactive ] || fail "the socket is still held"
+grep -q '^# kept: edited by the operator$' "$root/etc/assume-roled/config.toml" ||
+  fail "removal lost the edited configuration"
+ok "removal stops the service and the socket and keeps the configuration"
+inside dpkg -P assume-roled >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "purge failed"; }
+[ ! -e "$root/etc/assume-roled" ] && [ ! -e "$root/var/lib/assume-roled" ] ||
+  fail "purge left $(ls -d "$root/etc/assume-roled" "$root/var/lib/assume-roled" 2>/dev/null)"
+ok "purge deletes the configuration and the state directory"
 
 say "all $checks systemd checks passed"
