@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# Quick throughput check while working on the request path: section 1 of bench/run.sh only.
+# For work on the request path (not part of `make bench`): section 1 of bench/run.sh only, the
+# daemon (defaults, audit on) against the bare hyper baseline, ROUNDS × DURATION s, printing
+# each round's ratios. Knobs, besides common.sh's:
+#   STAT=1      also the CPU time per request (user and system, from /proc) of both servers:
+#               steadier than requests per second on a shared machine;
+#   PERF=1      also a perf profile of each under load (/tmp/q/daemon.data, baseline.data);
+#               build with `cargo build --profile profiling` and point DAEMON_BIN and
+#               BASELINE_BIN at those binaries for symbols.
 source "$(dirname "$0")/common.sh"
 cargo build --release --quiet --bin assume-roled --example bench_baseline
 BIN=${DAEMON_BIN:-$BIN}
@@ -39,9 +46,10 @@ for round in $(seq "$ROUNDS"); do
   echo "base $b ecs $e ($(ratio $e $b)) imds $i ($(ratio $i $b))"
 done
 if [ -n "${PERF:-}" ]; then
+  mkdir -p "${PERF_DIR:-/tmp/q}"
   for target in "daemon:$daemon:http://127.0.0.1:$port/roles/piyo" "baseline:$(pgrep -f bench_baseline | head -1):$baseline/roles/piyo"; do
     name=${target%%:*} rest=${target#*:}; pid=${rest%%:*} url=${rest#*:}
-    perf record -F 4000 -g -p "$pid" -o /tmp/q/$name.data -- sleep 3 >/dev/null 2>&1 &
+    perf record -F 4000 -g -p "$pid" -o "${PERF_DIR:-/tmp/q}/$name.data" -- sleep 3 >/dev/null 2>&1 &
     recorder=$!
     sleep 0.1; wrk -t1 -c64 -d3s -H "Authorization: $token" "$url" | awk '/requests in/ {print "'$name' requests", $1}'; wait $recorder
   done
