@@ -34,7 +34,8 @@ daemon=$!; pids+=($daemon)
 wait_until curl -sf "http://127.0.0.1:$port/readyz"
 sleep 1; echo "idle $(rss_kib $daemon) KiB"
 token=$(cat "$work/token")
-"$BASELINE" >"$work/baseline.addr" & pids+=($!)
+"$BASELINE" >"$work/baseline.addr" &
+baseline_pid=$!; pids+=($baseline_pid)
 wait_until test -s "$work/baseline.addr"
 baseline="http://$(head -n 1 "$work/baseline.addr")"
 imds_token=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$port/latest/api/token")
@@ -47,7 +48,7 @@ for round in $(seq "$ROUNDS"); do
 done
 if [ -n "${PERF:-}" ]; then
   mkdir -p "${PERF_DIR:-/tmp/q}"
-  for target in "daemon:$daemon:http://127.0.0.1:$port/roles/piyo" "baseline:$(pgrep -f bench_baseline | head -1):$baseline/roles/piyo"; do
+  for target in "daemon:$daemon:http://127.0.0.1:$port/roles/piyo" "baseline:$baseline_pid:$baseline/roles/piyo"; do
     name=${target%%:*} rest=${target#*:}; pid=${rest%%:*} url=${rest#*:}
     perf record -F 4000 -g -p "$pid" -o "${PERF_DIR:-/tmp/q}/$name.data" -- sleep 3 >/dev/null 2>&1 &
     recorder=$!
@@ -56,7 +57,7 @@ if [ -n "${PERF:-}" ]; then
 fi
 tail -3 "$work/d/log"
 if [ -n "${STAT:-}" ]; then
-  for target in "$daemon:http://127.0.0.1:$port/roles/piyo" "$(pgrep -f bench_baseline | head -1):$baseline/roles/piyo"; do
+  for target in "$daemon:http://127.0.0.1:$port/roles/piyo" "$baseline_pid:$baseline/roles/piyo"; do
     pid=${target%%:*} url=${target#*:}
     before=$(awk '{print $14, $15}' /proc/$pid/stat)
     out=$(wrk -t1 -c64 -d3s -H "Authorization: $token" "$url")

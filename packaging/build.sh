@@ -18,6 +18,8 @@
 # Knobs: OUT (target/package), VERSION (Cargo.toml's), ONLY (a subset of "deb rpm tarball"),
 # BIN (package this binary instead of building the release one; the tarball always builds).
 set -euo pipefail
+# Whatever the builder's umask, the packages' directories are 0755 and files as installed.
+umask 022
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)}
@@ -31,6 +33,7 @@ wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$OUT"
+built=()
 
 if [ -z "${BIN:-}" ] && { wanted deb || wanted rpm; }; then
   cargo build --release --locked --quiet
@@ -60,11 +63,12 @@ if wanted deb; then
     -e "s/@DEPENDS@/libc6 (>= $glibc)/" packaging/debian/control.in >"$tree/DEBIAN/control"
   deb=$OUT/assume-roled_${VERSION}_${arch}.deb
   dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
-  echo "$deb"
+  built+=("$deb")
 fi
 
 if wanted rpm; then
   need rpmbuild "apt-get install rpm"
+  [ "$(uname -m)" = x86_64 ] || fail "the .rpm is built for x86_64 only"
   tree=$work/rpm-stage
   stage "$tree"
   install -D -m 0644 packaging/assume-roled.preset "$tree/usr/lib/systemd/system-preset/80-assume-roled.preset"
@@ -75,7 +79,7 @@ if wanted rpm; then
     { cat "$work/rpmbuild.log" >&2; fail "rpmbuild failed"; }
   rpm=$OUT/assume-roled-$VERSION-1.x86_64.rpm
   cp "$work/rpmbuild/RPMS/x86_64/assume-roled-$VERSION-1.x86_64.rpm" "$rpm"
-  echo "$rpm"
+  built+=("$rpm")
 fi
 
 if wanted tarball; then
@@ -94,9 +98,10 @@ if wanted tarball; then
   chmod 0644 "$dir"/systemd/* "$dir"/*.md "$dir"/*.toml "$dir"/*.txt
   tarball=$OUT/$name.tar.gz
   tar --owner=0 --group=0 --numeric-owner --sort=name -C "$work" -czf "$tarball" "$name"
-  echo "$tarball"
+  built+=("$tarball")
 fi
 
-(cd "$OUT" && sha256sum -- *.deb *.rpm *.tar.gz 2>/dev/null >SHA256SUMS || true)
-[ -s "$OUT/SHA256SUMS" ] || fail "nothing was packaged"
-echo "$OUT/SHA256SUMS"
+[ ${#built[@]} -gt 0 ] || fail "nothing was packaged (ONLY=$ONLY)"
+# The sums of what this run built, not of older files left in OUT.
+(cd "$OUT" && sha256sum -- "${built[@]##*/}" >SHA256SUMS)
+printf '%s\n' "${built[@]}" "$OUT/SHA256SUMS"

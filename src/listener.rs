@@ -407,7 +407,20 @@ where
         }
     }
     connection.as_mut().graceful_shutdown();
-    connection.await
+    // The header timeout holds while draining too: a client dribbling a request head must not
+    // hold the stop for the whole drain timeout.
+    loop {
+        tokio::select! {
+            biased;
+            finished = connection.as_mut() => return finished,
+            _ = looks.tick() => {
+                if stalled(&mut idle_looks, &mut seen, progress.requests(), progress.busy()) {
+                    debug!("connection closed while draining: no request within the header timeout");
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 /// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
@@ -492,9 +505,11 @@ pub async fn serve(
             };
             let progress = Arc::new(Progress::default());
             let service = app.connection(Arc::new(peer), redirected, progress.clone());
-            // No timer: with one, hyper sets a 30 s header timer on every request; the
-            // connection's looks (until_done_or_drained) enforce HEADER_READ_TIMEOUT instead.
+            // No timer and no header timeout: given a timer, hyper arms a header-read timer
+            // on every request (its own 30 s default, or ours). The connection's looks
+            // (until_done_or_drained) enforce HEADER_READ_TIMEOUT instead, once a second.
             let connection = http1::Builder::new()
+                .header_read_timeout(None)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(WriteDeadline::new(TokioIo::new(stream)), service);
             tokio::pin!(connection);

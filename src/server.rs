@@ -347,10 +347,11 @@ struct Snapshot {
 impl Snapshot {
     /// The table and token now.
     fn now(&mut self) -> (&Arc<RoleTable>, &AuthToken) {
-        if self.roles.has_changed().unwrap_or(false) {
+        // A closed channel (`Err`) may still hold a value not read yet: read it.
+        if !matches!(self.roles.has_changed(), Ok(false)) {
             self.table = self.roles.borrow_and_update().clone();
         }
-        if self.token.has_changed().unwrap_or(false) {
+        if !matches!(self.token.has_changed(), Ok(false)) {
             self.current = self.token.borrow_and_update().clone();
         }
         (&self.table, &self.current)

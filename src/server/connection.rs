@@ -2,8 +2,9 @@
 //! the metadata credentials read. Those are answered here, at once: the same checks
 //! ([`AppState::check`]), the same decision (`access::decide_now`) and audit as the routes,
 //! but no router, middleware future, service clone, request extension or boxed body. That is
-//! most of what the daemon cost over a bare server (README, Benchmarks). Everything else, and
-//! a user's first request to a new per-user session (which waits), goes through the router.
+//! most of what the daemon cost over a bare server (README, Benchmarks). A user's first request
+//! to a new per-user session, which waits for its first credentials, is answered in a future;
+//! everything else goes through the router.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -199,16 +200,6 @@ impl<'r> Hot<'r> {
         let (iam_name, extended) = imds::credentials_path(path).filter(|_| metadata)?;
         Some(Hot::Metadata { iam_name, extended })
     }
-
-    /// The route label its requests are counted under.
-    fn route(self) -> &'static str {
-        match self {
-            Hot::Role(_) => metrics::route_label(ROLES_PREFIX),
-            Hot::Metadata { .. } => {
-                metrics::route_label("/latest/meta-data/iam/security-credentials/")
-            }
-        }
-    }
 }
 
 impl AppState {
@@ -222,7 +213,7 @@ impl AppState {
         table: &Arc<RoleTable>,
         token: &AuthToken,
     ) -> Answering {
-        let route = hot.route();
+        let route = metrics::route_label(request.uri().path());
         let checked = self.check_on(request.headers(), request.uri(), redirected, table, token);
         let answering = match checked {
             Err(refused) => routed(axum::response::IntoResponse::into_response(refused)),

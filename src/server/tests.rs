@@ -411,3 +411,41 @@ fn redirected_requests_are_metadata_only() {
     );
     assert_eq!(check(LISTEN, "/roles/piyo", false), Ok(Some(Grant::Server)));
 }
+
+/// A kept-alive connection follows reloads: a re-issued server token replaces the old one on
+/// its next request, and a role table published just before the channel closed is still read.
+#[tokio::test]
+async fn a_connection_snapshot_follows_reloads() {
+    let (table_sender, roles) = watch::channel(Arc::new(RoleTable::new()));
+    let (token_sender, token) = watch::channel(AuthToken::parse(TOKEN).unwrap());
+    let state = AppState::new(
+        token,
+        roles,
+        &[LISTEN.parse().unwrap()],
+        Arc::new(FixedClock(now())),
+        None,
+        Arc::new(crate::metrics::Metrics::new()),
+    );
+    let mut snapshot = state.snapshot();
+    assert!(snapshot.now().1.matches(TOKEN.as_bytes()));
+    token_sender.send_replace(AuthToken::parse(ROLE_TOKEN).unwrap());
+    let (_, current) = snapshot.now();
+    assert!(
+        current.matches(ROLE_TOKEN.as_bytes()),
+        "the re-issued token"
+    );
+    assert!(!current.matches(TOKEN.as_bytes()), "the old token is gone");
+    let (_status, receiver) = watch::channel(ready());
+    let piyo = RoleEntry {
+        config: role("piyo"),
+        token: None,
+        sessions: Sessions::Shared(receiver),
+    };
+    let table = RoleTable::from([("piyo".to_owned(), piyo)]);
+    table_sender.send_replace(Arc::new(table));
+    drop(table_sender);
+    assert!(
+        snapshot.now().0.contains_key("piyo"),
+        "read though the channel closed"
+    );
+}
