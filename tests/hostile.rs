@@ -499,6 +499,35 @@ fn slowloris_is_cut_off_and_others_are_served() {
     );
 }
 
+/// A client dribbling its request head when the daemon is told to stop cannot hold the stop
+/// for the whole drain timeout (10 s): the header timeout holds while draining too.
+#[test]
+fn a_dribbling_client_does_not_hold_the_stop() {
+    let moto = Moto::start();
+    let mut daemon = Daemon::start(&moto, &[]);
+    daemon.wait_ready();
+    let mut slow = TcpStream::connect(daemon.address).unwrap();
+    let head = format!(
+        "GET /roles/piyo HTTP/1.1\r\nHost: {}\r\nX-Slow: ",
+        daemon.address
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let dribbler = std::thread::spawn(move || {
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(500));
+            if slow.write_all(b"a").is_err() {
+                return;
+            }
+        }
+    });
+    let started = SystemTime::now();
+    let status = daemon.terminate();
+    let took = started.elapsed().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(8), "the stop took {took:?}");
+    dribbler.join().unwrap();
+}
+
 /// At most `max_connections` are served at once: one more waits instead of exhausting the
 /// daemon, and is served as soon as a slot frees (idle connections time out).
 #[test]
