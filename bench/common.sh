@@ -1,6 +1,7 @@
-# Shared by the benchmarks (bench/run.sh, bench/sessions.sh), sourced: paths, helpers that
+# Shared by the benchmarks (bench/run.sh, bench/sessions.sh, bench/quick.sh), sourced: paths, helpers that
 # measure, and the AWS stand-ins (moto behind the counting STS proxy), which stop with the
-# script. Sets: ROOT VENV BIN RESULTS work pids sts host_env, and the helpers below.
+# script. Sets: ROOT VENV BIN RESULTS work pids sts host_env, and the helpers below (start_daemon:
+# the daemon as users run it, serving piyo).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -50,3 +51,35 @@ host_env=(AWS_ACCESS_KEY_ID="$(host_field AccessKeyId)" AWS_SECRET_ACCESS_KEY="$
   AWS_SESSION_TOKEN="$(host_field SessionToken)" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
   AWS_EC2_METADATA_DISABLED=true)
 
+# start_daemon PORT [SERVER_KEYS]: a daemon serving piyo (and piyo over IMDS, to root) on PORT,
+# with extra [server] keys; sets daemon_pid. With `peer_lookup = false` among the keys, the
+# metadata endpoint and the restriction to root go: they need the lookup.
+start_daemon() {
+  mkdir -p "$work/d$1"
+  local metadata='[imds]
+role = "piyo"
+upstream = "http://127.0.0.1:9"'
+  local restriction='allowed_users = ["root"]'
+  if [[ "${2:-}" == *"peer_lookup = false"* ]]; then metadata='' restriction=''; fi
+  cat >"$work/d$1/config.toml" <<EOF
+[server]
+listen = "127.0.0.1:$1"
+token_file = "$work/token"
+${2:-}
+[sts]
+region = "us-east-1"
+endpoint = "$sts"
+$metadata
+[[roles]]
+name = "piyo"
+arn = "arn:aws:iam::444455556666:role/piyo-role"
+session_name = "bench"
+$restriction
+EOF
+  # The configuration users run: default logging, audit lines on.
+  env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/d$1/config.toml" \
+    2>"$work/d$1/log" &
+  daemon_pid=$!
+  pids+=("$daemon_pid")
+}
+ready() { curl -sf "http://127.0.0.1:$1/readyz"; }

@@ -12,26 +12,9 @@ cargo build --release --quiet --bin assume-roled --example bench_baseline
 BIN=${DAEMON_BIN:-$BIN}
 BASELINE=${BASELINE_BIN:-$BASELINE}
 port=$(free_port)
-mkdir -p "$work/d"
-cat >"$work/d/config.toml" <<EOF2
-[server]
-listen = "127.0.0.1:$port"
-token_file = "$work/token"
-[sts]
-region = "us-east-1"
-endpoint = "$sts"
-[imds]
-role = "piyo"
-upstream = "http://127.0.0.1:9"
-[[roles]]
-name = "piyo"
-arn = "arn:aws:iam::444455556666:role/piyo-role"
-session_name = "bench"
-allowed_users = ["root"]
-EOF2
-env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/d/config.toml" 2>"$work/d/log" &
-daemon=$!; pids+=($daemon)
-wait_until curl -sf "http://127.0.0.1:$port/readyz"
+start_daemon "$port"
+daemon=$daemon_pid
+wait_until ready "$port"
 sleep 1; echo "idle $(rss_kib $daemon) KiB"
 token=$(cat "$work/token")
 "$BASELINE" >"$work/baseline.addr" &

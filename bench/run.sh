@@ -21,38 +21,6 @@ command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "i
 say "building release binaries"
 cargo build --release --quiet --bin assume-roled --example bench_baseline
 
-# start_daemon PORT [SERVER_KEYS]: a daemon serving piyo (and piyo over IMDS, to root) on PORT,
-# with extra [server] keys; sets daemon_pid. With `peer_lookup = false` among the keys, the
-# metadata endpoint and the restriction to root go: they need the lookup.
-start_daemon() {
-  mkdir -p "$work/d$1"
-  local metadata='[imds]
-role = "piyo"
-upstream = "http://127.0.0.1:9"'
-  local restriction='allowed_users = ["root"]'
-  if [[ "${2:-}" == *"peer_lookup = false"* ]]; then metadata='' restriction=''; fi
-  cat >"$work/d$1/config.toml" <<EOF
-[server]
-listen = "127.0.0.1:$1"
-token_file = "$work/token"
-${2:-}
-[sts]
-region = "us-east-1"
-endpoint = "$sts"
-$metadata
-[[roles]]
-name = "piyo"
-arn = "arn:aws:iam::444455556666:role/piyo-role"
-session_name = "bench"
-$restriction
-EOF
-  # The configuration users run: default logging, audit lines on.
-  env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/d$1/config.toml" \
-    2>"$work/d$1/log" &
-  daemon_pid=$!
-  pids+=("$daemon_pid")
-}
-ready() { curl -sf "http://127.0.0.1:$1/readyz"; }
 
 port=$(free_port)
 start_daemon "$port"

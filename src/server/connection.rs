@@ -225,7 +225,9 @@ impl AppState {
             },
         };
         match answering {
-            Answering::Ready(Some(answer)) => Answering::Ready(Some(self.counted(route, answer))),
+            Answering::Ready(answer) => {
+                Answering::Ready(answer.map(|answer| self.counted(route, answer)))
+            }
             Answering::Later(later) => {
                 let state = self.clone();
                 Answering::Later(Box::pin(async move {
@@ -233,7 +235,6 @@ impl AppState {
                     Ok(state.counted(route, answer))
                 }))
             }
-            Answering::Ready(None) => unreachable!("a fresh answer is there"),
         }
     }
 
@@ -254,7 +255,7 @@ impl AppState {
         match access::decide_now(table, name, via, peer, clock) {
             Decided::Now(decision) => {
                 audit::record(name, via, peer, &decision);
-                answer(decision, |decision| role_response(name, decision))
+                Answering::Ready(Some(reply(decision, |d| role_response(name, d))))
             }
             Decided::FirstSession(status) => {
                 let (state, name, peer) = (self.clone(), name.to_owned(), peer.clone());
@@ -263,12 +264,7 @@ impl AppState {
                     let clock = state.inner.clock.as_ref();
                     let decision = access::first_credentials(status, via, clock).await;
                     audit::record(&name, via, &peer, &decision);
-                    let Answering::Ready(Some(answer)) =
-                        answer(decision, |decision| role_response(&name, decision))
-                    else {
-                        unreachable!("an answer to a decision is ready")
-                    };
-                    Ok(answer)
+                    Ok(reply(decision, |d| role_response(&name, d)))
                 }))
             }
         }
@@ -283,7 +279,7 @@ impl AppState {
         table: &Arc<RoleTable>,
     ) -> Answering {
         let metadata =
-            (self.inner.imds.clone()).expect("the metadata path is hot only with [imds]");
+            (self.inner.imds.as_ref()).expect("the metadata path is hot only with [imds]");
         if !metadata.has_session(request.headers()) {
             return routed(imds::session_required());
         }
@@ -292,13 +288,13 @@ impl AppState {
         match access::decide_now(table, metadata.role(), via, peer, clock) {
             Decided::Now(decision) => {
                 audit::record(metadata.role(), via, peer, &decision);
-                answer(decision, |decision| {
-                    metadata.credentials_answer(table, decision)
-                })
+                Answering::Ready(Some(reply(decision, |d| {
+                    metadata.credentials_answer(table, d)
+                })))
             }
             Decided::FirstSession(status) => {
                 let (state, iam_name, peer) = (self.clone(), iam_name.to_owned(), peer.clone());
-                let table = table.clone();
+                let (metadata, table) = (metadata.clone(), table.clone());
                 Answering::Later(Box::pin(async move {
                     let via = Via::Metadata {
                         iam_name: &iam_name,
@@ -307,29 +303,22 @@ impl AppState {
                     let clock = state.inner.clock.as_ref();
                     let decision = access::first_credentials(status, via, clock).await;
                     audit::record(metadata.role(), via, &peer, &decision);
-                    let Answering::Ready(Some(answer)) = answer(decision, |decision| {
-                        metadata.credentials_answer(&table, decision)
-                    }) else {
-                        unreachable!("an answer to a decision is ready")
-                    };
-                    Ok(answer)
+                    Ok(reply(decision, |d| metadata.credentials_answer(&table, d)))
                 }))
             }
         }
     }
 }
 
-/// The answer to `decision`: served credentials as they are, anything else as `otherwise`
-/// words it.
-fn answer(
+/// The answer to `decision`: served credentials as they are (unboxed), anything else as
+/// `otherwise` words it.
+fn reply(
     decision: Decision,
     otherwise: impl FnOnce(Decision) -> axum::response::Response,
-) -> Answering {
+) -> Answer {
     match decision {
-        Decision::Served { body, .. } => {
-            Answering::Ready(Some(credentials_unboxed(body).map(Either::Left)))
-        }
-        refused => routed(otherwise(refused)),
+        Decision::Served { body, .. } => credentials_unboxed(body).map(Either::Left),
+        refused => otherwise(refused).map(Either::Right),
     }
 }
 
