@@ -4,6 +4,8 @@
 //! says how many it lost in a line of its own as soon as it can, and [`Dropped::total`] counts
 //! them all.
 
+pub mod filter;
+
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
 
 use assume_roled::config::{self, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
@@ -19,11 +22,6 @@ use assume_roled::{check, daemon, guard, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
-/// Library targets whose verbose levels would log request signing details (which include the
-/// host's session token); they stay at `info` whatever the operator asks for.
-const SECRET_SAFE_CAPS: &str = "aws_sigv4=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,\
-                                aws_smithy_http_client=info,hyper=info,hyper_util=info,h2=info,\
-                                rustls=info";
 
 /// Serves temporary AWS credentials for roles in other accounts on loopback.
 #[derive(Parser)]
@@ -285,21 +283,29 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 /// Logs go to stderr (the journal under systemd). `ASSUME_ROLED_LOG` (or `RUST_LOG`) sets the
-/// level; the daemon defaults to `info`, the one-shot commands to `warn`.
+/// level; the daemon defaults to `info`, the one-shot commands to `warn`. A filter that cannot
+/// be read is said so in the log, and the default applies.
 fn init_logging(daemon: bool) -> QueueWriter {
     let default = if daemon { "info" } else { "warn" };
     let wanted = std::env::var("ASSUME_ROLED_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.to_owned());
-    let filter = EnvFilter::try_new(format!("{wanted},{SECRET_SAFE_CAPS}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},{SECRET_SAFE_CAPS}")));
+    let (filter, unreadable) = match logs::filter::wanted(&wanted) {
+        Ok(filter) => (filter, None),
+        Err(error) => (logs::filter::wanted(default).expect("a level"), Some(error)),
+    };
     // Off the request path: a slow journal never holds a request, and what a full queue has
     // to drop is counted and reported.
     let (writer, _dropped) = logs::queued(logs::QUEUE_LINES, std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = fmt::layer()
         .with_writer(writer.clone())
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_filter(filter.and(logs::filter::secret_safe_caps()));
+    tracing_subscriber::registry().with(lines).init();
+    if let Some(error) = unreadable {
+        tracing::warn!(
+            "ASSUME_ROLED_LOG={wanted:?} is not a log filter ({error}); logging at {default}"
+        );
+    }
     writer
 }
