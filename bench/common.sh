@@ -6,8 +6,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 VENV=$ROOT/.venv
-DURATION=${DURATION:-5}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-2}
+ROUNDS=${ROUNDS:-9}
 INVOCATIONS=${INVOCATIONS:-100}
 COLD_BUILD=${COLD_BUILD:-1}
 RESULTS=${RESULTS:-$ROOT/bench/results.md}
@@ -30,6 +30,9 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 per_run_s() { awk -v m="$1" -v n="$INVOCATIONS" 'BEGIN { printf "%.3f", m / n / 1000 }'; }
+# PIN=1: each server on the second core, the load generator on the first, so that neither
+# moves between cores or takes the other's: the same conditions for the daemon and the baseline.
+if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then server_cpu=(taskset -c 1) load_cpu=(taskset -c 0); else server_cpu=() load_cpu=(); fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 [ -x "$VENV/bin/moto_server" ] || { echo "run make venv first" >&2; exit 1; }
@@ -77,9 +80,24 @@ session_name = "bench"
 $restriction
 EOF
   # The configuration users run: default logging, audit lines on.
-  env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/d$1/config.toml" \
+  "${server_cpu[@]}" env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/d$1/config.toml" \
     2>"$work/d$1/log" &
   daemon_pid=$!
   pids+=("$daemon_pid")
 }
 ready() { curl -sf "http://127.0.0.1:$1/readyz"; }
+
+# start_baseline PORT: the bare server, answering with the very bytes the daemon on PORT serves
+# for the ECS and the metadata paths; sets token, imds_token, baseline (its URL), baseline_pid.
+start_baseline() {
+  token=$(cat "$work/token")
+  imds_token=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$1/latest/api/token")
+  curl -sf -H "Authorization: $token" "http://127.0.0.1:$1/roles/piyo" >"$work/ecs.body"
+  curl -sf -H "X-aws-ec2-metadata-token: $imds_token" \
+    "http://127.0.0.1:$1/latest/meta-data/iam/security-credentials/piyo-role" >"$work/metadata.body"
+  "${server_cpu[@]}" "$BASELINE" "$work/ecs.body" "$work/metadata.body" >"$work/baseline.addr" &
+  baseline_pid=$!
+  pids+=("$baseline_pid")
+  wait_until test -s "$work/baseline.addr"
+  baseline="http://$(head -n 1 "$work/baseline.addr")"
+}

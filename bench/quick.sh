@@ -16,18 +16,15 @@ start_daemon "$port"
 daemon=$daemon_pid
 wait_until ready "$port"
 sleep 1; echo "idle $(rss_kib $daemon) KiB"
-token=$(cat "$work/token")
-"$BASELINE" >"$work/baseline.addr" &
-baseline_pid=$!; pids+=($baseline_pid)
-wait_until test -s "$work/baseline.addr"
-baseline="http://$(head -n 1 "$work/baseline.addr")"
-imds_token=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$port/latest/api/token")
-r() { wrk -t1 -c64 -d"${DURATION}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
+start_baseline "$port"
+r() { "${load_cpu[@]}" wrk -t1 -c64 -d"${DURATION}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
+metadata=/latest/meta-data/iam/security-credentials/piyo-role
 for round in $(seq "$ROUNDS"); do
   b=$(r "$baseline/roles/piyo")
   e=$(r -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo")
-  i=$(r -H "X-aws-ec2-metadata-token: $imds_token" "http://127.0.0.1:$port/latest/meta-data/iam/security-credentials/piyo-role")
-  echo "base $b ecs $e ($(ratio $e $b)) imds $i ($(ratio $i $b))"
+  bi=$(r "$baseline$metadata")
+  i=$(r -H "X-aws-ec2-metadata-token: $imds_token" "http://127.0.0.1:$port$metadata")
+  echo "base $b ecs $e ($(ratio $e $b)) base-imds $bi imds $i ($(ratio $i $bi))"
 done
 if [ -n "${PERF:-}" ]; then
   mkdir -p "${PERF_DIR:-/tmp/q}"
@@ -38,12 +35,12 @@ if [ -n "${PERF:-}" ]; then
     sleep 0.1; wrk -t1 -c64 -d3s -H "Authorization: $token" "$url" | awk '/requests in/ {print "'$name' requests", $1}'; wait $recorder
   done
 fi
-tail -3 "$work/d/log"
+tail -3 "$work/d$port/log"
 if [ -n "${STAT:-}" ]; then
   for target in "$daemon:http://127.0.0.1:$port/roles/piyo" "$baseline_pid:$baseline/roles/piyo"; do
     pid=${target%%:*} url=${target#*:}
     before=$(awk '{print $14, $15}' /proc/$pid/stat)
-    out=$(wrk -t1 -c64 -d3s -H "Authorization: $token" "$url")
+    out=$("${load_cpu[@]}" wrk -t1 -c64 -d3s -H "Authorization: $token" "$url")
     after=$(awk '{print $14, $15}' /proc/$pid/stat)
     requests=$(awk '/requests in/ {print $1}' <<<"$out")
     echo "$before $after $requests" | awk '{printf "user %.2f us/req, sys %.2f us/req, %d req\n", ($3-$1)*10000/$5, ($4-$2)*10000/$5, $5}'

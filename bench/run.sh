@@ -12,8 +12,8 @@
 #   5. start-up time to /readyz, minus the STS round trip;
 #   6. stripped binary size and cold release build time.
 #
-# Knobs: DURATION (s per wrk run, default 5), ROUNDS (alternating rounds, 3), INVOCATIONS (aws
-# CLI runs per method, 100),
+# Knobs: DURATION (s per wrk run, default 2), ROUNDS (alternating rounds, 9), INVOCATIONS (aws
+# CLI runs per method, 100), PIN=0 lets servers and load generator share both cores,
 # COLD_BUILD=0 skips the cold build (it takes minutes).
 source "$(dirname "$0")/common.sh"
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "install wrk" >&2; exit 1; }; }
@@ -28,12 +28,7 @@ daemon=$daemon_pid
 wait_until ready "$port"
 sleep 1
 idle_rss=$(rss_kib "$daemon")
-token=$(cat "$work/token")
-"$BASELINE" >"$work/baseline.addr" &
-pids+=($!)
-wait_until test -s "$work/baseline.addr"
-baseline="http://$(head -n 1 "$work/baseline.addr")"
-imds_token=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$port/latest/api/token")
+start_baseline "$port"
 
 # load NAME URL [HEADER [HEADER]]: wrk, one thread (the other core is the server's), 64
 # connections; prints the RESULT line.
@@ -41,13 +36,17 @@ load() {
   local headers=()
   [ -n "${3:-}" ] && headers+=(-H "$3")
   [ -n "${4:-}" ] && headers+=(-H "$4")
-  wrk -t1 -c64 -d1s "${headers[@]}" "$2" >/dev/null # warm-up
-  wrk -t1 -c64 -d"${DURATION}s" -s bench/latency.lua "${headers[@]}" "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
+  "${load_cpu[@]}" wrk -t1 -c64 -d"${DURATION}s" -s bench/latency.lua "${headers[@]}" "$2" | grep '^RESULT' | sed "s/^RESULT/$1/"
 }
+# warm URL [wrk options]: one second of load, discarded (first connections, cold caches).
+warm() { "${load_cpu[@]}" wrk -t1 -c64 -d1s "$@" >/dev/null; }
 rps() { awk -v r="$(field requests "$1")" -v s="$(field seconds "$1")" 'BEGIN { printf "%.0f", r / s }'; }
 say "1. throughput and latency against a bare hyper server: $ROUNDS alternating rounds, ${DURATION}s each"
 # Rounds alternate baseline and daemon, so that drift on a shared machine hits both; the round
 # whose ECS ratio is the median is reported, with the lowest ratio of all rounds beside it.
+warm "$baseline/roles/piyo"
+warm -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo"
+warm -H "X-aws-ec2-metadata-token: $imds_token" "http://127.0.0.1:$port/latest/meta-data/iam/security-credentials/piyo-role"
 rounds=()
 for round in $(seq "$ROUNDS"); do
   b=$(load baseline "$baseline/roles/piyo")
@@ -69,6 +68,7 @@ p=$(free_port)
 start_daemon "$p" "peer_lookup = false"
 no_lookup_pid=$daemon_pid
 wait_until ready "$p"
+warm -H "Authorization: $token" "http://127.0.0.1:$p/roles/piyo"
 no_lookup_line=$(load no-lookup "http://127.0.0.1:$p/roles/piyo" "Authorization: $token")
 close_line=$(load close-lookup "http://127.0.0.1:$port/roles/piyo" "Authorization: $token" "Connection: close")
 close_no_lookup_line=$(load close-no-lookup "http://127.0.0.1:$p/roles/piyo" "Authorization: $token" "Connection: close")
