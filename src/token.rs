@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rand::RngExt;
 use rand::distr::Alphanumeric;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 use tracing::warn;
 use zeroize::Zeroizing;
 
@@ -71,15 +71,33 @@ impl AuthToken {
         Ok(Self(Zeroizing::new(text.to_owned())))
     }
 
-    /// Whether `presented` is exactly the token, in time independent of where they differ.
+    /// Whether `presented` is exactly the token, in time independent of where they differ. Eight
+    /// bytes are compared at a time: one constant-time comparison per word rather than per byte
+    /// (on every request, that was most of the check's cost).
     pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(presented).into()
+        let token = self.0.as_bytes();
+        if token.len() != presented.len() {
+            return false;
+        }
+        let same = words(token)
+            .zip(words(presented))
+            .fold(Choice::from(1), |same, (a, b)| same & a.ct_eq(&b));
+        same.into()
     }
 
     /// The token itself, for writing the file and for tests.
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// `bytes` as words of eight, the last one padded with zeros.
+fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes.chunks(8).map(|chunk| {
+        let mut word = [0; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        u64::from_ne_bytes(word)
+    })
 }
 
 impl fmt::Debug for AuthToken {
@@ -582,6 +600,22 @@ mod tests {
         assert!(!token.matches(format!("{text}x").as_bytes()));
         assert!(!token.matches(&text.as_bytes()[1..]));
         assert!(!token.matches(format!("Bearer {text}").as_bytes()));
+        // A difference anywhere, in a padded last word too, is one.
+        let odd = format!("{text}odd");
+        for (token, text) in [
+            (token.clone(), &text),
+            (AuthToken::parse(&odd).unwrap(), &odd),
+        ] {
+            assert!(token.matches(text.as_bytes()));
+            for at in 0..text.len() {
+                let mut other = text.clone().into_bytes();
+                other[at] ^= 1;
+                assert!(
+                    !token.matches(&other),
+                    "a difference at byte {at} went unseen"
+                );
+            }
+        }
         assert!(!format!("{token:?}").contains(&text));
     }
 }

@@ -106,10 +106,16 @@ fn an_unreadable_log_filter_is_named() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml");
     let mut command = Command::new(daemon_binary());
     isolated(&mut command).env("ASSUME_ROLED_LOG", "info,audit=loud");
-    let output = command.args(["check", "--config", example]).output().unwrap();
+    let output = command
+        .args(["check", "--config", example])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let said = stderr(&output);
-    assert!(said.contains(r#"ASSUME_ROLED_LOG="info,audit=loud" is not a log filter"#), "{said}");
+    assert!(
+        said.contains(r#"ASSUME_ROLED_LOG="info,audit=loud" is not a log filter"#),
+        "{said}"
+    );
 }
 
 /// `check --assume` makes one real AssumeRole per role and shows the identity obtained.

@@ -1,7 +1,8 @@
 //! Which log lines are written: the operator's choice (`ASSUME_ROLED_LOG`), under caps that no
 //! choice can lift. A `Targets` filter (`level` or `target=level`, comma-separated) rather than
 //! an env-filter: the daemon's lines need nothing more, and the env-filter's regular-expression
-//! engine was a tenth of the binary's code, mapped into memory at start for a one-line parse.
+//! engine was half a megabyte of the binary, partly mapped into memory at start for a one-line
+//! parse.
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::filter::{ParseError, Targets};
