@@ -9,8 +9,10 @@ pub mod filter;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::Duration;
+
+use tokio::sync::mpsc::{self, Receiver, Sender, error::TrySendError};
 
 /// Lines waiting to be written at most: a burst of this many never blocks or drops; more than
 /// the audit's two tables can summarise at once (2 × 4,096 lines).
@@ -44,10 +46,13 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
-/// Where the formatter writes: a line goes into the queue, or is counted as dropped.
+/// Where the formatter writes: a line goes into the queue, or is counted as dropped. The queue
+/// is tokio's bounded channel, which takes memory in blocks of a few lines as they come: the
+/// standard library's sets its whole capacity up front (half a megabyte for 16,384 lines, all of
+/// it resident for a queue that is nearly always empty).
 #[derive(Clone)]
 pub struct QueueWriter {
-    lines: SyncSender<Message>,
+    lines: Sender<Message>,
     dropped: Dropped,
 }
 
@@ -82,7 +87,7 @@ impl Write for QueueWriter {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.dropped.add(),
             // The writer thread is gone (the process is ending): nothing to keep the line for.
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Closed(_)) => {}
         }
         Ok(bytes.len())
     }
@@ -103,7 +108,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueueWriter {
 /// A queue of `capacity` lines in front of `out`, written by a thread of its own; the writer
 /// to give the formatter, and the count of dropped lines.
 pub fn queued(capacity: usize, out: impl Write + Send + 'static) -> (QueueWriter, Dropped) {
-    let (lines, queue) = sync_channel(capacity);
+    let (lines, queue) = mpsc::channel(capacity);
     let dropped = Dropped::default();
     let writer = QueueWriter {
         lines,
@@ -119,7 +124,7 @@ pub fn queued(capacity: usize, out: impl Write + Send + 'static) -> (QueueWriter
 
 /// Writes queued lines until every sender is gone, saying how many were dropped whenever the
 /// queue has run dry after losing some.
-fn write_lines(queue: Receiver<Message>, mut out: impl Write, dropped: &Dropped) {
+fn write_lines(mut queue: Receiver<Message>, mut out: impl Write, dropped: &Dropped) {
     let write = |message: Message, out: &mut dyn Write| match message {
         Message::Line(line) => {
             let _ = out.write_all(&line);
@@ -129,7 +134,8 @@ fn write_lines(queue: Receiver<Message>, mut out: impl Write, dropped: &Dropped)
             let _ = done.try_send(());
         }
     };
-    while let Ok(first) = queue.recv() {
+    // A thread of its own, outside the runtime: waiting here blocks nothing else.
+    while let Some(first) = queue.blocking_recv() {
         write(first, &mut out);
         while let Ok(next) = queue.try_recv() {
             write(next, &mut out);
