@@ -28,6 +28,9 @@ daemon=$daemon_pid
 wait_until ready "$port"
 sleep 1
 idle_rss=$(rss_kib "$daemon")
+# The daemon's own memory; the rest of the resident set is pages of files (the binary, the C
+# library) that the kernel maps around what start-up touched and can drop under pressure.
+idle_anon=$(awk '/^Anonymous/ {print $2}' "/proc/$daemon/smaps_rollup")
 start_baseline "$port"
 
 # load NAME URL [HEADER [HEADER]]: wrk, one thread (the other core is the server's), 64
@@ -43,7 +46,7 @@ warm() { "${load_cpu[@]}" wrk -t1 -c64 -d1s "$@" >/dev/null; }
 rps() { awk -v r="$(field requests "$1")" -v s="$(field seconds "$1")" 'BEGIN { printf "%.0f", r / s }'; }
 say "1. throughput and latency against a bare hyper server: $ROUNDS alternating rounds, ${DURATION}s each"
 # Rounds alternate baseline and daemon, so that drift on a shared machine hits both; the round
-# whose ECS ratio is the median is reported, with the lowest ratio of all rounds beside it.
+# whose ECS ratio is the median is reported, with every round's ratio beside it.
 warm "$baseline/roles/piyo"
 warm -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo"
 warm -H "X-aws-ec2-metadata-token: $imds_token" "http://127.0.0.1:$port/latest/meta-data/iam/security-credentials/piyo-role"
@@ -59,7 +62,7 @@ for round in $(seq "$ROUNDS"); do
 done
 median=$(printf '%s\n' "${rounds[@]}" | sort -t'|' -k1,1n | sed -n "$(((ROUNDS + 1) / 2))p")
 IFS='|' read -r _ base_line ecs_line base_imds_line imds_line <<<"$median"
-lowest_ecs_ratio=$(printf '%s\n' "${rounds[@]}" | cut -d'|' -f1 | sort -n | head -n 1)
+ecs_ratios=$(printf '%s\n' "${rounds[@]}" | cut -d'|' -f1 | sort -n | tr '\n' ' ')
 imds_ratios=$(for r in "${rounds[@]}"; do IFS='|' read -r _ _ _ bi i <<<"$r"; ratio "$(rps "$i")" "$(rps "$bi")"; echo; done | sort -n | tr '\n' ' ')
 errors() { echo $(($(field errors "$1") + $(field non2xx "$1"))); }
 say "1b. the cost of finding each connection's user: keep-alive, and a new connection per request"
@@ -191,8 +194,8 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
     "$(nproc)" "$cpu" "$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)" "$(uname -r)" \
     "$("$BIN" --version | cut -d' ' -f2)" "$(rustc --version | cut -d' ' -f1-2)" "$(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
   printf '| measure | assume-roled | baseline | ratio | target |\n|---|---|---|---|---|\n'
-  printf '| GET /roles/piyo, requests/s (64 conns, %ss, median of %s rounds) | %s | %s | %s (lowest %s) | ≥ 0.9 (never < 0.85) |\n' \
-    "$DURATION" "$ROUNDS" "$ecs_rps" "$base_rps" "$(ratio "$ecs_rps" "$base_rps")" "$lowest_ecs_ratio"
+  printf '| GET /roles/piyo, requests/s (64 conns, %ss, median of %s rounds) | %s | %s | %s (all rounds: %s) | ≥ 0.9 (never < 0.85) |\n' \
+    "$DURATION" "$ROUNDS" "$ecs_rps" "$base_rps" "$(ratio "$ecs_rps" "$base_rps")" "$ecs_ratios"
   for p in p50 p99 p999; do
     printf '| GET /roles/piyo, %s latency (ms) | %s | %s | %s | %s |\n' "$p" "$(ms "$(field $p "$ecs_line")")" \
       "$(ms "$(field $p "$base_line")")" "$(ratio "$(field $p "$ecs_line")" "$(field $p "$base_line")")" \
@@ -223,7 +226,8 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
     "$INVOCATIONS" "$(per_run_s "$bd_ms")" "$bd_calls"
   printf '| %s × the same script with the `role_arn` profile | %s s each, %s AssumeRole calls | - |\n' \
     "$INVOCATIONS" "$(per_run_s "$bp_ms")" "$bp_calls"
-  printf '| resident memory, idle, one role | %s MiB | ≤ 10 MiB |\n' "$(awk -v k="$idle_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+  printf '| resident memory, idle, one role (of which anonymous: the daemon'"'"'s own) | %s MiB (%s MiB) | ≤ 10 MiB |\n' \
+    "$(awk -v k="$idle_rss" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$idle_anon" 'BEGIN { printf "%.1f", k / 1024 }')"
   printf '| resident memory, peak under 1000 connections | %s MiB | ≤ 30 MiB |\n' "$(awk -v k="$peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
   printf '| start-up to ready (median of 9) | %s ms, of which the STS round trip %s ms: %s ms own | ≤ 50 ms |\n' \
     "$(ms "$startup_us")" "$(ms "$sts_rtt_us")" "$(ms "$((startup_us - sts_rtt_us))")"
