@@ -77,19 +77,43 @@ impl SessionTokens {
         format!("{expiry}.{hex}")
     }
 
-    /// Whether `token` was minted here and has not expired at `now`.
-    pub fn verify(&self, token: &[u8], now: SystemTime) -> bool {
-        let Some(dot) = token.iter().position(|b| *b == b'.') else {
-            return false;
-        };
+    /// Whether `token` was minted here and has not expired at `now` (the tests' word for what
+    /// [`Imds::has_session_on`] checks).
+    #[cfg(test)]
+    fn verify(&self, token: &[u8], now: SystemTime) -> bool {
+        self.signed_expiry(token)
+            .is_some_and(|expiry| expiry > unix_seconds(now))
+    }
+
+    /// The expiry (Unix seconds) `token` carries, if it was minted here; expired or not.
+    fn signed_expiry(&self, token: &[u8]) -> Option<u64> {
+        let dot = token.iter().position(|b| *b == b'.')?;
         let (digits, tag) = (&token[..dot], &token[dot + 1..]);
-        let expiry = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|d| d.parse::<u64>().ok());
-        let (Some(expiry), Some(tag)) = (expiry, decode_hex(tag)) else {
-            return false;
-        };
-        expiry > unix_seconds(now) && self.mac(digits).verify_slice(&tag).is_ok()
+        let expiry = std::str::from_utf8(digits).ok()?.parse::<u64>().ok()?;
+        let tag = decode_hex(tag)?;
+        self.mac(digits).verify_slice(&tag).ok().map(|()| expiry)
+    }
+}
+
+/// The session token a connection last presented that was minted here, with its expiry. A
+/// client sends the same token with every request, and only the time can change the answer:
+/// one connection checks its signature once, not on every request.
+#[derive(Default)]
+pub struct KnownSession(Option<(Box<[u8]>, u64)>);
+
+impl KnownSession {
+    /// The signed expiry of `token`: remembered if it is the token seen last, else `verify`'s.
+    fn expiry_of(&mut self, token: &[u8], verify: impl FnOnce() -> Option<u64>) -> Option<u64> {
+        // A plain comparison: what its timing could tell is how much of the token this very
+        // connection sent before matches the one it sends now.
+        if let Some((known, expiry)) = &self.0
+            && **known == *token
+        {
+            return Some(*expiry);
+        }
+        let expiry = verify()?;
+        self.0 = Some((token.into(), expiry));
+        Some(expiry)
     }
 }
 
@@ -379,8 +403,16 @@ async fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -
 impl Imds {
     /// Whether `headers` carry a session token this endpoint issued and that is still valid.
     pub fn has_session(&self, headers: &HeaderMap) -> bool {
-        (headers.get(TOKEN_HEADER))
-            .is_some_and(|token| self.tokens.verify(token.as_bytes(), self.clock.now()))
+        self.has_session_on(headers, &mut KnownSession::default())
+    }
+
+    /// [`Self::has_session`] on a connection that `known` the token it presented last.
+    pub fn has_session_on(&self, headers: &HeaderMap, known: &mut KnownSession) -> bool {
+        let Some(token) = headers.get(TOKEN_HEADER).map(|t| t.as_bytes()) else {
+            return false;
+        };
+        (known.expiry_of(token, || self.tokens.signed_expiry(token)))
+            .is_some_and(|expiry| expiry > unix_seconds(self.clock.now()))
     }
 
     /// The `[[roles]]` name of the role served here.
@@ -474,6 +506,64 @@ mod tests {
         );
         assert!(!tokens.verify(b"", at(0)));
         assert!(!tokens.verify(b"1.zz", at(0)));
+    }
+
+    /// A connection's known token is verified once and still expires; any other token is
+    /// verified afresh, and one that fails is not remembered.
+    #[test]
+    fn a_known_session_is_verified_once_and_still_expires() {
+        let tokens = SessionTokens::new();
+        let token = tokens.mint(at(0), Duration::from_secs(60));
+        let mut known = KnownSession::default();
+        let verifications = std::cell::Cell::new(0);
+        let mut expiry_of = |token: &[u8]| {
+            known.expiry_of(token, || {
+                verifications.set(verifications.get() + 1);
+                tokens.signed_expiry(token)
+            })
+        };
+        let expiry = unix_seconds(at(60));
+        assert_eq!(expiry_of(token.as_bytes()), Some(expiry));
+        assert_eq!(expiry_of(token.as_bytes()), Some(expiry));
+        assert_eq!(verifications.get(), 1, "the same token is verified once");
+        let forged = format!("{}.{}", expiry + 3600, token.split_once('.').unwrap().1);
+        assert_eq!(expiry_of(forged.as_bytes()), None);
+        assert_eq!(
+            expiry_of(forged.as_bytes()),
+            None,
+            "a failed token is not remembered"
+        );
+        assert_eq!(verifications.get(), 3);
+        assert_eq!(expiry_of(token.as_bytes()), Some(expiry));
+        assert_eq!(
+            verifications.get(),
+            3,
+            "a failed token leaves the known one"
+        );
+        let other = tokens.mint(at(1), Duration::from_secs(60));
+        assert_eq!(expiry_of(other.as_bytes()), Some(expiry + 1));
+        assert_eq!(expiry_of(token.as_bytes()), Some(expiry));
+        assert_eq!(verifications.get(), 5, "another token came in between");
+    }
+
+    /// On a connection that knows its token, the token still expires on time.
+    #[tokio::test]
+    async fn a_known_session_still_expires() {
+        let clock = crate::fake::FakeClock::new();
+        let (_keep, roles) = watch::channel(Arc::new(RoleTable::new()));
+        let upstream = Upstream::new("http://127.0.0.1:9").unwrap();
+        let imds = Imds::new("piyo", roles, upstream, clock.clone());
+        let token = imds
+            .tokens
+            .mint(crate::clock::Clock::now(&*clock), Duration::from_secs(60));
+        let mut headers = HeaderMap::new();
+        headers.insert(TOKEN_HEADER, token.parse().unwrap());
+        let mut known = KnownSession::default();
+        assert!(imds.has_session_on(&headers, &mut known));
+        clock.jump(Duration::from_secs(59));
+        assert!(imds.has_session_on(&headers, &mut known));
+        clock.jump(Duration::from_secs(1));
+        assert!(!imds.has_session_on(&headers, &mut known));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::{AppState, ROLES_PREFIX, Snapshot, role_response};
 use crate::access::{self, Decided, Decision, Grant, Via};
 use crate::audit;
 use crate::http::credentials_unboxed;
-use crate::imds;
+use crate::imds::{self, KnownSession};
 use crate::listener::{App, Progress, Redirected};
 use crate::metrics;
 use crate::peer::Peer;
@@ -78,6 +78,7 @@ impl App for Endpoint {
             peer,
             redirected,
             progress,
+            session: RefCell::default(),
         }
     }
 }
@@ -96,6 +97,14 @@ impl Endpoint {
     }
 }
 
+/// What the hot paths need of the connection a request came on.
+struct On<'c> {
+    peer: &'c Arc<Peer>,
+    /// Whether the metadata guard redirected the connection here.
+    redirected: bool,
+    session: &'c mut KnownSession,
+}
+
 /// One connection's service (`hyper::service::Service`).
 pub struct Connection {
     endpoint: Endpoint,
@@ -104,6 +113,8 @@ pub struct Connection {
     progress: Arc<Progress>,
     /// What the hot paths check requests against; `None` where only the router serves.
     snapshot: Option<RefCell<Snapshot>>,
+    /// The metadata session token this connection presented last.
+    session: RefCell<KnownSession>,
 }
 
 impl<B> hyper::service::Service<Request<B>> for Connection
@@ -123,7 +134,13 @@ where
             let mut snapshot = snapshot.borrow_mut();
             let (table, token) = snapshot.now();
             let redirected = self.redirected.is_some();
-            return match state.answer_hot(hot, &request, &self.peer, redirected, table, token) {
+            let session = &mut self.session.borrow_mut();
+            let on = On {
+                peer: &self.peer,
+                redirected,
+                session,
+            };
+            return match state.answer_hot(hot, &request, on, table, token) {
                 Answering::Later(later) => self.meanwhile_busy(later),
                 ready => ready,
             };
@@ -208,19 +225,19 @@ impl AppState {
         &self,
         hot: Hot<'_>,
         request: &Request<B>,
-        peer: &Arc<Peer>,
-        redirected: bool,
+        on: On<'_>,
         table: &Arc<RoleTable>,
         token: &AuthToken,
     ) -> Answering {
         let route = metrics::route_label(request.uri().path());
-        let checked = self.check_on(request.headers(), request.uri(), redirected, table, token);
+        let (uri, redirected) = (request.uri(), on.redirected);
+        let checked = self.check_on(request.headers(), uri, redirected, table, token);
         let answering = match checked {
             Err(refused) => routed(axum::response::IntoResponse::into_response(refused)),
             Ok(grant) => match hot {
-                Hot::Role(name) => self.role_now(name, peer, table, grant),
+                Hot::Role(name) => self.role_now(name, on.peer, table, grant),
                 Hot::Metadata { iam_name, extended } => {
-                    self.metadata_now(iam_name, extended, request, peer, table)
+                    self.metadata_now(iam_name, extended, request, on, table)
                 }
             },
         };
@@ -275,14 +292,15 @@ impl AppState {
         iam_name: &str,
         extended: bool,
         request: &Request<B>,
-        peer: &Arc<Peer>,
+        on: On<'_>,
         table: &Arc<RoleTable>,
     ) -> Answering {
         let metadata =
             (self.inner.imds.as_ref()).expect("the metadata path is hot only with [imds]");
-        if !metadata.has_session(request.headers()) {
+        if !metadata.has_session_on(request.headers(), on.session) {
             return routed(imds::session_required());
         }
+        let peer = on.peer;
         let via = Via::Metadata { iam_name, extended };
         let clock = self.inner.clock.as_ref();
         match access::decide_now(table, metadata.role(), via, peer, clock) {
