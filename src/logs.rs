@@ -106,9 +106,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueueWriter {
 }
 
 /// A queue of `capacity` lines in front of `out`, written by a thread of its own; the writer
-/// to give the formatter, and the count of dropped lines.
+/// to give the formatter, and the count of dropped lines. A queue holds one line at least.
 pub fn queued(capacity: usize, out: impl Write + Send + 'static) -> (QueueWriter, Dropped) {
-    let (lines, queue) = mpsc::channel(capacity);
+    let (lines, queue) = mpsc::channel(capacity.max(1));
     let dropped = Dropped::default();
     let writer = QueueWriter {
         lines,

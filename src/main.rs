@@ -287,9 +287,10 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 /// be read is said so in the log, and the default applies.
 fn init_logging(daemon: bool) -> QueueWriter {
     let default = if daemon { "info" } else { "warn" };
-    let wanted = std::env::var("ASSUME_ROLED_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.to_owned());
+    let (variable, wanted) = ["ASSUME_ROLED_LOG", "RUST_LOG"]
+        .into_iter()
+        .find_map(|name| Some((name, std::env::var(name).ok()?)))
+        .unwrap_or(("", default.to_owned()));
     let (filter, unreadable) = match logs::filter::wanted(&wanted) {
         Ok(filter) => (filter, None),
         Err(error) => (logs::filter::wanted(default).expect("a level"), Some(error)),
@@ -303,9 +304,7 @@ fn init_logging(daemon: bool) -> QueueWriter {
         .with_filter(filter.and(logs::filter::secret_safe_caps()));
     tracing_subscriber::registry().with(lines).init();
     if let Some(error) = unreadable {
-        tracing::warn!(
-            "ASSUME_ROLED_LOG={wanted:?} is not a log filter ({error}); logging at {default}"
-        );
+        tracing::warn!("{variable}={wanted:?} is not a log filter ({error}); logging at {default}");
     }
     writer
 }

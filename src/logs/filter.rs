@@ -20,9 +20,23 @@ const SECRET_SAFE_CAPS: [&str; 8] = [
     "rustls",
 ];
 
-/// The operator's filter, read from `ASSUME_ROLED_LOG` syntax, e.g. `debug` or `info,audit=off`.
-pub fn wanted(directives: &str) -> Result<Targets, ParseError> {
-    directives.parse()
+/// The operator's filter, read from `ASSUME_ROLED_LOG` syntax, e.g. `debug` or `info,audit=off`:
+/// a level, or `target=level` pairs, comma-separated. Empty parts are skipped (`info,` is
+/// `info`), and a part without `=` must be a level: a `Targets` filter would read `warning` as
+/// a target shown at every level and everything else hidden, audit lines included.
+pub fn wanted(directives: &str) -> Result<Targets, String> {
+    let parts: Vec<&str> = directives.split(',').map(str::trim).collect();
+    for word in (parts.iter()).filter(|p| !p.is_empty() && !p.contains('=')) {
+        if word.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{word:?} is not a level (off, error, warn, info, debug, trace)"
+            ));
+        }
+    }
+    let kept: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    kept.join(",")
+        .parse()
+        .map_err(|error: ParseError| error.to_string())
 }
 
 /// Every line passes except the capped targets' (and their modules') verbose levels. It is a
@@ -59,6 +73,24 @@ mod tests {
     fn a_malformed_filter_is_an_error() {
         assert!(wanted("info,audit=loud").is_err());
         assert!(wanted("[span{field=1}]=debug").is_err());
+        // Read as targets, these would hide every line but their own.
+        assert!(wanted("warning").is_err());
+        assert!(wanted("info,verbose").is_err());
+    }
+
+    /// An empty part, as a trailing comma leaves, is nothing: parsed, it would be `error` and
+    /// replace the level before it.
+    #[test]
+    fn empty_parts_are_skipped() {
+        for directives in ["info,", "info,,audit=off", " info , "] {
+            let filter = wanted(directives).unwrap();
+            assert!(passes(&filter, "assume_roled", Level::INFO), "{directives}");
+        }
+        assert!(!passes(
+            &wanted("info,,audit=off").unwrap(),
+            "audit",
+            Level::INFO
+        ));
     }
 
     #[test]
