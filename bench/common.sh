@@ -8,6 +8,7 @@ cd "$ROOT"
 VENV=$ROOT/.venv
 DURATION=${DURATION:-2}
 ROUNDS=${ROUNDS:-9}
+LOOKUP_ROUNDS=${LOOKUP_ROUNDS:-3}
 INVOCATIONS=${INVOCATIONS:-100}
 COLD_BUILD=${COLD_BUILD:-1}
 RESULTS=${RESULTS:-$ROOT/bench/results.md}
@@ -32,7 +33,13 @@ field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 per_run_s() { awk -v m="$1" -v n="$INVOCATIONS" 'BEGIN { printf "%.3f", m / n / 1000 }'; }
 # PIN=1: each server on the second core, the load generator on the first, so that neither
 # moves between cores or takes the other's: the same conditions for the daemon and the baseline.
-if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then server_cpu=(taskset -c 1) load_cpu=(taskset -c 0); else server_cpu=() load_cpu=(); fi
+# The cores are the first two this script may use.
+read -r -a usable <<<"$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
+if [ "${PIN:-1}" = 1 ] && [ "${#usable[@]}" -ge 2 ] && command -v taskset >/dev/null; then
+  server_cpu=(taskset -c "${usable[1]}") load_cpu=(taskset -c "${usable[0]}")
+else
+  server_cpu=() load_cpu=()
+fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 [ -x "$VENV/bin/moto_server" ] || { echo "run make venv first" >&2; exit 1; }

@@ -32,7 +32,7 @@ if [ -n "${PERF:-}" ]; then
     name=${target%%:*} rest=${target#*:}; pid=${rest%%:*} url=${rest#*:}
     perf record -F 4000 -g -p "$pid" -o "${PERF_DIR:-/tmp/q}/$name.data" -- sleep 3 >/dev/null 2>&1 &
     recorder=$!
-    sleep 0.1; wrk -t1 -c64 -d3s -H "Authorization: $token" "$url" | awk '/requests in/ {print "'$name' requests", $1}'; wait $recorder
+    sleep 0.1; "${load_cpu[@]}" wrk -t1 -c64 -d3s -H "Authorization: $token" "$url" | awk '/requests in/ {print "'$name' requests", $1}'; wait $recorder
   done
 fi
 tail -3 "$work/d$port/log"
