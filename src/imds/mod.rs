@@ -403,16 +403,21 @@ async fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -
 impl Imds {
     /// Whether `headers` carry a session token this endpoint issued and that is still valid.
     pub fn has_session(&self, headers: &HeaderMap) -> bool {
-        self.has_session_on(headers, &mut KnownSession::default())
+        let token = headers.get(TOKEN_HEADER).map(|t| t.as_bytes());
+        self.unexpired(token.and_then(|token| self.tokens.signed_expiry(token)))
     }
 
     /// [`Self::has_session`] on a connection that `known` the token it presented last.
     pub fn has_session_on(&self, headers: &HeaderMap, known: &mut KnownSession) -> bool {
-        let Some(token) = headers.get(TOKEN_HEADER).map(|t| t.as_bytes()) else {
-            return false;
-        };
-        (known.expiry_of(token, || self.tokens.signed_expiry(token)))
-            .is_some_and(|expiry| expiry > unix_seconds(self.clock.now()))
+        let token = headers.get(TOKEN_HEADER).map(|t| t.as_bytes());
+        self.unexpired(
+            token.and_then(|token| known.expiry_of(token, || self.tokens.signed_expiry(token))),
+        )
+    }
+
+    /// Whether a signed `expiry` (Unix seconds) is still ahead.
+    fn unexpired(&self, expiry: Option<u64>) -> bool {
+        expiry.is_some_and(|expiry| expiry > unix_seconds(self.clock.now()))
     }
 
     /// The `[[roles]]` name of the role served here.

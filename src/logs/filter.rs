@@ -25,18 +25,16 @@ const SECRET_SAFE_CAPS: [&str; 8] = [
 /// `info`), and a part without `=` must be a level: a `Targets` filter would read `warning` as
 /// a target shown at every level and everything else hidden, audit lines included.
 pub fn wanted(directives: &str) -> Result<Targets, String> {
-    let parts: Vec<&str> = directives.split(',').map(str::trim).collect();
-    for word in (parts.iter()).filter(|p| !p.is_empty() && !p.contains('=')) {
-        if word.parse::<LevelFilter>().is_err() {
-            return Err(format!(
-                "{word:?} is not a level (off, error, warn, info, debug, trace)"
-            ));
-        }
+    let parts: Vec<&str> = (directives.split(',').map(str::trim))
+        .filter(|part| !part.is_empty())
+        .collect();
+    let not_a_level = |part: &&&str| !part.contains('=') && part.parse::<LevelFilter>().is_err();
+    if let Some(word) = parts.iter().find(not_a_level) {
+        return Err(format!(
+            "{word:?} is not a level (off, error, warn, info, debug, trace)"
+        ));
     }
-    let kept: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).collect();
-    kept.join(",")
-        .parse()
-        .map_err(|error: ParseError| error.to_string())
+    (parts.join(",").parse()).map_err(|error: ParseError| error.to_string())
 }
 
 /// Every line passes except the capped targets' (and their modules') verbose levels. It is a

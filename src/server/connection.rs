@@ -230,8 +230,8 @@ impl AppState {
         token: &AuthToken,
     ) -> Answering {
         let route = metrics::route_label(request.uri().path());
-        let (uri, redirected) = (request.uri(), on.redirected);
-        let checked = self.check_on(request.headers(), uri, redirected, table, token);
+        let (headers, uri) = (request.headers(), request.uri());
+        let checked = self.check_on(headers, uri, on.redirected, table, token);
         let answering = match checked {
             Err(refused) => routed(axum::response::IntoResponse::into_response(refused)),
             Ok(grant) => match hot {
