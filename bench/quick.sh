@@ -8,6 +8,7 @@
 #               build with `cargo build --profile profiling` and point DAEMON_BIN and
 #               BASELINE_BIN at those binaries for symbols.
 source "$(dirname "$0")/common.sh"
+command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "install wrk" >&2; exit 1; }; }
 cargo build --release --quiet --bin assume-roled --example bench_baseline
 BIN=${DAEMON_BIN:-$BIN}
 BASELINE=${BASELINE_BIN:-$BASELINE}
