@@ -16,6 +16,9 @@
 #   make bench         benchmarks against a bare baseline and today's practice, and per-user
 #                      sessions for 1,000 users; appends to bench/results.md (takes about ten
 #                      minutes; COLD_BUILD=0 skips the build).
+#   make link-order    records the functions the release daemon runs (under callgrind, against
+#                      moto) into bench/link-order.txt, which build.rs has lld lay out together:
+#                      less idle memory. Run it when `make package` says the list is stale.
 #   make demo          re-enacts the cross-account scenario offline, against moto.
 
 # The system's Python where there is one: the test tools in .venv are also run as other users
@@ -40,7 +43,7 @@ BIN         ?= target/release/assume-roled
 # systemd-analyze security's exposure score, in tenths, that the unit must not exceed.
 EXPOSURE_LIMIT := 15
 
-.PHONY: all build test lint check-unit fuzz-build systemd-test install package bench soak fuzz demo venv clean
+.PHONY: all build test lint check-unit fuzz-build systemd-test install package bench link-order soak fuzz demo venv clean
 
 all: build
 
@@ -124,6 +127,9 @@ package:
 bench: venv
 	bench/run.sh
 	bench/sessions.sh
+
+link-order: venv
+	bench/link-order.sh make
 
 FUZZ_SECONDS ?= 60
 # cargo-fuzz passes nightly-only sanitizer flags; RUSTC_BOOTSTRAP lets the stable toolchain

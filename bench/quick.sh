@@ -9,7 +9,11 @@
 #               BASELINE_BIN at those binaries for symbols.
 source "$(dirname "$0")/common.sh"
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "install wrk" >&2; exit 1; }; }
-cargo build --release --quiet --bin assume-roled --example bench_baseline
+cargo build --release --quiet --example bench_baseline
+# The daemon alone, as `make` and the packages build it: built with an example, it would get the
+# dev-dependencies' features (tokio's test-util), other symbol names in its dependencies, and a
+# link order that no longer matches them (build.rs): not the binary users run.
+cargo build --release --quiet --bin assume-roled
 BIN=${DAEMON_BIN:-$BIN}
 BASELINE=${BASELINE_BIN:-$BASELINE}
 port=$(free_port)

@@ -38,6 +38,8 @@ built=()
 if [ -z "${BIN:-}" ] && { wanted deb || wanted rpm; }; then
   cargo build --release --locked --quiet
   BIN=$ROOT/target/release/assume-roled
+  # A stale link order costs idle memory silently (build.rs): fail instead.
+  bench/link-order.sh check "$BIN"
 fi
 
 # stage DIR: the packages' tree, as `make install` lays it out under /usr and /etc.
