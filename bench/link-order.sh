@@ -38,9 +38,13 @@ check() {
   local bin=${1:-$ROOT/target/release/assume-roled}
   [ -s "$ORDER" ] || { echo "link-order: $ORDER is missing: run make link-order" >&2; exit 1; }
   [ -f "$bin" ] || { echo "link-order: no binary at $bin: build it first" >&2; exit 1; }
-  local total present first problem=
+  local symbols total present first problem=
+  symbols=$(text_symbols "$bin" 2>/dev/null) || symbols=
+  [ -n "$symbols" ] ||
+    { echo "link-order: $bin has no symbol table (stripped, or not a program): nothing to check" >&2; exit 1; }
   total=$(listed | wc -l)
-  present=$(comm -12 <(listed | sort -u) <(text_symbols "$bin") | wc -l)
+  [ "$total" -gt 0 ] || { echo "link-order: $ORDER lists no functions: run make link-order" >&2; exit 1; }
+  present=$(comm -12 <(listed | sort -u) <(echo "$symbols") | wc -l)
   # Laid out in order, the listed functions are the first $present in the code, give or take
   # the few the list names twice or the linker folded together.
   first=$(by_address "$bin" | awk -v n="$present" 'NR <= n' | sort -u | comm -12 - <(listed | sort -u) | wc -l)
@@ -48,7 +52,7 @@ check() {
   if [ $((present * 100)) -lt $((total * MIN_PERCENT)) ]; then
     problem="the list is stale (made $(made_with)); run make link-order and commit it"
   elif [ $((first * 100)) -lt $((present * MIN_PERCENT)) ]; then
-    problem="the binary was not linked in the listed order (build.rs warns why: a linker other than lld)"
+    problem="the binary was not linked in the listed order: built with ASSUME_ROLED_LINK_ORDER=0, or with a linker other than lld (build.rs said which in a warning, hidden by cargo --quiet: see target/*/build/assume-roled-*/output)"
   fi
   [ -z "$problem" ] && return 0
   echo "link-order: $problem; idle memory is about 3 MiB higher" >&2
@@ -58,7 +62,7 @@ check() {
 # by_address BIN: BIN's functions in the order they lie in its code.
 by_address() { nm -n --defined-only "$1" | awk '$2 ~ /^[tTwW]$/ && !seen[$3]++ {print $3}'; }
 # made_with: the commit and rustc the order file's header names.
-made_with() { sed -n 's/^# Made by .* from \(.*\):$/\1/p;T;q' "$ORDER"; }
+made_with() { sed -n '/^# Made by /{s/.* from \(.*\):$/\1/p;q;}' "$ORDER"; }
 
 # executed DUMP...: the functions the callgrind dumps have costs for, in the order they name them.
 executed() { sed -n 's/^fn=\(([0-9]*) \)\{0,1\}//p' "$@" | awk '!seen[$0]++'; }
@@ -106,7 +110,6 @@ make_order() {
   callgrind_control --dump=requests "$daemon_pid" >/dev/null
   kill "$daemon_pid"
   wait "$daemon_pid" || true
-  local requests startup
   # callgrind names a dump <out-file>.<dump number>: one process, so one of each.
   local requests=("$dumps"/out.*.2) startup=("$dumps"/out.*.1) names
   [ ${#requests[@]} = 1 ] && [ -f "${requests[0]}" ] && [ ${#startup[@]} = 1 ] && [ -f "${startup[0]}" ] ||
@@ -114,7 +117,7 @@ make_order() {
   names=$(executed "${requests[0]}" "${startup[0]}" | grep -Fxf <(text_symbols "$real") || true)
   [ -n "$names" ] || { echo "link-order: none of the executed functions is in $real" >&2; exit 1; }
   {
-    echo "# Made by bench/link-order.sh on $(date -u '+%Y-%m-%d %H:%M UTC') from $(git -C "$ROOT" rev-parse --short HEAD) with $(rustc -V | cut -d' ' -f1-2):"
+    echo "# Made by bench/link-order.sh on $(date -u '+%Y-%m-%d %H:%M UTC') from $(git -C "$ROOT" rev-parse --short HEAD) with $("${RUSTC:-rustc}" -V | cut -d' ' -f1-2):"
     echo "# the functions the release daemon ran on its request paths, then at start-up; build.rs"
     echo "# hands the list to lld (--symbol-ordering-file), which lays them out first, in this order."
     echo "$names"

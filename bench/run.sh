@@ -25,6 +25,8 @@ cargo build --release --quiet --example bench_baseline
 # dev-dependencies' features (tokio's test-util), other symbol names in its dependencies, and a
 # link order that no longer matches them (build.rs): not the binary users run.
 cargo build --release --quiet --bin assume-roled
+# Measured as shipped: say so when the link order is stale or was not applied.
+"$ROOT/bench/link-order.sh" check --warn "$ROOT/target/release/assume-roled"
 
 
 port=$(free_port)
