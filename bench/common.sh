@@ -9,6 +9,10 @@ VENV=$ROOT/.venv
 DURATION=${DURATION:-2}
 ROUNDS=${ROUNDS:-9}
 LOOKUP_ROUNDS=${LOOKUP_ROUNDS:-3}
+# Section 1c's steady load: each connection pauses this long after an answer (bench/latency.lua
+# reads WRK_PAUSE_MS; unset, wrk saturates the server).
+STEADY_PAUSE_MS=${STEADY_PAUSE_MS:-1}
+unset WRK_PAUSE_MS
 INVOCATIONS=${INVOCATIONS:-100}
 COLD_BUILD=${COLD_BUILD:-1}
 RESULTS=${RESULTS:-$ROOT/bench/results.md}

@@ -6,6 +6,8 @@
 #   1. throughput and latency of GET /roles/<name> (and the IMDS credentials path) over 64
 #      keep-alive connections with wrk, in the configuration users run (default logging, audit
 #      on), against a bare hyper server answering the same bytes, in alternating rounds;
+#      1b. the peer lookup on and off; 1c. latency at a steady load, well under either
+#      server's limit;
 #   2. AssumeRole calls reaching STS with 1, 10, 100 and 1000 concurrent clients;
 #   3. the aws CLI through assume-roled versus a profile with role_arn + credential_source;
 #   4. resident memory idle and under 1000 connections;
@@ -13,9 +15,9 @@
 #   6. stripped binary size and cold release build time.
 #
 # Knobs: DURATION (s per wrk run, default 2), ROUNDS (alternating rounds, 9), INVOCATIONS (aws
-# CLI runs per method, 100), LOOKUP_ROUNDS (peer lookup on/off rounds, 3), PIN=0 lets servers and
-# load generator share both cores,
-# COLD_BUILD=0 skips the cold build (it takes minutes).
+# CLI runs per method, 100), LOOKUP_ROUNDS (peer lookup on/off rounds, 3), STEADY_PAUSE_MS (1c's
+# pause per connection after each answer, 1), PIN=0 lets servers and load generator share both
+# cores, COLD_BUILD=0 skips the cold build (it takes minutes).
 source "$(dirname "$0")/common.sh"
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null || { echo "install wrk" >&2; exit 1; }; }
 
@@ -78,6 +80,32 @@ IFS='|' read -r _ base_imds_line imds_line <<<"$imds_median"
 ecs_ratios=$(printf '%s\n' "${rounds[@]}" | cut -d'|' -f1 | sort -n | tr '\n' ' ')
 imds_ratios=$(for r in "${rounds[@]}"; do IFS='|' read -r _ _ _ bi i <<<"$r"; ratio "$(rps "$i")" "$(rps "$bi")"; echo; done | sort -n | tr '\n' ' ')
 errors() { echo $(($(field errors "$1") + $(field non2xx "$1"))); }
+say "1c. latency at a steady load: $ROUNDS alternating rounds, each connection pausing ${STEADY_PAUSE_MS} ms between requests"
+# Under section 1's saturating load both servers answer as fast as wrk asks, and the 64
+# requests in flight queue wherever the slower of wrk and the server is: a server a few per cent
+# slower than wrk holds the queue and shows about twice the bare server's p50 at the same
+# requests per second. With every connection pausing after each answer, the load stays well
+# under either server's limit, and latency is the server's own answer time and stalls.
+steady_rounds=()
+for round in $(seq "$ROUNDS"); do
+  b=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load baseline "$baseline/roles/piyo")
+  e=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load ecs "http://127.0.0.1:$port/roles/piyo" "Authorization: $token")
+  bi=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load baseline-imds "$baseline/latest/meta-data/iam/security-credentials/piyo-role")
+  i=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load imds "http://127.0.0.1:$port/latest/meta-data/iam/security-credentials/piyo-role" \
+    "X-aws-ec2-metadata-token: $imds_token")
+  printf 'steady round %s\n%s\n%s\n%s\n%s\n' "$round" "$b" "$e" "$bi" "$i" >&2
+  steady_rounds+=("$b|$e|$bi|$i")
+done
+# steady NAME FIELD: the median over the steady rounds of FIELD in server NAME's lines.
+steady() {
+  printf '%s\n' "${steady_rounds[@]}" | tr '|' '\n' | grep "^$1 " | while read -r line; do field "$2" "$line"; done |
+    sort -n | sed -n "$(((ROUNDS + 1) / 2))p"
+}
+# steady_rps NAME: the median requests per second of server NAME over the steady rounds.
+steady_rps() {
+  printf '%s\n' "${steady_rounds[@]}" | tr '|' '\n' | grep "^$1 " | while read -r line; do rps "$line"; echo; done |
+    sort -n | sed -n "$(((ROUNDS + 1) / 2))p"
+}
 say "1b. the cost of finding each connection's user: keep-alive, and a new connection per request"
 # The main daemon runs with the default (peer lookup on); this one has it off.
 p=$(free_port)
@@ -104,7 +132,7 @@ lookup_ratios=$(printf '%s\n' "${lookup_rounds[@]}" | cut -d'|' -f1 | sort -n | 
 close_ratios=$(printf '%s\n' "${lookup_rounds[@]}" | cut -d'|' -f2 | sort -n | tr '\n' ' ')
 lookup_peak_rss=$(hwm_kib "$daemon")
 kill "$no_lookup_pid"
-for round in "${rounds[@]}" "${lookup_rounds[@]}"; do
+for round in "${rounds[@]}" "${steady_rounds[@]}" "${lookup_rounds[@]}"; do
   IFS='|' read -r -a parts <<<"$round"
   for line in "${parts[@]}"; do
     [[ "$line" == *requests=* ]] || continue
@@ -247,6 +275,14 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
     "$(awk -v k="$lookup_peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
   printf '| IMDS credentials, p99 latency (ms) | %s | %s | %s | ≤ 1.5 |\n' "$(ms "$(field p99 "$imds_line")")" \
     "$(ms "$(field p99 "$base_imds_line")")" "$(ratio "$(field p99 "$imds_line")" "$(field p99 "$base_imds_line")")"
+  for path in "GET /roles/piyo:ecs:baseline" "IMDS credentials:imds:baseline-imds"; do
+    IFS=: read -r label daemon_name base_name <<<"$path"
+    printf '| %s at a steady load (64 conns, %s ms pause: %s vs %s req/s), p50 / p99 / p99.9 (ms), medians of %s rounds | %s / %s / %s | %s / %s / %s | p99 %s | ≤ 1.5 |\n' \
+      "$label" "$STEADY_PAUSE_MS" "$(steady_rps "$daemon_name")" "$(steady_rps "$base_name")" "$ROUNDS" \
+      "$(ms "$(steady "$daemon_name" p50)")" "$(ms "$(steady "$daemon_name" p99)")" "$(ms "$(steady "$daemon_name" p999)")" \
+      "$(ms "$(steady "$base_name" p50)")" "$(ms "$(steady "$base_name" p99)")" "$(ms "$(steady "$base_name" p999)")" \
+      "$(ratio "$(steady "$daemon_name" p99)" "$(steady "$base_name" p99)")"
+  done
   printf '\n| measure | result | target |\n|---|---|---|\n'
   printf '| AssumeRole calls in 5 s from a cold start, by concurrent clients | %s | the same for all |\n' "${sts_counts[*]}"
   read -r _ d_ms d_calls <<<"$daemon_cli"
