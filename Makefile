@@ -14,7 +14,7 @@
 #                      200,000).
 #   make fuzz          runs each cargo-fuzz target for FUZZ_SECONDS (default 60).
 #   make bench         benchmarks against a bare baseline and today's practice, and per-user
-#                      sessions for 1,000 users; appends to bench/results.md (takes about ten
+#                      sessions for 1,000 users; appends to bench/results.md (takes about fifteen
 #                      minutes; COLD_BUILD=0 skips the build).
 #   make link-order    records the functions the release daemon runs (under callgrind, against
 #                      moto) into bench/link-order.txt, which build.rs has lld lay out together:
