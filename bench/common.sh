@@ -33,6 +33,8 @@ free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("
 wait_until() { for _ in $(seq 500); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.02; done; return 1; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+# anon_kib PID: the resident memory that is the process's own (heap, stacks), not pages of files.
+anon_kib() { awk '/^Anonymous/ {print $2}' "/proc/$1/smaps_rollup"; }
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 per_run_s() { awk -v m="$1" -v n="$INVOCATIONS" 'BEGIN { printf "%.3f", m / n / 1000 }'; }
 # PIN=1: each server on the second core, the load generator on the first, so that neither

@@ -39,7 +39,7 @@ sleep 1
 idle_rss=$(rss_kib "$daemon")
 # The daemon's own memory; the rest of the resident set is pages of files (the binary, the C
 # library) that the kernel maps around what start-up touched and can drop under pressure.
-idle_anon=$(awk '/^Anonymous/ {print $2}' "/proc/$daemon/smaps_rollup")
+idle_anon=$(anon_kib "$daemon")
 start_baseline "$port"
 
 # load NAME URL [HEADER [HEADER]]: wrk, one thread (the other core is the server's), 64

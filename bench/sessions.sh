@@ -5,7 +5,9 @@
 # each ask once, then all ask again:
 #   - AssumeRole calls reaching STS (through the counting proxy): exactly USERS, and none more
 #     for the second round;
-#   - resident memory added per live session: (RSS after - RSS before) / USERS.
+#   - resident memory added per live session: (RSS after - RSS before) / USERS, and of that
+#     the daemon's own (anonymous: heap, stacks), without the pages of its code that serving a
+#     new user's first request brings in once.
 # Results are appended to bench/results.md.
 source "$(dirname "$0")/common.sh"
 USERS=${USERS:-1000}
@@ -42,6 +44,7 @@ wait_until curl -sf "http://127.0.0.1:$port/readyz"
 token=$(cat "$work/token")
 sleep 1
 rss_before=$(rss_kib "$daemon")
+anon_before=$(anon_kib "$daemon")
 calls_before=$(assume_role_calls)
 
 # every_user_asks: one request per user, 8 at a time; prints how many were answered 200.
@@ -58,13 +61,15 @@ first_ms=$(($(now_ms) - started))
 calls_first=$(($(assume_role_calls) - calls_before))
 sleep 1
 rss_after=$(rss_kib "$daemon")
+anon_after=$(anon_kib "$daemon")
 say "$USERS users ask again"
 second_ok=$(every_user_asks)
 calls_second=$(($(assume_role_calls) - calls_before - calls_first))
 live=$(curl -s -H "Authorization: $token" "http://127.0.0.1:$port/metrics" |
   sed -n 's/^assume_roled_user_sessions{role="piyo"} //p')
-per_session=$(awk -v a="$rss_after" -v b="$rss_before" -v n="$USERS" 'BEGIN { printf "%.1f", (a - b) / n }')
-echo "first round: $first_ok/$USERS answered, $calls_first AssumeRole in ${first_ms} ms; second: $second_ok answered, $calls_second more; $live live; RSS $rss_before -> $rss_after KiB" >&2
+# per_session BEFORE AFTER: KiB per user.
+per_session() { awk -v b="$1" -v a="$2" -v n="$USERS" 'BEGIN { printf "%.1f", (a - b) / n }'; }
+echo "first round: $first_ok/$USERS answered, $calls_first AssumeRole in ${first_ms} ms; second: $second_ok answered, $calls_second more; $live live; RSS $rss_before -> $rss_after KiB, anonymous $anon_before -> $anon_after KiB" >&2
 
 {
   printf '\n## %s: sessions per user\n\n' "$(date -u +%Y-%m-%dT%H:%MZ)"
@@ -75,7 +80,9 @@ echo "first round: $first_ok/$USERS answered, $calls_first AssumeRole in ${first
   printf '| AssumeRole calls for them | %s | exactly %s |\n' "$calls_first" "$USERS"
   printf '| the same users again: answered 200, more AssumeRole calls | %s, %s | all, 0 |\n' "$second_ok" "$calls_second"
   printf '| live sessions (assume_roled_user_sessions) | %s | %s |\n' "$live" "$USERS"
-  printf '| resident memory per live session | %s KiB (%s → %s MiB) | ≤ 4 KiB |\n' "$per_session" \
+  printf '| resident memory per live session | %s KiB (%s → %s MiB) | ≤ 4 KiB |\n' "$(per_session "$rss_before" "$rss_after")" \
     "$(awk -v k="$rss_before" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$rss_after" 'BEGIN { printf "%.1f", k / 1024 }')"
+  printf '| of which the daemon'"'"'s own (anonymous), per live session | %s KiB (%s → %s MiB) | - |\n' "$(per_session "$anon_before" "$anon_after")" \
+    "$(awk -v k="$anon_before" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$anon_after" 'BEGIN { printf "%.1f", k / 1024 }')"
 } | tee -a "$RESULTS"
 [ "$first_ok" = "$USERS" ] && [ "$calls_first" = "$USERS" ] && [ "$calls_second" = 0 ]
