@@ -35,6 +35,8 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 # anon_kib PID: the resident memory that is the process's own (heap, stacks), not pages of files.
 anon_kib() { awk '/^Anonymous/ {print $2}' "/proc/$1/smaps_rollup"; }
+# mib KIB: in MiB, one decimal.
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 per_run_s() { awk -v m="$1" -v n="$INVOCATIONS" 'BEGIN { printf "%.3f", m / n / 1000 }'; }
 # PIN=1: each server on the second core, the load generator on the first, so that neither

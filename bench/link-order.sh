@@ -38,16 +38,17 @@ check() {
   local bin=${1:-$ROOT/target/release/assume-roled}
   [ -s "$ORDER" ] || { echo "link-order: $ORDER is missing: run make link-order" >&2; exit 1; }
   [ -f "$bin" ] || { echo "link-order: no binary at $bin: build it first" >&2; exit 1; }
-  local symbols total present first problem=
+  local symbols names total present first problem=
   symbols=$(text_symbols "$bin" 2>/dev/null) || symbols=
   [ -n "$symbols" ] ||
     { echo "link-order: $bin has no symbol table (stripped, or not a program): nothing to check" >&2; exit 1; }
   total=$(listed | wc -l)
   [ "$total" -gt 0 ] || { echo "link-order: $ORDER lists no functions: run make link-order" >&2; exit 1; }
-  present=$(comm -12 <(listed | sort -u) <(echo "$symbols") | wc -l)
+  names=$(listed | sort -u)
+  present=$(comm -12 <(echo "$names") <(echo "$symbols") | wc -l)
   # Laid out in order, the listed functions are the first $present in the code, give or take
   # the few the list names twice or the linker folded together.
-  first=$(by_address "$bin" | awk -v n="$present" 'NR <= n' | sort -u | comm -12 - <(listed | sort -u) | wc -l)
+  first=$(by_address "$bin" | awk -v n="$present" 'NR <= n' | sort -u | comm -12 - <(echo "$names") | wc -l)
   echo "link-order: $present of $total listed functions are in $bin; $first of them come first"
   if [ $((present * 100)) -lt $((total * MIN_PERCENT)) ]; then
     problem="the list is stale (made $(made_with)); run make link-order and commit it"

@@ -101,16 +101,13 @@ for round in $(seq "$ROUNDS"); do
   printf 'steady round %s\n%s\n%s\n%s\n%s\n' "$round" "$b" "$e" "$bi" "$i" >&2
   steady_rounds+=("$b|$e|$bi|$i")
 done
-# steady NAME FIELD: the median over the steady rounds of FIELD in server NAME's lines.
-steady() {
-  printf '%s\n' "${steady_rounds[@]}" | tr '|' '\n' | grep "^$1 " | while read -r line; do field "$2" "$line"; done |
-    sort -n | sed -n "$(((ROUNDS + 1) / 2))p"
-}
-# steady_rps NAME: the median requests per second of server NAME over the steady rounds.
-steady_rps() {
-  printf '%s\n' "${steady_rounds[@]}" | tr '|' '\n' | grep "^$1 " | while read -r line; do rps "$line"; echo; done |
-    sort -n | sed -n "$(((ROUNDS + 1) / 2))p"
-}
+# steady_lines NAME: server NAME's result lines from the steady rounds.
+steady_lines() { printf '%s\n' "${steady_rounds[@]}" | tr '|' '\n' | grep "^$1 "; }
+# median: the middle of the numbers on stdin (the lower middle one when ROUNDS is even).
+median() { sort -n | sed -n "$(((ROUNDS + 1) / 2))p"; }
+# steady NAME FIELD, steady_rps NAME: a figure of server NAME, median over the steady rounds.
+steady() { steady_lines "$1" | while read -r line; do field "$2" "$line"; done | median; }
+steady_rps() { steady_lines "$1" | while read -r line; do rps "$line"; echo; done | median; }
 # steady_row LABEL DAEMON BASELINE: section 1c's table row for one path. Each figure is its own
 # median over the rounds (the lower middle one when ROUNDS is even), so a row's figures may come
 # from different rounds.
@@ -295,7 +292,7 @@ imds_rps=$(rps "$imds_line")
   printf '| GET /roles/piyo, new connection per request: peer lookup on vs off | %s | %s | %s (all rounds: %s) | ≥ 0.9 |\n' \
     "$(rps "$close_line")" "$(rps "$close_no_lookup_line")" "$(ratio "$(rps "$close_line")" "$(rps "$close_no_lookup_line")")" "$close_ratios"
   printf '| peak resident memory of the daemon (lookup on) after these runs | %s MiB | - | - | - |\n' \
-    "$(awk -v k="$lookup_peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+    "$(mib "$lookup_peak_rss")"
   printf '| IMDS credentials, p99 latency (ms) | %s | %s | %s | ≤ 1.5 |\n' "$(ms "$(field p99 "$imds_line")")" \
     "$(ms "$(field p99 "$base_imds_line")")" "$(ratio "$(field p99 "$imds_line")" "$(field p99 "$base_imds_line")")"
   printf '%s\n' "$steady_ecs_row" "$steady_imds_row"
@@ -314,8 +311,8 @@ imds_rps=$(rps "$imds_line")
   printf '| %s × the same script with the `role_arn` profile | %s s each, %s AssumeRole calls | - |\n' \
     "$INVOCATIONS" "$(per_run_s "$bp_ms")" "$bp_calls"
   printf '| resident memory, idle, one role (of which anonymous: the daemon'"'"'s own) | %s MiB (%s MiB) | ≤ 10 MiB |\n' \
-    "$(awk -v k="$idle_rss" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$idle_anon" 'BEGIN { printf "%.1f", k / 1024 }')"
-  printf '| resident memory, peak under 1000 connections | %s MiB | ≤ 30 MiB |\n' "$(awk -v k="$peak_rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+    "$(mib "$idle_rss")" "$(mib "$idle_anon")"
+  printf '| resident memory, peak under 1000 connections | %s MiB | ≤ 30 MiB |\n' "$(mib "$peak_rss")"
   printf '| start-up to ready (median of 9) | %s ms, of which the STS round trip %s ms: %s ms own | ≤ 50 ms |\n' \
     "$(ms "$startup_us")" "$(ms "$sts_rtt_us")" "$(ms "$((startup_us - sts_rtt_us))")"
   printf '| stripped release binary | %s MiB | ≤ 15 MiB |\n' "$(awk -v b="$size_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')"

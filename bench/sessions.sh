@@ -81,8 +81,8 @@ echo "first round: $first_ok/$USERS answered, $calls_first AssumeRole in ${first
   printf '| the same users again: answered 200, more AssumeRole calls | %s, %s | all, 0 |\n' "$second_ok" "$calls_second"
   printf '| live sessions (assume_roled_user_sessions) | %s | %s |\n' "$live" "$USERS"
   printf '| resident memory per live session | %s KiB (%s → %s MiB) | ≤ 4 KiB |\n' "$(per_session "$rss_before" "$rss_after")" \
-    "$(awk -v k="$rss_before" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$rss_after" 'BEGIN { printf "%.1f", k / 1024 }')"
+    "$(mib "$rss_before")" "$(mib "$rss_after")"
   printf '| of which the daemon'"'"'s own (anonymous), per live session | %s KiB (%s → %s MiB) | - |\n' "$(per_session "$anon_before" "$anon_after")" \
-    "$(awk -v k="$anon_before" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$anon_after" 'BEGIN { printf "%.1f", k / 1024 }')"
+    "$(mib "$anon_before")" "$(mib "$anon_after")"
 } | tee -a "$RESULTS"
 [ "$first_ok" = "$USERS" ] && [ "$calls_first" = "$USERS" ] && [ "$calls_second" = 0 ]
