@@ -36,6 +36,25 @@ impl LoopbackConnection {
             _streams: (client_stream, accepted),
         }
     }
+
+    /// A connection to an IPv4 listener from a dual-stack IPv6 socket, as every JVM opens:
+    /// the client's socket is `::ffff:127.0.0.1`, the listener sees `127.0.0.1`.
+    pub fn open_dual_stack() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap();
+        let client_stream = std::net::TcpStream::connect(crate::sockdiag::mapped(server)).unwrap();
+        let (accepted, client) = listener.accept().unwrap();
+        assert!(client.is_ipv4(), "the IPv4 listener sees an IPv4 peer");
+        assert_eq!(
+            crate::sockdiag::mapped(client),
+            client_stream.local_addr().unwrap()
+        );
+        Self {
+            client,
+            server,
+            _streams: (client_stream, accepted),
+        }
+    }
 }
 
 /// An empty directory of this test process, named `name`.

@@ -79,6 +79,7 @@ pub struct Admission {
     permits: Arc<Semaphore>,
     per_user: Arc<PerUser>,
     resolver: Arc<Resolver>,
+    unanswered: Arc<UnansweredLog>,
 }
 
 impl Admission {
@@ -89,6 +90,7 @@ impl Admission {
             permits: Arc::new(Semaphore::new(options.max_connections)),
             per_user: PerUser::new(options.max_connections_per_user),
             resolver: Arc::new(Resolver::new(options.peer_processes)),
+            unanswered: Arc::default(),
         }
     }
 }
@@ -117,6 +119,74 @@ fn per_network(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+    }
+}
+
+/// How often a connection closed unanswered is logged at `info`, per reason.
+const UNANSWERED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why a connection was closed before anything was answered on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Unanswered {
+    /// No live socket of this host is its other end: the client is gone, is not local, or is
+    /// one whose socket the lookup does not understand (the next such gap shows here).
+    NoLocalClient,
+    /// Its user holds `max_connections_per_user` already.
+    UserAtLimit,
+}
+
+impl Unanswered {
+    fn text(self) -> &'static str {
+        match self {
+            Unanswered::NoLocalClient => "no local client socket",
+            Unanswered::UserAtLimit => "the user holds max_connections_per_user",
+        }
+    }
+}
+
+/// Connections closed unanswered are logged at `info` once a minute per reason, with the
+/// client's address and how many more were closed since the last line: visible without debug
+/// logs, and no flood of lines from a flood of connections.
+#[derive(Default)]
+struct UnansweredLog {
+    /// Per reason: when it was last logged, and how many closes were held back since.
+    last: Mutex<HashMap<Unanswered, (tokio::time::Instant, u64)>>,
+}
+
+impl UnansweredLog {
+    fn note(&self, reason: Unanswered, client: SocketAddr, uid: Option<u32>) {
+        debug!(%client, ?uid, reason = reason.text(), "connection closed unanswered");
+        let Some(held_back) = self.due(reason, tokio::time::Instant::now()) else {
+            return;
+        };
+        info!(
+            %client,
+            uid = %crate::peer::Known(&uid),
+            held_back,
+            "connection closed unanswered: {} (logged once a minute; held_back counts the \
+             others since the last line)",
+            reason.text()
+        );
+    }
+
+    /// Whether a close for `reason` at `now` is logged, and if so how many were held back
+    /// since the last line.
+    fn due(&self, reason: Unanswered, now: tokio::time::Instant) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get_mut(&reason) {
+            Some((at, held)) if now.duration_since(*at) < UNANSWERED_LOG_INTERVAL => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                *at = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                last.insert(reason, (now, 0));
+                Some(0)
+            }
+        }
     }
 }
 
@@ -438,6 +508,7 @@ pub async fn serve(
         permits,
         per_user,
         resolver,
+        unanswered,
     } = admission;
     let connections = TaskTracker::new();
     let listening = listener.local_addr().ok();
@@ -462,6 +533,7 @@ pub async fn serve(
         let app = app.clone();
         let resolver = resolver.clone();
         let per_user = per_user.clone();
+        let unanswered = unanswered.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         metrics.connection_opened();
@@ -489,7 +561,7 @@ pub async fn serve(
                 None => {
                     // No live socket of this host is the other end: the client is gone, or is
                     // not local (127.0.0.1 reached from outside). Nothing to answer.
-                    debug!(%client, "connection refused: no local client socket");
+                    unanswered.note(Unanswered::NoLocalClient, client, None);
                     metrics.connection_closed();
                     return;
                 }
@@ -499,7 +571,7 @@ pub async fn serve(
             // flood. Clients whose user could not be found (no sock_diag, no /proc) share one
             // allowance.
             let Some(_slot) = per_user.enter(Holder::of(&peer)) else {
-                debug!(%client, uid = ?peer.uid, "connection closed: the user holds max_connections_per_user");
+                unanswered.note(Unanswered::UserAtLimit, client, peer.uid);
                 metrics.connection_closed();
                 return;
             };
@@ -565,6 +637,22 @@ mod tests {
             assert!(!stalled(&mut idle, &mut seen, 19, false));
         }
         assert!(stalled(&mut idle, &mut seen, 19, false), "idle since");
+    }
+
+    /// A close unanswered is logged at once, then once a minute per reason with the count held
+    /// back in between; another reason has its own minute.
+    #[test]
+    fn unanswered_closes_are_logged_once_a_minute_per_reason() {
+        let log = UnansweredLog::default();
+        let start = tokio::time::Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        assert_eq!(log.due(Unanswered::NoLocalClient, at(0)), Some(0));
+        assert_eq!(log.due(Unanswered::NoLocalClient, at(1)), None);
+        assert_eq!(log.due(Unanswered::NoLocalClient, at(59)), None);
+        assert_eq!(log.due(Unanswered::UserAtLimit, at(30)), Some(0));
+        assert_eq!(log.due(Unanswered::NoLocalClient, at(60)), Some(2));
+        assert_eq!(log.due(Unanswered::NoLocalClient, at(61)), None);
+        assert_eq!(log.due(Unanswered::UserAtLimit, at(90)), Some(0));
     }
 
     /// A user gets so many places and no more; a place given back can be taken again, and

@@ -324,15 +324,31 @@ fn names_from_service(uid: u32) -> Names {
     }
 }
 
+/// The client's row in `/proc/net/tcp`, or for a dual-stack client of an IPv4 listener (a
+/// JVM's socket) in `/proc/net/tcp6`, where it is listed with IPv4-mapped addresses.
 fn proc_table_socket(client: SocketAddr, server: SocketAddr) -> Client {
-    let table = if client.is_ipv4() {
-        "/proc/net/tcp"
+    let mut tables = vec![(
+        "/proc/net/tcp6",
+        sockdiag::mapped(client),
+        sockdiag::mapped(server),
+    )];
+    if client.is_ipv4() {
+        tables.insert(0, ("/proc/net/tcp", client, server));
+    }
+    let mut read_any = false;
+    for (table, client, server) in tables {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        read_any = true;
+        if let Some(row) = find_socket(&text, client, server) {
+            return Client::Found(row);
+        }
+    }
+    if read_any {
+        Client::NotLocal
     } else {
-        "/proc/net/tcp6"
-    };
-    match std::fs::read_to_string(table) {
-        Ok(text) => find_socket(&text, client, server).map_or(Client::NotLocal, Client::Found),
-        Err(_) => Client::Unknown,
+        Client::Unknown
     }
 }
 
@@ -466,6 +482,21 @@ mod tests {
         assert_eq!(found.exe, Some(own_exe.to_string_lossy().into_owned()));
     }
 
+    /// A dual-stack client's row (a JVM's socket) is listed in `tcp6`, with mapped addresses.
+    #[test]
+    fn finds_a_dual_stack_client_in_tcp6() {
+        let row = "   0: 0000000000000000FFFF00000100007F:C060 0000000000000000FFFF00000100007F:8CD3 01 00000000:00000000 00:00000000 00000000  1003        0 3859 2";
+        let client = sockdiag::mapped("127.0.0.1:49248".parse().unwrap());
+        let server = sockdiag::mapped("127.0.0.1:36051".parse().unwrap());
+        assert_eq!(
+            find_socket(row, client, server),
+            Some(SocketRow {
+                uid: 1003,
+                inode: 3859
+            })
+        );
+    }
+
     /// Where netlink is refused, the same client is found in `/proc/net/tcp`.
     #[test]
     fn without_netlink_the_proc_table_answers() {
@@ -478,6 +509,27 @@ mod tests {
         let found = fallback.lookup(client, server).expect("a local client");
         assert!(found.uid.is_some());
         assert_eq!(Some(found), Resolver::new(false).lookup(client, server));
+    }
+
+    /// A JVM's dual-stack socket on an IPv4 listener is found both ways: by sock_diag and, in
+    /// the fallback, in `/proc/net/tcp6`.
+    #[test]
+    fn finds_a_dual_stack_client_both_ways() {
+        let connection = crate::fake::LoopbackConnection::open_dual_stack();
+        let (client, server) = (connection.client, connection.server);
+        let Client::Found(row) = proc_table_socket(client, server) else {
+            panic!("the /proc tables have the dual-stack client");
+        };
+        let found = Resolver::new(false)
+            .lookup(client, server)
+            .expect("a local client");
+        assert_eq!(found.uid, Some(row.uid));
+        let fallback = Resolver {
+            netlink_works: AtomicBool::new(false),
+            ..Resolver::new(true)
+        };
+        let found = fallback.lookup(client, server).expect("a local client");
+        assert_eq!(found.pid, Some(std::process::id()));
     }
 
     /// A connection whose client socket is gone (or was never on this host) has no client:

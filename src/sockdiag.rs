@@ -102,6 +102,40 @@ pub fn asked_id(request: &[u8]) -> &[u8] {
     &request[REQUEST_ID_OFFSET..REQUEST_ID_OFFSET + ID_LEN]
 }
 
+/// Whether the socket id `answered` names the socket `asked` named. A dual-stack client (every
+/// JVM, by default) connecting to an IPv4 address has an IPv6 socket whose addresses are the
+/// IPv4-mapped `::ffff:a.b.c.d`: the kernel finds it for a question about the IPv4 pair (IPv4
+/// and mapped sockets share one connection table, so the four addresses name one socket) and
+/// answers with the mapped form.
+pub fn same_socket(answered: &[u8], asked: &[u8]) -> bool {
+    let ports = 0..4;
+    let addresses = |id: &[u8]| [unmapped(&id[4..20]), unmapped(&id[20..36])];
+    answered.len() == ID_LEN
+        && asked.len() == ID_LEN
+        && answered[ports.clone()] == asked[ports]
+        && addresses(answered) == addresses(asked)
+}
+
+/// An address as `inet_diag_sockid` holds it, with an IPv4-mapped IPv6 address written as the
+/// IPv4 address it maps (IPv4 in the first four bytes, the rest zero).
+fn unmapped(words: &[u8]) -> [u8; 16] {
+    let mut address: [u8; 16] = words.try_into().expect("16 bytes");
+    if address[..10] == [0; 10] && address[10..12] == [0xff, 0xff] {
+        let v4: [u8; 4] = address[12..].try_into().expect("4 bytes");
+        address = [0; 16];
+        address[..4].copy_from_slice(&v4);
+    }
+    address
+}
+
+/// `address` as a dual-stack socket names an IPv4 peer (`::ffff:a.b.c.d`); IPv6 as it is.
+pub fn mapped(address: SocketAddr) -> SocketAddr {
+    match address {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        v6 => v6,
+    }
+}
+
 /// Whether a socket in TCP state `state` with `inode` is a live, owned socket.
 pub fn is_live(state: u8, inode: u64) -> bool {
     LIVE_STATES.contains(&state) && inode != 0
@@ -136,8 +170,7 @@ pub fn parse_reply(reply: &[u8], asked: &[u8]) -> io::Result<Option<SocketRow>> 
             };
             let start = message + ID_OFFSET;
             let answered = reply.get(start..start + ID_LEN).ok_or_else(malformed)?;
-            let same_socket = answered == asked;
-            Ok((same_socket && is_live(state, row.inode)).then_some(row))
+            Ok((same_socket(answered, asked) && is_live(state, row.inode)).then_some(row))
         }
         _ => Err(malformed()),
     }
@@ -308,6 +341,35 @@ mod tests {
         );
     }
 
+    /// The kernel's answer about a dual-stack client (a JVM's socket) to a question about the
+    /// IPv4 pair the listener sees: an AF_INET6 socket with IPv4-mapped addresses. It is the
+    /// asked socket; a mapped address of another host or port is not.
+    #[test]
+    fn a_mapped_reply_names_the_asked_ipv4_socket() {
+        let (local, remote) = client_and_server();
+        let mut answer = reply(mapped(local), mapped(remote), 1, 1004, 5151);
+        answer[HEADER_LEN] = AF_INET6;
+        let row = parse_reply(&answer, &id(local, remote)).unwrap();
+        assert_eq!(
+            row,
+            Some(SocketRow {
+                uid: 1004,
+                inode: 5151
+            })
+        );
+        let elsewhere: SocketAddr = "127.0.0.2:50000".parse().unwrap();
+        assert_eq!(parse_reply(&answer, &id(elsewhere, remote)).unwrap(), None);
+        let other_port: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        assert_eq!(parse_reply(&answer, &id(other_port, remote)).unwrap(), None);
+        // An IPv6 address that merely ends in the IPv4 one is not its mapped form.
+        let native: SocketAddr = "[::7f00:1]:50000".parse().unwrap();
+        let native_answer = reply(native, mapped(remote), 1, 1004, 5151);
+        assert_eq!(
+            parse_reply(&native_answer, &id(local, remote)).unwrap(),
+            None
+        );
+    }
+
     /// A closed client socket (TIME_WAIT: uid 0, inode 0), one without an inode, and an answer
     /// about another socket all count as no client, never as root.
     #[test]
@@ -339,5 +401,14 @@ mod tests {
         drop(connection);
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(query(gone, server).unwrap(), None);
+    }
+
+    /// A dual-stack client (a JVM's socket) connected to an IPv4 listener is found by the
+    /// IPv4 pair the listener sees.
+    #[test]
+    fn asks_the_kernel_about_a_dual_stack_client() {
+        let connection = crate::fake::LoopbackConnection::open_dual_stack();
+        let row = query(connection.client, connection.server).unwrap();
+        assert!(row.is_some_and(|row| row.inode != 0), "found: {row:?}");
     }
 }

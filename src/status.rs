@@ -240,7 +240,7 @@ fn describe_error(error: &ErrorReport) -> String {
 
 /// Asks the running daemon for its report, with the token from the configured file.
 pub fn fetch(config: &Config) -> anyhow::Result<Report> {
-    let token = token::load(&config.server.token_file)?;
+    let token = token::read(&config.server.token_file)?;
     let address = config.server.listen;
     let mut stream = TcpStream::connect_timeout(&address, STATUS_TIMEOUT)
         .with_context(|| format!("cannot reach the daemon at {address}; is it running?"))?;

@@ -297,38 +297,19 @@ pub fn load_or_create(path: &Path, group: Option<&FileGroup>) -> Result<AuthToke
 
 /// Reads an existing token file, refusing one that others can read, one that is a symbolic
 /// link (whoever can write its directory could point it at a file they read), and one the
-/// daemon's user does not own (someone else could rewrite it).
+/// daemon's user does not own (someone else could rewrite it). This is the daemon's check of
+/// its own files; a client reading a token it is allowed to read uses [`read`].
 pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
-    let read_error = |cause| TokenFileError::Read {
-        path: path.to_owned(),
-        cause,
-    };
-    let invalid = |reason: String| TokenFileError::Invalid {
-        path: path.to_owned(),
-        reason,
-    };
-    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(invalid(
-            "it is a symbolic link; name the file itself".to_owned(),
-        ));
-    }
-    // Opened without following a link, so that what is checked is what is read; and without
-    // blocking, so that a FIFO put there is refused rather than waited on.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_error)?;
-    let metadata = file.metadata().map_err(read_error)?;
-    if !metadata.is_file() {
-        return Err(invalid("it is not a regular file".to_owned()));
-    }
+    let (file, metadata) = open_regular(path)?;
     let own = uzers::get_effective_uid();
     if metadata.uid() != own {
-        return Err(invalid(format!(
-            "it belongs to uid {}, not to the daemon's user (uid {own}), who must own it",
-            metadata.uid()
-        )));
+        return Err(TokenFileError::Invalid {
+            path: path.to_owned(),
+            reason: format!(
+                "it belongs to uid {}, not to the daemon's user (uid {own}), who must own it",
+                metadata.uid()
+            ),
+        });
     }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o007 != 0 {
@@ -337,9 +318,54 @@ pub fn load(path: &Path) -> Result<AuthToken, TokenFileError> {
             mode,
         });
     }
+    read_token(path, file)
+}
+
+/// Reads a token as a client does (`status`, as root or as a member of the file's group): who
+/// owns the file is the daemon's concern at its start-up, not the reader's. A symbolic link
+/// or anything but a regular file is still refused.
+pub fn read(path: &Path) -> Result<AuthToken, TokenFileError> {
+    let (file, _) = open_regular(path)?;
+    read_token(path, file)
+}
+
+/// Opens the regular file at `path` without following a link, so that what is checked is what
+/// is read; and without blocking, so that a FIFO put there is refused rather than waited on.
+fn open_regular(path: &Path) -> Result<(fs::File, fs::Metadata), TokenFileError> {
+    let read_error = |cause| TokenFileError::Read {
+        path: path.to_owned(),
+        cause,
+    };
+    let invalid = |reason: &str| TokenFileError::Invalid {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(invalid("it is a symbolic link; name the file itself"));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(invalid("it is not a regular file"));
+    }
+    Ok((file, metadata))
+}
+
+fn read_token(path: &Path, mut file: fs::File) -> Result<AuthToken, TokenFileError> {
     let mut text = Zeroizing::new(String::new());
-    file.read_to_string(&mut text).map_err(read_error)?;
-    AuthToken::parse(&text).map_err(invalid)
+    file.read_to_string(&mut text)
+        .map_err(|cause| TokenFileError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+    AuthToken::parse(&text).map_err(|reason| TokenFileError::Invalid {
+        path: path.to_owned(),
+        reason,
+    })
 }
 
 /// Writes a new token to a temporary file, then links it into place, which fails if another
@@ -494,6 +520,28 @@ mod tests {
             "{error}"
         );
         assert!(error.contains(&path.display().to_string()), "{error}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The daemon refuses a token file of another owner; a client (root running `status` on
+    /// the daemon's file) reads it. (Giving the file away needs root, as the tests run.)
+    #[test]
+    fn a_client_reads_a_file_the_daemon_would_not_own() {
+        let dir = temp_dir("client");
+        let path = dir.join("token");
+        let created = load_or_create(&path, None).unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let error = load(&path).unwrap_err().to_string();
+        assert!(error.contains("belongs to uid 65534"), "{error}");
+        assert_eq!(read(&path).unwrap().expose(), created.expose());
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(
+            read(&link)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
