@@ -66,6 +66,10 @@ enum Command {
         from_unit: bool,
     },
     /// Print the shell lines that point AWS tools at the daemon: eval "$(assume-roled env)".
+    ///
+    /// Clients that know neither AWS_CONTAINER_CREDENTIALS_FULL_URI nor a metadata port other
+    /// than 80 (Debian 12's AWS SDK for Ruby, ruby-aws-sdk-core 3.168) are served only through
+    /// the metadata guard ([imds] guard = "redirect"), with nothing set.
     Env {
         #[command(flatten)]
         config: ConfigArg,

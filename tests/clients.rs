@@ -210,7 +210,12 @@ fn client_table() {
         ),
     ];
     let boto3 = "import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])";
-    let clients: [(&str, Box<RunClient>); 4] = [
+    let jdk = |stack: &'static str| -> Box<RunClient> {
+        let moto = &moto;
+        let java = std::path::Path::new("java");
+        Box::new(move |env| jdk_whoami(client(moto, java, env), stack).output().unwrap())
+    };
+    let clients: [(&str, Box<RunClient>); 7] = [
         ("aws CLI (PyPI)", Box::new(|env| aws(&moto, env, WHOAMI))),
         (
             "aws CLI (Debian 12)",
@@ -222,6 +227,17 @@ fn client_table() {
             "AWS SDK for Rust",
             Box::new(|env| client(&moto, &rust_sdk_whoami(), env).output().unwrap()),
         ),
+        // The JVM's default sockets: dual-stack IPv6, so the daemon sees ::ffff:127.0.0.1.
+        ("JDK HttpURLConnection", jdk(JDK_STACKS[0])),
+        ("JDK java.net.http", jdk(JDK_STACKS[1])),
+        (
+            "Ruby SDK (Debian 12)",
+            // Knows neither the full URI nor a metadata port but 80: the guard is its way.
+            Box::new(|env| {
+                let ruby = client(&moto, std::path::Path::new("ruby"), env);
+                ruby_whoami(ruby, &moto.endpoint).output().unwrap()
+            }),
+        ),
     ];
     let mut table = Vec::new();
     for (name, run) in &clients {
@@ -229,7 +245,7 @@ fn client_table() {
             .iter()
             .map(|(_, env)| stdout(&run(env)).starts_with(PIYO_SESSION_PREFIX))
             .collect();
-        eprintln!("{name:20} {row:?}");
+        eprintln!("{name:22} {row:?}");
         table.push((*name, row));
     }
     let expected = [
@@ -237,11 +253,28 @@ fn client_table() {
         ("aws CLI (Debian 12)", vec![false, true, true]),
         ("boto3", vec![true, true, true]),
         ("AWS SDK for Rust", vec![true, true, true]),
+        ("JDK HttpURLConnection", vec![true, true, true]),
+        ("JDK java.net.http", vec![true, true, true]),
+        ("Ruby SDK (Debian 12)", vec![false, false, false]),
     ];
     let expected: Vec<(&str, Vec<bool>)> = expected.into_iter().collect();
     assert_eq!(table, expected, "modes: token file, token variable, IMDSv2");
     let debian = debian_aws(&moto, &modes[0].1);
     assert!(stderr(&debian).contains("401"), "{}", stderr(&debian));
+    // Not a failure of ours: the Ruby SDK never asked the daemon (it took no credentials from
+    // anywhere). Its way in is the metadata guard (tests/guard.rs).
+    let ruby = ruby_whoami(
+        client(&moto, std::path::Path::new("ruby"), &modes[2].1),
+        &moto.endpoint,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        stderr(&ruby).contains("MissingCredentials")
+            || stderr(&ruby).contains("unable to sign request without credentials"),
+        "{}",
+        stderr(&ruby)
+    );
 }
 
 /// What `assume-roled env --inline-token` exports, but the token file: how a client that

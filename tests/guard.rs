@@ -176,6 +176,20 @@ impl Host {
             .output()
             .unwrap()
     }
+
+    /// The same question from a JVM on `stack` (its default, dual-stack sockets).
+    fn jvm_whoami(&self, user: &str, stack: &str) -> Output {
+        let mut java = as_user(user, "java");
+        with_nothing_set(&mut java, &self.moto.endpoint);
+        jdk_whoami(java, stack).output().unwrap()
+    }
+
+    /// The same question from Debian's Ruby SDK, which reads instance metadata on port 80 only.
+    fn ruby_whoami(&self, user: &str) -> Output {
+        let mut ruby = as_user(user, "ruby");
+        with_nothing_set(&mut ruby, &self.moto.endpoint);
+        ruby_whoami(ruby, &self.moto.endpoint).output().unwrap()
+    }
 }
 
 fn config(token_file: &Path, moto: &Moto, mode: &str) -> String {
@@ -271,6 +285,20 @@ fn redirect_gives_users_the_role_and_nobody_the_instance_role() {
     );
     let exempt = host.whoami(EXEMPT);
     assert!(acts_as_instance_role(&exempt), "{}", stderr(&exempt));
+
+    // A JVM (dual-stack sockets, redirected) and Debian's Ruby SDK (metadata on port 80 only):
+    // the guard is how they get the role, with nothing set.
+    for stack in JDK_STACKS {
+        let member = host.jvm_whoami(MEMBER, stack);
+        assert_acts_as_piyo(&member);
+        let outsider = host.jvm_whoami(OUTSIDER, stack);
+        assert!(!outsider.status.success(), "{stack}: {}", stdout(&outsider));
+        assert!(!acts_as_instance_role(&outsider), "{stack}");
+    }
+    assert_acts_as_piyo(&host.ruby_whoami(MEMBER));
+    let outsider = host.ruby_whoami(OUTSIDER);
+    assert!(!outsider.status.success(), "{}", stdout(&outsider));
+    assert!(!acts_as_instance_role(&outsider));
 
     let log = host.daemon.log();
     let served = log

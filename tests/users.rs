@@ -528,3 +528,92 @@ fn each_member_acts_under_a_session_of_their_own() {
         .unwrap_or_else(|| panic!("no summary for the second member:\n{log}"));
     assert!(summary.contains("count=11"), "{summary}");
 }
+
+/// A JVM on its default sockets (dual-stack IPv6: the daemon sees `::ffff:127.0.0.1`'s
+/// connection on its IPv4 listener) is known by its user like any client: `allowed_users`
+/// admits the named user on both endpoints and both JDK HTTP stacks, refuses another, and the
+/// audit names the JVM's user and executable. A Python AF_INET6 socket shows the same at the
+/// byte level. No connection is closed as of no local client.
+#[test]
+fn a_jvm_on_dual_stack_sockets_is_known_by_its_user() {
+    ensure_users();
+    let moto = Moto::start();
+    let dir = TempDir::new("jvm-users");
+    let config = format!(
+        "{}allowed_users = [\"{MEMBER}\"]\n\n[imds]\nrole = \"piyo\"\nupstream = \"http://127.0.0.1:9/\"\n",
+        moto.config_with(&dir.path().join("state/token"), "peer_processes = true")
+    );
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let token = daemon.token();
+    // The token in a variable: the test users cannot read root's token file.
+    let ecs = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", daemon.uri("piyo")),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", token.clone()),
+    ];
+    let imds = [
+        (
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://{}/", daemon.address),
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "false".to_owned()),
+    ];
+    let jvm = |user: &str, env: &[(&str, String)], stack: &str| {
+        let mut java = as_user(user, "java");
+        isolated(&mut java)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .envs(env.iter().map(|(name, value)| (name, value)));
+        jdk_whoami(java, stack).output().unwrap()
+    };
+    for stack in JDK_STACKS {
+        for (endpoint, env) in [("ECS", &ecs[..]), ("IMDSv2", &imds[..])] {
+            let member = jvm(MEMBER, env, stack);
+            assert!(
+                stdout(&member).starts_with(PIYO_SESSION_PREFIX),
+                "{stack} {endpoint}: {}",
+                stderr(&member)
+            );
+            let outsider = jvm(OUTSIDER, env, stack);
+            assert!(!outsider.status.success(), "{stack} {endpoint}");
+            // The metadata endpoint lists no role to a user it may not serve (404).
+            let refused = ["HTTP 403", "HTTP 404"];
+            assert!(
+                refused.iter().any(|code| stderr(&outsider).contains(code)),
+                "{stack} {endpoint}: refused by user, not left unanswered: {}",
+                stderr(&outsider)
+            );
+        }
+    }
+
+    // The same socket family from Python, written byte for byte.
+    let dual_stack_get = "import socket, sys\n\
+        s = socket.socket(socket.AF_INET6)\n\
+        s.connect(('::ffff:127.0.0.1', int(sys.argv[1])))\n\
+        s.sendall(('GET /roles/piyo HTTP/1.1\\r\\nHost: 127.0.0.1:' + sys.argv[1]\n\
+            + '\\r\\nAuthorization: ' + sys.argv[2] + '\\r\\nConnection: close\\r\\n\\r\\n').encode())\n\
+        print(s.recv(100).split(b'\\r\\n')[0].decode())\n";
+    let python_as = |user: &str| {
+        let output = as_user(user, "/usr/bin/python3")
+            .args(["-c", dual_stack_get])
+            .arg(daemon.address.port().to_string())
+            .arg(&token)
+            .output()
+            .unwrap();
+        stdout(&output).trim().to_owned()
+    };
+    assert_eq!(python_as(MEMBER), "HTTP/1.1 200 OK");
+    assert_eq!(python_as(OUTSIDER), "HTTP/1.1 403 Forbidden");
+
+    let log = daemon.log();
+    let served = log
+        .lines()
+        .find(|l| l.contains("audit: credentials served") && l.contains("exe=/usr/lib/jvm/"))
+        .unwrap_or_else(|| panic!("no audit line naming the JVM:\n{log}"));
+    assert!(served.contains(&format!("user={MEMBER}")), "{served}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("credentials refused") && l.contains(OUTSIDER)),
+        "{log}"
+    );
+    assert!(!log.contains("connection closed unanswered"), "{log}");
+}

@@ -479,6 +479,50 @@ pub fn python(moto: &Moto, env: &[(String, String)], script: &str) -> Output {
         .unwrap()
 }
 
+/// The JDK's HTTP stacks, as `JdkWhoAmI.java` names them: `HttpURLConnection` (the AWS SDK for
+/// Java's credential providers) and `java.net.http.HttpClient`.
+pub const JDK_STACKS: [&str; 2] = ["urlconnection", "httpclient"];
+
+/// `java` running `tests/support/JdkWhoAmI.java` on `stack` (one of [`JDK_STACKS`]), as
+/// `command` starts it (`Command::new("java")`, or [`as_user`]): the JVM's default sockets,
+/// which are dual-stack IPv6 ones. It prints the ARN STS names for the credentials it found.
+pub fn jdk_whoami(mut command: Command, stack: &str) -> Command {
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v java"])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "java is missing: apt-get install default-jdk-headless (.ci/run installs it)"
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/JdkWhoAmI.java");
+    // A small, quick JVM: the program runs for a second.
+    command
+        .args(["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss512k"])
+        .arg(source)
+        .arg(stack);
+    command
+}
+
+/// Debian's packaged AWS SDK for Ruby (`ruby-aws-sdk-core`) asking STS at `sts` who it is, as
+/// `command` starts `ruby`; it prints the ARN. That SDK (3.168) predates `AWS_ENDPOINT_URL`,
+/// so the endpoint is given to the client.
+pub fn ruby_whoami(mut command: Command, sts: &str) -> Command {
+    let loads = Command::new("ruby")
+        .args(["-raws-sdk-core", "-e", ""])
+        .status();
+    assert!(
+        loads.is_ok_and(|status| status.success()),
+        "Debian's Ruby SDK is missing: apt-get install ruby-aws-sdk-core (.ci/run installs it)"
+    );
+    let script = "require 'aws-sdk-core'; \
+        sts = Aws::STS::Client.new(region: 'us-east-1', endpoint: ARGV[0]); \
+        puts sts.get_caller_identity.arn";
+    command.args(["-e", script, sts]);
+    command
+}
+
 /// The example built with the AWS SDK for Rust (`examples/sdk_whoami.rs`).
 pub fn rust_sdk_whoami() -> PathBuf {
     let binary = daemon_binary()
