@@ -239,6 +239,15 @@ outsider_env=$(inside su - outsider -c 'env' | grep '^AWS_CONTAINER' || true)
 [ -z "$outsider_env" ] || fail "outsider got: $outsider_env; $(inside stat -c '%a %U %G' /var/lib/assume-roled); $(inside su - outsider -c 'id; assume-roled env; echo rc=$?' 2>&1)"
 inside su - outsider -c 'cat /var/lib/assume-roled/token' >/dev/null 2>&1 && fail "outsider can read the token"
 ok "a member of group assume-roled gets the variables and the token; an outsider gets neither"
+# The token file is the daemon's (assume-roled:assume-roled): root and members of its group
+# read it as clients do; only the daemon insists on owning it.
+root_status=$(inside assume-roled status 2>&1) || fail "status as root: $root_status"
+grep -q '^piyo  fresh  arn:aws:iam::444455556666:role/piyo-role$' <<<"$root_status" ||
+  fail "status as root: $root_status"
+member_status=$(inside su - member -c 'assume-roled status' 2>&1) || fail "status as member: $member_status"
+[ "$member_status" = "$root_status" ] || fail "status as member: $member_status"
+inside su - outsider -c 'assume-roled status' >/dev/null 2>&1 && fail "an outsider ran status"
+ok "assume-roled status works as root and as a member of the token's group, not as an outsider"
 # A request from the member's own shell (bash's /dev/tcp): the audit line names that user,
 # which needs the kernel's socket table to be readable and not remapped by the hardening.
 inside su - member -c "exec 3<>/dev/tcp/127.0.0.1/$listen_port
