@@ -96,7 +96,9 @@ if wanted tarball; then
   dir=$work/$name
   mkdir -p "$dir/systemd"
   install -m 0755 "target/$MUSL/release/assume-roled" "$dir/assume-roled"
-  sed 's|@BINDIR@|/usr/local/bin|' systemd/assume-roled.service >"$dir/systemd/assume-roled.service"
+  for unit in assume-roled.service assume-roled-guard.service; do
+    sed 's|@BINDIR@|/usr/local/bin|' "systemd/$unit" >"$dir/systemd/$unit"
+  done
   cp systemd/assume-roled.socket systemd/assume-roled-containers.socket systemd/assume-roled.sysusers \
     systemd/assume-roled.tmpfiles systemd/profile.sh systemd/config.toml "$dir/systemd/"
   cp README.md config.example.toml packaging/INSTALL.txt "$dir/"

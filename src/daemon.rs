@@ -146,19 +146,27 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     );
     let mut tasks = Tasks::default();
     if let Some(scrapes) = listeners.metrics {
-        let scrape_address = scrapes
-            .local_addr()
-            .context("cannot read the metrics address")?;
-        let app = server::Endpoint::routed(server::metrics_router(
+        let (metrics, roles, clock, shutdown) = (
             metrics.clone(),
             roles.clone(),
             clock.clone(),
-            scrape_address,
-        ));
-        let admission = listener::Admission::new(METRICS_LISTENER);
-        let serving = listener::serve(scrapes, app, admission, metrics.clone(), shutdown.clone());
+            shutdown.clone(),
+        );
         tasks.spawn("metrics listener", async move {
-            serving.await;
+            let Some(scrapes) = metrics_listener(scrapes, &shutdown).await else {
+                return Ok(());
+            };
+            let scrape_address = scrapes
+                .local_addr()
+                .context("cannot read the metrics address")?;
+            let app = server::Endpoint::routed(server::metrics_router(
+                metrics.clone(),
+                roles,
+                clock,
+                scrape_address,
+            ));
+            let admission = listener::Admission::new(METRICS_LISTENER);
+            listener::serve(scrapes, app, admission, metrics, shutdown).await;
             Ok(())
         });
     }
@@ -402,6 +410,28 @@ fn listener_options(config: &Config) -> listener::Options {
 }
 
 /// The metadata endpoint, when `[imds]` names a role.
+/// The metrics listener once it listens: at once, or once its address could be bound (tried
+/// every few seconds); `None` if the daemon stops first.
+async fn metrics_listener(
+    listener: setup::MetricsListener,
+    shutdown: &CancellationToken,
+) -> Option<tokio::net::TcpListener> {
+    let address = match listener {
+        setup::MetricsListener::Bound(listener) => return Some(listener),
+        setup::MetricsListener::Pending(address) => address,
+    };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(setup::METRICS_BIND_RETRY) => {}
+            () = shutdown.cancelled() => return None,
+        }
+        if let Ok(listener) = setup::bind_metrics(address).await {
+            info!(%address, "the metrics listener is up");
+            return Some(listener);
+        }
+    }
+}
+
 fn metadata_endpoint(
     config: &Config,
     upstream: Option<Upstream>,

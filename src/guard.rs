@@ -64,9 +64,14 @@ pub enum GuardError {
     /// `ip` could not put the container addresses in place, or take them away.
     #[error("{0}")]
     Link(String),
+    /// The lockdown rules are in place instead of the configured ones, for this reason.
+    #[error("{0}; {LOCKDOWN_TEXT}")]
+    LockedDown(String),
 }
 
+mod events;
 mod links;
+pub mod watch;
 
 /// The link the container addresses are put on.
 pub const LINK: &str = "assume-roled0";
@@ -85,8 +90,9 @@ pub struct Rules {
 pub struct LocalRules {
     /// What non-exempt metadata traffic meets.
     pub mode: GuardMode,
-    /// The daemon's listener port, where `redirect` sends it.
-    pub port: u16,
+    /// The daemon's own listener, exactly (`server.listen`), where `redirect` sends it: a
+    /// redirect to "this host, port P" would reach whoever holds P on another loopback address.
+    pub target: Option<SocketAddrV4>,
     /// Users who keep the real instance metadata (root always among them).
     pub exempt_uids: Vec<u32>,
     /// Groups whose processes keep it.
@@ -161,15 +167,15 @@ fn container_chains(rules: &ContainerRules) -> String {
 fn local_chains(rules: &LocalRules) -> String {
     let exempt = exempt_lines(rules);
     let refuse_v6 = format!("ip6 daddr {METADATA_V6} tcp dport 80 reject with tcp reset");
-    let (nat, refused) = match rules.mode {
-        GuardMode::Redirect => (
+    let (nat, refused) = match (rules.mode, rules.target) {
+        (GuardMode::Redirect, Some(target)) => (
             Some(format!(
-                "ip daddr {METADATA_V4} tcp dport 80 redirect to :{}",
-                rules.port
+                "ip daddr {METADATA_V4} tcp dport 80 dnat ip to {target}"
             )),
             vec![refuse_v6],
         ),
-        GuardMode::Block => (
+        // Nowhere to redirect to (the configuration refuses that): refused, as in block.
+        (GuardMode::Redirect, None) | (GuardMode::Block, _) => (
             None,
             vec![
                 format!("ip daddr {METADATA_V4} tcp dport 80 reject with tcp reset"),
@@ -237,12 +243,15 @@ fn chain(name: &str, kind: &str, hook: &str, priority: &str, rules: &[String]) -
     text
 }
 
-/// The rules `config` asks for, with names resolved through the name service.
-pub fn rules_for(config: &Config) -> Result<Rules, GuardError> {
-    let local = match config.imds.as_ref().and_then(|imds| imds.guard) {
-        Some(mode) => Some(local_rules_for(config, mode)?),
-        None => None,
-    };
+/// The rules `config` asks for, with names resolved through the name service, and what could
+/// not be honoured: an exempt user or group the name service does not know (deleted, or SSSD
+/// not up yet at boot) is left out, with a warning, and the rest applies. Leaving a name out
+/// only takes the real metadata from that user; never the other way round.
+pub fn rules_for(config: &Config) -> Result<(Rules, Vec<String>), GuardError> {
+    let mut warnings = Vec::new();
+    let local = (config.imds.as_ref())
+        .and_then(|imds| Some((imds, imds.guard?)))
+        .map(|(imds, mode)| local_rules_for(config, imds, mode, &mut warnings));
     let containers = config.containers.as_ref().map(|containers| ContainerRules {
         mode: containers.imds,
         listener: containers.listen.iter().find_map(|address| match address {
@@ -254,60 +263,178 @@ pub fn rules_for(config: &Config) -> Result<Rules, GuardError> {
     if local.is_none() && containers.is_none() {
         return Err(GuardError::NotConfigured);
     }
-    Ok(Rules { local, containers })
+    Ok((Rules { local, containers }, warnings))
 }
 
-fn local_rules_for(config: &Config, mode: GuardMode) -> Result<LocalRules, GuardError> {
-    let imds = config.imds.as_ref().ok_or(GuardError::NotConfigured)?;
+fn local_rules_for(
+    config: &Config,
+    imds: &crate::config::ImdsConfig,
+    mode: GuardMode,
+    warnings: &mut Vec<String>,
+) -> LocalRules {
     let mut exempt_uids = vec![0];
     exempt_uids.extend(accounts::user_id(DAEMON_USER));
     for user in &imds.exempt_users {
-        let uid = accounts::user_id(user)
-            .ok_or_else(|| GuardError::UnknownName(format!("no such user: {user}")))?;
-        exempt_uids.push(uid);
+        match accounts::user_id(user) {
+            Some(uid) => exempt_uids.push(uid),
+            None => warnings.push(format!(
+                "exempt user {user:?} is unknown to the name service: not exempt"
+            )),
+        }
     }
     let mut exempt_gids = Vec::new();
     for group in &imds.exempt_groups {
-        let gid = accounts::group_id(group)
-            .ok_or_else(|| GuardError::UnknownName(format!("no such group: {group}")))?;
-        exempt_gids.push(gid);
+        match accounts::group_id(group) {
+            Some(gid) => exempt_gids.push(gid),
+            None => warnings.push(format!(
+                "exempt group {group:?} is unknown to the name service: not exempt"
+            )),
+        }
     }
     exempt_uids.sort_unstable();
     exempt_uids.dedup();
     exempt_gids.sort_unstable();
     exempt_gids.dedup();
-    Ok(LocalRules {
+    LocalRules {
         mode,
-        port: config.server.listen.port(),
+        target: crate::config::redirect_target(config.server.listen).ok(),
         exempt_uids,
         exempt_gids,
-    })
+    }
 }
 
-/// Makes the firewall and the daemon's link match `config`: installs the rules it asks for,
-/// replacing the daemon's table in one transaction, and puts the container addresses on the
-/// link; or, when it asks for nothing, removes both (so that what an earlier configuration
-/// installed never outlives it). Returns the rules installed, if any.
-pub fn apply(config: &Config) -> Result<Option<Rules>, GuardError> {
-    match rules_for(config) {
-        Ok(rules) => {
-            let addresses = rules.containers.as_ref().map_or(&[][..], |c| &c.addresses);
-            links::set(addresses)?;
-            run_nft(&ruleset(&rules))?;
-            Ok(Some(rules))
+/// The rules for when the configuration cannot be used: instance metadata refused to every
+/// local user but root and the daemon's own user (whose identity may come from it), and to
+/// containers. The guard fails closed: a broken file never opens the metadata.
+pub fn lockdown_rules() -> Rules {
+    let mut exempt_uids = vec![0];
+    exempt_uids.extend(accounts::user_id(DAEMON_USER).filter(|uid| *uid != 0));
+    Rules {
+        local: Some(LocalRules {
+            mode: GuardMode::Block,
+            target: None,
+            exempt_uids,
+            exempt_gids: Vec::new(),
+        }),
+        containers: Some(ContainerRules {
+            mode: GuardMode::Block,
+            listener: None,
+            addresses: Vec::new(),
+        }),
+    }
+}
+
+/// What the guard should be, as worked out from the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Desired {
+    /// The rules the configuration asks for, and the names they could not honour.
+    Rules {
+        /// What to install.
+        rules: Rules,
+        /// The exempt names left out.
+        warnings: Vec<String>,
+    },
+    /// Neither a guard nor containers configured: no table.
+    Nothing,
+    /// The configuration cannot be used: [`lockdown_rules`].
+    Lockdown {
+        /// Why.
+        cause: String,
+    },
+}
+
+impl Desired {
+    /// What the configuration at `path` asks of the guard. Names are not required to resolve
+    /// here (see [`rules_for`]); every other problem of the file is a lockdown.
+    pub fn from_file(path: &std::path::Path) -> Self {
+        match crate::config::load_for_guard(path) {
+            Ok(config) => Self::from_config(&config),
+            Err(error) => Desired::Lockdown {
+                cause: error.to_string(),
+            },
         }
-        // Removing what an earlier configuration installed is best effort: without nftables,
-        // or without the right to change the firewall (a container), there is none to remove.
-        Err(GuardError::NotConfigured) => {
+    }
+
+    /// What a loaded configuration asks of the guard.
+    pub fn from_config(config: &Config) -> Self {
+        match rules_for(config) {
+            Ok((rules, warnings)) => Desired::Rules { rules, warnings },
+            Err(_) => Desired::Nothing,
+        }
+    }
+
+    /// Whether working this out again later may give another answer (a name not known yet).
+    pub fn unresolved(&self) -> bool {
+        matches!(self, Desired::Rules { warnings, .. } if !warnings.is_empty())
+    }
+}
+
+/// What [`enforce`] put in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enforced {
+    /// The rules asked for.
+    Rules(Rules),
+    /// No table (none asked for).
+    Removed,
+    /// The lockdown rules, because of `cause`: the configuration could not be used, or the
+    /// rules it asks for could not be installed.
+    Lockdown {
+        /// Why.
+        cause: String,
+    },
+}
+
+/// Makes the firewall and the daemon's link match `desired`, failing closed: when the rules
+/// asked for cannot be installed, the lockdown rules are. An error means not even those could
+/// be (no nft, no right to change the firewall) and the table is as it was.
+pub fn enforce(desired: &Desired) -> Result<Enforced, GuardError> {
+    match desired {
+        Desired::Rules { rules, .. } => match install(rules) {
+            Ok(()) => Ok(Enforced::Rules(rules.clone())),
+            Err(error) => {
+                let cause = format!("the rules could not be installed: {error}");
+                run_nft(&ruleset(&lockdown_rules())).map_err(|_| error)?;
+                Ok(Enforced::Lockdown { cause })
+            }
+        },
+        Desired::Nothing => {
+            // Removing what an earlier configuration installed is best effort: without
+            // nftables, or without the right to change the firewall (a container), there is
+            // none to remove.
             match remove() {
                 Ok(()) | Err(GuardError::NoNft) => {}
                 Err(error) => eprintln!("assume-roled: no guard configured; {error}"),
             }
-            Ok(None)
+            Ok(Enforced::Removed)
         }
-        Err(error) => Err(error),
+        Desired::Lockdown { cause } => {
+            // The container addresses stay as they are: the running daemon may listen there.
+            run_nft(&ruleset(&lockdown_rules()))?;
+            Ok(Enforced::Lockdown {
+                cause: cause.clone(),
+            })
+        }
     }
 }
+
+fn install(rules: &Rules) -> Result<(), GuardError> {
+    let addresses = rules.containers.as_ref().map_or(&[][..], |c| &c.addresses);
+    links::set(addresses)?;
+    run_nft(&ruleset(rules))
+}
+
+/// The names `desired` could not honour.
+pub fn warnings(desired: &Desired) -> &[String] {
+    match desired {
+        Desired::Rules { warnings, .. } => warnings,
+        _ => &[],
+    }
+}
+
+/// What the lockdown means, for the operator.
+pub const LOCKDOWN_TEXT: &str = "instance metadata is refused to every user but root and the \
+    daemon's, and to containers, until the configuration is fixed and applied again (or \
+    `assume-roled guard remove` opens it)";
 
 /// Removes the daemon's table and its link (or its addresses on loopback); nothing else.
 pub fn remove() -> Result<(), GuardError> {
@@ -354,7 +481,7 @@ mod tests {
         Rules {
             local: Some(LocalRules {
                 mode,
-                port: 9357,
+                target: Some("127.0.0.1:9357".parse().unwrap()),
                 exempt_uids: vec![0, 998],
                 exempt_gids: vec![1500],
             }),
@@ -372,10 +499,58 @@ mod tests {
             \t\ttype nat hook output priority -100; policy accept;\n\
             \t\tmeta skuid { 0, 998 } accept\n\
             \t\tmeta skgid { 1500 } accept\n\
-            \t\tip daddr 169.254.169.254 tcp dport 80 redirect to :9357\n\t}\n";
+            \t\tip daddr 169.254.169.254 tcp dport 80 dnat ip to 127.0.0.1:9357\n\t}\n";
         assert!(text.contains(expected), "{text}");
         assert!(text.contains("ip6 daddr fd00:ec2::254 tcp dport 80 reject with tcp reset"));
         assert!(!text.contains("ip daddr 169.254.169.254 tcp dport 80 reject"));
+    }
+
+    /// The lockdown (a configuration the guard cannot use) refuses metadata to every local
+    /// user but root (and the daemon's user, where it exists) and to containers, and sends
+    /// nothing anywhere.
+    #[test]
+    fn lockdown_refuses_all_but_root_and_containers() {
+        let text = ruleset(&lockdown_rules());
+        assert!(
+            !text.contains("dnat") && !text.contains("redirect"),
+            "{text}"
+        );
+        let exempt = text.lines().find(|l| l.contains("meta skuid")).unwrap();
+        let uids: Vec<u32> = exempt
+            .split(['{', '}'])
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .map(|uid| uid.trim().parse().unwrap())
+            .collect();
+        assert_eq!(uids[0], 0, "{exempt}");
+        assert_eq!(
+            uids[1..],
+            accounts::user_id(DAEMON_USER)
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        assert!(!text.contains("skgid"), "no exempt groups: {text}");
+        assert!(text.contains("ip daddr 169.254.169.254 tcp dport 80 reject with tcp reset"));
+        assert!(text.contains(
+            "iifname != \"lo\" ip daddr 169.254.169.254 tcp dport 80 reject with tcp reset"
+        ));
+    }
+
+    /// Redirect goes to the listen address itself, whatever loopback address it is.
+    #[test]
+    fn redirect_goes_to_the_exact_listen_address() {
+        let mut elsewhere = rules(GuardMode::Redirect);
+        elsewhere.local.as_mut().unwrap().target = Some("127.0.0.2:9400".parse().unwrap());
+        let text = ruleset(&elsewhere);
+        assert!(
+            text.contains("tcp dport 80 dnat ip to 127.0.0.2:9400"),
+            "{text}"
+        );
+        elsewhere.local.as_mut().unwrap().target = None;
+        let nowhere = ruleset(&elsewhere);
+        assert!(!nowhere.contains("dnat"), "{nowhere}");
+        assert!(nowhere.contains("ip daddr 169.254.169.254 tcp dport 80 reject"));
     }
 
     #[test]

@@ -59,9 +59,9 @@ enum Command {
         action: GuardAction,
         #[command(flatten)]
         config: ConfigArg,
-        /// As the unit's ExecStartPre: an invalid configuration leaves the rules as they are
-        /// and is left to `serve` to report (its exit 78 stops systemd's restart loop; a
-        /// failing ExecStartPre would not).
+        /// As the unit's ExecStartPre: an unusable configuration still puts the lockdown rules
+        /// in place, but exits 0 and leaves the report to `serve` (its exit 78 stops systemd's
+        /// restart loop; a failing ExecStartPre would not).
         #[arg(long)]
         from_unit: bool,
     },
@@ -104,6 +104,10 @@ enum GuardAction {
     Apply,
     /// Delete the daemon's nftables table.
     Remove,
+    /// Apply, then keep the table in place: put it back within milliseconds when a firewall
+    /// reload or another tool removes or changes it; SIGHUP re-reads the configuration; the
+    /// rules stay when it stops. What assume-roled-guard.service runs.
+    Watch,
 }
 
 #[derive(Args)]
@@ -116,13 +120,21 @@ struct ConfigArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve(_));
+    // The watch runs for as long as the daemon, under systemd: it logs as the daemon does.
+    let watching = matches!(
+        cli.command,
+        Command::Guard {
+            action: GuardAction::Watch,
+            ..
+        }
+    );
     // Before any thread starts (the log writer is one): taking systemd's listeners clears
     // LISTEN_FDS and LISTEN_PID.
     let passed = match serving.then(daemon::Passed::from_systemd).transpose() {
         Ok(passed) => passed.unwrap_or_default(),
         Err(error) => return report(&error),
     };
-    let logs = init_logging(serving);
+    let logs = init_logging(serving || watching);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
@@ -195,22 +207,28 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             from_unit,
         } => match action {
             GuardAction::Apply => {
-                let loaded = match config::load(&config.config) {
-                    Err(error) if from_unit => {
-                        eprintln!("assume-roled: {error}\nthe guard is left as it is");
-                        return Ok(());
-                    }
-                    loaded => loaded?,
-                };
-                match guard::apply(&loaded)? {
-                    Some(rules) => print!("{}", guard::describe(&rules)),
-                    None => println!(
+                let desired = guard::Desired::from_file(&config.config);
+                let enforced = guard::enforce(&desired)?;
+                for warning in guard::warnings(&desired) {
+                    eprintln!("assume-roled: warning: {warning}");
+                }
+                match enforced {
+                    guard::Enforced::Rules(rules) => print!("{}", guard::describe(&rules)),
+                    guard::Enforced::Removed => println!(
                         "no [imds] guard or [containers] configured; nft table inet {} removed",
                         guard::TABLE
                     ),
+                    // As the unit's ExecStartPre, `serve` reports the configuration (exit 78).
+                    guard::Enforced::Lockdown { cause } if from_unit => {
+                        eprintln!("assume-roled: {cause}\n{}", guard::LOCKDOWN_TEXT);
+                    }
+                    guard::Enforced::Lockdown { cause } => {
+                        return Err(guard::GuardError::LockedDown(cause).into());
+                    }
                 }
                 Ok(())
             }
+            GuardAction::Watch => guard::watch::run(&config.config).await,
             GuardAction::Remove => {
                 guard::remove()?;
                 println!(

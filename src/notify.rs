@@ -1,7 +1,9 @@
 //! systemd notifications: readiness, status lines and watchdog pings (`sd_notify`).
 //!
 //! Under `Type=notify` systemd passes a datagram socket in `NOTIFY_SOCKET`; the daemon sends
-//! `READY=1` once every role has servable credentials, `STATUS=` lines saying what it is doing,
+//! `READY=1` once every role's first STS attempt has ended, with credentials or with an error
+//! (a boot never waits on STS: whether credentials exist is what `STATUS=`, `/readyz` and
+//! `status` say), `STATUS=` lines saying what it is doing,
 //! `WATCHDOG=1` at half the `WATCHDOG_USEC` interval, and `RELOADING=1` / `STOPPING=1` around
 //! reloads and stops. Outside systemd there is no socket and every call does nothing. The
 //! protocol is a few lines of text on a Unix socket, so it is written here rather than pulled in.
@@ -89,6 +91,8 @@ pub fn watchdog_interval(usec: &str, for_pid: Option<&str>, own_pid: u32) -> Opt
 pub struct Summary {
     /// Every role has servable credentials.
     pub ready: bool,
+    /// Every role's first STS attempt has ended (with credentials or an error): `READY=1`.
+    pub settled: bool,
     pub text: String,
 }
 
@@ -97,13 +101,17 @@ pub struct Summary {
 pub fn summarize(roles: &[(String, RoleStatus)], per_user: usize, now: SystemTime) -> Summary {
     let mut valid_until: Option<SystemTime> = None;
     let mut waiting = Vec::new();
+    let mut settled = true;
     for (name, status) in roles {
         match servable(status, now) {
             Ok(served) => {
                 let expiry = served.credentials.expiration;
                 valid_until = Some(valid_until.map_or(expiry, |t| t.min(expiry)));
             }
-            Err(Unservable::Uninitialized) => waiting.push(format!("{name}: first fetch")),
+            Err(Unservable::Uninitialized) => {
+                settled = false;
+                waiting.push(format!("{name}: first fetch"));
+            }
             Err(Unservable::Failing(error) | Unservable::Expiring(Some(error))) => {
                 waiting.push(format!("{name}: {}", error.code))
             }
@@ -121,10 +129,15 @@ pub fn summarize(roles: &[(String, RoleStatus)], per_user: usize, now: SystemTim
                 "serving {count} {noun}, credentials valid until {until}, and {per_user} per user"
             ),
         };
-        return Summary { ready: true, text };
+        return Summary {
+            ready: true,
+            settled,
+            text,
+        };
     }
     Summary {
         ready: false,
+        settled,
         text: format!("waiting for STS: {}", waiting.join("; ")),
     }
 }
@@ -147,7 +160,7 @@ pub async fn run(
             .filter_map(|(name, entry)| Some((name.clone(), entry.shared_status()?)))
             .collect();
         let summary = summarize(&snapshot, table.len() - snapshot.len(), clock.now());
-        if summary.ready && !announced_ready {
+        if summary.settled && !announced_ready {
             notifier.send("READY=1");
             announced_ready = true;
             info!(status = %summary.text, "ready");
@@ -201,6 +214,7 @@ mod tests {
             ready,
             Summary {
                 ready: true,
+                settled: true,
                 text: "serving 1 role, credentials valid until 2027-01-15T09:00:00Z".into()
             }
         );
@@ -228,6 +242,12 @@ mod tests {
         ];
         let waiting = summarize(&roles, 0, at(60));
         assert!(!waiting.ready);
+        assert!(!waiting.settled, "hoge's first fetch has not ended");
+        let failed = summarize(&roles[..2], 0, at(60));
+        assert!(
+            !failed.ready && failed.settled,
+            "every first attempt has ended"
+        );
         assert_eq!(
             waiting.text,
             "waiting for STS: fuga: AccessDenied; hoge: first fetch"

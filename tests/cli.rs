@@ -469,3 +469,40 @@ fn env_can_inline_the_token() {
     let plain = run(&["env", "--config", &config]);
     assert!(!stdout(&plain).contains(token), "{}", stdout(&plain));
 }
+
+/// Another user holding the metrics address before the daemon starts does not stop it: it
+/// serves credentials, says the metrics listener is not up, and takes the address once it is
+/// free.
+#[test]
+fn a_taken_metrics_address_does_not_stop_the_daemon() {
+    let moto = Moto::start();
+    let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let scrapes = squatter.local_addr().unwrap();
+    let dir = TempDir::new("metrics-taken");
+    let config = moto.config_with(
+        &dir.path().join("state/token"),
+        &format!("metrics_listen = \"{scrapes}\""),
+    );
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    assert_eq!(daemon.first_outcome("piyo").0, 200);
+    assert!(
+        daemon.log().contains("the metrics listener is not up"),
+        "{}",
+        daemon.log()
+    );
+    drop(squatter);
+    let scraped = || {
+        if std::net::TcpStream::connect(scrapes).is_err() {
+            return false;
+        }
+        let answer = raw_exchange(
+            scrapes,
+            format!("GET /metrics HTTP/1.1\r\nHost: {scrapes}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        answer.status == 200
+    };
+    assert!(eventually(15, scraped), "{}", daemon.log());
+    assert!(daemon.log().contains("the metrics listener is up"));
+}

@@ -516,3 +516,262 @@ fn containers_metadata_is_blocked() {
     assert!(!bare.status.success());
     assert!(!acts_as_instance_role(&bare), "{}", stdout(&bare));
 }
+
+/// Runs `assume-roled guard apply` with `extra` arguments and returns what it did.
+fn guard_apply(config: &Path, extra: &[&str]) -> Output {
+    Command::new(daemon_binary())
+        .args(["guard", "apply", "--config"])
+        .arg(config)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Whether nft lists the daemon's table.
+fn table_present() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "inet", "assume_roled"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// A configuration the guard cannot use (it does not parse, or cannot be read) fails closed:
+/// `guard apply` installs the lockdown (exit 78; 0 as the unit's ExecStartPre, which leaves the
+/// report to `serve`), a test user gets no instance keys, root still does. An exempt group
+/// that does not resolve is a warning: the rest of the guard applies.
+#[test]
+fn a_configuration_the_guard_cannot_use_fails_closed() {
+    if !inside_namespace("a_configuration_the_guard_cannot_use_fails_closed") {
+        return;
+    }
+    let host = Host::start("redirect");
+    guard("remove", &host.daemon.config_file);
+    assert!(
+        acts_as_instance_role(&host.whoami(OUTSIDER)),
+        "open to start with"
+    );
+    let dir = TempDir::new("fail-closed");
+    let broken = dir.write("broken.toml", "[imds\nguard = \"redirect\"\n");
+    for (arguments, code) in [(&[][..], 78), (&["--from-unit"][..], 0)] {
+        guard("remove", &host.daemon.config_file);
+        let applied = guard_apply(&broken, arguments);
+        assert_eq!(applied.status.code(), Some(code), "{}", stderr(&applied));
+        assert!(
+            stderr(&applied).contains("broken.toml"),
+            "{}",
+            stderr(&applied)
+        );
+        assert!(
+            stderr(&applied).contains("refused to every user but root"),
+            "{}",
+            stderr(&applied)
+        );
+        let outsider = host.whoami(OUTSIDER);
+        assert!(
+            !acts_as_instance_role(&outsider),
+            "{arguments:?}: {}",
+            stdout(&outsider)
+        );
+        let root = host.whoami("root");
+        assert!(
+            acts_as_instance_role(&root),
+            "{arguments:?}: {}",
+            stderr(&root)
+        );
+    }
+    let missing = dir.path().join("missing.toml");
+    guard("remove", &host.daemon.config_file);
+    assert_eq!(guard_apply(&missing, &[]).status.code(), Some(78));
+    assert!(!acts_as_instance_role(&host.whoami(OUTSIDER)), "unreadable");
+
+    let unresolved = std::fs::read_to_string(&host.daemon.config_file)
+        .unwrap()
+        .replace(
+            "[imds]\n",
+            "[imds]\nexempt_groups = [\"ar-guard-no-such-group\"]\n",
+        );
+    let unresolved = dir.write("unresolved.toml", &unresolved);
+    let applied = guard_apply(&unresolved, &[]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    assert!(
+        stderr(&applied).contains("\"ar-guard-no-such-group\" is unknown"),
+        "{}",
+        stderr(&applied)
+    );
+    assert_acts_as_piyo(&host.whoami(MEMBER));
+    assert!(!acts_as_instance_role(&host.whoami(OUTSIDER)));
+    assert!(
+        acts_as_instance_role(&host.whoami(EXEMPT)),
+        "the rest applies"
+    );
+}
+
+/// A running `guard watch`, stopped with SIGTERM when dropped.
+struct Watch {
+    process: Process,
+    state: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Watch {
+    fn start(config: &Path, dir: &TempDir) -> Self {
+        let state = dir.path().join("guard/state");
+        let log = dir.path().join("watch.log");
+        let child = Command::new(daemon_binary())
+            .args(["guard", "watch", "--config"])
+            .arg(config)
+            .env("ASSUME_ROLED_GUARD_STATE", &state)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let watch = Self {
+            process: Process(child),
+            state,
+            log,
+        };
+        assert!(
+            eventually(10, || watch.state().is_some()),
+            "{}",
+            watch.log()
+        );
+        watch
+    }
+
+    fn state(&self) -> Option<String> {
+        std::fs::read_to_string(&self.state).ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// `guard watch` keeps the table: after `nft flush ruleset` (what every reload of Debian's
+/// stock nftables.conf does) and after the table alone is deleted, it is back within a second,
+/// 20 times in a row, and the metadata is the daemon's again; each time is a warning and a
+/// count. SIGTERM ends the watch and leaves the rules. With a configuration it cannot use, the
+/// watch keeps the lockdown.
+#[test]
+fn the_watch_puts_the_table_back_within_a_second() {
+    if !inside_namespace("the_watch_puts_the_table_back_within_a_second") {
+        return;
+    }
+    let host = Host::start("redirect");
+    let dir = TempDir::new("watch");
+    let mut watch = Watch::start(&host.daemon.config_file, &dir);
+    let mut took = Vec::new();
+    for round in 0..20 {
+        let removal = if round % 2 == 0 {
+            "flush ruleset\n".to_owned()
+        } else {
+            "delete table inet assume_roled\n".to_owned()
+        };
+        nft_script(&removal);
+        // The wall clock, as the other timings here (a test process, no paused time).
+        let started = SystemTime::now();
+        let since = || started.elapsed().unwrap_or_default();
+        while !table_present() && since() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let elapsed = since();
+        assert!(table_present(), "round {round}: not back: {}", watch.log());
+        took.push(elapsed);
+    }
+    took.sort();
+    let (median, worst) = (took[took.len() / 2], took[took.len() - 1]);
+    eprintln!("table back after a flush or delete: median {median:?}, worst {worst:?}");
+    assert!(worst < Duration::from_secs(1), "worst {worst:?}");
+    assert!(
+        eventually(5, || watch
+            .state()
+            .is_some_and(|state| state.contains("reapplied 20"))),
+        "{:?}",
+        watch.state()
+    );
+    assert!(watch.state().unwrap().contains("in_place 1"));
+    assert_eq!(watch.log().matches("putting it back").count(), 20);
+    assert_acts_as_piyo(&host.whoami(MEMBER));
+    assert!(!acts_as_instance_role(&host.whoami(OUTSIDER)));
+
+    signal(watch.process.0.id(), "TERM");
+    assert!(watch.process.0.wait().unwrap().success());
+    assert!(table_present(), "SIGTERM leaves the rules");
+    assert!(!acts_as_instance_role(&host.whoami(OUTSIDER)));
+
+    let second = TempDir::new("watch-broken");
+    let broken = second.write("broken.toml", "not = = toml\n");
+    guard("remove", &host.daemon.config_file);
+    let locked = Watch::start(&broken, &second);
+    assert!(
+        locked.state().unwrap().contains("lockdown 1"),
+        "{}",
+        locked.log()
+    );
+    nft_script("flush ruleset\n");
+    assert!(eventually(2, table_present), "{}", locked.log());
+    assert!(!acts_as_instance_role(&host.whoami(OUTSIDER)));
+    assert!(acts_as_instance_role(&host.whoami("root")));
+}
+
+/// With `listen = "127.0.0.2:P"`, redirected metadata traffic goes to the daemon there, not
+/// to 127.0.0.1:P, where another user listens first and receives nothing.
+#[test]
+fn redirect_goes_to_the_daemons_own_address() {
+    if !inside_namespace("redirect_goes_to_the_daemons_own_address") {
+        return;
+    }
+    ensure_accounts(
+        &[GROUP],
+        &[(MEMBER, &[GROUP]), (OUTSIDER, &[]), (EXEMPT, &[])],
+    );
+    let moto = Moto::start();
+    let _double = ImdsDouble::start_at(&moto, &format!("{METADATA}:80"));
+    let dir = TempDir::new("guard-elsewhere");
+    let config = config(&dir.path().join("state/token"), &moto, "redirect")
+        .replace("listen = \"127.0.0.1:", "listen = \"127.0.0.2:");
+    let port = config_port(&config);
+    // The squatter: another user's listener on 127.0.0.1 at the daemon's port, counting
+    // whoever connects.
+    let squatter = as_user(OUTSIDER, "/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket, sys\n\
+             s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n\
+             print('listening', flush=True)\n\
+             while True:\n    c, _ = s.accept(); print('connected', flush=True); c.close()\n",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut squatter = Process(squatter);
+    let mut heard = std::io::BufReader::new(squatter.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut heard, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let host = Host {
+        _double,
+        daemon: guarded_daemon(dir, &config),
+        moto,
+    };
+    assert_acts_as_piyo(&host.whoami(MEMBER));
+    assert!(!acts_as_instance_role(&host.whoami(OUTSIDER)));
+    signal(squatter.0.id(), "KILL");
+    let _ = squatter.0.wait();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut heard, &mut rest).unwrap();
+    assert!(!rest.contains("connected"), "the squatter received: {rest}");
+}
+
+/// The port in a configuration's `listen` line.
+fn config_port(config: &str) -> u16 {
+    let line = config.lines().find(|l| l.starts_with("listen = ")).unwrap();
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('"')
+        .parse()
+        .unwrap()
+}

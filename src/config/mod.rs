@@ -28,6 +28,7 @@ mod validate;
 mod values;
 
 pub use template::{Subject, Template};
+pub use validate::redirect_target;
 pub use values::{Network, RoleArn, parse_duration, session_name_from_host};
 
 /// Where `serve`, `check` and `env` look for the configuration unless told otherwise.
@@ -352,11 +353,22 @@ fn describe_problems(path: &Path, problems: &[Problem]) -> String {
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, &SystemAccounts)
+}
+
+/// Loads the configuration at `path` as the metadata guard reads it: every problem of the file
+/// counts but names that do not resolve, which the guard leaves out with a warning (a name
+/// service not up yet at boot must not leave the guard off).
+pub fn load_for_guard(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, &AnyName)
+}
+
+fn load_with(path: &Path, accounts: &dyn Accounts) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_owned(),
         cause,
     })?;
-    from_toml_with(&text, &host_name(), &SystemAccounts).map_err(|problems| ConfigError::Invalid {
+    from_toml_with(&text, &host_name(), accounts).map_err(|problems| ConfigError::Invalid {
         path: path.to_owned(),
         problems,
     })

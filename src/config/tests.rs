@@ -245,6 +245,28 @@ fn guard_settings() {
     );
 }
 
+/// `guard = "redirect"` sends metadata traffic to `server.listen` exactly: an address that
+/// cannot receive IPv4 traffic (IPv6, or every address) is refused at the guard's line.
+#[test]
+fn redirect_needs_one_ipv4_listen_address() {
+    let with_listen = |listen: &str, guard: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\n[imds]\nrole = \"piyo\"\nguard = \"{guard}\"\n\
+             {MINIMAL}allowed_users = [\"root\"]\n"
+        )
+    };
+    for listen in ["[::1]:9357", "[::1]:80"] {
+        let found = from_toml_with(&with_listen(listen, "redirect"), "h", &AnyName).unwrap_err();
+        let keys: Vec<(usize, &str)> = found.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert!(keys.contains(&(5, "imds.guard")), "{listen}: {found:?}");
+        assert!(found.iter().any(|p| p.message.contains("one IPv4 address")));
+    }
+    let elsewhere = from_toml_with(&with_listen("127.0.0.2:9357", "redirect"), "h", &AnyName);
+    assert!(elsewhere.is_ok(), "{elsewhere:?}");
+    let blocked = from_toml_with(&with_listen("[::1]:9357", "block"), "h", &AnyName);
+    assert!(blocked.is_ok(), "{blocked:?}");
+}
+
 #[test]
 fn max_connections_range() {
     let with = |n: &str| from_toml(&format!("[server]\nmax_connections = {n}\n{MINIMAL}"), "h");

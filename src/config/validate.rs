@@ -239,7 +239,12 @@ pub(super) fn validate(
     report_restrictions_without_lookup(&mut checker, raw);
     report_sessions_without_lookup(&mut checker, raw, &roles);
     let imds = match &raw.imds {
-        Some(table) => Some(validate_imds(&mut checker, table, &raw.roles)?),
+        Some(table) => Some(validate_imds(
+            &mut checker,
+            table,
+            &raw.roles,
+            server.listen,
+        )?),
         None => None,
     };
     let containers = (raw.containers.as_ref())
@@ -291,6 +296,7 @@ fn validate_imds(
     checker: &mut Checker<'_>,
     raw: &RawTable,
     roles: &[RawTable],
+    listen: SocketAddr,
 ) -> Option<ImdsConfig> {
     let names: Vec<&str> = roles.iter().filter_map(|role| role.str("name")).collect();
     let role = checker.required(raw, "role", |name| {
@@ -311,6 +317,11 @@ fn validate_imds(
     });
     let upstream = checker.optional(raw, "upstream", parse_endpoint);
     let guard = checker.optional(raw, "guard", parse_guard_mode);
+    if let (Some(GuardMode::Redirect), Some(value)) = (guard, raw.get("guard"))
+        && let Err(message) = redirect_target(listen)
+    {
+        checker.report(value.span().start, &raw.path("guard"), message);
+    }
     let exempt_users = checker.existing(raw, "exempt_users", NameKind::User);
     let exempt_groups = checker.existing(raw, "exempt_groups", NameKind::Group);
     Some(ImdsConfig {
@@ -320,6 +331,19 @@ fn validate_imds(
         exempt_users,
         exempt_groups,
     })
+}
+
+/// Where `guard = "redirect"` sends metadata traffic: the daemon's own listener, exactly, so
+/// that no other user can receive it on another address of the same port. Only a specific
+/// IPv4 address can be the destination of IPv4 traffic.
+pub fn redirect_target(listen: SocketAddr) -> Result<std::net::SocketAddrV4, String> {
+    match listen {
+        SocketAddr::V4(v4) if !v4.ip().is_unspecified() => Ok(v4),
+        _ => Err(format!(
+            "\"redirect\" sends IPv4 metadata traffic to server.listen, which must then be one \
+             IPv4 address (it is {listen}); use \"block\", or listen on 127.0.0.1"
+        )),
+    }
 }
 
 /// Whether role `name` is restricted to named users, groups or networks.

@@ -85,7 +85,7 @@ pub struct Listeners {
     /// status, metrics and instance metadata.
     pub main: Vec<TcpListener>,
     /// `[server] metrics_listen`: `/metrics` only, without the token.
-    pub metrics: Option<TcpListener>,
+    pub metrics: Option<MetricsListener>,
     /// `[containers] listen`: what the main listeners serve, for containers.
     pub containers: Vec<TcpListener>,
 }
@@ -98,6 +98,25 @@ impl Listeners {
             .collect::<Result<_, _>>()
             .context("cannot read a bound address")
     }
+}
+
+/// The metrics listener: bound (or passed by systemd), or to be bound once the address is free.
+/// Another user holding the port while the daemon was down must not stop it serving
+/// credentials: the bind is retried in the background.
+#[derive(Debug)]
+pub enum MetricsListener {
+    /// Listening.
+    Bound(TcpListener),
+    /// Not yet: the address was taken (or unavailable) at start.
+    Pending(SocketAddr),
+}
+
+/// How often a metrics address that could not be bound is tried again.
+pub const METRICS_BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Binds the metrics address.
+pub async fn bind_metrics(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    bind_to(address, "metrics_listen").await
 }
 
 /// Listening sockets systemd passed (socket activation), by the address each is bound to.
@@ -174,7 +193,19 @@ pub async fn bind(config: &Config, mut passed: Passed) -> anyhow::Result<Listene
         }
     }
     let metrics = match config.server.metrics_listen {
-        Some(address) => Some(take_or_bind(&mut passed, address, "metrics_listen").await?),
+        Some(address) => Some(match passed.take(address) {
+            Some(listener) => MetricsListener::Bound(take(listener)?),
+            None => match bind_metrics(address).await {
+                Ok(listener) => MetricsListener::Bound(listener),
+                Err(error) => {
+                    warn!(error = %format!("{error:#}"), retry_s = METRICS_BIND_RETRY.as_secs(),
+                        "the metrics listener is not up, and is tried again; credentials are \
+                         served meanwhile (hold its address in assume-roled.socket so that \
+                         nobody else can take it)");
+                    MetricsListener::Pending(address)
+                }
+            },
+        }),
         None => None,
     };
     let mut containers = Vec::new();

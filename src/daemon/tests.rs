@@ -93,7 +93,7 @@ impl Running {
             config,
             listeners: Listeners {
                 main: vec![main],
-                metrics,
+                metrics: metrics.map(setup::MetricsListener::Bound),
                 containers: Vec::new(),
             },
             sts: sts.clone(),
