@@ -14,6 +14,7 @@ use crate::accounts;
 use crate::config::{Config, Subject};
 use crate::credentials::Credentials;
 use crate::daemon::{self, Environment};
+use crate::guard::watch::GuardState;
 use crate::sts::{SdkSts, Sts};
 
 /// Whether the name service knows group `name` (what `summary` is given in production).
@@ -52,6 +53,22 @@ pub fn metadata_exposure(config: &Config, environment: &Environment) -> Option<S
              `assume-roled guard apply`\n"
         )
     })
+}
+
+/// The guard's line for `check`: what its watch last wrote, or, when the configuration asks
+/// for a guard and no watch has written anything, that nothing keeps it in place.
+pub fn guard_state(config: &Config, state: Option<GuardState>) -> Option<String> {
+    let guarded = (config.imds.as_ref()).is_some_and(|imds| imds.guard.is_some())
+        || config.containers.is_some();
+    match state {
+        Some(state) => Some(format!("{}\n", state.describe())),
+        None if guarded => Some(
+            "warning: metadata guard: no watch keeps it in place (a firewall reload removes \
+             it): systemctl enable --now assume-roled-guard\n"
+                .to_owned(),
+        ),
+        None => None,
+    }
 }
 
 /// Whether something at `address` answers an IMDSv2 token request with HTTP, quickly.

@@ -6,7 +6,7 @@
 //! loop); the expiry and session gauges are computed from the role table when scraped, so they
 //! are never stale and a role removed by a reload disappears.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -16,6 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::guard::watch::GuardState;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -48,6 +50,12 @@ pub struct Metrics {
     sessions: Family<RoleLabels, Gauge>,
     sts_latency: Histogram,
     connections: Gauge,
+    /// The metadata guard, as its watch last wrote it (`guard::watch`).
+    guard_in_place: Gauge,
+    guard_lockdown: Gauge,
+    guard_reapplied: Counter,
+    /// The watch's own count at the last scrape: the counter moves by the difference.
+    guard_reapplied_seen: AtomicU64,
     /// The counters of the answers nearly every request gets, found once: a lookup in
     /// `requests` takes its lock and hashes the labels.
     hot: [(RequestLabels, Counter); 2],
@@ -99,6 +107,25 @@ impl Metrics {
             "Client connections being served",
             connections.clone(),
         );
+        let (guard_in_place, guard_lockdown) = (Gauge::default(), Gauge::default());
+        let guard_reapplied = Counter::default();
+        registry.register(
+            "guard_in_place",
+            "1 when the metadata guard's watch has what the configuration asks for in place \
+             (0: the lockdown, a failure, or no watch running)",
+            guard_in_place.clone(),
+        );
+        registry.register(
+            "guard_lockdown",
+            "1 when the guard refuses metadata to all but root because the configuration \
+             cannot be used",
+            guard_lockdown.clone(),
+        );
+        registry.register(
+            "guard_reapplied",
+            "Times the guard's watch put its table back after it was removed or changed",
+            guard_reapplied.clone(),
+        );
         let hot = [("roles", 200), ("imds_credentials", 200)].map(|(route, status)| {
             let labels = RequestLabels { route, status };
             let counter = requests.get_or_create(&labels).clone();
@@ -113,7 +140,28 @@ impl Metrics {
             sessions,
             sts_latency,
             connections,
+            guard_in_place,
+            guard_lockdown,
+            guard_reapplied,
+            guard_reapplied_seen: AtomicU64::new(0),
         }
+    }
+
+    /// Sets the guard's series from what its watch last wrote (`None`: no watch).
+    fn guard(&self, state: Option<GuardState>) {
+        let state = state.unwrap_or_default();
+        self.guard_in_place.set(i64::from(state.in_place));
+        self.guard_lockdown.set(i64::from(state.lockdown));
+        let before = self
+            .guard_reapplied_seen
+            .swap(state.reapplied, Ordering::Relaxed);
+        // A restarted watch counts from zero again: all of its count is new.
+        let new = if state.reapplied >= before {
+            state.reapplied - before
+        } else {
+            state.reapplied
+        };
+        self.guard_reapplied.inc_by(new);
     }
 
     /// Counts one answered request; `route` comes from [`route_label`].
@@ -149,8 +197,10 @@ impl Metrics {
         &self,
         expiries: impl IntoIterator<Item = (&'a str, SystemTime)>,
         sessions: impl IntoIterator<Item = (&'a str, usize)>,
+        guard: Option<GuardState>,
         now: SystemTime,
     ) -> String {
+        self.guard(guard);
         self.sessions.clear();
         for (name, live) in sessions {
             let labels = RoleLabels {
@@ -206,6 +256,40 @@ mod tests {
         assert_eq!(route_label("/anything/else"), "other");
     }
 
+    /// The guard's series follow the watch's state file; a restarted watch (its count back to
+    /// a smaller number) adds its whole count, and the counter never goes down.
+    #[test]
+    fn guard_series_follow_the_watch() {
+        let metrics = Metrics::new();
+        let render = |state| metrics.render([], [], state, SystemTime::now());
+        let text = render(None);
+        assert!(text.contains("assume_roled_guard_in_place 0"), "{text}");
+        let state = |in_place, lockdown, reapplied| {
+            Some(GuardState {
+                in_place,
+                lockdown,
+                reapplied,
+            })
+        };
+        let text = render(state(true, false, 3));
+        assert!(text.contains("assume_roled_guard_in_place 1"), "{text}");
+        assert!(
+            text.contains("assume_roled_guard_reapplied_total 3"),
+            "{text}"
+        );
+        let text = render(state(false, true, 5));
+        assert!(text.contains("assume_roled_guard_lockdown 1"), "{text}");
+        assert!(
+            text.contains("assume_roled_guard_reapplied_total 5"),
+            "{text}"
+        );
+        let text = render(state(true, false, 1));
+        assert!(
+            text.contains("assume_roled_guard_reapplied_total 6"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn counters_appear_in_the_text() {
         let metrics = Metrics::new();
@@ -214,7 +298,7 @@ mod tests {
         metrics.request(route_label("/nope"), 401);
         metrics.refresh("piyo", "success", 0.02);
         metrics.connection_opened();
-        let text = metrics.render([], [("fuga", 3)], SystemTime::now());
+        let text = metrics.render([], [("fuga", 3)], None, SystemTime::now());
         assert!(
             text.contains("assume_roled_http_requests_total{route=\"roles\",status=\"200\"} 2"),
             "{text}"

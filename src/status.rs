@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::credentials::format_timestamp;
+use crate::guard::watch::GuardState;
 use crate::refresh::{RoleStatus, servable};
 use crate::roles::{RoleTable, Sessions};
 use crate::sessions::UserSessions;
@@ -71,6 +72,9 @@ pub fn state_of(status: &RoleStatus, now: SystemTime) -> State {
 pub struct Report {
     /// One entry per served role, by name.
     pub roles: Vec<RoleReport>,
+    /// The metadata guard, as its watch last wrote it; absent where no watch runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardState>,
 }
 
 /// One role's line of the report.
@@ -124,8 +128,8 @@ pub struct ErrorReport {
     pub message: String,
 }
 
-/// The report for every served role at `now`.
-pub fn report(table: &RoleTable, now: SystemTime) -> Report {
+/// The report for every served role at `now`, with the guard's state as its watch wrote it.
+pub fn report(table: &RoleTable, guard: Option<GuardState>, now: SystemTime) -> Report {
     let roles = table
         .iter()
         .map(|(name, entry)| {
@@ -136,7 +140,7 @@ pub fn report(table: &RoleTable, now: SystemTime) -> Report {
             }
         })
         .collect();
-    Report { roles }
+    Report { roles, guard }
 }
 
 fn role_report(name: &str, arn: String, status: &RoleStatus, now: SystemTime) -> RoleReport {
@@ -198,6 +202,10 @@ fn error_report(error: &StsError) -> ErrorReport {
 pub fn render(report: &Report) -> String {
     let dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
     let mut text = String::new();
+    if let Some(guard) = &report.guard {
+        text.push_str(&guard.describe());
+        text.push('\n');
+    }
     for role in &report.roles {
         text.push_str(&format!(
             "{}  {}  {}\n",
@@ -341,6 +349,7 @@ mod tests {
                 }),
                 sessions: Vec::new(),
             }],
+            guard: None,
         };
         let mut report = report;
         report.roles.push(RoleReport {
@@ -375,5 +384,16 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         assert!(json.contains("\"state\":\"failing\""), "{json}");
         assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+        report.guard = Some(GuardState {
+            in_place: false,
+            lockdown: true,
+            reapplied: 2,
+        });
+        let text = render(&report);
+        assert!(
+            text.starts_with("metadata guard: LOCKDOWN (the configuration cannot be used"),
+            "{text}"
+        );
+        assert!(text.contains("put back 2 times\npiyo  failing"), "{text}");
     }
 }

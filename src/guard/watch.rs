@@ -47,9 +47,10 @@ pub fn state_file() -> PathBuf {
 }
 
 /// What the watch last found, as the state file says it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuardState {
-    /// The table the configuration asks for is in place (the lockdown does not count).
+    /// What the configuration asks of the guard is in place: its table, or none when it asks
+    /// for none (the lockdown does not count).
     pub in_place: bool,
     /// The lockdown rules are in place.
     pub lockdown: bool,
@@ -83,6 +84,25 @@ impl GuardState {
             seen += 1;
         }
         (seen == 3).then_some(state)
+    }
+
+    /// One line for people (`status`, `check`).
+    pub fn describe(&self) -> String {
+        let kept = match self.reapplied {
+            0 => String::new(),
+            1 => ", put back once".to_owned(),
+            n => format!(", put back {n} times"),
+        };
+        match (self.in_place, self.lockdown) {
+            (true, _) => format!("metadata guard: in place{kept}"),
+            (false, true) => format!(
+                "metadata guard: LOCKDOWN (the configuration cannot be used; metadata refused to \
+                 all but root){kept}"
+            ),
+            (false, false) => {
+                format!("metadata guard: NOT in place (see journalctl -u assume-roled-guard){kept}")
+            }
+        }
     }
 
     /// The state the watch last wrote, if a watch runs (or ran) on this host.
@@ -181,7 +201,7 @@ impl Keeper {
             Ok(Enforced::Lockdown { cause }) => error!("{cause}; {LOCKDOWN_TEXT}"),
             Err(error) => error!(%error, "the guard could not be put in place"),
         }
-        self.state.in_place = matches!(enforced, Ok(Enforced::Rules(_)));
+        self.state.in_place = matches!(enforced, Ok(Enforced::Rules(_) | Enforced::Removed));
         self.state.lockdown = matches!(enforced, Ok(Enforced::Lockdown { .. }));
         self.expected = current_table();
         // Changed again between the apply and the listing (another flush): what was listed is
