@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The installed service under a real systemd. Boots Debian 12 in systemd-nspawn, sharing the
-# host's network so that moto and an instance-metadata double on the host's loopback are
-# reachable from inside, installs the .deb (packaging/build.sh, around the debug binary), and
-# checks what only systemd can show: the package makes the user and enables the units; the unit is active only once credentials exist; reload adds a role without
-# re-fetching the old one and survives a typo; a crash is restarted, a hung process is killed by
-# the watchdog, a bad configuration at start fails without a restart loop; the hardening is in
+# The installed service under a real systemd. Boots Debian 12 in systemd-nspawn inside a network
+# namespace of the test's own (the container shares it: moto and the instance-metadata doubles
+# on its loopback and at 169.254.169.254 are reachable from inside, and its nftables are the
+# namespace's, never this machine's), installs the .deb (packaging/build.sh, around the debug
+# binary), and checks what only systemd can show: the package makes the user and enables the
+# socket and the guard's watch; the guard's table is in place before network-pre.target with
+# the service disabled, is back within a second after every nftables reload and flush, and
+# fails closed on a broken configuration; the service is ready once its first STS attempt
+# ended, so a boot with STS unreachable is not held; reload adds a role without re-fetching
+# the old one and survives a typo; a crash is restarted, a hung process is killed by the
+# watchdog, a bad configuration at start fails without a restart loop; the hardening is in
 # force; the profile snippet serves members of the group only, and a role's own token file is
-# given to that role's group (through SupplementaryGroups=); the socket unit holds the port from
-# boot and across restarts, which no client notices; the metadata guard is installed by
-# ExecStartPre and outlives a stop; stop exits 0; an edited configuration survives an upgrade
-# and a removal, and purge deletes it.
+# given to that role's group (through SupplementaryGroups=); the socket unit holds the port
+# from boot and across restarts, which no client notices; status works as root and as a
+# member; stop exits 0; an edited configuration survives an upgrade and a removal, and purge
+# deletes it.
 #
 # Run by `make systemd-test` (as root; needs systemd-nspawn and debootstrap). The debootstrapped
 # root file system is cached in target/systemd-rootfs; each run works on a fresh copy. Its
@@ -32,12 +37,42 @@ apt_mirror() {
 MIRROR=${MIRROR:-$(apt_mirror)}
 UNIT=assume-roled
 
+[ "$(id -u)" = 0 ] || { echo "needs root (systemd-nspawn)" >&2; exit 1; }
+# The host of the test is a network namespace of its own: the container shares its network (so
+# moto and the metadata doubles on its loopback are reachable from inside, and the container's
+# nftables are the namespace's, never this machine's), with the instance metadata address on
+# its loopback. The root file system is made first, while the package mirror is reachable.
+if [ -z "${ASSUME_ROLED_SYSTEMD_NETNS:-}" ]; then
+  [ -n "$MIRROR" ] || { echo "no Debian mirror in /etc/apt/sources*: set MIRROR" >&2; exit 1; }
+  command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install debootstrap" >&2; exit 1; }
+  # A cache made before nftables was in the list is made again.
+  if [ ! -e "$ROOTFS_CACHE/.complete" ] || [ ! -x "$ROOTFS_CACHE/usr/sbin/nft" ]; then
+    printf '\n== debootstrapping Debian 12 into %s (once)\n' "$ROOTFS_CACHE"
+    rm -rf "$ROOTFS_CACHE"
+    log=$(mktemp)
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,nftables \
+      bookworm "$ROOTFS_CACHE" "$MIRROR" >"$log" 2>&1 ||
+      { tail -n 20 "$log"; echo "debootstrap failed" >&2; exit 1; }
+    rm -f "$log"
+    touch "$ROOTFS_CACHE/.complete"
+  fi
+  netns=ar-systemd-$$
+  ip netns add "$netns"
+  ip -n "$netns" link set lo up
+  ip -n "$netns" addr add 169.254.169.254/32 dev lo
+  status=0
+  # nsenter, not `ip netns exec`: that one also remounts /sys, and with it the cgroup file
+  # system systemd-nspawn needs.
+  ASSUME_ROLED_SYSTEMD_NETNS=$netns nsenter --net="/run/netns/$netns" "$0" "$@" || status=$?
+  ip netns delete "$netns"
+  exit "$status"
+fi
+
 work=$(mktemp -d /var/tmp/assume-roled-systemd.XXXXXX)
 pids=()
 nspawn_pid=""
 leader=""
 checks=0
-guard_installed=""
 
 cleanup() {
   if [ -n "$leader" ]; then inside systemctl poweroff >/dev/null 2>&1 || true; fi
@@ -47,9 +82,6 @@ cleanup() {
     wait "$nspawn_pid" 2>/dev/null || true
   fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  # The container shares the host's network, so the guard's table is the host's: never leave
-  # the one this test installed (and never touch one it did not).
-  if [ -n "$guard_installed" ]; then nft delete table inet assume_roled 2>/dev/null || true; fi
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -94,23 +126,12 @@ write_config() {
   } >"$root/etc/assume-roled/config.toml"
 }
 
-[ "$(id -u)" = 0 ] || fail "needs root (systemd-nspawn)"
-[ -n "$MIRROR" ] || fail "no Debian mirror in /etc/apt/sources*: set MIRROR"
 for tool in systemd-nspawn debootstrap nsenter curl; do
   command -v "$tool" >/dev/null || fail "$tool is missing: apt-get install systemd-container debootstrap util-linux curl"
 done
 [ -x "$BIN" ] || fail "$BIN is missing: run cargo build"
 [ -x "$VENV/bin/moto_server" ] || fail "$VENV is missing: run make venv"
 
-# A cache made before nftables was in the list is made again.
-if [ ! -e "$ROOTFS_CACHE/.complete" ] || [ ! -x "$ROOTFS_CACHE/usr/sbin/nft" ]; then
-  say "debootstrapping Debian 12 into $ROOTFS_CACHE (once)"
-  rm -rf "$ROOTFS_CACHE"
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,nftables \
-    bookworm "$ROOTFS_CACHE" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
-    { tail -n 20 "$work/debootstrap.log"; fail "debootstrap failed"; }
-  touch "$ROOTFS_CACHE/.complete"
-fi
 root=$work/root
 cp -a "$ROOTFS_CACHE" "$root"
 
@@ -143,7 +164,15 @@ systemd-nspawn --directory="$root" --register=no --keep-unit --quiet --pipe dpkg
 grep -q '^assume-roled:' "$root/etc/passwd" && grep -q '^assume-roled:' "$root/etc/group" ||
   fail "the package did not make the user and group"
 ok "the .deb installs: user and group assume-roled, /etc/assume-roled/config.toml"
+# The test users exist before the first boot (a member of group assume-roled, and another).
+systemd-nspawn --directory="$root" --register=no --keep-unit --quiet --pipe sh -c \
+  'useradd --create-home --shell /bin/bash --groups assume-roled member &&
+   useradd --create-home --shell /bin/bash outsider' >>"$work/dpkg.log" 2>&1 ||
+  { cat "$work/dpkg.log"; fail "useradd failed"; }
+# The metadata guard is configured from the first boot on.
+guard_lines() { printf 'allowed_users = ["root", "member"]\n[imds]\nrole = "piyo"\nguard = "redirect"\n'; }
 write_config piyo
+guard_lines >>"$root/etc/assume-roled/config.toml"
 mkdir -p "$root/etc/systemd/system/$UNIT.service.d"
 cat >"$root/etc/systemd/system/$UNIT.service.d/test.conf" <<EOF
 [Service]
@@ -164,17 +193,62 @@ can_bind() {
     "$1" "$2" 2>/dev/null
 }
 
-say "booting systemd in a container"
-# CAP_NET_ADMIN: the unit's ExecStartPre installs the metadata guard's nftables table (in the
-# host's network namespace, which the container shares; the cleanup removes it).
-systemd-nspawn --directory="$root" --boot --register=no --keep-unit --console=pipe --quiet \
-  --capability=CAP_NET_ADMIN \
-  >"$work/boot.log" 2>&1 &
-nspawn_pid=$!
-wait_until 30 pgrep -P "$nspawn_pid" || fail "the container did not start"
-leader=$(pgrep -P "$nspawn_pid" | head -n 1)
 booted() { case "$(inside systemctl is-system-running 2>/dev/null)" in running | degraded) return 0 ;; esac; return 1; }
-wait_until 60 booted || fail "the container did not finish booting"
+# boot: starts the container's systemd and waits until it finished booting.
+# CAP_NET_ADMIN: the guard's unit and the daemon's ExecStartPre install the metadata guard's
+# nftables table (in the test host's network namespace, which the container shares).
+boot() {
+  systemd-nspawn --directory="$root" --boot --register=no --keep-unit --console=pipe --quiet \
+    --capability=CAP_NET_ADMIN \
+    >>"$work/boot.log" 2>&1 &
+  nspawn_pid=$!
+  wait_until 30 pgrep -P "$nspawn_pid" || fail "the container did not start"
+  leader=$(pgrep -P "$nspawn_pid" | head -n 1)
+  wait_until 90 booted || fail "the container did not finish booting: $(inside systemctl list-jobs 2>&1 | head)"
+}
+# poweroff: shuts the container down and waits for it.
+poweroff() {
+  inside systemctl poweroff >/dev/null 2>&1 || true
+  for _ in $(seq 150); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
+  ! kill -0 "$nspawn_pid" 2>/dev/null || fail "the container did not power off"
+  wait "$nspawn_pid" 2>/dev/null || true
+  nspawn_pid="" leader=""
+}
+# monotonic UNIT PROPERTY: a unit's (or, without a unit, the manager's) monotonic timestamp, µs.
+monotonic() { inside systemctl show -p "$2" --value ${1:+"$1"}; }
+# instance_keys_as USER: the AccessKeyId lines USER reads from the instance metadata address as
+# the instance role's credentials (IMDSv2, with bash's /dev/tcp); nothing if refused or if the
+# daemon answered instead (it serves no hoge-ec2-role).
+instance_keys_as() {
+  inside su -s /bin/bash - "$1" -c 'exec 3<>/dev/tcp/169.254.169.254/80 || exit 0
+    printf "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nConnection: close\r\n\r\n" >&3
+    token=$(cat <&3 | tail -n 1)
+    exec 4<>/dev/tcp/169.254.169.254/80 || exit 0
+    printf "GET /latest/meta-data/iam/security-credentials/hoge-ec2-role HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token: %s\r\nConnection: close\r\n\r\n" "$token" >&4
+    cat <&4' 2>/dev/null | grep AccessKeyId || true
+}
+# guard_back_ms: waits for the guard's table (at most 5 s) and prints how long it took, in ms.
+guard_back_ms() {
+  local started now
+  started=$(date +%s%N)
+  until nft list table inet assume_roled >/dev/null 2>&1; do
+    now=$(date +%s%N)
+    [ $(((now - started) / 1000000)) -lt 5000 ] || break
+    sleep 0.002
+  done
+  echo $((($(date +%s%N) - started) / 1000000))
+}
+# median_and_worst: of the numbers on stdin.
+median_and_worst() { sort -n | awk '{ v[NR] = $1 } END { printf "median %d ms, worst %d ms", v[int((NR + 1) / 2)], v[NR] }'; }
+worst_of() { sort -n | tail -n 1; }
+
+say "booting systemd in a container"
+# The metadata double the guard stands in front of, at the instance metadata address.
+"$VENV/bin/python" "$ROOT/tests/support/imds_double.py" "$host_credentials" 169.254.169.254:80 \
+  >"$work/imds80.port" 2>"$work/imds80.log" &
+pids+=($!)
+wait_until 20 test -s "$work/imds80.port" || fail "the metadata double on 169.254.169.254:80 did not start"
+boot
 ok "systemd $(inside systemctl --version | head -n 1 | cut -d' ' -f2) booted"
 
 say "the socket unit holds the port"
@@ -189,19 +263,39 @@ is_state inactive || fail "the service is $(inside systemctl is-active "$UNIT") 
   fail "another user could bind the port before the service started"
 ok "from boot, systemd holds 127.0.0.1:$listen_port and [::1]:$listen_port; no other user can bind them; the package enabled the socket, not the service"
 
-say "readiness follows credentials"
-# What the README asks of the operator once the configuration names the real role.
-inside systemctl enable --now --no-block "$UNIT" >/dev/null 2>&1
-wait_until 30 journal_has "refresh failed" || fail "the daemon did not try STS"
-is_state activating || fail "the unit is $(inside systemctl is-active $UNIT) before it has credentials"
+say "the metadata guard from boot, the service disabled"
+[ "$(inside systemctl is-enabled assume-roled-guard.service)" = enabled ] || fail "the package did not enable the guard's unit"
+[ "$(inside systemctl is-active assume-roled-guard.service)" = active ] || fail "the guard's unit is $(inside systemctl is-active assume-roled-guard.service)"
+guard_ready=$(monotonic assume-roled-guard.service ActiveEnterTimestampMonotonic)
+network_pre=$(monotonic network-pre.target ActiveEnterTimestampMonotonic)
+[ "$guard_ready" -gt 0 ] && [ "$network_pre" -ge "$guard_ready" ] ||
+  fail "the guard was ready at $guard_ready µs, network-pre.target at $network_pre µs"
+rules=$(nft list table inet assume_roled) || fail "no guard table after boot"
+grep -q "dnat ip to 127.0.0.1:$listen_port" <<<"$rules" || fail "the boot's table: $rules"
+[ -n "$(instance_keys_as root)" ] || fail "root cannot read the instance metadata (the double is not there?)"
+[ -z "$(instance_keys_as outsider)" ] || fail "a test user read the instance role's keys"
+ok "the guard's table is in place from boot, with the service disabled: the watch was ready $((network_pre - guard_ready)) µs before network-pre.target was reached; a test user gets no instance keys, root does"
+# The test user's redirected request started the daemon through the socket: stopped again.
+inside systemctl stop "$UNIT"
+
+say "readiness does not wait for STS"
+# What the README asks of the operator once the configuration names the real role. `start`
+# returns at READY=1: once the first STS attempt has ended, here with an error.
+inside systemctl enable "$UNIT" >/dev/null 2>&1
+started=$(date +%s%N)
+inside systemctl start "$UNIT" || fail "start failed while STS is unreachable: $(journal | tail -n 5)"
+start_ms=$((($(date +%s%N) - started) / 1000000))
+is_state active || fail "the unit is $(inside systemctl is-active $UNIT)"
+journal_has "refresh failed" || fail "the daemon did not try STS"
 status_is() { [[ "$(property StatusText)" == $1 ]]; }
 wait_until 10 status_is "waiting for STS: piyo: Unreachable" || fail "status: $(property StatusText)"
-ok "activating while STS is unreachable, status: $(property StatusText)"
+[ "$(fetch piyo)" = 503 ] && grep -q Unreachable "$work/answer" || fail "before credentials: $(cat "$work/answer")"
+ok "active ${start_ms} ms after start while STS is unreachable (READY=1 once the first attempt ended); a client gets 503 naming the cause; status: $(property StatusText)"
 "$VENV/bin/python" "$ROOT/tests/support/gate.py" "$gate_port" "$moto_port" >/dev/null 2>&1 &
-pids+=($!)
-wait_until 60 is_state active || fail "the unit did not become active once STS answered"
-wait_until 10 status_is "serving 1 role, credentials valid until *" || fail "status: $(property StatusText)"
-ok "active once credentials exist, status: $(property StatusText)"
+gate_pid=$!
+pids+=($gate_pid)
+wait_until 60 status_is "serving 1 role, credentials valid until *" || fail "status: $(property StatusText)"
+ok "credentials once STS answers, status: $(property StatusText)"
 [ "$(fetch piyo)" = 200 ] && grep -q '"AccessKeyId":"ASIA' "$work/answer" || fail "no credentials served"
 journal_has "source identity arn=arn:aws:sts::111122223333:assumed-role/hoge-ec2-role/" ||
   fail "the source identity is not the instance profile's"
@@ -229,8 +323,6 @@ grep -q '^Seccomp:[[:space:]]*2$' <<<"$status" || fail "no system call filter"
 ok "runs as assume-roled with no capabilities, no new privileges, a system call filter"
 
 say "profile snippet"
-inside useradd --create-home --shell /bin/bash --groups assume-roled member
-inside useradd --create-home outsider
 member_uri=$(inside su - member -c 'printf %s "$AWS_CONTAINER_CREDENTIALS_FULL_URI"')
 [ "$member_uri" = "http://127.0.0.1:$listen_port/roles/piyo" ] || fail "member got '$member_uri'"
 member_token=$(inside su - member -c 'cat "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"')
@@ -370,23 +462,60 @@ daemon_uid=$(inside id -u assume-roled)
 write_config piyo
 printf 'allowed_users = ["member"]\n[imds]\nrole = "piyo"\nguard = "redirect"\nexempt_users = ["member"]\n' \
   >>"$root/etc/assume-roled/config.toml"
-! nft list table inet assume_roled >/dev/null 2>&1 || fail "a guard table was there before the test"
 inside systemctl reset-failed "$UNIT"
-guard_installed=1
 inside systemctl start "$UNIT"
 is_state active || fail "did not start with the guard configured"
-# The container shares the host's network: its nftables are the host's.
-rules=$(nft list table inet assume_roled) || fail "ExecStartPre did not install the guard's table"
-grep -q "ip daddr 169.254.169.254 tcp dport 80 redirect to :$listen_port" <<<"$rules" ||
+# The container shares the test host's network: its nftables are the namespace's.
+rules=$(nft list table inet assume_roled) || fail "no guard table"
+grep -q "ip daddr 169.254.169.254 tcp dport 80 dnat ip to 127.0.0.1:$listen_port" <<<"$rules" ||
   fail "no redirect to the listener: $rules"
 exempt=$(grep -m 1 'meta skuid' <<<"$rules")
 for uid in 0 "$daemon_uid" "$member_uid"; do
   grep -Eq "[{ ]$uid[ ,}]" <<<"$exempt" || fail "uid $uid is not exempt: $exempt"
 done
-ok "ExecStartPre installed the guard as root: metadata redirected to the listener; root, the daemon's user ($daemon_uid) and the exempt user ($member_uid) keep it"
+ok "the guard follows the configuration (ExecStartPre, and the watch): metadata redirected to the listener; root, the daemon's user ($daemon_uid) and the exempt user ($member_uid) keep it"
 inside systemctl stop "$UNIT"
 nft list table inet assume_roled >/dev/null 2>&1 || fail "the guard went away with the daemon"
 ok "the guard stays when the daemon stops (redirected connections are refused, not passed on)"
+
+say "the guard is kept through firewall reloads"
+inside systemctl start "$UNIT"
+# Debian's stock /etc/nftables.conf begins with `flush ruleset`: each reload removes every table.
+grep -q '^flush ruleset' "$root/etc/nftables.conf" || fail "the stock nftables.conf does not flush"
+inside systemctl enable --now nftables >/dev/null 2>&1 || fail "nftables.service did not start"
+wait_until 5 nft list table inet assume_roled || fail "the table was not put back after nftables started"
+for _ in $(seq 20); do
+  inside systemctl reload nftables || fail "systemctl reload nftables failed"
+  guard_back_ms >>"$work/reload.ms"
+done
+for _ in $(seq 20); do
+  nft flush ruleset
+  guard_back_ms >>"$work/flush.ms"
+done
+[ "$(worst_of <"$work/reload.ms")" -lt 1000 ] && [ "$(worst_of <"$work/flush.ms")" -lt 1000 ] ||
+  fail "the table was gone for a second or more: reloads $(tr '\n' ' ' <"$work/reload.ms"), flushes $(tr '\n' ' ' <"$work/flush.ms")"
+[ -z "$(instance_keys_as outsider)" ] || fail "a test user read the instance role's keys"
+put_back=$(inside journalctl -u assume-roled-guard --no-pager -o cat | grep -c 'putting it back' || true)
+[ "$put_back" -ge 40 ] || fail "the watch logged $put_back put-backs"
+metrics=$(curl -s -H "Authorization: $(token)" "http://127.0.0.1:$listen_port/metrics")
+grep -q '^assume_roled_guard_in_place 1$' <<<"$metrics" || fail "metrics: $(grep guard <<<"$metrics")"
+reapplied=$(sed -n 's/^assume_roled_guard_reapplied_total \([0-9]*\)$/\1/p' <<<"$metrics")
+[ "${reapplied:-0}" -ge 40 ] || fail "metrics: $(grep guard <<<"$metrics")"
+inside assume-roled status | grep -q "^metadata guard: in place, put back [0-9]* times$" ||
+  fail "status: $(inside assume-roled status 2>&1 | head -n 2)"
+ok "20 nftables reloads (stock nftables.conf): table back after $(median_and_worst <"$work/reload.ms"); 20 \`nft flush ruleset\`: $(median_and_worst <"$work/flush.ms"); each put back is a warning, assume_roled_guard_reapplied_total $reapplied, status says so"
+echo 'this is = = not TOML' >>"$root/etc/assume-roled/config.toml"
+inside systemctl reload assume-roled-guard
+locked() { inside journalctl -u assume-roled-guard --no-pager -o cat | grep -q 'refused to every user but root'; }
+wait_until 10 locked || fail "the watch did not lock down on a broken configuration"
+[ -z "$(instance_keys_as member)" ] || fail "a formerly exempt user read the instance keys under the lockdown"
+[ -z "$(instance_keys_as outsider)" ] || fail "a test user read the instance role's keys under the lockdown"
+[ -n "$(instance_keys_as root)" ] || fail "root lost the instance metadata under the lockdown"
+nft flush ruleset
+guard_back_ms >/dev/null
+[ -z "$(instance_keys_as outsider)" ] || fail "the lockdown was not put back after a flush"
+ok "a configuration the watch cannot use puts the lockdown in place (root only), and it is kept too"
+inside systemctl disable --now nftables >/dev/null 2>&1 || true
 
 say "stop"
 write_config piyo
@@ -400,6 +529,30 @@ inside systemctl stop "$UNIT"
 one_more_sigterm() { [ "$(sigterms)" -gt "$before" ]; }
 wait_until 10 one_more_sigterm || fail "SIGTERM was not logged"
 ok "systemctl stop drains and exits 0"
+
+say "a boot with STS unreachable and the service enabled"
+kill "$gate_pid"
+wait "$gate_pid" 2>/dev/null || true
+write_config piyo
+guard_lines >>"$root/etc/assume-roled/config.toml"
+inside systemctl enable "$UNIT" >/dev/null 2>&1
+poweroff
+started=$(date +%s%N)
+boot
+multi_user() { [ "$(inside systemctl is-active multi-user.target)" = active ]; }
+wait_until 150 multi_user || fail "multi-user.target was not reached"
+boot_ms=$((($(date +%s%N) - started) / 1000000))
+[ "$boot_ms" -lt 60000 ] || fail "the boot took $boot_ms ms"
+is_state active || fail "the service is $(inside systemctl is-active $UNIT) after the boot"
+wait_until 10 status_is "waiting for STS: piyo: Unreachable" || fail "status: $(property StatusText)"
+nft list table inet assume_roled >/dev/null || fail "no guard table after the boot"
+[ -z "$(instance_keys_as outsider)" ] || fail "a test user read the instance role's keys"
+ok "with STS unreachable, the boot reached multi-user.target in $boot_ms ms (the start timeout is 120 s); the service is active and says why it has no credentials"
+"$VENV/bin/python" "$ROOT/tests/support/gate.py" "$gate_port" "$moto_port" >/dev/null 2>&1 &
+gate_pid=$!
+pids+=($gate_pid)
+wait_until 60 status_is "serving 1 role, credentials valid until *" || fail "status: $(property StatusText)"
+ok "credentials arrive once STS answers, status: $(property StatusText)"
 
 say "package: upgrade, removal, purge"
 echo '# kept: edited by the operator' >>"$root/etc/assume-roled/config.toml"
@@ -419,7 +572,9 @@ is_state inactive || fail "the service is $(inside systemctl is-active $UNIT) af
 [ "$(inside systemctl is-active "$UNIT.socket" || true)" = inactive ] || fail "the socket is still held"
 grep -q '^# kept: edited by the operator$' "$root/etc/assume-roled/config.toml" ||
   fail "removal lost the edited configuration"
-ok "removal stops the service and the socket and keeps the configuration"
+[ "$(inside systemctl is-active assume-roled-guard || true)" = inactive ] || fail "the guard's watch is still running"
+! nft list table inet assume_roled >/dev/null 2>&1 || fail "removal left the guard's table"
+ok "removal stops the service, the socket and the guard's watch, removes the guard's table, and keeps the configuration"
 inside dpkg -P assume-roled >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "purge failed"; }
 [ ! -e "$root/etc/assume-roled" ] && [ ! -e "$root/var/lib/assume-roled" ] ||
   fail "purge left $(ls -d "$root/etc/assume-roled" "$root/var/lib/assume-roled" 2>/dev/null)"
