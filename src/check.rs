@@ -14,7 +14,7 @@ use crate::accounts;
 use crate::config::{Config, Subject};
 use crate::credentials::Credentials;
 use crate::daemon::{self, Environment};
-use crate::guard::watch::GuardState;
+use crate::guard_state::GuardState;
 use crate::sts::{SdkSts, Sts};
 
 /// Whether the name service knows group `name` (what `summary` is given in production).
@@ -57,7 +57,8 @@ pub fn metadata_exposure(config: &Config, environment: &Environment) -> Option<S
 
 /// The guard's line for `check`: what its watch last wrote, or, when the configuration asks
 /// for a guard and no watch has written anything, that nothing keeps it in place.
-pub fn guard_state(config: &Config, state: Option<GuardState>) -> Option<String> {
+pub fn guard_state(config: &Config) -> Option<String> {
+    let state = GuardState::read();
     let guarded = (config.imds.as_ref()).is_some_and(|imds| imds.guard.is_some())
         || config.containers.is_some();
     match state {

@@ -17,8 +17,7 @@
 //!   off when STS fails; it publishes the session's status on a `watch` channel; `sessions` holds
 //!   the per-user sessions of a role whose session name names the user, started by each user's
 //!   first request and dropped when unused;
-//! - [`guard`] installs the firewall rules that keep local users from the real instance
-//!   metadata; `token` creates and checks the token files clients read; `roles` is the table of served
+//! - `token` creates and checks the token files clients read; `roles` is the table of served
 //!   roles handlers read; `supervisor` owns the refresher tasks, writes that table and applies
 //!   reloads;
 //! - `sockdiag` asks the kernel who owns a socket; `peer` turns that into the local user of a
@@ -29,6 +28,9 @@
 //!   (never passing the instance's own `iam/` through); [`status`] is the operator's report
 //!   (and the `status` command); `server` checks host, origin and token before routing and
 //!   answers from what the refreshers published: it never calls STS;
+//! - [`guard`] installs the firewall rules that keep local users from the real instance
+//!   metadata, fails closed, and keeps them in place (`guard watch`); `guard_state` is what the
+//!   watch last found, which metrics, `status` and `check` show;
 //! - `notify` tells systemd about readiness, status and liveness; [`daemon`] wires it all from
 //!   the parts its caller hands in and joins its tasks; [`signals`] turns signals into
 //!   cancellation and reload requests;
@@ -49,12 +51,12 @@ mod accounts;
 pub mod config;
 mod clock;
 mod credentials;
+mod guard_state;
 mod metrics;
 mod sts;
 mod refresh;
 mod sessions;
 mod token;
-pub mod guard;
 mod roles;
 mod supervisor;
 mod sockdiag;
@@ -67,6 +69,7 @@ mod imds;
 pub mod status;
 mod server;
 mod notify;
+pub mod guard;
 pub mod env;
 pub mod daemon;
 pub mod signals;

@@ -177,8 +177,7 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             if let Some(warning) = check::metadata_exposure(&loaded, &environment) {
                 print!("{warning}");
             }
-            let guard = guard::watch::GuardState::read();
-            if let Some(line) = check::guard_state(&loaded, guard) {
+            if let Some(line) = check::guard_state(&loaded) {
                 print!("{line}");
             }
             if assume {

@@ -492,7 +492,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// The operator's report (`assume-roled status`); behind the token like the credentials.
 async fn status_report(State(state): State<AppState>) -> Response {
     let now = state.inner.clock.now();
-    let guard = crate::guard::watch::GuardState::read();
+    let guard = crate::guard_state::GuardState::read();
     let report = status::report(&state.inner.roles.borrow(), guard, now);
     let value = serde_json::to_value(report).expect("the report serialises");
     json_response(StatusCode::OK, value)
@@ -523,7 +523,7 @@ fn render_metrics(
             Sessions::Shared(_) => None,
         })
         .collect();
-    let guard = crate::guard::watch::GuardState::read();
+    let guard = crate::guard_state::GuardState::read();
     let text = metrics.render(expiries, sessions, guard, clock.now());
     typed_response(text, metrics::CONTENT_TYPE)
 }

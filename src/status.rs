@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::credentials::format_timestamp;
-use crate::guard::watch::GuardState;
+use crate::guard_state::GuardState;
 use crate::refresh::{RoleStatus, servable};
 use crate::roles::{RoleTable, Sessions};
 use crate::sessions::UserSessions;
