@@ -409,7 +409,6 @@ fn listener_options(config: &Config) -> listener::Options {
     }
 }
 
-/// The metadata endpoint, when `[imds]` names a role.
 /// The metrics listener once it listens: at once, or once its address could be bound (tried
 /// every few seconds); `None` if the daemon stops first.
 async fn metrics_listener(
@@ -432,6 +431,7 @@ async fn metrics_listener(
     }
 }
 
+/// The metadata endpoint, when `[imds]` names a role.
 fn metadata_endpoint(
     config: &Config,
     upstream: Option<Upstream>,

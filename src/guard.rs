@@ -30,7 +30,14 @@
 //! is touched. `nft` rather than a netlink library: it is the reference implementation, present
 //! wherever nftables is, its transactions are atomic, and the daemon needs nothing but one
 //! table of a few lines, with no value in it that needs quoting. The daemon itself never
-//! touches the firewall: `assume-roled guard apply` runs as root before it starts.
+//! touches the firewall: `assume-roled guard apply` (as root, before it starts) and
+//! `guard watch` ([`watch`], as root with `CAP_NET_ADMIN` alone) do.
+//!
+//! The guard fails closed: a configuration it cannot use, or rules that cannot be installed,
+//! put [`lockdown_rules`] in place. In redirect mode it also refuses, in the filter chain, any
+//! metadata connection that was not redirected (one made while the table was briefly gone
+//! lives on in connection tracking without the NAT), and a redirect whose destination another
+//! user holds is installed as a block ([`squatted`]).
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
@@ -168,11 +175,17 @@ fn local_chains(rules: &LocalRules) -> String {
     let exempt = exempt_lines(rules);
     let refuse_v6 = format!("ip6 daddr {METADATA_V6} tcp dport 80 reject with tcp reset");
     let (nat, refused) = match (rules.mode, rules.target) {
+        // The filter chain sees redirected packets with the listener as destination: what
+        // still goes to the metadata address is a connection made while the table was gone,
+        // which connection tracking would keep un-redirected. It is cut.
         (GuardMode::Redirect, Some(target)) => (
             Some(format!(
                 "ip daddr {METADATA_V4} tcp dport 80 dnat ip to {target}"
             )),
-            vec![refuse_v6],
+            vec![
+                format!("ip daddr {METADATA_V4} tcp dport 80 reject with tcp reset"),
+                refuse_v6,
+            ],
         ),
         // Nowhere to redirect to (the configuration refuses that): refused, as in block.
         (GuardMode::Redirect, None) | (GuardMode::Block, _) => (
@@ -359,7 +372,11 @@ impl Desired {
     pub fn from_config(config: &Config) -> Self {
         match rules_for(config) {
             Ok((rules, warnings)) => Desired::Rules { rules, warnings },
-            Err(_) => Desired::Nothing,
+            Err(GuardError::NotConfigured) => Desired::Nothing,
+            // Never "no table" for a failure: the guard fails closed.
+            Err(error) => Desired::Lockdown {
+                cause: error.to_string(),
+            },
         }
     }
 
@@ -384,19 +401,78 @@ pub enum Enforced {
     },
 }
 
+/// Whether `desired` redirects to an address where another user's listener would receive the
+/// connections: while the daemon and its socket are down, anyone may bind its port.
+pub fn squatted(desired: &Desired) -> bool {
+    let Desired::Rules { rules, .. } = desired else {
+        return false;
+    };
+    let Some(target) = rules.local.as_ref().and_then(|local| match local.mode {
+        GuardMode::Redirect => local.target,
+        GuardMode::Block => None,
+    }) else {
+        return false;
+    };
+    let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+    let mut trusted = vec![0];
+    trusted.extend(accounts::user_id(DAEMON_USER));
+    foreign_listener(
+        &read("/proc/net/tcp"),
+        &read("/proc/net/tcp6"),
+        target,
+        &trusted,
+    )
+}
+
+/// Whether the listener that would accept connections to `target`, as the kernel's tables
+/// `tcp` and `tcp6` list them, belongs to a uid not in `trusted`. The kernel prefers a listener
+/// on the address itself (or its IPv4-mapped form) to one on every address (`0.0.0.0`, `::`).
+pub fn foreign_listener(tcp: &str, tcp6: &str, target: SocketAddrV4, trusted: &[u32]) -> bool {
+    let port = format!(":{:04X}", target.port());
+    let exact_v4 = format!("{:08X}{port}", u32::from_le_bytes(target.ip().octets()));
+    let octets = target.ip().octets();
+    let exact_v6 = format!(
+        "0000000000000000FFFF0000{:08X}{port}",
+        u32::from_le_bytes(octets)
+    );
+    let any_v4 = format!("00000000{port}");
+    let any_v6 = format!("{}{port}", "0".repeat(32));
+    // (exact, uid) of each listener on the port.
+    let listeners: Vec<(bool, u32)> = tcp
+        .lines()
+        .chain(tcp6.lines())
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, uid) = (fields.get(1)?, fields.get(3)?, fields.get(7)?);
+            if *state != "0A" {
+                return None;
+            }
+            let exact = *local == exact_v4 || *local == exact_v6;
+            let any = *local == any_v4 || *local == any_v6;
+            (exact || any).then(|| Some((exact, uid.parse().ok()?)))?
+        })
+        .collect();
+    let foreign = |&(_, uid): &(bool, u32)| !trusted.contains(&uid);
+    match listeners
+        .iter()
+        .filter(|(exact, _)| *exact)
+        .collect::<Vec<_>>()
+    {
+        exact if !exact.is_empty() => exact.into_iter().any(foreign),
+        _ => listeners.iter().any(foreign),
+    }
+}
+
 /// Makes the firewall and the daemon's link match `desired`, failing closed: when the rules
 /// asked for cannot be installed, the lockdown rules are. An error means not even those could
-/// be (no nft, no right to change the firewall) and the table is as it was.
+/// be (no nft, no right to change the firewall) and the table is as it was. A redirect whose
+/// destination another user holds ([`squatted`]) is installed as a block until they let go.
 pub fn enforce(desired: &Desired) -> Result<Enforced, GuardError> {
     match desired {
-        Desired::Rules { rules, .. } => match install(rules) {
-            Ok(()) => Ok(Enforced::Rules(rules.clone())),
-            Err(error) => {
-                let cause = format!("the rules could not be installed: {error}");
-                run_nft(&ruleset(&lockdown_rules())).map_err(|_| error)?;
-                Ok(Enforced::Lockdown { cause })
-            }
-        },
+        Desired::Rules { rules, .. } => {
+            let rules = unsquatted(rules, squatted(desired));
+            install_or_lock_down(rules)
+        }
         Desired::Nothing => {
             // Removing what an earlier configuration installed is best effort: without
             // nftables, or without the right to change the firewall (a container), there is
@@ -415,6 +491,32 @@ pub fn enforce(desired: &Desired) -> Result<Enforced, GuardError> {
             })
         }
     }
+}
+
+/// Installs `rules`, or the lockdown when they cannot be installed.
+fn install_or_lock_down(rules: Rules) -> Result<Enforced, GuardError> {
+    match install(&rules) {
+        Ok(()) => Ok(Enforced::Rules(rules)),
+        Err(error) => {
+            let cause = format!("the rules could not be installed: {error}");
+            run_nft(&ruleset(&lockdown_rules())).map_err(|_| error)?;
+            Ok(Enforced::Lockdown { cause })
+        }
+    }
+}
+
+/// `rules`, with the redirect made a block when another user holds its destination.
+fn unsquatted(rules: &Rules, squatted: bool) -> Rules {
+    let mut rules = rules.clone();
+    if let Some(local) = rules.local.as_mut().filter(|_| squatted) {
+        eprintln!(
+            "assume-roled: another user listens where the redirect would send metadata \
+             requests ({}): refusing them instead until the daemon holds its address",
+            local.target.map_or_else(String::new, |t| t.to_string())
+        );
+        local.mode = GuardMode::Block;
+    }
+    rules
 }
 
 fn install(rules: &Rules) -> Result<(), GuardError> {
@@ -502,7 +604,14 @@ mod tests {
             \t\tip daddr 169.254.169.254 tcp dport 80 dnat ip to 127.0.0.1:9357\n\t}\n";
         assert!(text.contains(expected), "{text}");
         assert!(text.contains("ip6 daddr fd00:ec2::254 tcp dport 80 reject with tcp reset"));
-        assert!(!text.contains("ip daddr 169.254.169.254 tcp dport 80 reject"));
+        // A connection that escaped the redirect (made while the table was gone) is cut, in
+        // the filter chain, after the exemptions.
+        let filter = &text[text.find("chain metadata_refuse").unwrap()..];
+        let exempt = filter.find("meta skuid").unwrap();
+        let cut = filter
+            .find("ip daddr 169.254.169.254 tcp dport 80 reject with tcp reset")
+            .unwrap();
+        assert!(exempt < cut, "{filter}");
     }
 
     /// The lockdown (a configuration the guard cannot use) refuses metadata to every local
@@ -535,6 +644,59 @@ mod tests {
         assert!(text.contains(
             "iifname != \"lo\" ip daddr 169.254.169.254 tcp dport 80 reject with tcp reset"
         ));
+    }
+
+    /// The listener that would receive redirected connections: one on the address itself wins
+    /// over one on every address; only root's and the daemon's are trusted.
+    #[test]
+    fn a_foreign_listener_on_the_redirect_target_is_found() {
+        // Port 9333 is 2475 in the kernel's hexadecimal.
+        let target: SocketAddrV4 = "127.0.0.1:9333".parse().unwrap();
+        let row = |local: &str, state: &str, uid: u32| {
+            format!(
+                "   0: {local} 00000000:0000 {state} 00000000:00000000 00:00000000 00000000 {uid:>5}        0 1234 1\n"
+            )
+        };
+        let trusted = [0, 998];
+        let found = |tcp: &str, tcp6: &str| foreign_listener(tcp, tcp6, target, &trusted);
+        assert!(!found("", ""), "nobody listens");
+        assert!(
+            !found(&row("0100007F:2475", "0A", 0), ""),
+            "systemd's socket"
+        );
+        assert!(!found(&row("0100007F:2475", "0A", 998), ""), "the daemon");
+        assert!(
+            found(&row("0100007F:2475", "0A", 1001), ""),
+            "a user on the address"
+        );
+        assert!(
+            found(&row("00000000:2475", "0A", 1001), ""),
+            "a user on every address"
+        );
+        let held = row("0100007F:2475", "0A", 998) + &row("00000000:2475", "0A", 1001);
+        assert!(
+            !found(&held, ""),
+            "the daemon's own address wins over every address"
+        );
+        let mapped = row("0000000000000000FFFF00000100007F:2475", "0A", 1001);
+        assert!(
+            found("", &mapped),
+            "a dual-stack socket on the mapped address"
+        );
+        let any6 = row(&format!("{}:2475", "0".repeat(32)), "0A", 1001);
+        assert!(found("", &any6), "a dual-stack socket on every address");
+        assert!(
+            !found(&row("0100007F:2476", "0A", 1001), ""),
+            "another port"
+        );
+        assert!(
+            !found(&row("0100007F:2475", "01", 1001), ""),
+            "a connection, not a listener"
+        );
+        assert!(
+            !found(&row("0200007F:2475", "0A", 1001), ""),
+            "another address"
+        );
     }
 
     /// Redirect goes to the listen address itself, whatever loopback address it is.

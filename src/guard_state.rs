@@ -66,7 +66,7 @@ impl GuardState {
             (true, _) => format!("metadata guard: in place{kept}"),
             (false, true) => format!(
                 "metadata guard: LOCKDOWN (the configuration cannot be used; metadata refused to \
-                 all but root){kept}"
+                 all but root and the daemon's user){kept}"
             ),
             (false, false) => {
                 format!("metadata guard: NOT in place (see journalctl -u assume-roled-guard){kept}")

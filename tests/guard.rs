@@ -732,37 +732,127 @@ fn redirect_goes_to_the_daemons_own_address() {
     let config = config(&dir.path().join("state/token"), &moto, "redirect")
         .replace("listen = \"127.0.0.1:", "listen = \"127.0.0.2:");
     let port = config_port(&config);
-    // The squatter: another user's listener on 127.0.0.1 at the daemon's port, counting
-    // whoever connects.
-    let squatter = as_user(OUTSIDER, "/usr/bin/python3")
-        .args([
-            "-c",
-            "import socket, sys\n\
-             s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen()\n\
-             print('listening', flush=True)\n\
-             while True:\n    c, _ = s.accept(); print('connected', flush=True); c.close()\n",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut squatter = Process(squatter);
-    let mut heard = std::io::BufReader::new(squatter.0.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut heard, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
-    let host = Host {
+    let squatter = Squatter::start(&format!("127.0.0.1:{port}"));
+    let mut host = Host {
         _double,
         daemon: guarded_daemon(dir, &config),
         moto,
     };
     assert_acts_as_piyo(&host.whoami(MEMBER));
     assert!(!acts_as_instance_role(&host.whoami(OUTSIDER)));
-    signal(squatter.0.id(), "KILL");
-    let _ = squatter.0.wait();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut heard, &mut rest).unwrap();
-    assert!(!rest.contains("connected"), "the squatter received: {rest}");
+    assert_eq!(squatter.stop(), 0, "the squatter received connections");
+
+    // The daemon down, and its own address taken by another user: `guard apply` refuses
+    // instead of redirecting there (and says why); the squatter receives nothing.
+    let config_file = host.daemon.config_file.clone();
+    assert!(host.daemon.terminate().success());
+    let squatter = Squatter::start(&format!("127.0.0.2:{port}"));
+    let applied = guard_apply(&config_file, &[]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    assert!(
+        stderr(&applied).contains("another user listens"),
+        "{}",
+        stderr(&applied)
+    );
+    let member = host.whoami(MEMBER);
+    assert!(!member.status.success() && !acts_as_instance_role(&member));
+    assert_eq!(squatter.stop(), 0, "the squatter received connections");
+}
+
+/// Another user's listener, counting the connections it receives.
+struct Squatter {
+    process: Process,
+    heard: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Squatter {
+    /// Listens at `address` as the outsider.
+    fn start(address: &str) -> Self {
+        let (host, port) = address.rsplit_once(':').unwrap();
+        let child = as_user(OUTSIDER, "/usr/bin/python3")
+            .args([
+                "-c",
+                "import socket, sys\n\
+                 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()\n\
+                 print('listening', flush=True)\n\
+                 while True:\n    c, _ = s.accept(); print('connected', flush=True); c.close()\n",
+                host,
+                port,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut process = Process(child);
+        let mut heard = std::io::BufReader::new(process.0.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut heard, &mut line).unwrap();
+        assert_eq!(line.trim(), "listening");
+        Self { process, heard }
+    }
+
+    /// Stops it; how many connections it received.
+    fn stop(mut self) -> usize {
+        signal(self.process.0.id(), "KILL");
+        let _ = self.process.0.wait();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.heard, &mut rest).unwrap();
+        rest.matches("connected").count()
+    }
+}
+
+/// A connection to the instance metadata made while the guard's table was gone lives on in
+/// connection tracking without the redirect; once the table is back it is cut, and a request
+/// on it gets no answer.
+#[test]
+fn a_connection_made_while_the_guard_was_gone_is_cut() {
+    if !inside_namespace("a_connection_made_while_the_guard_was_gone_is_cut") {
+        return;
+    }
+    let host = Host::start("redirect");
+    // The host's own firewall tracks connections (any stateful rule does), so the early
+    // connection has a tracking entry from its first packet: without the NAT, for good.
+    nft_script(
+        "table inet host_firewall {\n\tchain output {\n\t\ttype filter hook output priority 10;\n\
+         \t\tct state established,related accept\n\t}\n}\n",
+    );
+    guard("remove", &host.daemon.config_file);
+    let early = as_user(OUTSIDER, "/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket, sys\n\
+             s = socket.create_connection(('169.254.169.254', 80))\n\
+             print('connected', flush=True)\n\
+             sys.stdin.readline()\n\
+             try:\n\
+             \x20   s.sendall(b'PUT /latest/api/token HTTP/1.1\\r\\nHost: 169.254.169.254\\r\\n'\n\
+             \x20       b'X-aws-ec2-metadata-token-ttl-seconds: 60\\r\\nConnection: close\\r\\n\\r\\n')\n\
+             \x20   print(repr(s.recv(100)), flush=True)\n\
+             except OSError as error:\n\
+             \x20   print('cut', error, flush=True)\n",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut early = Process(early);
+    let mut said = std::io::BufReader::new(early.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert_eq!(line.trim(), "connected");
+    guard("apply", &host.daemon.config_file);
+    use std::io::Write as _;
+    early.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut said, &mut answer).unwrap();
+    assert!(
+        !answer.contains("200 OK"),
+        "the early connection was answered: {answer}"
+    );
+    assert!(
+        answer.starts_with("cut") || answer.trim() == "b''",
+        "{answer}"
+    );
 }
 
 /// The port in a configuration's `listen` line.

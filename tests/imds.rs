@@ -355,5 +355,14 @@ fn check_warns_when_instance_metadata_is_unguarded() {
         warned.contains(&format!("warning: instance metadata answers at {address}")),
         "{warned}"
     );
-    assert!(!check("guarded.toml", &guarded).contains("warning"));
+    let guarded = check("guarded.toml", &guarded);
+    assert!(
+        !guarded.contains("warning: instance metadata answers"),
+        "{guarded}"
+    );
+    // No watch runs here (no state file): nothing keeps the configured guard in place.
+    assert!(
+        guarded.contains("warning: metadata guard: no watch keeps it in place"),
+        "{guarded}"
+    );
 }

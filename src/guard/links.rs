@@ -16,7 +16,9 @@ use crate::config::CONTAINER_ADDRESSES;
 
 /// Where `guard apply` records the addresses it put on loopback (the fallback), so that it
 /// only ever takes away what it added: an operator's own addresses there are left alone.
-const ADDED_TO_LOOPBACK: &str = "/run/assume-roled-guard.addresses";
+/// In the guard unit's runtime directory (kept across its restarts), the one place its
+/// sandbox lets it write.
+const ADDED_TO_LOOPBACK: &str = "/run/assume-roled-guard/addresses";
 
 /// Puts exactly `addresses` (container addresses) on the daemon's link, making the link if
 /// needed; with none, deletes the link and takes what it had put on loopback away.
@@ -86,7 +88,11 @@ fn set_on_loopback(wanted: &[IpAddr]) -> Result<(), GuardError> {
         return Ok(());
     }
     let text: String = ours.iter().map(|a| format!("{a}\n")).collect();
-    std::fs::write(ADDED_TO_LOOPBACK, text)
+    let record = std::path::Path::new(ADDED_TO_LOOPBACK);
+    record
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(record, text))
         .map_err(|error| GuardError::Link(format!("cannot write {ADDED_TO_LOOPBACK}: {error}")))
 }
 

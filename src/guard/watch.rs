@@ -24,7 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use super::events::Changes;
-use super::{Desired, Enforced, LOCKDOWN_TEXT, TABLE, describe, enforce};
+use super::{Desired, Enforced, LOCKDOWN_TEXT, TABLE, describe, enforce, lockdown_rules, ruleset};
 use crate::guard_state::{GuardState, state_file};
 use crate::notify::Notifier;
 
@@ -39,47 +39,59 @@ const NAME_RETRY: Duration = Duration::from_secs(30);
 const MONITOR_START: Duration = Duration::from_millis(200);
 /// How long to wait before starting `nft monitor` again after it ended.
 const MONITOR_RESTART: Duration = Duration::from_secs(1);
+/// How often the redirect's destination port is checked for another user's listener.
+const RECEIVER_CHECK: Duration = Duration::from_secs(2);
+
 /// Runs the watch until SIGTERM or SIGINT.
 pub async fn run(config: &Path) -> anyhow::Result<()> {
-    let mut changes = follow()?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangups = signal(SignalKind::hangup())?;
     let notifier = Notifier::from_env();
+    let mut changes = follow()?;
     let mut keeper = Keeper::new(config.to_owned(), state_file());
     keeper.enforce();
     notifier.send("READY=1");
+    // Looks that happen whatever the notifications do: a notification lost while the monitor
+    // (re)starts, a name that did not resolve, a port another user took.
+    let mut safety = tokio::time::interval(SAFETY_LOOK);
+    let mut names = tokio::time::interval(NAME_RETRY);
+    let mut receiver = tokio::time::interval(RECEIVER_CHECK);
+    for timer in [&mut safety, &mut names, &mut receiver] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     // The monitor joins the notification group a moment after it starts: a change made in
     // between is caught by this first look.
-    let mut pause = MONITOR_START;
+    tokio::time::sleep(MONITOR_START).await;
+    keeper.look();
     loop {
         tokio::select! {
-            changed = changes.next() => {
-                if let Err(error) = changed {
+            changed = changes.next() => match changed {
+                Ok(()) => {
+                    tokio::time::sleep(SETTLE).await;
+                    keeper.look();
+                }
+                Err(error) => {
                     warn!(%error, "following nf_tables' changes again");
+                    keeper.look();
                     tokio::time::sleep(MONITOR_RESTART).await;
                     changes = follow()?;
-                    pause = MONITOR_START;
-                    continue;
+                    tokio::time::sleep(MONITOR_START).await;
+                    keeper.look();
                 }
-                tokio::time::sleep(SETTLE).await;
-                keeper.look();
-            }
+            },
             _ = hangups.recv() => {
                 info!("re-reading the configuration");
                 notifier.send("RELOADING=1");
                 keeper.reload();
                 notifier.send("READY=1");
             }
-            () = tokio::time::sleep(pause) => keeper.recheck(),
+            _ = safety.tick() => keeper.look(),
+            _ = names.tick() => keeper.retry_names(),
+            _ = receiver.tick() => keeper.check_receiver(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
-        pause = if keeper.desired.unresolved() {
-            NAME_RETRY
-        } else {
-            SAFETY_LOOK
-        };
     }
     info!("guard watch stopped; the rules stay in place");
     Ok(())
@@ -96,9 +108,15 @@ struct Keeper {
     desired: Desired,
     /// `nft list table` right after the last apply (`None`: no table).
     expected: Option<String>,
+    /// A ruleset and the listing it gave when first applied: a later apply of the same ruleset
+    /// listing otherwise was changed in between, and is looked at again.
+    known_good: Option<(String, String)>,
     state: GuardState,
-    /// The last apply could not put anything in place (no nft, say): try again.
-    failed: bool,
+    /// The table is not known to be as wanted (the last apply failed, or it was changed again
+    /// before it could be listed): the next look applies it whatever it lists.
+    unsettled: bool,
+    /// Another user held the redirect's destination at the last apply.
+    squatted: bool,
 }
 
 impl Keeper {
@@ -109,8 +127,10 @@ impl Keeper {
             state_file,
             desired,
             expected: None,
+            known_good: None,
             state: GuardState::default(),
-            failed: false,
+            unsettled: false,
+            squatted: false,
         }
     }
 
@@ -119,8 +139,8 @@ impl Keeper {
         for warning in super::warnings(&self.desired) {
             warn!("{warning}");
         }
+        self.squatted = super::squatted(&self.desired);
         let enforced = enforce(&self.desired);
-        self.failed = enforced.is_err();
         match &enforced {
             Ok(Enforced::Rules(rules)) => info!("{}", describe(rules).trim_end()),
             Ok(Enforced::Removed) => {
@@ -129,22 +149,39 @@ impl Keeper {
             Ok(Enforced::Lockdown { cause }) => error!("{cause}; {LOCKDOWN_TEXT}"),
             Err(error) => error!(%error, "the guard could not be put in place"),
         }
-        self.state.in_place = matches!(enforced, Ok(Enforced::Rules(_) | Enforced::Removed));
-        self.state.lockdown = matches!(enforced, Ok(Enforced::Lockdown { .. }));
         self.expected = current_table();
-        // Changed again between the apply and the listing (another flush): what was listed is
-        // not ours, and the change's notification will have it applied again.
-        let installed = matches!(enforced, Ok(Enforced::Rules(_) | Enforced::Lockdown { .. }));
-        if installed != self.expected.is_some() {
-            self.failed = true;
-            self.state.in_place = false;
-        }
+        let settled = match &enforced {
+            Ok(Enforced::Rules(rules)) => self.listed_as_before(ruleset(rules)),
+            Ok(Enforced::Lockdown { .. }) => self.listed_as_before(ruleset(&lockdown_rules())),
+            Ok(Enforced::Removed) => self.expected.is_none(),
+            Err(_) => false,
+        };
+        self.unsettled = !settled;
+        self.state.in_place =
+            settled && matches!(enforced, Ok(Enforced::Rules(_) | Enforced::Removed));
+        self.state.lockdown = settled && matches!(enforced, Ok(Enforced::Lockdown { .. }));
         self.save();
+    }
+
+    /// Whether the table just applied from `script` lists as it did when that script was
+    /// first applied (and lists at all). Changed in between (another flush, another tool), what
+    /// nft lists is not ours, and the change's notification brings another look.
+    fn listed_as_before(&mut self, script: String) -> bool {
+        let Some(listed) = self.expected.clone() else {
+            return false;
+        };
+        match &self.known_good {
+            Some((known, good)) if *known == script => *good == listed,
+            _ => {
+                self.known_good = Some((script, listed));
+                true
+            }
+        }
     }
 
     /// Looks at the table; puts it back if it is not as it was left.
     fn look(&mut self) {
-        if current_table() == self.expected && !self.failed {
+        if current_table() == self.expected && !self.unsettled {
             return;
         }
         warn!(
@@ -153,24 +190,37 @@ impl Keeper {
              another tool); putting it back"
         );
         self.state.reapplied += 1;
-        // What the configuration asks for now: another apply (the daemon's ExecStartPre, an
-        // operator's `guard apply`) may have installed a newer configuration's table.
-        self.desired = Desired::from_file(&self.config);
+        // Back first, as it was: no wait on the file or the name service.
         self.enforce();
+        // Then what the configuration asks for now: another apply (the daemon's ExecStartPre,
+        // an operator's `guard apply`) may have installed a newer configuration's table.
+        let now = Desired::from_file(&self.config);
+        if now != self.desired {
+            self.desired = now;
+            self.enforce();
+        }
     }
 
-    /// The periodic look; a name that did not resolve is tried again.
-    fn recheck(&mut self) {
-        if self.desired.unresolved() {
-            let desired = Desired::from_file(&self.config);
-            if desired != self.desired {
-                info!("the configuration's exempt names resolve differently now; applying");
-                self.desired = desired;
-                self.enforce();
-                return;
-            }
+    /// An exempt name that did not resolve is tried again.
+    fn retry_names(&mut self) {
+        if !self.desired.unresolved() {
+            return;
         }
-        self.look();
+        let desired = Desired::from_file(&self.config);
+        if desired != self.desired {
+            info!("the configuration's exempt names resolve differently now; applying");
+            self.desired = desired;
+            self.enforce();
+        }
+    }
+
+    /// Whether the redirect's destination is still the daemon's (or nobody's): another user
+    /// may have taken the port while the daemon and its socket were down (the redirect is then
+    /// a block until they let go of it).
+    fn check_receiver(&mut self) {
+        if super::squatted(&self.desired) != self.squatted {
+            self.enforce();
+        }
     }
 
     fn reload(&mut self) {
@@ -185,7 +235,12 @@ impl Keeper {
                 std::fs::create_dir_all(dir)?;
             }
             let temporary = self.state_file.with_extension("new");
-            std::fs::write(&temporary, self.state.render())?;
+            let _ = std::fs::remove_file(&temporary);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)?;
+            std::io::Write::write_all(&mut file, self.state.render().as_bytes())?;
             std::fs::rename(&temporary, &self.state_file)
         })();
         if let Err(error) = written {
