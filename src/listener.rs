@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::peer::{Peer, Resolver};
+use crate::peer::{NameSource, Peer, Resolver};
 
 /// How long a write to a client may make no progress before the connection is cut.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -369,10 +369,12 @@ pub trait App: Clone + Send + Sync + 'static {
         + 'static;
 
     /// The service of one connection from `peer` (`redirected` here by the metadata guard, or
-    /// not), which reports its requests to `progress`.
+    /// not), which reports its requests to `progress`; `names` says where its user's names
+    /// come from, to take them again when they change.
     fn connection(
         &self,
         peer: Arc<Peer>,
+        names: Option<NameSource>,
         redirected: Option<Redirected>,
         progress: Arc<Progress>,
     ) -> Self::Service;
@@ -511,6 +513,10 @@ pub async fn serve(
         unanswered,
     } = admission;
     let connections = TaskTracker::new();
+    // Open connections take their users' names again when they change (once per resolver).
+    if options.peer_lookup {
+        connections.spawn(resolver.clone().keep_fresh(shutdown.clone()));
+    }
     let listening = listener.local_addr().ok();
     let server = listening.filter(|_| options.peer_lookup);
     loop {
@@ -545,6 +551,8 @@ pub async fn serve(
             // Once per connection. The client's socket is connected to the address it asked
             // for, which for a redirected connection is the instance metadata's.
             let asked_for = redirected.map(|Redirected(original)| original);
+            // The generation before the lookup: names that change during it are taken again.
+            let generation = resolver.generation();
             let peer = match server {
                 Some(server) => resolver.identify(client, asked_for.unwrap_or(server)).await,
                 None => Some(Peer::default()),
@@ -576,7 +584,11 @@ pub async fn serve(
                 return;
             };
             let progress = Arc::new(Progress::default());
-            let service = app.connection(Arc::new(peer), redirected, progress.clone());
+            let names = (peer.uid.is_some() && peer.container.is_none()).then(|| NameSource {
+                resolver: resolver.clone(),
+                generation,
+            });
+            let service = app.connection(Arc::new(peer), names, redirected, progress.clone());
             // No timer and no header timeout: given a timer, hyper arms a header-read timer
             // on every request (its own 30 s default, or ours). The connection's looks
             // (until_done_or_drained) enforce HEADER_READ_TIMEOUT instead, once a second.

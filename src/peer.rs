@@ -43,6 +43,15 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The same client with the names the name service gives its user now.
+    pub fn with_names(&self, names: Names) -> Self {
+        Self {
+            user: names.user,
+            groups: names.groups,
+            ..self.clone()
+        }
+    }
+
     /// A container connecting from `address`.
     pub fn container(address: std::net::IpAddr) -> Self {
         Self {
@@ -50,6 +59,14 @@ impl Peer {
             ..Self::default()
         }
     }
+}
+
+/// Where a connection's client's names come from while it is open: the resolver that found
+/// them and its generation then (see [`Resolver::generation`]).
+#[derive(Clone)]
+pub struct NameSource {
+    pub resolver: Arc<Resolver>,
+    pub generation: u64,
 }
 
 /// Shows an optional value in a log field, `-` when unknown.
@@ -126,6 +143,10 @@ pub struct Resolver {
     /// The name service ([`accounts`]; a stand-in in tests).
     resolve_names: fn(u32) -> Names,
     names: Mutex<NameCache>,
+    /// See [`Resolver::generation`].
+    generation: std::sync::atomic::AtomicU64,
+    /// Whether a [`Resolver::keep_fresh`] task runs.
+    keeping_fresh: AtomicBool,
     /// Lookups that may block (name service, `/proc` scans) run on blocking threads, a few at
     /// a time: a flood of new connections must not run hundreds of them side by side.
     slow_lookups: Semaphore,
@@ -137,6 +158,9 @@ const ACCOUNTS_RECHECK: Duration = Duration::from_secs(1);
 /// How long names are kept at most: a change in a directory service (SSSD, LDAP) leaves no
 /// trace in the local files, so it takes effect within this.
 const NAMES_MAX_AGE: Duration = Duration::from_secs(60);
+/// The most uids whose names are looked up again when the names are refreshed; past it they
+/// are forgotten (and looked up again as their connections ask).
+const MAX_REFRESHED_UIDS: usize = 4096;
 /// Blocking lookups running at once.
 const CONCURRENT_SLOW_LOOKUPS: usize = 2;
 
@@ -169,6 +193,8 @@ impl Resolver {
             recheck: ACCOUNTS_RECHECK,
             resolve_names: names_from_service,
             names: Mutex::new(NameCache::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            keeping_fresh: AtomicBool::new(false),
             slow_lookups: Semaphore::new(CONCURRENT_SLOW_LOOKUPS),
         }
     }
@@ -263,11 +289,9 @@ impl Resolver {
         proc_table_socket(client, server)
     }
 
-    /// The names of `uid` if known and still valid.
-    fn cached_names(&self, uid: u32) -> Option<Names> {
-        let mut cache = self.cache();
-        self.expire(&mut cache);
-        cache.by_uid.get(&uid).cloned()
+    /// The names of `uid` if known.
+    pub fn cached_names(&self, uid: u32) -> Option<Names> {
+        self.cache().by_uid.get(&uid).cloned()
     }
 
     /// The names of `uid`, asking the name service (blocking) if they are not known.
@@ -281,32 +305,99 @@ impl Resolver {
         names
     }
 
+    /// The generation of the names: bumped each time they were looked up afresh. A connection
+    /// whose user was looked up under an older one takes its user's names again (see
+    /// [`LivePeer`]): a user removed from a group loses what the group gave on the next request
+    /// of an open connection too.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// When the account files changed (looked at no more than once a `recheck`) or the names
+    /// are a minute old: looks every known uid up again (blocking: the name service), then
+    /// bumps the generation. Whether it did.
+    pub fn refresh_if_due(&self) -> bool {
+        let known: Vec<u32> = {
+            let mut cache = self.cache();
+            if !self.due(&mut cache) {
+                return false;
+            }
+            cache.by_uid.keys().copied().collect()
+        };
+        // Too many to look up again (a flood of uids without accounts): forget them instead;
+        // a connection of a forgotten uid looks its names up again itself.
+        let fresh: HashMap<u32, Names> = if known.len() > MAX_REFRESHED_UIDS {
+            HashMap::new()
+        } else {
+            known
+                .into_iter()
+                .map(|uid| (uid, (self.resolve_names)(uid)))
+                .collect()
+        };
+        self.cache().by_uid = fresh;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Calls [`Self::refresh_if_due`] every [`ACCOUNTS_RECHECK`] on a blocking thread, until
+    /// `stop`. Once per resolver, however many listeners share it.
+    pub async fn keep_fresh(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if self.keeping_fresh.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut tick = tokio::time::interval(ACCOUNTS_RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let this = self.clone();
+                    self.off_runtime(move || this.refresh_if_due()).await;
+                }
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// The names of `uid` now, for a connection whose names are of an older generation:
+    /// cached, else asked of the name service off the runtime.
+    pub async fn current_names(self: &Arc<Self>, uid: u32) -> Names {
+        if let Some(names) = self.cached_names(uid) {
+            return names;
+        }
+        let this = self.clone();
+        self.off_runtime(move || this.names_of(uid))
+            .await
+            .unwrap_or_default()
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, NameCache> {
         self.names
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Forgets every name if the local account files changed or the names are too old.
-    fn expire(&self, cache: &mut NameCache) {
+    /// Whether the names are to be looked up afresh: the local account files changed, or the
+    /// names are too old. Looks at the files no more than once a `recheck`.
+    fn due(&self, cache: &mut NameCache) -> bool {
         let now = Instant::now();
-        let due = cache
+        let look = cache
             .checked
             .is_none_or(|at| now.duration_since(at) >= self.recheck);
-        if !due {
-            return;
+        if !look {
+            return false;
         }
+        cache.checked = Some(now);
         let [passwd, group] = &self.account_files;
         let stamp = [modified(passwd), modified(group)];
         let too_old = cache
             .emptied
             .is_none_or(|at| now.duration_since(at) >= NAMES_MAX_AGE);
-        if cache.stamp != stamp || too_old {
-            cache.stamp = stamp;
-            cache.by_uid.clear();
-            cache.emptied = Some(now);
+        if cache.stamp == stamp && !too_old {
+            return false;
         }
-        cache.checked = Some(now);
+        cache.stamp = stamp;
+        cache.emptied = Some(now);
+        true
     }
 }
 
@@ -423,7 +514,8 @@ mod tests {
         }
     }
 
-    /// Removing a user from a group takes effect when the account files change, not at restart.
+    /// Removing a user from a group takes effect when the account files change, not at restart:
+    /// the names are looked up again and the generation moves on (open connections follow it).
     #[test]
     fn names_are_cached_until_the_account_files_change() {
         let dir = std::env::temp_dir().join(format!("assume-roled-names-{}", std::process::id()));
@@ -438,13 +530,17 @@ mod tests {
             ..Resolver::new(false)
         };
         assert_eq!(resolver.cached_names(1001), None);
+        assert!(resolver.refresh_if_due(), "the first look stamps the files");
         assert_eq!(resolver.names_of(1001).groups, ["alice", "ops"]);
+        let generation = resolver.generation();
         LEFT_OPS.store(true, Ordering::SeqCst);
+        assert!(!resolver.refresh_if_due(), "the files are unchanged");
         assert_eq!(
             resolver.cached_names(1001).unwrap().groups,
             ["alice", "ops"],
             "cached while the files are unchanged"
         );
+        assert_eq!(resolver.generation(), generation);
         // A new file with a later modification time, as usermod writes it (set explicitly:
         // a coarse file-system clock could give it the old one).
         std::fs::write(&group, "alice:x:1001:\nops:x:1500:\n").unwrap();
@@ -454,7 +550,13 @@ mod tests {
             .open(&group)
             .and_then(|file| file.set_modified(later))
             .unwrap();
-        assert_eq!(resolver.names_of(1001).groups, ["alice"]);
+        assert!(resolver.refresh_if_due(), "the group file changed");
+        assert_eq!(
+            resolver.cached_names(1001).unwrap().groups,
+            ["alice"],
+            "looked up again, not just forgotten: open connections find them"
+        );
+        assert_eq!(resolver.generation(), generation + 1);
         assert_eq!(resolver.names_of(4242).user, None);
         std::fs::remove_dir_all(dir).unwrap();
     }

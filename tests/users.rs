@@ -617,3 +617,80 @@ fn a_jvm_on_dual_stack_sockets_is_known_by_its_user() {
     );
     assert!(!log.contains("connection closed unanswered"), "{log}");
 }
+
+/// A member removed from the role's group loses the role on her open keep-alive connection
+/// too: its next requests get 403 (within the name service's re-check: a second for the local
+/// files), audited, on the same connection.
+#[test]
+fn losing_the_group_takes_the_role_from_open_connections() {
+    const LEAVER: &str = "ar-test-leaver";
+    const TEAM: &str = "ar-test-leaving";
+    ensure_accounts(&[TEAM], &[(LEAVER, &[TEAM])]);
+    // A former run took her out: she is a member again before the daemon starts.
+    let added = Command::new("gpasswd")
+        .args(["-a", LEAVER, TEAM])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", stderr(&added));
+    let moto = Moto::start();
+    let dir = TempDir::new("leaver");
+    let config = format!(
+        "{}allowed_groups = [\"{TEAM}\"]\n",
+        moto.config(&dir.path().join("state/token"))
+    );
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    // One keep-alive connection: a request, then (after "go" on stdin) one every 0.2 s until
+    // a refusal or 65 s; each line says the status and the connection's local port.
+    let client = "import http.client, sys, time\n\
+        c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]))\n\
+        def ask():\n\
+        \x20   c.request('GET', '/roles/piyo', headers={'Authorization': sys.argv[2]})\n\
+        \x20   r = c.getresponse(); r.read()\n\
+        \x20   return r.status, c.sock.getsockname()[1]\n\
+        print(*ask(), flush=True)\n\
+        sys.stdin.readline()\n\
+        start = time.monotonic()\n\
+        while time.monotonic() - start < 65:\n\
+        \x20   status, port = ask()\n\
+        \x20   if status != 200:\n\
+        \x20       print(status, port, round(time.monotonic() - start, 2), flush=True)\n\
+        \x20       break\n\
+        \x20   time.sleep(0.2)\n";
+    let mut child = as_user(LEAVER, "/usr/bin/python3")
+        .args([
+            "-c",
+            client,
+            &daemon.address.port().to_string(),
+            &daemon.token(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let (status, port) = first.split_once(' ').unwrap();
+    assert_eq!(status, "200", "a member is served: {first}");
+    let removed = Command::new("gpasswd")
+        .args(["-d", LEAVER, TEAM])
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let last = lines.next().expect("a refusal within 65 s").unwrap();
+    let fields: Vec<&str> = last.split(' ').collect();
+    assert_eq!(fields[0], "403", "{last}");
+    assert_eq!(fields[1], port, "the same connection: {first} then {last}");
+    let seconds: f64 = fields[2].parse().unwrap();
+    eprintln!("the open connection lost the role {seconds} s after the group change");
+    assert!(seconds < 65.0, "{last}");
+    let _ = child.wait();
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("credentials refused") && l.contains(LEAVER)),
+        "{log}"
+    );
+}

@@ -26,7 +26,7 @@ use crate::http::credentials_unboxed;
 use crate::imds::{self, KnownSession};
 use crate::listener::{App, Progress, Redirected};
 use crate::metrics;
-use crate::peer::Peer;
+use crate::peer::{NameSource, Peer};
 use crate::roles::RoleTable;
 use crate::token::AuthToken;
 
@@ -69,13 +69,15 @@ impl App for Endpoint {
     fn connection(
         &self,
         peer: Arc<Peer>,
+        names: Option<NameSource>,
         redirected: Option<Redirected>,
         progress: Arc<Progress>,
     ) -> Connection {
         Connection {
             snapshot: (self.direct.as_ref()).map(|state| RefCell::new(state.snapshot())),
             endpoint: self.clone(),
-            peer,
+            peer: RefCell::new(peer),
+            names: names.map(|source| (source.resolver, std::cell::Cell::new(source.generation))),
             redirected,
             progress,
             session: RefCell::default(),
@@ -91,7 +93,7 @@ impl Endpoint {
         B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        let connection = self.connection(Arc::new(peer), None, Arc::default());
+        let connection = self.connection(Arc::new(peer), None, None, Arc::default());
         let Ok(answer) = hyper::service::Service::call(&connection, request).await;
         answer
     }
@@ -108,7 +110,12 @@ struct On<'c> {
 /// One connection's service (`hyper::service::Service`).
 pub struct Connection {
     endpoint: Endpoint,
-    peer: Arc<Peer>,
+    /// Who is at the other end, with their user's names as of `names`' generation.
+    peer: RefCell<Arc<Peer>>,
+    /// Where the user's names come from, and the generation `peer` holds: when the resolver's
+    /// moves on (an account file changed, or a minute passed), the names are taken again, so
+    /// that a user who lost a group loses what it gave on the next request.
+    names: Option<(Arc<crate::peer::Resolver>, std::cell::Cell<u64>)>,
     redirected: Option<Redirected>,
     progress: Arc<Progress>,
     /// What the hot paths check requests against; `None` where only the router serves.
@@ -128,6 +135,10 @@ where
 
     fn call(&self, request: Request<B>) -> Answering {
         self.progress.started();
+        if let Err(uid) = self.names_current() {
+            return self.routed_with_names_of(uid, request);
+        }
+        let peer = self.peer.borrow();
         if let (Some(state), Some(snapshot)) = (&self.endpoint.direct, &self.snapshot)
             && let Some(hot) = Hot::of(&request, state.inner.imds.is_some())
         {
@@ -136,7 +147,7 @@ where
             let redirected = self.redirected.is_some();
             let session = &mut self.session.borrow_mut();
             let on = On {
-                peer: &self.peer,
+                peer: &peer,
                 redirected,
                 session,
             };
@@ -146,7 +157,7 @@ where
             };
         }
         let mut request = request;
-        request.extensions_mut().insert(self.peer.clone());
+        request.extensions_mut().insert(peer.clone());
         if let Some(redirected) = self.redirected {
             request.extensions_mut().insert(redirected);
         }
@@ -159,6 +170,47 @@ where
 }
 
 impl Connection {
+    /// Brings the user's names up to the resolver's generation where they are known (one
+    /// atomic load when nothing changed); `Err(uid)` when they must be asked for first.
+    fn names_current(&self) -> Result<(), u32> {
+        let Some((resolver, held)) = &self.names else {
+            return Ok(());
+        };
+        let now = resolver.generation();
+        if held.get() == now {
+            return Ok(());
+        }
+        let mut peer = self.peer.borrow_mut();
+        let uid = peer.uid.expect("names are followed for local users only");
+        let names = resolver.cached_names(uid).ok_or(uid)?;
+        *peer = Arc::new(peer.with_names(names));
+        held.set(now);
+        Ok(())
+    }
+
+    /// `request` answered through the router once `uid`'s names are known again (asked of the
+    /// name service off the runtime; the next request finds them cached).
+    fn routed_with_names_of<B>(&self, uid: u32, mut request: Request<B>) -> Answering
+    where
+        B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let (resolver, _) = self.names.as_ref().expect("names_current found a source");
+        let (resolver, peer) = (resolver.clone(), self.peer.borrow().clone());
+        if let Some(redirected) = self.redirected {
+            request.extensions_mut().insert(redirected);
+        }
+        let router = self.endpoint.router.clone();
+        self.meanwhile_busy(Box::pin(async move {
+            let names = resolver.current_names(uid).await;
+            request
+                .extensions_mut()
+                .insert(Arc::new(peer.with_names(names)));
+            let Ok(response) = router.oneshot(request).await;
+            Ok(response.map(Either::Right))
+        }))
+    }
+
     /// `later`, with the connection marked busy until it is answered: it is not idle.
     fn meanwhile_busy(&self, later: Later) -> Answering {
         let busy = self.progress.answering();
