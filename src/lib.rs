@@ -61,6 +61,7 @@ mod roles;
 mod supervisor;
 mod sockdiag;
 mod peer;
+mod admission;
 mod listener;
 mod http;
 mod access;

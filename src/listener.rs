@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Holder, Holders, Limits, Refused};
 use crate::metrics::Metrics;
 use crate::peer::{NameSource, Peer, Resolver};
 
@@ -50,6 +51,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// request before it is closed: enough for a request already on its way, far below the drain
 /// bound. Connections that have asked before are closed after the request in progress.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(250);
+/// Connections accepted beyond `max_connections` while admission decides on them (see
+/// [`crate::admission`]): a newcomer may take an idle place of a holder over the fair share.
+pub const DECIDING: usize = 64;
 /// After a failed `accept` (out of file descriptors), wait before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -76,8 +80,10 @@ pub struct Options {
 #[derive(Clone)]
 pub struct Admission {
     options: Options,
+    /// Connections accepted at once: the places, and [`DECIDING`] more for connections whose
+    /// user is being found (one may be admitted by closing another holder's idle one).
     permits: Arc<Semaphore>,
-    per_user: Arc<PerUser>,
+    holders: Arc<Holders>,
     resolver: Arc<Resolver>,
     unanswered: Arc<UnansweredLog>,
 }
@@ -87,38 +93,19 @@ impl Admission {
     pub fn new(options: Options) -> Self {
         Self {
             options,
-            permits: Arc::new(Semaphore::new(options.max_connections)),
-            per_user: PerUser::new(options.max_connections_per_user),
+            permits: Arc::new(Semaphore::new(options.max_connections + DECIDING)),
+            holders: Holders::new(Limits {
+                total: options.max_connections,
+                // Without the peer lookup every client is one holder: no per-user limit.
+                per_holder: if options.peer_lookup {
+                    options.max_connections_per_user
+                } else {
+                    options.max_connections
+                },
+            }),
             resolver: Arc::new(Resolver::new(options.peer_processes)),
             unanswered: Arc::default(),
         }
-    }
-}
-
-/// Whose connections are counted together: a local user's, a container's (by its address),
-/// or those of clients whose user is unknown (one allowance for all of them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Holder {
-    User(u32),
-    Container(IpAddr),
-    Unknown,
-}
-
-impl Holder {
-    fn of(peer: &Peer) -> Self {
-        match (peer.uid, peer.container) {
-            (Some(uid), _) => Holder::User(uid),
-            (None, Some(address)) => Holder::Container(per_network(address)),
-            (None, None) => Holder::Unknown,
-        }
-    }
-}
-
-/// An IPv6 container is counted by its /64: one interface may hold any address of it.
-fn per_network(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
     }
 }
 
@@ -133,6 +120,8 @@ enum Unanswered {
     NoLocalClient,
     /// Its user holds `max_connections_per_user` already.
     UserAtLimit,
+    /// Every place is taken and nobody holds more than the fair share.
+    AllTaken,
 }
 
 impl Unanswered {
@@ -140,6 +129,7 @@ impl Unanswered {
         match self {
             Unanswered::NoLocalClient => "no local client socket",
             Unanswered::UserAtLimit => "the user holds max_connections_per_user",
+            Unanswered::AllTaken => "max_connections are held, nobody over the fair share",
         }
     }
 }
@@ -185,60 +175,6 @@ impl UnansweredLog {
             None => {
                 last.insert(reason, (now, 0));
                 Some(0)
-            }
-        }
-    }
-}
-
-/// Counts each user's open connections, so that one user cannot hold them all.
-struct PerUser {
-    limit: usize,
-    /// A std mutex: held to count, never across an await.
-    open: Mutex<HashMap<Holder, usize>>,
-}
-
-/// One of a user's connections; gives its place back when dropped.
-struct UserSlot {
-    users: Arc<PerUser>,
-    holder: Holder,
-}
-
-impl PerUser {
-    fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self {
-            limit,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<Holder, usize>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A place for one more connection of `holder`, unless it holds its limit already.
-    fn enter(self: &Arc<Self>, holder: Holder) -> Option<UserSlot> {
-        let mut open = self.open();
-        let count = open.entry(holder).or_insert(0);
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(UserSlot {
-            users: self.clone(),
-            holder,
-        })
-    }
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut open = self.users.open();
-        if let Some(count) = open.get_mut(&self.holder) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.holder);
             }
         }
     }
@@ -508,7 +444,7 @@ pub async fn serve(
     let Admission {
         options,
         permits,
-        per_user,
+        holders,
         resolver,
         unanswered,
     } = admission;
@@ -538,7 +474,7 @@ pub async fn serve(
         };
         let app = app.clone();
         let resolver = resolver.clone();
-        let per_user = per_user.clone();
+        let holders = holders.clone();
         let unanswered = unanswered.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
@@ -574,16 +510,31 @@ pub async fn serve(
                     return;
                 }
             };
-            // One user (or container) may hold so many connections; more are closed at once
-            // rather than made to wait, so that the others' requests never queue behind a
-            // flood. Clients whose user could not be found (no sock_diag, no /proc) share one
-            // allowance.
-            let Some(_slot) = per_user.enter(Holder::of(&peer)) else {
-                unanswered.note(Unanswered::UserAtLimit, client, peer.uid);
-                metrics.connection_closed();
-                return;
-            };
+            // A fair share for every holder (crate::admission): what is refused is closed at
+            // once rather than made to wait, so that others' requests never queue behind a
+            // flood.
             let progress = Arc::new(Progress::default());
+            let busy = {
+                let progress = progress.clone();
+                Arc::new(move || progress.busy())
+            };
+            let place = match holders.enter(Holder::of(&peer), busy, &shutdown) {
+                Ok((place, closed_one)) => {
+                    if closed_one {
+                        metrics.connection_evicted();
+                    }
+                    place
+                }
+                Err(refused) => {
+                    let reason = match refused {
+                        Refused::HolderFull => Unanswered::UserAtLimit,
+                        Refused::AllTaken => Unanswered::AllTaken,
+                    };
+                    unanswered.note(reason, client, peer.uid);
+                    metrics.connection_closed();
+                    return;
+                }
+            };
             let names = (peer.uid.is_some() && peer.container.is_none()).then(|| NameSource {
                 resolver: resolver.clone(),
                 generation,
@@ -597,7 +548,8 @@ pub async fn serve(
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(WriteDeadline::new(TokioIo::new(stream)), service);
             tokio::pin!(connection);
-            let finished = until_done_or_drained(connection, &progress, &shutdown).await;
+            // Closed by a stop, or to make room for another holder's connection.
+            let finished = until_done_or_drained(connection, &progress, place.closing()).await;
             metrics.connection_closed();
             if let Err(error) = finished {
                 debug!(%error, "connection ended with an error");
@@ -667,29 +619,12 @@ mod tests {
         assert_eq!(log.due(Unanswered::UserAtLimit, at(90)), Some(0));
     }
 
-    /// A user gets so many places and no more; a place given back can be taken again, and
-    /// other users are not counted against it.
     #[test]
-    fn places_per_user() {
-        let users = PerUser::new(2);
-        let first = users.enter(Holder::User(1000)).unwrap();
-        let _second = users.enter(Holder::User(1000)).unwrap();
-        assert!(users.enter(Holder::User(1000)).is_none());
-        assert!(users.enter(Holder::User(1001)).is_some(), "another user");
-        let peer = |address: &str| Peer::container(address.parse().unwrap());
-        assert_eq!(
-            Holder::of(&peer("fd00:1::5")),
-            Holder::of(&peer("fd00:1::ffff:1")),
-            "one IPv6 /64 is one holder"
-        );
+    fn local_addresses() {
         assert!(is_local_address("127.0.0.1".parse().unwrap()));
         assert!(
             !is_local_address("192.0.2.77".parse().unwrap()),
             "TEST-NET-1"
         );
-        let container = Holder::Container("172.17.0.2".parse().unwrap());
-        assert!(users.enter(container).is_some(), "a container apart");
-        drop(first);
-        assert!(users.enter(Holder::User(1000)).is_some());
     }
 }

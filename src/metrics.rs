@@ -50,6 +50,7 @@ pub struct Metrics {
     sessions: Family<RoleLabels, Gauge>,
     sts_latency: Histogram,
     connections: Gauge,
+    evicted: Counter,
     /// The metadata guard, as its watch last wrote it (`guard::watch`).
     guard_in_place: Gauge,
     guard_lockdown: Gauge,
@@ -107,6 +108,12 @@ impl Metrics {
             "Client connections being served",
             connections.clone(),
         );
+        let evicted = Counter::default();
+        registry.register(
+            "connections_evicted",
+            "Idle connections closed to admit another holder's under its fair share",
+            evicted.clone(),
+        );
         let (guard_in_place, guard_lockdown) = (Gauge::default(), Gauge::default());
         let guard_reapplied = Counter::default();
         registry.register(
@@ -140,6 +147,7 @@ impl Metrics {
             sessions,
             sts_latency,
             connections,
+            evicted,
             guard_in_place,
             guard_lockdown,
             guard_reapplied,
@@ -189,6 +197,11 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.connections.dec();
+    }
+
+    /// An idle connection was closed to make room for another holder's (fair admission).
+    pub fn connection_evicted(&self) {
+        self.evicted.inc();
     }
 
     /// The text a scrape gets, with the gauges of each role's expiry (left at `now`) and of

@@ -694,3 +694,87 @@ fn losing_the_group_takes_the_role_from_open_connections() {
         "{log}"
     );
 }
+
+/// Many holders filling `max_connections` (the default 1,024) with idle connections do not
+/// make another user wait: ten accounts holding 128 each (1,280), then ten uids without an
+/// account (a user's subordinate uids) holding 128 each, which count as one holder. The other
+/// user's request is answered 200 within 2 s each time; without fair admission it waits for the
+/// crowd's 5 s header timeout. Idle connections closed to make room are counted.
+#[test]
+fn a_crowd_of_holders_cannot_crowd_out_another_user() {
+    ensure_users();
+    let crowd: Vec<String> = (0..10).map(|i| format!("ar-test-crowd{i}")).collect();
+    let accounts: Vec<(&str, &[&str])> = crowd.iter().map(|u| (u.as_str(), &[][..])).collect();
+    ensure_accounts(&[], &accounts);
+    let moto = Moto::start();
+    let dir = TempDir::new("crowd");
+    let config = moto.config(&dir.path().join("state/token"));
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let hold = format!(
+        "import socket, sys\n\
+         held = [socket.create_connection(('127.0.0.1', {port})) for _ in range(128)]\n\
+         print('holding', len(held), flush=True)\n\
+         sys.stdin.read()\n",
+        port = daemon.address.port()
+    );
+    let by_account: Vec<Command> = crowd
+        .iter()
+        .map(|user| as_user(user, "/usr/bin/python3"))
+        .collect();
+    let without_account: Vec<Command> = (0..10)
+        .map(|i| {
+            let id = 300_000 + i;
+            let mut command = Command::new("setpriv");
+            command.args([
+                &format!("--reuid={id}"),
+                &format!("--regid={id}"),
+                "--clear-groups",
+                "/usr/bin/python3",
+            ]);
+            command
+        })
+        .collect();
+    for (name, commands) in [
+        ("accounts", by_account),
+        ("uids without an account", without_account),
+    ] {
+        let mut holders: Vec<std::process::Child> = commands
+            .into_iter()
+            .map(|mut command| {
+                command
+                    .args(["-c", &hold])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for holder in &mut holders {
+            let mut line = String::new();
+            let output = holder.stdout.take().unwrap();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(output), &mut line).unwrap();
+            assert_eq!(
+                line.trim(),
+                "holding 128",
+                "{name}: the crowd could not connect"
+            );
+        }
+        let started = std::time::SystemTime::now();
+        let answer = curl_as(MEMBER, &daemon.uri("piyo"), &daemon.token());
+        let took = started.elapsed().unwrap();
+        for mut holder in holders {
+            drop(holder.stdin.take());
+            let _ = holder.wait();
+        }
+        eprintln!("{name}: another user answered after {took:?}");
+        assert_eq!(status_of(&answer), "200", "{name}: {}", stdout(&answer));
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "{name}: answered after {took:?}"
+        );
+    }
+    let (_, metrics) = daemon.get("/metrics", &[("Authorization", &daemon.token())]);
+    let evicted = sample(&metrics, "assume_roled_connections_evicted_total").unwrap_or(0.0);
+    assert!(evicted > 0.0, "{metrics}");
+}

@@ -384,7 +384,8 @@ pub fn require_descriptors(config: &Config) -> Result<(), SetupError> {
         return Ok(());
     };
     let max_connections = config.server.max_connections;
-    let needed = max_connections as u64 + DESCRIPTOR_RESERVE;
+    // The places, the connections admission is deciding on, and the daemon's own.
+    let needed = (max_connections + crate::listener::DECIDING) as u64 + DESCRIPTOR_RESERVE;
     if limit < needed {
         return Err(SetupError::TooFewDescriptors {
             max_connections,
