@@ -167,28 +167,127 @@ fn lock(table: &Mutex<Throttle>) -> std::sync::MutexGuard<'_, Throttle> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// An optional text as a log field, escaped (an executable's path may hold newlines or
-/// spaces, which must not forge another line or field); `-` when unknown.
-struct Escaped<'a>(&'a Option<String>);
+/// An optional text as a log field, quoted and escaped: a user name or an executable's path
+/// may hold spaces, `=`, quotes or newlines, which must not forge another field or line;
+/// `-` when unknown.
+struct Quoted<'a>(&'a Option<String>);
 
-impl std::fmt::Display for Escaped<'_> {
+impl std::fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
-            Some(text) => write!(f, "{}", text.escape_debug()),
+            Some(text) => write!(f, "\"{}\"", text.escape_debug()),
             None => f.write_str("-"),
         }
     }
 }
 
+/// How many audit lines a minute at most, until the configuration says.
+const DEFAULT_LINES_PER_MINUTE: u64 = crate::config::DEFAULT_AUDIT_LINES_PER_MINUTE as u64;
+
+/// The audit's line budget: past `per_minute` lines in a minute, lines are folded into counts
+/// by outcome, which one line reports once the minute is over (see [`Budget::take`]).
+struct Budget {
+    per_minute: u64,
+    window: Option<Instant>,
+    written: u64,
+    folded: [u64; 3],
+}
+
+/// What a line reports, for the folded counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Served = 0,
+    Refused = 1,
+    Unauthorized = 2,
+}
+
+impl Budget {
+    const fn new() -> Self {
+        Self {
+            per_minute: DEFAULT_LINES_PER_MINUTE,
+            window: None,
+            written: 0,
+            folded: [0; 3],
+        }
+    }
+
+    /// Whether a line for `outcome` may be written at `now`; if not, it is counted. When a new
+    /// minute starts, what the last one folded is returned, to be reported first.
+    fn take(&mut self, outcome: Outcome, now: Instant) -> (bool, Option<[u64; 3]>) {
+        let fresh = self
+            .window
+            .is_none_or(|start| now.duration_since(start) >= INTERVAL);
+        let mut report = None;
+        if fresh {
+            self.window = Some(now);
+            self.written = 0;
+            let folded = std::mem::take(&mut self.folded);
+            report = (folded != [0; 3]).then_some(folded);
+        }
+        if self.written < self.per_minute {
+            self.written += 1;
+            return (true, report);
+        }
+        self.folded[outcome as usize] += 1;
+        (false, report)
+    }
+
+    /// What was folded and not reported yet (at a summary, or at stop).
+    fn take_folded(&mut self) -> Option<[u64; 3]> {
+        let folded = std::mem::take(&mut self.folded);
+        (folded != [0; 3]).then_some(folded)
+    }
+}
+
+static BUDGET: Mutex<Budget> = Mutex::new(Budget::new());
+
+/// Sets the line budget (`[server] audit_lines_per_minute`), at start and at a reload.
+pub fn set_lines_per_minute(per_minute: u64) {
+    lock_budget().per_minute = per_minute;
+}
+
+fn lock_budget() -> std::sync::MutexGuard<'static, Budget> {
+    BUDGET
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether a line for `outcome` fits the budget now; a folded-lines report is written first
+/// when a minute ended with lines folded.
+fn within_budget(outcome: Outcome) -> bool {
+    let (allowed, report) = lock_budget().take(outcome, Instant::now());
+    if let Some(folded) = report {
+        report_folded(folded);
+    }
+    allowed
+}
+
+fn report_folded([served, refused, unauthorized]: [u64; 3]) {
+    warn!(
+        target: "audit", served, refused, unauthorized,
+        "audit lines folded: more than audit_lines_per_minute in a minute; counts by outcome"
+    );
+}
+
+/// Who the audit counts a request under: a uid without an account is nobody in particular, so
+/// all of them share one key (a user's 65,536 subordinate uids write one line, not 65,536).
+fn who_of(peer: &Peer) -> Who {
+    match (peer.uid, &peer.user, peer.container) {
+        (Some(_), None, None) => (None, None),
+        _ => (peer.uid, peer.container),
+    }
+}
+
 /// Records `decision` about role `role` for `peer`: every set handed out and every refusal by
-/// user, a line at once per key and counts for repeats (see the module's description).
+/// user or token, a line at once per key and counts for repeats (see the module's
+/// description).
 pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
-    let who = (peer.uid, peer.container);
+    let who = who_of(peer);
     let (uid, user, pid, exe, container) = (
         Known(&peer.uid),
-        Known(&peer.user),
+        Quoted(&peer.user),
         Known(&peer.pid),
-        Escaped(&peer.exe),
+        Quoted(&peer.exe),
         Known(&peer.container),
     );
     let via = via.label();
@@ -207,6 +306,9 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
                 Admit::Full => 0,
                 Admit::HeldBack => return,
             };
+            if !within_budget(Outcome::Served) {
+                return;
+            }
             info!(
                 target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
                 user = %user, pid = %pid, exe = %exe, container = %container, via = %via,
@@ -214,26 +316,13 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
             );
         }
         Decision::NotAdmitted | Decision::UnknownPeer | Decision::Full(_) => {
-            // A uid without an account is nobody in particular: such refusals share one key.
-            let who = match (decision, &peer.user) {
-                (Decision::UnknownPeer, None) => (None, None),
-                _ => who,
-            };
-            let mut refused = lock(&REFUSED);
-            let held = match refused.admit(who, role, "", peer.user.as_deref(), Instant::now()) {
-                Admit::Write { held } => held,
-                Admit::HeldBack => return,
-                // A flood of distinct keys (subordinate uids, say) is not written line by line.
-                Admit::Full => {
-                    refused.overflow += 1;
-                    return;
-                }
-            };
-            drop(refused);
             let reason = match decision {
                 Decision::NotAdmitted => "user not allowed for this role",
                 Decision::UnknownPeer => "the role is served per user, and this user is unknown",
                 _ => "the role holds its max_sessions; no session for a new user",
+            };
+            let Some(held) = admit_refusal(who, role, reason, peer) else {
+                return;
             };
             warn!(
                 target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
@@ -241,15 +330,61 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
                 "credentials refused: {reason}"
             );
         }
+        Decision::WrongToken => unauthorized(Some(role), peer),
         _ => {}
     }
 }
 
+/// Records a request refused for its token (missing, wrong, or another role's): 401. `role` is
+/// the configured role it asked for, if any (never a name taken from the request as it is).
+pub fn unauthorized(role: Option<&str>, peer: &Peer) {
+    let role = role.unwrap_or("-");
+    let reason = "no valid token (401)";
+    let Some(held) = admit_refusal(who_of(peer), role, reason, peer) else {
+        return;
+    };
+    let (uid, user, exe, container) = (
+        Known(&peer.uid),
+        Quoted(&peer.user),
+        Quoted(&peer.exe),
+        Known(&peer.container),
+    );
+    warn!(
+        target: "audit", role = %role, uid = %uid, user = %user, exe = %exe,
+        container = %container, held_back = held, "request refused: {reason}"
+    );
+}
+
+/// Whether a refusal's line is written (with how many were held back before it): once per
+/// (client, role, reason) an interval, within the line budget; otherwise counted.
+fn admit_refusal(who: Who, role: &str, reason: &str, peer: &Peer) -> Option<u64> {
+    let mut refused = lock(&REFUSED);
+    let held = match refused.admit(who, role, reason, peer.user.as_deref(), Instant::now()) {
+        Admit::Write { held } => held,
+        Admit::HeldBack => return None,
+        // A flood of distinct keys is not written line by line.
+        Admit::Full => {
+            refused.overflow += 1;
+            return None;
+        }
+    };
+    drop(refused);
+    let outcome = if reason.ends_with("(401)") {
+        Outcome::Unauthorized
+    } else {
+        Outcome::Refused
+    };
+    within_budget(outcome).then_some(held)
+}
+
 /// Writes what was held back for an interval or more: one line per key, with the count.
 pub fn summarize(now: Instant) {
+    if let Some(folded) = lock_budget().take_folded() {
+        report_folded(folded);
+    }
     let (served, served_overflow) = lock(&SERVED).held(now);
     for held in served {
-        let (uid, user, container) = (Known(&held.who.0), Known(&held.user), Known(&held.who.1));
+        let (uid, user, container) = (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
         info!(
             target: "audit", role = %held.role, access_key_id = %held.detail, uid = %uid,
             user = %user, container = %container, count = held.count,
@@ -265,10 +400,11 @@ pub fn summarize(now: Instant) {
     }
     let (refused, overflow) = lock(&REFUSED).held(now);
     for held in refused {
-        let (uid, user, container) = (Known(&held.who.0), Known(&held.user), Known(&held.who.1));
+        let (uid, user, container) = (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
         warn!(
             target: "audit", role = %held.role, uid = %uid, user = %user, container = %container,
-            count = held.count, "credentials refused again, not written one by one"
+            reason = %held.detail, count = held.count,
+            "requests refused again, not written one by one"
         );
     }
     if overflow > 0 {
@@ -392,13 +528,58 @@ mod tests {
         );
     }
 
+    /// A value can never look like another field or line: quoted, with quotes, backslashes
+    /// and newlines escaped.
     #[test]
-    fn executables_are_escaped() {
-        let forged = Some("/tmp/x\nINFO audit: credentials served".to_owned());
+    fn values_are_quoted_and_escaped() {
+        let forged = Some("/tmp/x uid=0 user=root\nINFO audit: credentials served".to_owned());
         assert_eq!(
-            Escaped(&forged).to_string(),
-            "/tmp/x\\nINFO audit: credentials served"
+            Quoted(&forged).to_string(),
+            "\"/tmp/x uid=0 user=root\\nINFO audit: credentials served\""
         );
-        assert_eq!(Escaped(&None).to_string(), "-");
+        let quote = Some("a\" uid=\"0".to_owned());
+        assert_eq!(Quoted(&quote).to_string(), "\"a\\\" uid=\\\"0\"");
+        assert_eq!(Quoted(&None).to_string(), "-");
+    }
+
+    /// Past the budget, lines are folded into counts by outcome, reported once the minute is
+    /// over (or at a summary); a new minute has its budget again.
+    #[test]
+    fn the_line_budget_folds_and_reports() {
+        let mut budget = Budget::new();
+        budget.per_minute = 2;
+        let start = Instant::now();
+        assert_eq!(budget.take(Outcome::Served, start), (true, None));
+        assert_eq!(budget.take(Outcome::Refused, at(start, 1)), (true, None));
+        assert_eq!(budget.take(Outcome::Refused, at(start, 2)), (false, None));
+        assert_eq!(
+            budget.take(Outcome::Unauthorized, at(start, 3)),
+            (false, None)
+        );
+        assert_eq!(
+            budget.take(Outcome::Served, at(start, 60)),
+            (true, Some([0, 1, 1])),
+            "the next minute reports the last one's"
+        );
+        assert_eq!(budget.take_folded(), None);
+        budget.take(Outcome::Served, at(start, 61));
+        budget.take(Outcome::Served, at(start, 62));
+        assert_eq!(budget.take_folded(), Some([1, 0, 0]));
+    }
+
+    /// Every uid without an account is one client for the audit.
+    #[test]
+    fn uids_without_an_account_share_a_key() {
+        let nameless = |uid| Peer {
+            uid: Some(uid),
+            ..Peer::default()
+        };
+        assert_eq!(who_of(&nameless(300_000)), who_of(&nameless(300_001)));
+        let alice = Peer {
+            uid: Some(1001),
+            user: Some("alice".into()),
+            ..Peer::default()
+        };
+        assert_eq!(who_of(&alice), (Some(1001), None));
     }
 }

@@ -191,6 +191,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         notifications.await;
         Ok(())
     });
+    audit::set_lines_per_minute(config.server.audit_lines_per_minute);
     let summaries = audit::summarize_every_interval(shutdown.clone());
     tasks.spawn("audit summary", async move {
         summaries.await;
@@ -517,6 +518,7 @@ impl<S: Sts> Reloads<S> {
     }
 
     fn apply(&mut self, new: Config, tokens: &RoleTokens) {
+        audit::set_lines_per_minute(new.server.audit_lines_per_minute);
         for section in sections_needing_restart(&self.current, &new) {
             warn!(
                 section,

@@ -238,6 +238,67 @@ impl Metrics {
     }
 }
 
+/// Whether a scrape may see role names: behind the server's token it may; on
+/// `metrics_listen`, which any local user can read, it may not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    Shown,
+    Withheld,
+}
+
+/// `text` (a rendered scrape) with no role named: each role-labelled series folded over its
+/// roles (refreshes and sessions summed, the expiry the soonest). Users are never named in
+/// metrics. Pure.
+pub fn without_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    // The current family's role-labelled series folded (series without the role, value),
+    // written when the family ends: samples stay under their family's metadata.
+    let mut folded: Vec<(String, f64)> = Vec::new();
+    for line in text.lines() {
+        let Some((series, value)) = role_sample(line) else {
+            if line.starts_with("# HELP ") || line == "# EOF" {
+                for (series, value) in folded.drain(..) {
+                    out.push_str(&format!("{series} {value}\n"));
+                }
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let soonest = series.starts_with("assume_roled_credentials_expiry_seconds");
+        match folded.iter_mut().find(|(known, _)| *known == series) {
+            Some((_, total)) if soonest => *total = total.min(value),
+            Some((_, total)) => *total += value,
+            None => folded.push((series, value)),
+        }
+    }
+    out
+}
+
+/// A sample line with a `role` label: the series without it, and the value.
+fn role_sample(line: &str) -> Option<(String, f64)> {
+    let (name, rest) = line.split_once('{')?;
+    let (labels, value) = rest.split_once("} ")?;
+    let value: f64 = value.trim().parse().ok()?;
+    let mut kept = Vec::new();
+    let mut had_role = false;
+    for label in labels.split(',') {
+        if label.starts_with("role=") {
+            had_role = true;
+        } else if !label.is_empty() {
+            kept.push(label);
+        }
+    }
+    if !had_role {
+        return None;
+    }
+    let series = match kept.is_empty() {
+        true => name.to_owned(),
+        false => format!("{name}{{{}}}", kept.join(",")),
+    };
+    Some((series, value))
+}
+
 /// A bounded set of route names, so that arbitrary paths cannot create label sets.
 pub fn route_label(path: &str) -> &'static str {
     match path {
@@ -301,6 +362,47 @@ mod tests {
             text.contains("assume_roled_guard_reapplied_total 6"),
             "{text}"
         );
+    }
+
+    /// On the metrics listener no role is named: series are folded over roles.
+    #[test]
+    fn names_are_withheld_where_there_is_no_token() {
+        let metrics = Metrics::new();
+        metrics.refresh("piyo", "success", 0.02);
+        metrics.refresh("fuga", "success", 0.02);
+        metrics.refresh("fuga", "transient", 0.02);
+        let now = SystemTime::now();
+        let soon = now + std::time::Duration::from_secs(100);
+        let later = now + std::time::Duration::from_secs(900);
+        let text = metrics.render(
+            [("piyo", later), ("fuga", soon)],
+            [("mine", 3), ("ours", 2)],
+            None,
+            now,
+        );
+        let anonymous = without_names(&text);
+        for name in ["piyo", "fuga", "mine", "ours", "role="] {
+            assert!(!anonymous.contains(name), "{name} in:\n{anonymous}");
+        }
+        assert!(
+            anonymous.contains("assume_roled_refreshes_total{outcome=\"success\"} 2\n"),
+            "{anonymous}"
+        );
+        assert!(anonymous.contains("assume_roled_refreshes_total{outcome=\"transient\"} 1\n"));
+        assert!(
+            anonymous.contains("assume_roled_user_sessions 5\n"),
+            "{anonymous}"
+        );
+        let soonest = anonymous
+            .lines()
+            .find_map(|l| l.strip_prefix("assume_roled_credentials_expiry_seconds "))
+            .unwrap();
+        assert!(
+            (99.0..=100.0).contains(&soonest.parse::<f64>().unwrap()),
+            "{soonest}"
+        );
+        assert!(anonymous.ends_with("# EOF\n"));
+        assert!(anonymous.contains("assume_roled_open_connections"));
     }
 
     #[test]

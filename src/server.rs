@@ -36,7 +36,7 @@ use crate::http::{
 };
 use crate::imds::{self, Imds};
 use crate::listener::Redirected;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, Names};
 use crate::peer::Peer;
 use crate::refresh::{Unservable, servable};
 use crate::roles::{RoleEntry, RoleTable, Sessions};
@@ -320,6 +320,18 @@ impl AppState {
         .inspect_err(|refusal| debug!(?refusal, path = %uri.path(), "request refused"))
     }
 
+    /// Audits a request refused for its token, naming the role it asked for if that is one
+    /// this daemon serves (never a name as the request spells it).
+    fn audit_unauthorized(&self, request: &Request) {
+        let Some(peer) = request.extensions().get::<Arc<Peer>>() else {
+            return;
+        };
+        let table = self.inner.roles.borrow().clone();
+        let asked = request.uri().path().strip_prefix(ROLES_PREFIX);
+        let role = asked.and_then(|name| table.get_key_value(name).map(|(name, _)| name.clone()));
+        audit::unauthorized(role.as_deref(), peer);
+    }
+
     /// A connection's own [`Snapshot`] of what its requests are checked against.
     fn snapshot(&self) -> Snapshot {
         let (mut roles, mut token) = (self.inner.roles.clone(), self.inner.token.clone());
@@ -367,7 +379,12 @@ async fn guard(State(state): State<AppState>, mut request: Request, next: Next) 
             request.extensions_mut().insert(checked);
             next.run(request).await
         }
-        Err(refused) => refused.into_response(),
+        Err(refused) => {
+            if refused == Refusal::Unauthorized {
+                state.audit_unauthorized(&request);
+            }
+            refused.into_response()
+        }
     };
     state
         .inner
@@ -500,13 +517,19 @@ async fn status_report(State(state): State<AppState>) -> Response {
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let inner = &state.inner;
-    render_metrics(&inner.metrics, &inner.roles, inner.clock.as_ref())
+    render_metrics(
+        &inner.metrics,
+        &inner.roles,
+        inner.clock.as_ref(),
+        Names::Shown,
+    )
 }
 
 fn render_metrics(
     metrics: &Metrics,
     roles: &watch::Receiver<Arc<RoleTable>>,
     clock: &dyn Clock,
+    names: Names,
 ) -> Response {
     let table = roles.borrow();
     let expiries: Vec<(&str, SystemTime)> = table
@@ -525,6 +548,10 @@ fn render_metrics(
         .collect();
     let guard = crate::guard_state::GuardState::read();
     let text = metrics.render(expiries, sessions, guard, clock.now());
+    let text = match names {
+        Names::Shown => text,
+        Names::Withheld => metrics::without_names(&text),
+    };
     typed_response(text, metrics::CONTENT_TYPE)
 }
 
@@ -538,7 +565,8 @@ pub fn metrics_router(
     local: SocketAddr,
 ) -> Router {
     let scrape = move || {
-        let response = render_metrics(&metrics, &roles, clock.as_ref());
+        // No token here: counts without role or user names.
+        let response = render_metrics(&metrics, &roles, clock.as_ref(), Names::Withheld);
         async move { response }
     };
     let hosts = allowed_hosts(local);

@@ -778,3 +778,100 @@ fn a_crowd_of_holders_cannot_crowd_out_another_user() {
     let evicted = sample(&metrics, "assume_roled_connections_evicted_total").unwrap_or(0.0);
     assert!(evicted > 0.0, "{metrics}");
 }
+
+/// The audit is complete and bounded: 2,000 uids without an account, refused once each, write
+/// a handful of lines (they are one client for the audit), one of which counts the others at
+/// stop; 20 wrong tokens leave a line; an executable whose path holds a space, `=`, a quote and
+/// a newline cannot forge a field or a line.
+#[test]
+fn the_audit_is_complete_bounded_and_unforgeable() {
+    ensure_users();
+    let moto = Moto::start();
+    let dir = TempDir::new("audit");
+    let config = format!(
+        "{}allowed_users = [\"{MEMBER}\"]\n",
+        moto.config_with(&dir.path().join("state/token"), "peer_processes = true")
+    );
+    let mut daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let token = daemon.token();
+    // One process forks a child per uid; each asks once with the right token and is refused.
+    let nameless = "import os, socket, sys\n\
+        port, token = int(sys.argv[1]), sys.argv[2]\n\
+        codes = {}\n\
+        for uid in range(310000, 312000):\n\
+        \x20   r, w = os.pipe()\n\
+        \x20   if os.fork() == 0:\n\
+        \x20       os.setgroups([]); os.setgid(uid); os.setuid(uid)\n\
+        \x20       s = socket.create_connection(('127.0.0.1', port))\n\
+        \x20       s.sendall(('GET /roles/piyo HTTP/1.1\\r\\nHost: 127.0.0.1:%d\\r\\nAuthorization: %s\\r\\nConnection: close\\r\\n\\r\\n' % (port, token)).encode())\n\
+        \x20       os.write(w, s.recv(12)[9:12]); os._exit(0)\n\
+        \x20   os.close(w); code = os.read(r, 3).decode(); os.close(r); os.wait()\n\
+        \x20   codes[code] = codes.get(code, 0) + 1\n\
+        print(codes)\n";
+    let output = Command::new("/usr/bin/python3")
+        .args(["-c", nameless, &daemon.address.port().to_string(), &token])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&output).trim(),
+        "{'403': 2000}",
+        "{}",
+        stderr(&output)
+    );
+    for _ in 0..20 {
+        let wrong = curl_as(MEMBER, &daemon.uri("piyo"), &"w".repeat(48));
+        assert_eq!(status_of(&wrong), "401");
+    }
+    // An executable whose path tries to forge fields and a line.
+    let forge = std::path::Path::new("/tmp/ar-test-forge");
+    let _ = std::fs::remove_dir_all(forge);
+    std::fs::create_dir_all(forge).unwrap();
+    let forged = forge.join("x uid=0 user=\"root\"\nINFO audit: credentials served");
+    std::fs::copy("/usr/bin/curl", &forged).unwrap();
+    std::fs::set_permissions(forge, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let served = as_user(MEMBER, &forged)
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-H",
+            &format!("Authorization: {token}"),
+            &daemon.uri("piyo"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&served), "200", "{}", stderr(&served));
+    assert!(daemon.terminate().success());
+    std::fs::remove_dir_all(forge).unwrap();
+
+    let log = daemon.log();
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains(" audit: ")).collect();
+    assert!(audit.len() <= 100, "{} audit lines:\n{log}", audit.len());
+    let folded = audit
+        .iter()
+        .find(|l| l.contains("requests refused again") && l.contains("count=1999"))
+        .unwrap_or_else(|| panic!("no line counting the other refusals:\n{log}"));
+    assert!(folded.contains("uid=-"), "{folded}");
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("no valid token (401)") && l.contains(MEMBER)),
+        "{log}"
+    );
+    let member_uid = uid_of(MEMBER);
+    let served = audit
+        .iter()
+        .find(|l| l.contains("credentials served") && l.contains("exe=\"/tmp/ar-test-forge/"))
+        .unwrap_or_else(|| panic!("no audit line for the forged executable:\n{log}"));
+    assert!(served.contains(&format!("uid={member_uid} ")), "{served}");
+    assert!(
+        served.contains(
+            r#"exe="/tmp/ar-test-forge/x uid=0 user=\"root\"\nINFO audit: credentials served""#
+        ),
+        "{served}"
+    );
+    assert_eq!(
+        log.matches("INFO audit: credentials served").count(),
+        served.matches("INFO audit: credentials served").count(),
+        "the newline forged a line"
+    );
+}

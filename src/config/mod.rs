@@ -43,6 +43,10 @@ pub const DEFAULT_DURATION: Duration = Duration::from_secs(3600);
 /// Connections one user may hold when `[server] max_connections_per_user` is absent: far more
 /// than one user's tools open at once, far fewer than `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 128;
+/// Audit lines written in a minute at most when `[server] audit_lines_per_minute` is absent:
+/// past it, lines are folded into counts by outcome (well under journald's default rate limit
+/// of 10,000 lines in 30 s, so the audit never makes journald drop lines).
+pub const DEFAULT_AUDIT_LINES_PER_MINUTE: usize = 600;
 /// Connections served at once when `[server] max_connections` is absent: far more than a host's
 /// tools open, few enough that a local flood cannot exhaust memory or file descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -86,6 +90,8 @@ pub struct ServerConfig {
     /// Connections one local user may hold at once; more are closed at once, so that one
     /// user's flood cannot make everyone else wait.
     pub max_connections_per_user: usize,
+    /// Audit lines written in a minute at most; past it they are folded into counts.
+    pub audit_lines_per_minute: u64,
     /// A second loopback address serving only `/metrics`, without the token (for Prometheus,
     /// which cannot send a bare token); `None`: metrics only at `/metrics` behind the token.
     pub metrics_listen: Option<SocketAddr>,

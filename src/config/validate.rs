@@ -19,9 +19,10 @@ use super::values::{
     parse_source_identity, parse_token_file, session_name_from_host,
 };
 use super::{
-    Accounts, Config, ContainersConfig, DEFAULT_DURATION, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_SESSIONS, DEFAULT_TOKEN_FILE, GuardMode,
-    ImdsConfig, Problem, RoleConfig, ServerConfig, StsConfig, Template, line_of,
+    Accounts, Config, ContainersConfig, DEFAULT_AUDIT_LINES_PER_MINUTE, DEFAULT_DURATION,
+    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_USER,
+    DEFAULT_MAX_SESSIONS, DEFAULT_TOKEN_FILE, GuardMode, ImdsConfig, Problem, RoleConfig,
+    ServerConfig, StsConfig, Template, line_of,
 };
 
 const MAX_CONNECTIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
@@ -277,6 +278,12 @@ fn validate_server(checker: &mut Checker<'_>, raw: &RawTable) -> ServerConfig {
             max,
             DEFAULT_MAX_CONNECTIONS_PER_USER,
         ),
+        audit_lines_per_minute: checker.count(
+            raw,
+            "audit_lines_per_minute",
+            1..=1_000_000,
+            DEFAULT_AUDIT_LINES_PER_MINUTE,
+        ) as u64,
         metrics_listen: checker.optional(raw, "metrics_listen", parse_listen),
         // On: one sock_diag question per connection costs microseconds, and the audit log
         // names the user.

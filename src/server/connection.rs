@@ -285,7 +285,16 @@ impl AppState {
         let (headers, uri) = (request.headers(), request.uri());
         let checked = self.check_on(headers, uri, on.redirected, table, token);
         let answering = match checked {
-            Err(refused) => routed(axum::response::IntoResponse::into_response(refused)),
+            Err(refused) => {
+                if refused == super::Refusal::Unauthorized {
+                    let role = match hot {
+                        Hot::Role(name) => table.get_key_value(name).map(|(name, _)| name.as_str()),
+                        Hot::Metadata { .. } => None,
+                    };
+                    audit::unauthorized(role, on.peer);
+                }
+                routed(axum::response::IntoResponse::into_response(refused))
+            }
             Ok(grant) => match hot {
                 Hot::Role(name) => self.role_now(name, on.peer, table, grant),
                 Hot::Metadata { iam_name, extended } => {
