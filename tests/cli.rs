@@ -417,7 +417,7 @@ fn max_connections_must_fit_the_open_files_limit() {
     assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
     assert!(
         stderr(&output).contains(
-            "max_connections = 1024 needs about 1152 open files, but this process may open 512"
+            "max_connections = 1024 needs about 1216 open files, but this process may open 512"
         ),
         "{}",
         stderr(&output)

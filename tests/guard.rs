@@ -305,7 +305,7 @@ fn redirect_gives_users_the_role_and_nobody_the_instance_role() {
         .lines()
         .find(|l| l.contains("audit: credentials served") && l.contains("via=imds"))
         .unwrap_or_else(|| panic!("no audit line for the metadata credentials:\n{log}"));
-    assert!(served.contains(&format!("user={MEMBER}")), "{served}");
+    assert!(served.contains(&format!("user=\"{MEMBER}\"")), "{served}");
     assert!(
         log.contains("source identity") && log.contains("hoge-ec2-role"),
         "{log}"

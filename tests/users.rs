@@ -149,8 +149,8 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
         served.contains(&format!("uid={}", uid_of(MEMBER))),
         "{served}"
     );
-    assert!(served.contains(&format!("user={MEMBER}")), "{served}");
-    assert!(served.contains("exe=/usr/bin/curl"), "{served}");
+    assert!(served.contains(&format!("user=\"{MEMBER}\"")), "{served}");
+    assert!(served.contains("exe=\"/usr/bin/curl\""), "{served}");
     assert!(served.contains("access_key_id=ASIA…"), "{served}");
     let refused = log
         .lines()
@@ -503,7 +503,7 @@ fn each_member_acts_under_a_session_of_their_own() {
 
     let log = daemon.log();
     let audit = (log.lines())
-        .find(|l| l.contains("credentials served") && l.contains(&format!("user={SECOND}")))
+        .find(|l| l.contains("credentials served") && l.contains(&format!("user=\"{SECOND}\"")))
         .expect("an audit line for the second member");
     let id = key(&second[0]);
     let masked = format!("{}…{}", &id[..4], &id[id.len() - 4..]);
@@ -515,7 +515,7 @@ fn each_member_acts_under_a_session_of_their_own() {
     // CLI's): one line at once, and the eleven held back counted in the summary written when
     // the daemon stops.
     let lines_for = |log: &str, text: &str| {
-        let user = format!("user={SECOND}");
+        let user = format!("user=\"{SECOND}\"");
         (log.lines())
             .filter(|l| l.contains(text) && l.contains(&user))
             .count()
@@ -524,7 +524,9 @@ fn each_member_acts_under_a_session_of_their_own() {
     assert!(daemon.terminate().success());
     let log = daemon.log();
     let summary = (log.lines())
-        .find(|l| l.contains("credentials served again") && l.contains(&format!("user={SECOND}")))
+        .find(|l| {
+            l.contains("credentials served again") && l.contains(&format!("user=\"{SECOND}\""))
+        })
         .unwrap_or_else(|| panic!("no summary for the second member:\n{log}"));
     assert!(summary.contains("count=11"), "{summary}");
 }
@@ -607,9 +609,9 @@ fn a_jvm_on_dual_stack_sockets_is_known_by_its_user() {
     let log = daemon.log();
     let served = log
         .lines()
-        .find(|l| l.contains("audit: credentials served") && l.contains("exe=/usr/lib/jvm/"))
+        .find(|l| l.contains("audit: credentials served") && l.contains("exe=\"/usr/lib/jvm/"))
         .unwrap_or_else(|| panic!("no audit line naming the JVM:\n{log}"));
-    assert!(served.contains(&format!("user={MEMBER}")), "{served}");
+    assert!(served.contains(&format!("user=\"{MEMBER}\"")), "{served}");
     assert!(
         log.lines()
             .any(|l| l.contains("credentials refused") && l.contains(OUTSIDER)),

@@ -347,7 +347,7 @@ inside su - member -c "exec 3<>/dev/tcp/127.0.0.1/$listen_port
   cat <&3" >"$work/member-answer" || true
 grep -q '"AccessKeyId":"ASIA' "$work/member-answer" || fail "the member's request was not served: $(head -c 300 "$work/member-answer")"
 member_uid=$(inside id -u member)
-wait_until 10 journal_has "audit: credentials served role=piyo access_key_id=ASIA.* uid=$member_uid user=member" ||
+wait_until 10 journal_has "audit: credentials served role=piyo access_key_id=ASIA.* uid=$member_uid user=\"member\"" ||
   fail "no audit line naming the member: $(journal | grep audit | tail -n 2)"
 journal_has "sock_diag is unavailable" && fail "the unit does not let the daemon ask the kernel (sock_diag)"
 ok "under the hardened unit, the audit line names the connecting user (uid $member_uid), from sock_diag"
