@@ -86,21 +86,36 @@ pub fn verdict(held: &HashMap<Holder, usize>, holder: Holder, limits: Limits) ->
     if total < limits.total {
         return Verdict::Admit;
     }
-    let holders = held.len() + usize::from(!held.contains_key(&holder));
-    let fair_share = limits.total / holders.max(1);
-    if own >= fair_share {
+    if own >= fair_share(held, holder, limits) {
         return Verdict::AllTaken;
     }
-    // The biggest holder; of equals, the smallest key, so that the choice does not depend on
-    // the map's order.
-    let biggest = held
-        .iter()
-        .filter(|(other, _)| **other != holder)
-        .max_by(|(a, x), (b, y)| x.cmp(y).then_with(|| key(b).cmp(&key(a))));
-    match biggest {
-        Some((victim, count)) if *count > fair_share => Verdict::AdmitClosingOneOf(*victim),
-        _ => Verdict::AllTaken,
+    match over_fair_share(held, holder, limits).first() {
+        Some(victim) => Verdict::AdmitClosingOneOf(*victim),
+        None => Verdict::AllTaken,
     }
+}
+
+/// `max_connections` divided by the holders holding connections, `holder` included.
+fn fair_share(held: &HashMap<Holder, usize>, holder: Holder, limits: Limits) -> usize {
+    let holders = held.len() + usize::from(!held.contains_key(&holder));
+    limits.total / holders.max(1)
+}
+
+/// The holders other than `holder` holding more than the fair share, the biggest first (of
+/// equals, the smallest key, so that the choice does not depend on the map's order). Pure.
+pub fn over_fair_share(
+    held: &HashMap<Holder, usize>,
+    holder: Holder,
+    limits: Limits,
+) -> Vec<Holder> {
+    let share = fair_share(held, holder, limits);
+    let mut over: Vec<(Holder, usize)> = held
+        .iter()
+        .filter(|(other, count)| **other != holder && **count > share)
+        .map(|(other, count)| (*other, *count))
+        .collect();
+    over.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| key(a).cmp(&key(b))));
+    over.into_iter().map(|(other, _)| other).collect()
 }
 
 /// A total order on holders, for ties.
@@ -192,8 +207,11 @@ impl Holders {
             Verdict::Admit => {}
             Verdict::HolderFull => return Err(Refused::HolderFull),
             Verdict::AllTaken => return Err(Refused::AllTaken),
-            Verdict::AdmitClosingOneOf(victim) => {
-                if !table.close_idle(victim) {
+            // The biggest holder over the fair share first; if all of its connections are
+            // busy, the next one over it.
+            Verdict::AdmitClosingOneOf(_) => {
+                let over = over_fair_share(&table.counts, holder, self.limits);
+                if !over.into_iter().any(|victim| table.close_idle(victim)) {
                     return Err(Refused::AllTaken);
                 }
                 closed_one = true;
@@ -297,7 +315,7 @@ mod tests {
             verdict(&full, Holder::Unnamed, LIMITS),
             Verdict::AdmitClosingOneOf(alice)
         );
-        // Alice at her fair share or more gets nothing by closing others'.
+        // Alice at her own limit gets nothing, however the others stand.
         assert_eq!(verdict(&full, alice, LIMITS), Verdict::HolderFull);
         let even = held(&[(alice, 3), (bob, 3), (carol, 4)]);
         assert_eq!(verdict(&even, alice, LIMITS), Verdict::AllTaken);
@@ -379,6 +397,11 @@ mod tests {
         );
         flags[1].store(false, Ordering::Relaxed);
         let (carols, closed) = holders.enter(carol, idle.clone(), &stop).unwrap();
+        assert_eq!(
+            over_fair_share(&holders.table().counts, Holder::User(1003), holders.limits),
+            [alice],
+            "of the holders over the fair share, alice is the biggest"
+        );
         assert!(closed);
         assert!(alices[1].closing().is_cancelled(), "the idle one is closed");
         assert!(!alices[0].closing().is_cancelled());

@@ -300,7 +300,8 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
                 peer.user.as_deref(),
                 Instant::now(),
             );
-            // A full table never costs a served line: the audit of what was handed out is kept.
+            // A full table never costs a served line (the line budget may fold it into the
+            // minute's count of served lines).
             let held = match admitted {
                 Admit::Write { held } => held,
                 Admit::Full => 0,
@@ -321,7 +322,7 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
                 Decision::UnknownPeer => "the role is served per user, and this user is unknown",
                 _ => "the role holds its max_sessions; no session for a new user",
             };
-            let Some(held) = admit_refusal(who, role, reason, peer) else {
+            let Some(held) = admit_refusal(who, role, reason, Outcome::Refused, peer) else {
                 return;
             };
             warn!(
@@ -330,7 +331,9 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
                 "credentials refused: {reason}"
             );
         }
-        Decision::WrongToken => unauthorized(Some(role), peer),
+        // The role here is the request's spelling (a role token asking for another path):
+        // never a key or a field.
+        Decision::WrongToken => unauthorized(None, peer),
         _ => {}
     }
 }
@@ -340,7 +343,7 @@ pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
 pub fn unauthorized(role: Option<&str>, peer: &Peer) {
     let role = role.unwrap_or("-");
     let reason = "no valid token (401)";
-    let Some(held) = admit_refusal(who_of(peer), role, reason, peer) else {
+    let Some(held) = admit_refusal(who_of(peer), role, reason, Outcome::Unauthorized, peer) else {
         return;
     };
     let (uid, user, exe, container) = (
@@ -357,7 +360,7 @@ pub fn unauthorized(role: Option<&str>, peer: &Peer) {
 
 /// Whether a refusal's line is written (with how many were held back before it): once per
 /// (client, role, reason) an interval, within the line budget; otherwise counted.
-fn admit_refusal(who: Who, role: &str, reason: &str, peer: &Peer) -> Option<u64> {
+fn admit_refusal(who: Who, role: &str, reason: &str, outcome: Outcome, peer: &Peer) -> Option<u64> {
     let mut refused = lock(&REFUSED);
     let held = match refused.admit(who, role, reason, peer.user.as_deref(), Instant::now()) {
         Admit::Write { held } => held,
@@ -369,11 +372,6 @@ fn admit_refusal(who: Who, role: &str, reason: &str, peer: &Peer) -> Option<u64>
         }
     };
     drop(refused);
-    let outcome = if reason.ends_with("(401)") {
-        Outcome::Unauthorized
-    } else {
-        Outcome::Refused
-    };
     within_budget(outcome).then_some(held)
 }
 

@@ -4,8 +4,10 @@
 //! Every tool on the host depends on this port, so a slow or flooding client must not starve
 //! it: a connection must start a request within [`HEADER_READ_TIMEOUT`] (a client dribbling
 //! headers a byte a second is cut off, an idle one closed), the head may not exceed [`MAX_HEAD_BYTES`],
-//! and at most `max_connections` are served at once; beyond that, new connections wait in the
-//! kernel's backlog until one closes, so memory stays bounded. Only HTTP/1.1 (and 1.0) is
+//! and at most `max_connections` are served at once, each holder (a user, a container, all
+//! uids without an account) getting a fair share ([`crate::admission`]); what admission refuses
+//! is closed at once, and past `max_connections` plus [`DECIDING`] new connections wait in the
+//! kernel's backlog, so memory stays bounded. Only HTTP/1.1 (and 1.0) is
 //! spoken: every SDK fetches credentials that way. What a request may do is decided by
 //! [`crate::server`]; this module only moves bytes, and attaches to every request the
 //! [`Peer`] found for its connection (once per connection, see [`crate::peer`]).
@@ -62,7 +64,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub struct Options {
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
-    /// Connections one user (by uid) may hold; more are closed at once. Needs `peer_lookup`.
+    /// Connections one holder (see [`crate::admission`]) may hold; more are closed at once.
+    /// Needs `peer_lookup`.
     pub max_connections_per_user: usize,
     /// Look up each connection's user (see [`crate::peer`]).
     pub peer_lookup: bool,
@@ -431,7 +434,8 @@ where
     }
 }
 
-/// Serves `app` on `listener` with at most `max_connections` at a time, until `shutdown` is
+/// Serves `app` on `listener` with at most `max_connections` admitted at a time (fairly, see
+/// [`crate::admission`]), until `shutdown` is
 /// cancelled; then stops accepting and lets open requests finish for at most
 /// [`DRAIN_TIMEOUT`].
 pub async fn serve(
@@ -535,7 +539,8 @@ pub async fn serve(
                     return;
                 }
             };
-            let names = (peer.uid.is_some() && peer.container.is_none()).then(|| NameSource {
+            // A uid without an account has no groups to lose: its names are not followed.
+            let names = (peer.user.is_some() && peer.container.is_none()).then(|| NameSource {
                 resolver: resolver.clone(),
                 generation,
             });

@@ -256,6 +256,10 @@ pub fn without_names(text: &str) -> String {
     let mut folded: Vec<(String, f64)> = Vec::new();
     for line in text.lines() {
         let Some((series, value)) = role_sample(line) else {
+            // A role-labelled line that could not be read is left out, never passed on.
+            if line.contains("role=\"") && !line.starts_with('#') {
+                continue;
+            }
             if line.starts_with("# HELP ") || line == "# EOF" {
                 for (series, value) in folded.drain(..) {
                     out.push_str(&format!("{series} {value}\n"));

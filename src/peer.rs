@@ -299,16 +299,21 @@ impl Resolver {
         if let Some(names) = self.cached_names(uid) {
             return names;
         }
-        // Asked without holding the lock: the name service may be slow.
+        // Asked without holding the lock: the name service may be slow. A refresh that
+        // happened meanwhile may know better: what was asked before it is not cached.
+        let generation = self.generation();
         let names = (self.resolve_names)(uid);
-        self.cache().by_uid.insert(uid, names.clone());
+        let mut cache = self.cache();
+        if self.generation() == generation {
+            cache.by_uid.insert(uid, names.clone());
+        }
         names
     }
 
     /// The generation of the names: bumped each time they were looked up afresh. A connection
-    /// whose user was looked up under an older one takes its user's names again (see
-    /// [`LivePeer`]): a user removed from a group loses what the group gave on the next request
-    /// of an open connection too.
+    /// whose user was looked up under an older one takes its user's names again (the server's
+    /// connection service does, before each request): a user removed from a group loses what
+    /// the group gave on the next request of an open connection too.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -317,15 +322,20 @@ impl Resolver {
     /// are a minute old: looks every known uid up again (blocking: the name service), then
     /// bumps the generation. Whether it did.
     pub fn refresh_if_due(&self) -> bool {
+        // Uids with an account only: those without one (a flood of subordinate uids, say) are
+        // forgotten, and looked up again when they connect.
         let known: Vec<u32> = {
             let mut cache = self.cache();
             if !self.due(&mut cache) {
                 return false;
             }
-            cache.by_uid.keys().copied().collect()
+            (cache.by_uid.iter())
+                .filter(|(_, names)| names.user.is_some())
+                .map(|(uid, _)| *uid)
+                .collect()
         };
-        // Too many to look up again (a flood of uids without accounts): forget them instead;
-        // a connection of a forgotten uid looks its names up again itself.
+        // Too many to look up again: forget them; a connection of a forgotten uid looks its
+        // names up again itself.
         let fresh: HashMap<u32, Names> = if known.len() > MAX_REFRESHED_UIDS {
             HashMap::new()
         } else {
