@@ -555,14 +555,11 @@ fn connection_cap_holds_back_a_flood() {
             .unwrap();
         let mut answer = Vec::new();
         let started = SystemTime::now();
-        let ended = stream.read_to_end(&mut answer);
-        (
-            ended.is_ok() || answer.is_empty(),
-            answer,
-            started.elapsed().unwrap(),
-        )
+        // Closed (EOF) or reset: either way, the answer is what arrived.
+        let _ = stream.read_to_end(&mut answer);
+        (answer, started.elapsed().unwrap())
     };
-    let (_, answer, took) = ask();
+    let (answer, took) = ask();
     assert!(
         answer.is_empty(),
         "a fifth connection was served while four were held"
