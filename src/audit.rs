@@ -12,14 +12,15 @@
 //! or the process: repeats are counted per client, and the line that reports them carries the
 //! endpoint and process of its own request.
 //!
-//! A client is a local user (uid) or a container (address). Each table remembers at most
+//! The audit is a value ([`Audit`]) the daemon makes once and hands to the endpoints: no
+//! process-wide state. A client is a local user (uid) or a container (address). Each table remembers at most
 //! [`ENTRIES`] keys; past it, keys quiet for an interval are forgotten, and if that is not
 //! enough the line is only counted, in a total the summary reports (so that a flood of distinct
 //! clients is not written line by line either).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -156,12 +157,17 @@ enum Admit {
     Full,
 }
 
-/// The tables of this process. Std mutexes: held to count, never across an await; a poisoned
-/// one is used as it is.
-static SERVED: LazyLock<Mutex<Throttle>> = LazyLock::new(Mutex::default);
-static REFUSED: LazyLock<Mutex<Throttle>> = LazyLock::new(Mutex::default);
+/// The audit: its tables and its line budget, a value the daemon hands to what decides
+/// (no process-wide state: tests and in-process daemons each have their own). Std mutexes:
+/// held to count, never across an await; a poisoned one is used as it is.
+#[derive(Default)]
+pub struct Audit {
+    served: Mutex<Throttle>,
+    refused: Mutex<Throttle>,
+    budget: Mutex<Budget>,
+}
 
-fn lock(table: &Mutex<Throttle>) -> std::sync::MutexGuard<'_, Throttle> {
+fn lock<T>(table: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     table
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -199,6 +205,12 @@ enum Outcome {
     Served = 0,
     Refused = 1,
     Unauthorized = 2,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Budget {
@@ -239,29 +251,6 @@ impl Budget {
     }
 }
 
-static BUDGET: Mutex<Budget> = Mutex::new(Budget::new());
-
-/// Sets the line budget (`[server] audit_lines_per_minute`), at start and at a reload.
-pub fn set_lines_per_minute(per_minute: u64) {
-    lock_budget().per_minute = per_minute;
-}
-
-fn lock_budget() -> std::sync::MutexGuard<'static, Budget> {
-    BUDGET
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Whether a line for `outcome` fits the budget now; a folded-lines report is written first
-/// when a minute ended with lines folded.
-fn within_budget(outcome: Outcome) -> bool {
-    let (allowed, report) = lock_budget().take(outcome, Instant::now());
-    if let Some(folded) = report {
-        report_folded(folded);
-    }
-    allowed
-}
-
 fn report_folded([served, refused, unauthorized]: [u64; 3]) {
     warn!(
         target: "audit", served, refused, unauthorized,
@@ -278,157 +267,191 @@ fn who_of(peer: &Peer) -> Who {
     }
 }
 
-/// Records `decision` about role `role` for `peer`: every set handed out and every refusal by
-/// user or token, a line at once per key and counts for repeats (see the module's
-/// description).
-pub fn record(role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
-    let who = who_of(peer);
-    let (uid, user, pid, exe, container) = (
-        Known(&peer.uid),
-        Quoted(&peer.user),
-        Known(&peer.pid),
-        Quoted(&peer.exe),
-        Known(&peer.container),
-    );
-    let via = via.label();
-    match decision {
-        Decision::Served { masked_key_id, .. } => {
-            let admitted = lock(&SERVED).admit(
-                who,
-                role,
-                masked_key_id,
-                peer.user.as_deref(),
-                Instant::now(),
-            );
-            // A full table never costs a served line (the line budget may fold it into the
-            // minute's count of served lines).
-            let held = match admitted {
-                Admit::Write { held } => held,
-                Admit::Full => 0,
-                Admit::HeldBack => return,
-            };
-            if !within_budget(Outcome::Served) {
-                return;
+impl Audit {
+    /// Sets the line budget (`[server] audit_lines_per_minute`), at start and at a reload.
+    pub fn set_lines_per_minute(&self, per_minute: u64) {
+        lock(&self.budget).per_minute = per_minute;
+    }
+
+    /// Whether a line for `outcome` fits the budget now; a folded-lines report is written first
+    /// when a minute ended with lines folded.
+    fn within_budget(&self, outcome: Outcome) -> bool {
+        let (allowed, report) = lock(&self.budget).take(outcome, Instant::now());
+        if let Some(folded) = report {
+            report_folded(folded);
+        }
+        allowed
+    }
+
+    /// Records `decision` about role `role` for `peer`: every set handed out and every refusal by
+    /// user or token, a line at once per key and counts for repeats (see the module's
+    /// description).
+    pub fn record(&self, role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
+        let who = who_of(peer);
+        let (uid, user, pid, exe, container) = (
+            Known(&peer.uid),
+            Quoted(&peer.user),
+            Known(&peer.pid),
+            Quoted(&peer.exe),
+            Known(&peer.container),
+        );
+        let via = via.label();
+        match decision {
+            Decision::Served { masked_key_id, .. } => {
+                let admitted = lock(&self.served).admit(
+                    who,
+                    role,
+                    masked_key_id,
+                    peer.user.as_deref(),
+                    Instant::now(),
+                );
+                // A full table never costs a served line (the line budget may fold it into the
+                // minute's count of served lines).
+                let held = match admitted {
+                    Admit::Write { held } => held,
+                    Admit::Full => 0,
+                    Admit::HeldBack => return,
+                };
+                if !self.within_budget(Outcome::Served) {
+                    return;
+                }
+                info!(
+                    target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
+                    user = %user, pid = %pid, exe = %exe, container = %container, via = %via,
+                    held_back = held, "credentials served"
+                );
             }
+            Decision::NotAdmitted | Decision::UnknownPeer | Decision::Full(_) => {
+                let reason = match decision {
+                    Decision::NotAdmitted => "user not allowed for this role",
+                    Decision::UnknownPeer => {
+                        "the role is served per user, and this user is unknown"
+                    }
+                    _ => "the role holds its max_sessions; no session for a new user",
+                };
+                let Some(held) = self.admit_refusal(who, role, reason, Outcome::Refused, peer)
+                else {
+                    return;
+                };
+                warn!(
+                    target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
+                    container = %container, via = %via, held_back = held,
+                    "credentials refused: {reason}"
+                );
+            }
+            // The role here is the request's spelling (a role token asking for another path):
+            // never a key or a field.
+            Decision::WrongToken => self.unauthorized(None, peer),
+            _ => {}
+        }
+    }
+
+    /// Records a request refused for its token (missing, wrong, or another role's): 401. `role` is
+    /// the configured role it asked for, if any (never a name taken from the request as it is).
+    pub fn unauthorized(&self, role: Option<&str>, peer: &Peer) {
+        let role = role.unwrap_or("-");
+        let reason = "no valid token (401)";
+        let Some(held) =
+            self.admit_refusal(who_of(peer), role, reason, Outcome::Unauthorized, peer)
+        else {
+            return;
+        };
+        let (uid, user, exe, container) = (
+            Known(&peer.uid),
+            Quoted(&peer.user),
+            Quoted(&peer.exe),
+            Known(&peer.container),
+        );
+        warn!(
+            target: "audit", role = %role, uid = %uid, user = %user, exe = %exe,
+            container = %container, held_back = held, "request refused: {reason}"
+        );
+    }
+
+    /// Whether a refusal's line is written (with how many were held back before it): once per
+    /// (client, role, reason) an interval, within the line budget; otherwise counted.
+    fn admit_refusal(
+        &self,
+        who: Who,
+        role: &str,
+        reason: &str,
+        outcome: Outcome,
+        peer: &Peer,
+    ) -> Option<u64> {
+        let mut refused = lock(&self.refused);
+        let held = match refused.admit(who, role, reason, peer.user.as_deref(), Instant::now()) {
+            Admit::Write { held } => held,
+            Admit::HeldBack => return None,
+            // A flood of distinct keys is not written line by line.
+            Admit::Full => {
+                refused.overflow += 1;
+                return None;
+            }
+        };
+        drop(refused);
+        self.within_budget(outcome).then_some(held)
+    }
+
+    /// Writes what was held back for an interval or more: one line per key, with the count.
+    pub fn summarize(&self, now: Instant) {
+        if let Some(folded) = lock(&self.budget).take_folded() {
+            report_folded(folded);
+        }
+        let (served, served_overflow) = lock(&self.served).held(now);
+        for held in served {
+            let (uid, user, container) =
+                (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
             info!(
-                target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
-                user = %user, pid = %pid, exe = %exe, container = %container, via = %via,
-                held_back = held, "credentials served"
+                target: "audit", role = %held.role, access_key_id = %held.detail, uid = %uid,
+                user = %user, container = %container, count = held.count,
+                "credentials served again, not written one by one"
             );
         }
-        Decision::NotAdmitted | Decision::UnknownPeer | Decision::Full(_) => {
-            let reason = match decision {
-                Decision::NotAdmitted => "user not allowed for this role",
-                Decision::UnknownPeer => "the role is served per user, and this user is unknown",
-                _ => "the role holds its max_sessions; no session for a new user",
-            };
-            let Some(held) = admit_refusal(who, role, reason, Outcome::Refused, peer) else {
-                return;
-            };
+        if served_overflow > 0 {
+            info!(
+                target: "audit", count = served_overflow,
+                "credentials served to more distinct clients than the audit remembers; not \
+                 written one by one"
+            );
+        }
+        let (refused, overflow) = lock(&self.refused).held(now);
+        for held in refused {
+            let (uid, user, container) =
+                (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
             warn!(
-                target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
-                container = %container, via = %via, held_back = held,
-                "credentials refused: {reason}"
+                target: "audit", role = %held.role, uid = %uid, user = %user, container = %container,
+                reason = %held.detail, count = held.count,
+                "requests refused again, not written one by one"
             );
         }
-        // The role here is the request's spelling (a role token asking for another path):
-        // never a key or a field.
-        Decision::WrongToken => unauthorized(None, peer),
-        _ => {}
-    }
-}
-
-/// Records a request refused for its token (missing, wrong, or another role's): 401. `role` is
-/// the configured role it asked for, if any (never a name taken from the request as it is).
-pub fn unauthorized(role: Option<&str>, peer: &Peer) {
-    let role = role.unwrap_or("-");
-    let reason = "no valid token (401)";
-    let Some(held) = admit_refusal(who_of(peer), role, reason, Outcome::Unauthorized, peer) else {
-        return;
-    };
-    let (uid, user, exe, container) = (
-        Known(&peer.uid),
-        Quoted(&peer.user),
-        Quoted(&peer.exe),
-        Known(&peer.container),
-    );
-    warn!(
-        target: "audit", role = %role, uid = %uid, user = %user, exe = %exe,
-        container = %container, held_back = held, "request refused: {reason}"
-    );
-}
-
-/// Whether a refusal's line is written (with how many were held back before it): once per
-/// (client, role, reason) an interval, within the line budget; otherwise counted.
-fn admit_refusal(who: Who, role: &str, reason: &str, outcome: Outcome, peer: &Peer) -> Option<u64> {
-    let mut refused = lock(&REFUSED);
-    let held = match refused.admit(who, role, reason, peer.user.as_deref(), Instant::now()) {
-        Admit::Write { held } => held,
-        Admit::HeldBack => return None,
-        // A flood of distinct keys is not written line by line.
-        Admit::Full => {
-            refused.overflow += 1;
-            return None;
-        }
-    };
-    drop(refused);
-    within_budget(outcome).then_some(held)
-}
-
-/// Writes what was held back for an interval or more: one line per key, with the count.
-pub fn summarize(now: Instant) {
-    if let Some(folded) = lock_budget().take_folded() {
-        report_folded(folded);
-    }
-    let (served, served_overflow) = lock(&SERVED).held(now);
-    for held in served {
-        let (uid, user, container) = (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
-        info!(
-            target: "audit", role = %held.role, access_key_id = %held.detail, uid = %uid,
-            user = %user, container = %container, count = held.count,
-            "credentials served again, not written one by one"
-        );
-    }
-    if served_overflow > 0 {
-        info!(
-            target: "audit", count = served_overflow,
-            "credentials served to more distinct clients than the audit remembers; not \
-             written one by one"
-        );
-    }
-    let (refused, overflow) = lock(&REFUSED).held(now);
-    for held in refused {
-        let (uid, user, container) = (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
-        warn!(
-            target: "audit", role = %held.role, uid = %uid, user = %user, container = %container,
-            reason = %held.detail, count = held.count,
-            "requests refused again, not written one by one"
-        );
-    }
-    if overflow > 0 {
-        warn!(
-            target: "audit", count = overflow,
-            "credentials refused to more distinct users than the audit remembers; not written \
-             one by one"
-        );
-    }
-}
-
-/// Calls [`summarize`] every interval until `stop`. (What is still held back when the daemon
-/// stops is written by [`summarize_all`], once the last request is answered.)
-pub async fn summarize_every_interval(stop: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => summarize(Instant::now()),
-            () = stop.cancelled() => return,
+        if overflow > 0 {
+            warn!(
+                target: "audit", count = overflow,
+                "credentials refused to more distinct users than the audit remembers; not written \
+                 one by one"
+            );
         }
     }
-}
 
-/// Writes everything held back, however recent: at stop, after the drain.
-pub fn summarize_all() {
-    summarize(Instant::now() + INTERVAL);
+    /// Calls [`Audit::summarize`] every interval until `stop`. (What is still held back when the daemon
+    /// stops is written by [`Audit::summarize_all`], once the last request is answered.)
+    pub async fn summarize_every_interval(
+        self: std::sync::Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.summarize(Instant::now()),
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Writes everything held back, however recent: at stop, after the drain.
+    pub fn summarize_all(&self) {
+        self.summarize(Instant::now() + INTERVAL);
+    }
 }
 
 #[cfg(test)]
@@ -563,6 +586,29 @@ mod tests {
         budget.take(Outcome::Served, at(start, 61));
         budget.take(Outcome::Served, at(start, 62));
         assert_eq!(budget.take_folded(), Some([1, 0, 0]));
+    }
+
+    /// Each audit is a value of its own: what one records, another does not see; a second
+    /// served response of the same key is held back, a refusal has its own table.
+    #[test]
+    fn each_audit_keeps_its_own_tables() {
+        let (one, two) = (Audit::default(), Audit::default());
+        let alice = Peer {
+            uid: Some(1001),
+            user: Some("alice".into()),
+            ..Peer::default()
+        };
+        let served = Decision::Served {
+            body: bytes::Bytes::new(),
+            masked_key_id: std::sync::Arc::from("ASIA…0001"),
+        };
+        let via = Via::Container(None);
+        one.record("piyo", via, &alice, &served);
+        one.record("piyo", via, &alice, &served);
+        one.record("piyo", via, &alice, &Decision::NotAdmitted);
+        assert_eq!(lock(&one.served).len(), 1);
+        assert_eq!(lock(&one.refused).len(), 1);
+        assert_eq!(lock(&two.served).len() + lock(&two.refused).len(), 0);
     }
 
     /// Every uid without an account is one client for the audit.

@@ -38,7 +38,7 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::audit;
+use crate::audit::Audit;
 use crate::config::{self, Config, GuardMode, RoleConfig};
 use crate::imds::{Imds, Upstream};
 use crate::listener;
@@ -131,6 +131,8 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     let listening = *locals.first().context("no listener to serve on")?;
     publish_endpoints(&config, listening);
     let metrics = Arc::new(Metrics::new());
+    let audit = Arc::new(Audit::default());
+    audit.set_lines_per_minute(config.server.audit_lines_per_minute);
     let instance_id = instance_id_if_named(&config, &upstream).await;
     let seams = Seams {
         sts: sts.clone(),
@@ -170,7 +172,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
-    let metadata = metadata_endpoint(&config, metadata_source, &roles, clock.clone());
+    let metadata = metadata_endpoint(&config, metadata_source, &roles, clock.clone(), &audit);
     log_summary(
         &config,
         sts.region(),
@@ -191,8 +193,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         notifications.await;
         Ok(())
     });
-    audit::set_lines_per_minute(config.server.audit_lines_per_minute);
-    let summaries = audit::summarize_every_interval(shutdown.clone());
+    let summaries = audit.clone().summarize_every_interval(shutdown.clone());
     tasks.spawn("audit summary", async move {
         summaries.await;
         Ok(())
@@ -211,6 +212,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         listening,
         server_token: server_token_sender,
         notifier,
+        audit: audit.clone(),
     };
     tasks.spawn("reloads", reloading.run(reloads, shutdown.clone()));
     first_attempts(&roles, START_HOLD, &shutdown).await;
@@ -226,6 +228,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         clock,
         metadata,
         metrics.clone(),
+        audit.clone(),
     );
     let app = server::router(state);
     for listener in listeners.containers {
@@ -270,7 +273,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     shutdown.cancel();
     let joined = tasks.join_all().await;
     // Every request has been answered: what the audit still holds back is written now.
-    audit::summarize_all();
+    audit.summarize_all();
     info!("stopped");
     match failure {
         Some(failure) => Err(failure),
@@ -438,9 +441,16 @@ fn metadata_endpoint(
     upstream: Option<Upstream>,
     roles: &watch::Receiver<Arc<RoleTable>>,
     clock: SharedClock,
+    audit: &Arc<Audit>,
 ) -> Option<Arc<Imds>> {
     let (imds_config, upstream) = config.imds.as_ref().zip(upstream)?;
-    let served = Imds::new(&imds_config.role, roles.clone(), upstream, clock);
+    let served = Imds::new(
+        &imds_config.role,
+        roles.clone(),
+        upstream,
+        clock,
+        audit.clone(),
+    );
     Some(Arc::new(served))
 }
 
@@ -454,6 +464,8 @@ struct Reloads<S> {
     /// The server's token handlers check; re-read at every reload.
     server_token: watch::Sender<AuthToken>,
     notifier: Arc<Notifier>,
+    /// Its line budget follows the configuration.
+    audit: Arc<Audit>,
 }
 
 impl<S: Sts> Reloads<S> {
@@ -518,7 +530,8 @@ impl<S: Sts> Reloads<S> {
     }
 
     fn apply(&mut self, new: Config, tokens: &RoleTokens) {
-        audit::set_lines_per_minute(new.server.audit_lines_per_minute);
+        self.audit
+            .set_lines_per_minute(new.server.audit_lines_per_minute);
         for section in sections_needing_restart(&self.current, &new) {
             warn!(
                 section,

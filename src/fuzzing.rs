@@ -102,7 +102,13 @@ fn harness() -> &'static Harness {
         let (token_sender, token) = watch::channel(AuthToken::parse(TOKEN).expect("a token"));
         let reads = Arc::new(Recorder::default());
         let upstream = Upstream::from_source(Box::new(reads.clone()));
-        let imds = Imds::new("piyo", roles.clone(), upstream, clock.clone());
+        let imds = Imds::new(
+            "piyo",
+            roles.clone(),
+            upstream,
+            clock.clone(),
+            Arc::default(),
+        );
         let state = AppState::new(
             token,
             roles,
@@ -110,6 +116,7 @@ fn harness() -> &'static Harness {
             clock,
             Some(Arc::new(imds)),
             Arc::new(Metrics::new()),
+            Arc::default(),
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

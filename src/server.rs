@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::access::{self, Decision, Grant, Via, grant_of};
-use crate::audit;
+use crate::audit::Audit;
 use crate::clock::{Clock, SharedClock};
 use crate::http::{
     credentials_response, error_response, full_response, json_response, typed_response,
@@ -70,6 +70,8 @@ struct Inner {
     /// The server's token; a reload may re-issue it.
     token: watch::Receiver<AuthToken>,
     metrics: Arc<Metrics>,
+    /// Where decisions are recorded.
+    audit: Arc<Audit>,
     /// The metadata endpoint, when `[imds]` is configured.
     imds: Option<Arc<Imds>>,
     roles: watch::Receiver<Arc<RoleTable>>,
@@ -87,6 +89,7 @@ impl AppState {
         clock: SharedClock,
         imds: Option<Arc<Imds>>,
         metrics: Arc<Metrics>,
+        audit: Arc<Audit>,
     ) -> Self {
         let mut hosts: Vec<String> = locals.iter().copied().flat_map(allowed_hosts).collect();
         hosts.sort_unstable();
@@ -95,6 +98,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 token,
                 metrics,
+                audit,
                 imds,
                 roles,
                 allowed_hosts: hosts,
@@ -329,7 +333,7 @@ impl AppState {
         let table = self.inner.roles.borrow().clone();
         let asked = request.uri().path().strip_prefix(ROLES_PREFIX);
         let role = asked.and_then(|name| table.get_key_value(name).map(|(name, _)| name.clone()));
-        audit::unauthorized(role.as_deref(), peer);
+        self.inner.audit.unauthorized(role.as_deref(), peer);
     }
 
     /// A connection's own [`Snapshot`] of what its requests are checked against.
@@ -425,7 +429,7 @@ async fn role_credentials(
     let via = Via::Container(grant.as_ref());
     let clock = state.inner.clock.as_ref();
     let decision = access::decide(&table, &name, via, &peer, clock).await;
-    audit::record(&name, via, &peer, &decision);
+    state.inner.audit.record(&name, via, &peer, &decision);
     role_response(&name, decision)
 }
 

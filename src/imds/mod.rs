@@ -27,7 +27,7 @@ use tracing::warn;
 use zeroize::Zeroizing;
 
 use crate::access::{self, Decision, Via};
-use crate::audit;
+use crate::audit::Audit;
 use crate::clock::SharedClock;
 use crate::credentials::format_timestamp;
 use crate::http::{credentials_response, error_response, json_response, text_response};
@@ -263,6 +263,8 @@ pub struct Imds {
     roles: watch::Receiver<Arc<RoleTable>>,
     upstream: Upstream,
     clock: SharedClock,
+    /// Where decisions are recorded (the daemon's one audit).
+    audit: Arc<Audit>,
 }
 
 /// What the metadata routes need of the served role at one moment.
@@ -281,6 +283,7 @@ impl Imds {
         roles: watch::Receiver<Arc<RoleTable>>,
         upstream: Upstream,
         clock: SharedClock,
+        audit: Arc<Audit>,
     ) -> Self {
         Self {
             tokens: SessionTokens::new(),
@@ -288,6 +291,7 @@ impl Imds {
             roles,
             upstream,
             clock,
+            audit,
         }
     }
 
@@ -396,7 +400,7 @@ async fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -
     let via = Via::Metadata { iam_name, extended };
     let table = imds.roles.borrow().clone();
     let decision = access::decide(&table, &imds.role, via, peer, imds.clock.as_ref()).await;
-    audit::record(&imds.role, via, peer, &decision);
+    imds.audit.record(&imds.role, via, peer, &decision);
     imds.credentials_answer(&table, decision)
 }
 
@@ -557,7 +561,7 @@ mod tests {
         let clock = crate::fake::FakeClock::new();
         let (_keep, roles) = watch::channel(Arc::new(RoleTable::new()));
         let upstream = Upstream::new("http://127.0.0.1:9").unwrap();
-        let imds = Imds::new("piyo", roles, upstream, clock.clone());
+        let imds = Imds::new("piyo", roles, upstream, clock.clone(), Arc::default());
         let token = imds
             .tokens
             .mint(crate::clock::Clock::now(&*clock), Duration::from_secs(60));

@@ -21,7 +21,6 @@ use tower::ServiceExt;
 
 use super::{AppState, ROLES_PREFIX, Snapshot, role_response};
 use crate::access::{self, Decided, Decision, Grant, Via};
-use crate::audit;
 use crate::http::credentials_unboxed;
 use crate::imds::{self, KnownSession};
 use crate::listener::{App, Progress, Redirected};
@@ -291,7 +290,7 @@ impl AppState {
                         Hot::Role(name) => table.get_key_value(name).map(|(name, _)| name.as_str()),
                         Hot::Metadata { .. } => None,
                     };
-                    audit::unauthorized(role, on.peer);
+                    self.inner.audit.unauthorized(role, on.peer);
                 }
                 routed(axum::response::IntoResponse::into_response(refused))
             }
@@ -332,7 +331,7 @@ impl AppState {
         let clock = self.inner.clock.as_ref();
         match access::decide_now(table, name, via, peer, clock) {
             Decided::Now(decision) => {
-                audit::record(name, via, peer, &decision);
+                self.inner.audit.record(name, via, peer, &decision);
                 Answering::Ready(Some(reply(decision, |d| role_response(name, d))))
             }
             Decided::FirstSession(status) => {
@@ -341,7 +340,7 @@ impl AppState {
                     let via = Via::Container(grant.as_ref());
                     let clock = state.inner.clock.as_ref();
                     let decision = access::first_credentials(status, via, clock).await;
-                    audit::record(&name, via, &peer, &decision);
+                    state.inner.audit.record(&name, via, &peer, &decision);
                     Ok(reply(decision, |d| role_response(&name, d)))
                 }))
             }
@@ -366,7 +365,9 @@ impl AppState {
         let clock = self.inner.clock.as_ref();
         match access::decide_now(table, metadata.role(), via, peer, clock) {
             Decided::Now(decision) => {
-                audit::record(metadata.role(), via, peer, &decision);
+                self.inner
+                    .audit
+                    .record(metadata.role(), via, peer, &decision);
                 Answering::Ready(Some(reply(decision, |d| {
                     metadata.credentials_answer(table, d)
                 })))
@@ -381,7 +382,10 @@ impl AppState {
                     };
                     let clock = state.inner.clock.as_ref();
                     let decision = access::first_credentials(status, via, clock).await;
-                    audit::record(metadata.role(), via, &peer, &decision);
+                    state
+                        .inner
+                        .audit
+                        .record(metadata.role(), via, &peer, &decision);
                     Ok(reply(decision, |d| metadata.credentials_answer(&table, d)))
                 }))
             }

@@ -70,6 +70,7 @@ fn app(status: RoleStatus) -> (Endpoint, watch::Sender<RoleStatus>) {
         Arc::new(FixedClock(now())),
         None,
         Arc::new(crate::metrics::Metrics::new()),
+        Arc::default(),
     );
     (router(state), sender)
 }
@@ -425,6 +426,7 @@ async fn a_connection_snapshot_follows_reloads() {
         Arc::new(FixedClock(now())),
         None,
         Arc::new(crate::metrics::Metrics::new()),
+        Arc::default(),
     );
     let mut snapshot = state.snapshot();
     assert!(snapshot.now().1.matches(TOKEN.as_bytes()));
