@@ -539,10 +539,35 @@ fn connection_cap_holds_back_a_flood() {
     let config = moto.config_with(&dir.path().join("state/token"), "max_connections = 4");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
+    // The readiness probes' connections have given their places back.
+    std::thread::sleep(Duration::from_millis(200));
+    // Four connections, each answered once (so each surely holds its place), then idle.
+    let keep_alive = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", daemon.address);
     let mut held: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(daemon.address).unwrap())
+        .map(|_| {
+            let mut stream = TcpStream::connect(daemon.address).unwrap();
+            stream.write_all(keep_alive.as_bytes()).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                assert_eq!(stream.read(&mut byte).unwrap(), 1, "{head:?}");
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let length: usize = head
+                .split("content-length:")
+                .nth(1)
+                .and_then(|rest| rest.lines().next()?.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            stream.read_exact(&mut body).unwrap();
+            stream
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
     let request = format!(
         "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         daemon.address
