@@ -30,6 +30,15 @@ fn ensure_users() {
     );
 }
 
+/// The tests that flood the daemon (thousands of connections or processes) run one at a time:
+/// on two cores, two floods at once would measure each other, not the daemon.
+fn one_flood_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static FLOODS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    FLOODS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn uid_of(user: &str) -> String {
     let output = Command::new("id").args(["-u", user]).output().unwrap();
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
@@ -312,6 +321,7 @@ fn a_role_token_file_belongs_to_its_group() {
 /// 2 s. Without the per-user limit it waits for the 5 s header timeout to free a place.
 #[test]
 fn one_user_cannot_crowd_out_the_others() {
+    let _alone = one_flood_at_a_time();
     ensure_users();
     let moto = Moto::start();
     let dir = TempDir::new("flood");
@@ -704,6 +714,7 @@ fn losing_the_group_takes_the_role_from_open_connections() {
 /// crowd's 5 s header timeout. Idle connections closed to make room are counted.
 #[test]
 fn a_crowd_of_holders_cannot_crowd_out_another_user() {
+    let _alone = one_flood_at_a_time();
     ensure_users();
     let crowd: Vec<String> = (0..10).map(|i| format!("ar-test-crowd{i}")).collect();
     let accounts: Vec<(&str, &[&str])> = crowd.iter().map(|u| (u.as_str(), &[][..])).collect();
@@ -787,6 +798,7 @@ fn a_crowd_of_holders_cannot_crowd_out_another_user() {
 /// a newline cannot forge a field or a line.
 #[test]
 fn the_audit_is_complete_bounded_and_unforgeable() {
+    let _alone = one_flood_at_a_time();
     ensure_users();
     let moto = Moto::start();
     let dir = TempDir::new("audit");
