@@ -35,7 +35,8 @@
 //!   the parts its caller hands in and joins its tasks; [`signals`] turns signals into
 //!   cancellation and reload requests;
 //! - [`env`](mod@env) is the `env` command, and the public copy of where roles are served that
-//!   the daemon writes for it; [`check`] is the `check` command.
+//!   the daemon writes for it; [`check`] is the `check` command; [`status_client`] fetches
+//!   the daemon's report for the `status` command.
 //!
 //! One lock policy: the few std mutexes guard caches and are never held across an `.await`; a
 //! lock poisoned by a panic elsewhere is used as it is (a cache entry may be missing, nothing
@@ -75,6 +76,7 @@ pub mod env;
 pub mod daemon;
 pub mod signals;
 pub mod check;
+pub mod status_client;
 #[cfg(test)]
 mod fake;
 #[cfg(feature = "fuzzing")]

@@ -18,7 +18,7 @@ use assume_roled::config::{self, DEFAULT_CONFIG_PATH};
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
 use assume_roled::env::{self, Shell, profile_lines};
 use assume_roled::logs::{self, QueueWriter};
-use assume_roled::{check, daemon, guard, signals, status};
+use assume_roled::{check, daemon, guard, signals, status, status_client};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
@@ -187,7 +187,7 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
         }
         Command::Status { config, json } => {
             let loaded = config::load(&config.config)?;
-            let report = status::fetch(&loaded)?;
+            let report = status_client::fetch(&loaded)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

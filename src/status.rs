@@ -1,5 +1,5 @@
-//! Role status for operators: the daemon's `GET /status` report (token-protected) and the
-//! `assume-roled status` command that reads and prints it.
+//! Role status for operators: the daemon's `GET /status` report (token-protected), and how the
+//! `assume-roled status` command prints it ([`crate::status_client`] fetches it).
 //!
 //! A role is `fresh` (servable, last attempt succeeded), `refreshing` (an STS call is in
 //! flight), `stale-serving` (STS is failing but the last good set is still served) or
@@ -7,24 +7,16 @@
 //! sessions has one of those states. The report carries times and the last error, never a
 //! secret.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::credentials::format_timestamp;
 use crate::guard_state::GuardState;
 use crate::refresh::{RoleStatus, servable};
 use crate::roles::{RoleTable, Sessions};
 use crate::sessions::UserSessions;
 use crate::sts::StsError;
-use crate::token;
-
-/// How long `status` waits for the daemon.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a role is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,37 +238,13 @@ fn describe_error(error: &ErrorReport) -> String {
     format!("({}): {}: {}", error.kind, error.code, error.message)
 }
 
-/// Asks the running daemon for its report, with the token from the configured file.
-pub fn fetch(config: &Config) -> anyhow::Result<Report> {
-    let token = token::read(&config.server.token_file)?;
-    let address = config.server.listen;
-    let mut stream = TcpStream::connect_timeout(&address, STATUS_TIMEOUT)
-        .with_context(|| format!("cannot reach the daemon at {address}; is it running?"))?;
-    stream.set_read_timeout(Some(STATUS_TIMEOUT))?;
-    let request = format!(
-        "GET /status HTTP/1.1\r\nHost: {address}\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
-        token.expose()
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!(
-            "the daemon answered {}: {body}",
-            head.lines().next().unwrap_or("")
-        );
-    }
-    serde_json::from_str(body).context("the daemon's status report is not valid JSON")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::credentials::{Credentials, Served};
     use crate::sts::ErrorKind;
     use std::sync::Arc;
-    use std::time::UNIX_EPOCH;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn at(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds)
