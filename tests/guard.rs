@@ -608,11 +608,21 @@ fn a_configuration_the_guard_cannot_use_fails_closed() {
     );
 }
 
-/// A running `guard watch`, stopped with SIGTERM when dropped.
+/// A running `guard watch`, stopped with SIGTERM when dropped (as systemd stops it: the watch
+/// then ends its `nft monitor`, which a SIGKILL would leave behind in the namespace).
 struct Watch {
     process: Process,
     state: std::path::PathBuf,
     log: std::path::PathBuf,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if matches!(self.process.0.try_wait(), Ok(None)) {
+            signal(self.process.0.id(), "TERM");
+            let _ = self.process.0.wait();
+        }
+    }
 }
 
 impl Watch {
