@@ -428,15 +428,19 @@ pub fn squatted(desired: &Desired) -> bool {
 /// `tcp` and `tcp6` list them, belongs to a uid not in `trusted`. The kernel prefers a listener
 /// on the address itself (or its IPv4-mapped form) to one on every address (`0.0.0.0`, `::`).
 pub fn foreign_listener(tcp: &str, tcp6: &str, target: SocketAddrV4, trusted: &[u32]) -> bool {
-    let port = format!(":{:04X}", target.port());
-    let exact_v4 = format!("{:08X}{port}", u32::from_le_bytes(target.ip().octets()));
-    let octets = target.ip().octets();
-    let exact_v6 = format!(
-        "0000000000000000FFFF0000{:08X}{port}",
-        u32::from_le_bytes(octets)
-    );
-    let any_v4 = format!("00000000{port}");
-    let any_v6 = format!("{}{port}", "0".repeat(32));
+    // As the kernel prints local addresses (the peer lookup's fallback reads the same tables).
+    let text = |address: SocketAddr| crate::peer::kernel_text(address);
+    let port = target.port();
+    let exact_v4 = text(SocketAddr::V4(target));
+    let exact_v6 = text(crate::sockdiag::mapped(SocketAddr::V4(target)));
+    let any_v4 = text(SocketAddr::new(
+        std::net::Ipv4Addr::UNSPECIFIED.into(),
+        port,
+    ));
+    let any_v6 = text(SocketAddr::new(
+        std::net::Ipv6Addr::UNSPECIFIED.into(),
+        port,
+    ));
     // (exact, uid) of each listener on the port.
     let listeners: Vec<(bool, u32)> = tcp
         .lines()

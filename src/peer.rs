@@ -114,7 +114,7 @@ enum Client {
 
 /// An address as `/proc/net/tcp{,6}` prints it: each 32-bit word of the address in host
 /// (little-endian) byte order as upper-case hex, a colon, the port as four hex digits.
-fn kernel_text(address: SocketAddr) -> String {
+pub(crate) fn kernel_text(address: SocketAddr) -> String {
     let words: Vec<String> = match address.ip() {
         IpAddr::V4(ip) => vec![format!("{:08X}", u32::from_le_bytes(ip.octets()))],
         IpAddr::V6(ip) => ip
