@@ -769,6 +769,29 @@ fn redirect_goes_to_the_daemons_own_address() {
     assert_eq!(squatter.stop(), 0, "the squatter received connections");
 }
 
+/// A Python script run as `user` with `arguments`, its stdin piped, started once it printed
+/// `ready` as its first line; its stdout is read on from there.
+fn python_as_user(
+    user: &str,
+    script: &str,
+    arguments: &[&str],
+    ready: &str,
+) -> (Process, std::io::BufReader<std::process::ChildStdout>) {
+    let child = as_user(user, "/usr/bin/python3")
+        .args(["-c", script])
+        .args(arguments)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut process = Process(child);
+    let mut said = std::io::BufReader::new(process.0.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert_eq!(line.trim(), ready, "{script}");
+    (process, said)
+}
+
 /// Another user's listener, counting the connections it receives.
 struct Squatter {
     process: Process,
@@ -779,25 +802,12 @@ impl Squatter {
     /// Listens at `address` as the outsider.
     fn start(address: &str) -> Self {
         let (host, port) = address.rsplit_once(':').unwrap();
-        let child = as_user(OUTSIDER, "/usr/bin/python3")
-            .args([
-                "-c",
-                "import socket, sys\n\
+        let script = "import socket, sys\n\
                  s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
                  s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()\n\
                  print('listening', flush=True)\n\
-                 while True:\n    c, _ = s.accept(); print('connected', flush=True); c.close()\n",
-                host,
-                port,
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut process = Process(child);
-        let mut heard = std::io::BufReader::new(process.0.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut heard, &mut line).unwrap();
-        assert_eq!(line.trim(), "listening");
+                 while True:\n    c, _ = s.accept(); print('connected', flush=True); c.close()\n";
+        let (process, heard) = python_as_user(OUTSIDER, script, &[host, port], "listening");
         Self { process, heard }
     }
 
@@ -827,10 +837,7 @@ fn a_connection_made_while_the_guard_was_gone_is_cut() {
          \t\tct state established,related accept\n\t}\n}\n",
     );
     guard("remove", &host.daemon.config_file);
-    let early = as_user(OUTSIDER, "/usr/bin/python3")
-        .args([
-            "-c",
-            "import socket, sys\n\
+    let script = "import socket, sys\n\
              s = socket.create_connection(('169.254.169.254', 80))\n\
              print('connected', flush=True)\n\
              sys.stdin.readline()\n\
@@ -839,17 +846,8 @@ fn a_connection_made_while_the_guard_was_gone_is_cut() {
              \x20       b'X-aws-ec2-metadata-token-ttl-seconds: 60\\r\\nConnection: close\\r\\n\\r\\n')\n\
              \x20   print(repr(s.recv(100)), flush=True)\n\
              except OSError as error:\n\
-             \x20   print('cut', error, flush=True)\n",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut early = Process(early);
-    let mut said = std::io::BufReader::new(early.0.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
-    assert_eq!(line.trim(), "connected");
+             \x20   print('cut', error, flush=True)\n";
+    let (mut early, mut said) = python_as_user(OUTSIDER, script, &[], "connected");
     guard("apply", &host.daemon.config_file);
     use std::io::Write as _;
     early.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
