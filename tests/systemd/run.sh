@@ -193,6 +193,12 @@ can_bind() {
     "$1" "$2" 2>/dev/null
 }
 
+# open_gate: STS reachable from now on (the gate in front of moto listens; kill $gate_pid closes it).
+open_gate() {
+  "$VENV/bin/python" "$ROOT/tests/support/gate.py" "$gate_port" "$moto_port" >/dev/null 2>&1 &
+  gate_pid=$!
+  pids+=($gate_pid)
+}
 booted() { case "$(inside systemctl is-system-running 2>/dev/null)" in running | degraded) return 0 ;; esac; return 1; }
 # boot: starts the container's systemd and waits until it finished booting.
 # CAP_NET_ADMIN: the guard's unit and the daemon's ExecStartPre install the metadata guard's
@@ -291,9 +297,7 @@ status_is() { [[ "$(property StatusText)" == $1 ]]; }
 wait_until 10 status_is "waiting for STS: piyo: Unreachable" || fail "status: $(property StatusText)"
 [ "$(fetch piyo)" = 503 ] && grep -q Unreachable "$work/answer" || fail "before credentials: $(cat "$work/answer")"
 ok "active ${start_ms} ms after start while STS is unreachable (READY=1 once the first attempt ended); a client gets 503 naming the cause; status: $(property StatusText)"
-"$VENV/bin/python" "$ROOT/tests/support/gate.py" "$gate_port" "$moto_port" >/dev/null 2>&1 &
-gate_pid=$!
-pids+=($gate_pid)
+open_gate
 wait_until 60 status_is "serving 1 role, credentials valid until *" || fail "status: $(property StatusText)"
 ok "credentials once STS answers, status: $(property StatusText)"
 [ "$(fetch piyo)" = 200 ] && grep -q '"AccessKeyId":"ASIA' "$work/answer" || fail "no credentials served"
@@ -505,16 +509,19 @@ inside assume-roled status | grep -q "^metadata guard: in place, put back [0-9]*
   fail "status: $(inside assume-roled status 2>&1 | head -n 2)"
 ok "20 nftables reloads (stock nftables.conf): table back after $(median_and_worst <"$work/reload.ms"); 20 \`nft flush ruleset\`: $(median_and_worst <"$work/flush.ms"); each put back is a warning, assume_roled_guard_reapplied_total $reapplied, status says so"
 echo 'this is = = not TOML' >>"$root/etc/assume-roled/config.toml"
-inside systemctl reload assume-roled-guard
+# The daemon's reload reaches the watch (ReloadPropagatedFrom=): the daemon keeps its running
+# configuration, the watch locks down.
+inside systemctl reload "$UNIT"
 locked() { inside journalctl -u assume-roled-guard --no-pager -o cat | grep -q 'refused to every user but root'; }
 wait_until 10 locked || fail "the watch did not lock down on a broken configuration"
 [ -z "$(instance_keys_as member)" ] || fail "a formerly exempt user read the instance keys under the lockdown"
 [ -z "$(instance_keys_as outsider)" ] || fail "a test user read the instance role's keys under the lockdown"
 [ -n "$(instance_keys_as root)" ] || fail "root lost the instance metadata under the lockdown"
+is_state active || fail "the daemon's reload of a broken file took it down"
 nft flush ruleset
 guard_back_ms >/dev/null
 [ -z "$(instance_keys_as outsider)" ] || fail "the lockdown was not put back after a flush"
-ok "a configuration the watch cannot use puts the lockdown in place (root only), and it is kept too"
+ok "a broken configuration, reaching the watch through the daemon's reload, puts the lockdown in place (root only), and it is kept too"
 inside systemctl disable --now nftables >/dev/null 2>&1 || true
 
 say "stop"
@@ -548,9 +555,7 @@ wait_until 10 status_is "waiting for STS: piyo: Unreachable" || fail "status: $(
 nft list table inet assume_roled >/dev/null || fail "no guard table after the boot"
 [ -z "$(instance_keys_as outsider)" ] || fail "a test user read the instance role's keys"
 ok "with STS unreachable, the boot reached multi-user.target in $boot_ms ms (the start timeout is 120 s); the service is active and says why it has no credentials"
-"$VENV/bin/python" "$ROOT/tests/support/gate.py" "$gate_port" "$moto_port" >/dev/null 2>&1 &
-gate_pid=$!
-pids+=($gate_pid)
+open_gate
 wait_until 60 status_is "serving 1 role, credentials valid until *" || fail "status: $(property StatusText)"
 ok "credentials arrive once STS answers, status: $(property StatusText)"
 
