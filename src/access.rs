@@ -2,7 +2,7 @@
 //!
 //! A request names a role and arrives with what the daemon knows of it: the token it presented
 //! (the container endpoint) or none (the metadata endpoint, whose session tokens stop SSRF, not
-//! local users), and the connecting local user (`Peer`). [`decide`] reads one snapshot of the
+//! local users), and the connecting local user (`Peer`). [`decide_now`] reads one snapshot of the
 //! role table and the wall clock and answers served (with the pre-built body), refused (and
 //! why) or unservable (and why); its two steps are pure ([`gate`]: who may have the role;
 //! [`serve`]: what a session's status allows now). Between them, a role served per user finds
@@ -134,22 +134,9 @@ pub enum Decided {
 
 /// Decides whether `peer` gets role `name` through `via`, from one table snapshot: [`gate`],
 /// then the session (the user's own, for a role served per user), then [`serve`] at the wall
-/// clock's `now`; waits (briefly) for a new session's first credentials.
-pub async fn decide(
-    table: &RoleTable,
-    name: &str,
-    via: Via<'_>,
-    peer: &Peer,
-    clock: &dyn Clock,
-) -> Decision {
-    match decide_now(table, name, via, peer, clock) {
-        Decided::Now(decision) => decision,
-        Decided::FirstSession(status) => first_credentials(status, via, clock).await,
-    }
-}
-
-/// [`decide`] up to the wait: what the request gets now, or the session to wait for (with
-/// [`first_credentials`]). Nearly every request is decided here, without a future.
+/// clock's `now`. A new session's first credentials are still coming: then the session to
+/// wait for (with [`first_credentials`]). Nearly every request is decided here, without a
+/// future.
 pub fn decide_now(
     table: &RoleTable,
     name: &str,
@@ -259,10 +246,11 @@ pub fn serve(status: &RoleStatus, via: Via<'_>, now: SystemTime) -> Decision {
     }
 }
 
-/// Whether `peer` may see anything of role `name` through the metadata endpoint (which has no
-/// token): the role exists, does not rely on a token of its own alone, and admits the user.
-pub fn admitted(table: &RoleTable, name: &str, peer: &Peer) -> bool {
-    table.get(name).is_some_and(|entry| {
+/// Role `name`'s entry if `peer` may see anything of it through the metadata endpoint (which
+/// has no token): the role exists, does not rely on a token of its own alone, and admits the
+/// user. Pure.
+pub fn admitting<'t>(table: &'t RoleTable, name: &str, peer: &Peer) -> Option<&'t RoleEntry> {
+    table.get(name).filter(|entry| {
         !entry.guarded_by_token_alone()
             && (entry.config).admits(peer.user.as_deref(), &peer.groups, peer.container)
     })

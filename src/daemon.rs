@@ -172,7 +172,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
-    let metadata = metadata_endpoint(&config, metadata_source, &roles, clock.clone(), &audit);
+    let metadata = metadata_endpoint(&config, metadata_source);
     log_summary(
         &config,
         sts.region(),
@@ -436,22 +436,12 @@ async fn metrics_listener(
 }
 
 /// The metadata endpoint, when `[imds]` names a role.
-fn metadata_endpoint(
-    config: &Config,
-    upstream: Option<Upstream>,
-    roles: &watch::Receiver<Arc<RoleTable>>,
-    clock: SharedClock,
-    audit: &Arc<Audit>,
-) -> Option<Arc<Imds>> {
+fn metadata_endpoint(config: &Config, upstream: Option<Upstream>) -> Option<server::Metadata> {
     let (imds_config, upstream) = config.imds.as_ref().zip(upstream)?;
-    let served = Imds::new(
+    Some(server::Metadata::new(
         &imds_config.role,
-        roles.clone(),
-        upstream,
-        clock,
-        audit.clone(),
-    );
-    Some(Arc::new(served))
+        Imds::new(upstream),
+    ))
 }
 
 /// Applies configuration changes on request; owns the supervisor.

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::peer::Peer;
 use crate::refresh::RoleStatus;
 use crate::roles::{RoleEntry, RoleTable, Sessions};
-use crate::server::{AppState, router};
+use crate::server::{AppState, Metadata, router};
 use crate::token::AuthToken;
 
 /// The server's token.
@@ -102,19 +102,13 @@ fn harness() -> &'static Harness {
         let (token_sender, token) = watch::channel(AuthToken::parse(TOKEN).expect("a token"));
         let reads = Arc::new(Recorder::default());
         let upstream = Upstream::from_source(Box::new(reads.clone()));
-        let imds = Imds::new(
-            "piyo",
-            roles.clone(),
-            upstream,
-            clock.clone(),
-            Arc::default(),
-        );
+        let metadata = Metadata::new("piyo", Imds::new(upstream));
         let state = AppState::new(
             token,
             roles,
             &[LISTEN.parse().expect("an address")],
             clock,
-            Some(Arc::new(imds)),
+            Some(metadata),
             Arc::new(Metrics::new()),
             Arc::default(),
         );

@@ -37,12 +37,8 @@ pub fn typed_response(body: impl Into<Body>, content_type: &'static str) -> Resp
     )
 }
 
-/// A 200 with a pre-built credentials body, marked so no cache keeps it.
-pub fn credentials_response(body: Bytes) -> Response {
-    credentials_unboxed(body).map(Body::new)
-}
-
-/// [`credentials_response`] with the body as it is, unboxed: what the hot paths send.
+/// A 200 with a pre-built credentials body, marked so no cache keeps it, the body as it is
+/// (unboxed).
 pub fn credentials_unboxed(body: Bytes) -> axum::http::Response<Full<Bytes>> {
     let mut response = axum::http::Response::new(Full::new(body));
     let headers = response.headers_mut();
@@ -56,51 +52,4 @@ fn with_type(status: StatusCode, body: Body, content_type: HeaderValue) -> Respo
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, content_type);
     response
-}
-
-/// 403 for a role served per user when who connects is unknown: no answer from the kernel,
-/// or a uid without an account.
-pub fn unknown_peer_response() -> Response {
-    error_response(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        "this role is served per user, and the connecting user is unknown or has no account \
-         on this host",
-    )
-}
-
-/// 503 for a new user of a role that holds its `max_sessions`.
-pub fn full_response(role: &str, full: crate::sessions::Full) -> Response {
-    let message = format!(
-        "role {role} already holds {} user sessions (its max_sessions); try again once one \
-         is dropped",
-        full.limit
-    );
-    error_response(StatusCode::SERVICE_UNAVAILABLE, "TooManySessions", &message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn body_of(response: Response) -> String {
-        let bytes = axum::body::to_bytes(response.into_body(), 4096)
-            .await
-            .unwrap();
-        String::from_utf8(bytes.to_vec()).unwrap()
-    }
-
-    /// What a client of a role served per user meets on the wire: 503 `TooManySessions` naming
-    /// the limit, and 403 when it cannot be told who connects.
-    #[tokio::test]
-    async fn per_user_refusals_say_why() {
-        let full = full_response("piyo", crate::sessions::Full { limit: 256 });
-        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = body_of(full).await;
-        assert!(body.contains("\"code\":\"TooManySessions\""), "{body}");
-        assert!(body.contains("256 user sessions"), "{body}");
-        let unknown = unknown_peer_response();
-        assert_eq!(unknown.status(), StatusCode::FORBIDDEN);
-        assert!(body_of(unknown).await.contains("served per user"));
-    }
 }

@@ -27,24 +27,22 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::access::{self, Decision, Grant, Via, grant_of};
+use crate::access::{Grant, Via, grant_of};
 use crate::audit::Audit;
 use crate::clock::{Clock, SharedClock};
-use crate::http::{
-    credentials_response, error_response, full_response, json_response, typed_response,
-    unknown_peer_response,
-};
-use crate::imds::{self, Imds};
-use crate::listener::Redirected;
+use crate::http::{error_response, json_response, typed_response};
 use crate::metrics::{self, Metrics, Names};
 use crate::peer::Peer;
-use crate::refresh::{Unservable, servable};
+use crate::refresh::servable;
 use crate::roles::{RoleEntry, RoleTable, Sessions};
 use crate::status;
 use crate::token::AuthToken;
 
+mod answer;
 mod connection;
+mod metadata;
 pub use connection::Endpoint;
+pub use metadata::Metadata;
 
 /// Paths answered without a token: they reveal nothing but liveness and readiness.
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz"];
@@ -73,7 +71,7 @@ struct Inner {
     /// Where decisions are recorded.
     audit: Arc<Audit>,
     /// The metadata endpoint, when `[imds]` is configured.
-    imds: Option<Arc<Imds>>,
+    metadata: Option<Arc<Metadata>>,
     roles: watch::Receiver<Arc<RoleTable>>,
     allowed_hosts: Vec<String>,
     clock: SharedClock,
@@ -81,13 +79,13 @@ struct Inner {
 
 impl AppState {
     /// State for listeners bound at `locals`, serving the roles of `roles` to holders of
-    /// `token`, and answering as instance metadata if `imds` is given.
+    /// `token`, and answering as instance metadata if `metadata` is given.
     pub fn new(
         token: watch::Receiver<AuthToken>,
         roles: watch::Receiver<Arc<RoleTable>>,
         locals: &[SocketAddr],
         clock: SharedClock,
-        imds: Option<Arc<Imds>>,
+        metadata: Option<Metadata>,
         metrics: Arc<Metrics>,
         audit: Arc<Audit>,
     ) -> Self {
@@ -99,7 +97,7 @@ impl AppState {
                 token,
                 metrics,
                 audit,
-                imds,
+                metadata: metadata.map(Arc::new),
                 roles,
                 allowed_hosts: hosts,
                 clock,
@@ -155,7 +153,7 @@ impl IntoResponse for Refusal {
             Refusal::Unauthorized => error_response(
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
-                "missing or invalid Authorization token",
+                answer::UNAUTHORIZED,
             ),
             Refusal::NotMetadata => error_response(
                 StatusCode::NOT_FOUND,
@@ -283,9 +281,10 @@ pub fn check_request(
     }
 }
 
-/// What the guard found, for the role handler: the table snapshot it checked the token on, and
-/// the grant of that token. The handler decides on the same snapshot, so a token a reload has
-/// just replaced cannot open a role in between (and the token is compared once).
+/// What a request's checks found, handed to its route: the table snapshot its token was
+/// checked on (the connection's), and the grant of that token. Handlers decide on the same
+/// snapshot, so a token a reload has just replaced cannot open a role in between (and the
+/// token is compared once).
 #[derive(Clone)]
 struct Checked {
     table: Arc<RoleTable>,
@@ -293,16 +292,6 @@ struct Checked {
 }
 
 impl AppState {
-    /// The checks of [`check_request`] on a request's `headers` and `uri` (`redirected` here by
-    /// the metadata guard or not), with this state's token, table snapshot and hosts: what the
-    /// role handler needs, or why the request is refused.
-    fn check(&self, headers: &HeaderMap, uri: &Uri, redirected: bool) -> Result<Checked, Refusal> {
-        let table = self.inner.roles.borrow().clone();
-        let token = self.inner.token.borrow();
-        let grant = self.check_on(headers, uri, redirected, &table, &token)?;
-        Ok(Checked { table, grant })
-    }
-
     /// [`check_request`] against `table` and the server's `token`, with this state's hosts.
     fn check_on(
         &self,
@@ -318,83 +307,19 @@ impl AppState {
             uri,
             &inner.allowed_hosts,
             |presented| grant_of(presented, token, table),
-            inner.imds.is_some(),
+            inner.metadata.is_some(),
             redirected,
         )
         .inspect_err(|refusal| debug!(?refusal, path = %uri.path(), "request refused"))
     }
 
-    /// Audits a request refused for its token, naming the role it asked for if that is one
-    /// this daemon serves (never a name as the request spells it).
-    fn audit_unauthorized(&self, request: &Request) {
-        let Some(peer) = request.extensions().get::<Arc<Peer>>() else {
-            return;
-        };
-        let table = self.inner.roles.borrow().clone();
-        let asked = request.uri().path().strip_prefix(ROLES_PREFIX);
-        let role = asked.and_then(|name| table.get_key_value(name).map(|(name, _)| name.clone()));
-        self.inner.audit.unauthorized(role.as_deref(), peer);
+    /// Audits a request to `path` refused for its token, naming the role it asked for if that
+    /// is one `table` serves (never a name as the request spells it).
+    fn audit_unauthorized(&self, path: &str, table: &RoleTable, peer: &Peer) {
+        let asked = path.strip_prefix(ROLES_PREFIX);
+        let role = asked.and_then(|name| table.get_key_value(name).map(|(name, _)| name.as_str()));
+        self.inner.audit.unauthorized(role, peer);
     }
-
-    /// A connection's own [`Snapshot`] of what its requests are checked against.
-    fn snapshot(&self) -> Snapshot {
-        let (mut roles, mut token) = (self.inner.roles.clone(), self.inner.token.clone());
-        let table = roles.borrow_and_update().clone();
-        let current = token.borrow_and_update().clone();
-        Snapshot {
-            roles,
-            token,
-            table,
-            current,
-        }
-    }
-}
-
-/// One connection's copy of the role table and the server's token as last published, read
-/// again only after a reload has published new ones: seeing that takes one atomic load, where
-/// reading the shared copy takes a lock and a reference count that every connection touches.
-struct Snapshot {
-    roles: watch::Receiver<Arc<RoleTable>>,
-    token: watch::Receiver<AuthToken>,
-    table: Arc<RoleTable>,
-    current: AuthToken,
-}
-
-impl Snapshot {
-    /// The table and token now.
-    fn now(&mut self) -> (&Arc<RoleTable>, &AuthToken) {
-        // A closed channel (`Err`) may still hold a value not read yet: read it.
-        if !matches!(self.roles.has_changed(), Ok(false)) {
-            self.table = self.roles.borrow_and_update().clone();
-        }
-        if !matches!(self.token.has_changed(), Ok(false)) {
-            self.current = self.token.borrow_and_update().clone();
-        }
-        (&self.table, &self.current)
-    }
-}
-
-/// The guard of every routed request: [`AppState::check`], and the count of the answer.
-async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let route = metrics::route_label(request.uri().path());
-    let redirected = request.extensions().get::<Redirected>().is_some();
-    let response = match state.check(request.headers(), request.uri(), redirected) {
-        Ok(checked) => {
-            request.extensions_mut().insert(checked);
-            next.run(request).await
-        }
-        Err(refused) => {
-            if refused == Refusal::Unauthorized {
-                state.audit_unauthorized(&request);
-            }
-            refused.into_response()
-        }
-    };
-    state
-        .inner
-        .metrics
-        .request(route, response.status().as_u16());
-    response
 }
 
 /// What the listeners serve: the hot paths directly, the rest through the routes below.
@@ -402,6 +327,8 @@ pub fn router(state: AppState) -> Endpoint {
     Endpoint::new(routes(state.clone()), state)
 }
 
+/// Every route but the two a connection answers directly; each is handed the request's
+/// [`Checked`] and `Arc<Peer>` by the connection, which checked it.
 fn routes(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/roles/{name}", get(role_credentials))
@@ -412,78 +339,22 @@ fn routes(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
-    if let Some(metadata) = &state.inner.imds {
-        app = app.merge(imds::router(metadata.clone()));
+    if let Some(metadata) = &state.inner.metadata {
+        app = app.merge(metadata::routes(state.clone(), metadata.clone()));
     }
-    app.layer(middleware::from_fn_with_state(state, guard))
+    app
 }
 
+/// A role name the direct path does not take (percent-encoded, or `HEAD`).
 async fn role_credentials(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    peer: Option<Extension<Arc<Peer>>>,
+    Extension(peer): Extension<Arc<Peer>>,
     Extension(checked): Extension<Checked>,
 ) -> Response {
-    let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-    let Checked { table, grant } = checked;
-    let via = Via::Container(grant.as_ref());
-    let clock = state.inner.clock.as_ref();
-    let decision = access::decide(&table, &name, via, &peer, clock).await;
-    state.inner.audit.record(&name, via, &peer, &decision);
-    role_response(&name, decision)
-}
-
-/// The answer to a request for role `name` that passed the guard, once decided.
-fn role_response(name: &str, decision: Decision) -> Response {
-    match decision {
-        Decision::Served { body, .. } => credentials_response(body),
-        Decision::Unknown => error_response(
-            StatusCode::NOT_FOUND,
-            "UnknownRole",
-            "no such role is configured",
-        ),
-        Decision::WrongToken => {
-            debug!(role = %name, "request refused: the token is not this role's");
-            Refusal::Unauthorized.into_response()
-        }
-        Decision::NotAdmitted => error_response(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "the connecting user may not have this role",
-        ),
-        Decision::UnknownPeer => unknown_peer_response(),
-        Decision::Full(full) => full_response(name, full),
-        Decision::Unservable(reason) => unservable_response(name, reason),
-    }
-}
-
-/// A 503 whose code and message say why there is nothing to serve.
-fn unservable_response(role: &str, reason: Unservable) -> Response {
-    let (code, message) = match reason {
-        Unservable::Uninitialized => (
-            "CredentialsUninitialized".to_owned(),
-            format!("credentials for role {role} have not been fetched yet"),
-        ),
-        Unservable::Failing(error) => (
-            "CredentialsUnavailable".to_owned(),
-            format!(
-                "cannot get credentials for role {role} ({} error): {error}",
-                error.kind.as_str()
-            ),
-        ),
-        Unservable::Expiring(error) => (
-            "CredentialsExpired".to_owned(),
-            match error {
-                Some(error) => format!(
-                    "credentials for role {role} are about to expire and renewing them failed \
-                     ({} error): {error}",
-                    error.kind.as_str()
-                ),
-                None => format!("credentials for role {role} are about to expire; renewing"),
-            },
-        ),
-    };
-    error_response(StatusCode::SERVICE_UNAVAILABLE, &code, &message)
+    let via = Via::Container(checked.grant.as_ref());
+    let Ok(answer) = state.credentials(&checked.table, &name, via, &peer).await;
+    answer.into_response()
 }
 
 async fn healthz() -> Response {
@@ -492,9 +363,9 @@ async fn healthz() -> Response {
 
 /// Ready or not, without a token, so it names no role: which roles exist is for token holders
 /// (`/status`).
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<AppState>, Extension(checked): Extension<Checked>) -> Response {
     let now = state.inner.clock.now();
-    let table = state.inner.roles.borrow();
+    let table = &checked.table;
     // A role served per user has nothing to be ready with until its users ask.
     let waiting = (table.values())
         .filter_map(RoleEntry::shared_status)
@@ -511,19 +382,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// The operator's report (`assume-roled status`); behind the token like the credentials.
-async fn status_report(State(state): State<AppState>) -> Response {
+async fn status_report(
+    State(state): State<AppState>,
+    Extension(checked): Extension<Checked>,
+) -> Response {
     let now = state.inner.clock.now();
     let guard = crate::guard_state::GuardState::read();
-    let report = status::report(&state.inner.roles.borrow(), guard, now);
+    let report = status::report(&checked.table, guard, now);
     let value = serde_json::to_value(report).expect("the report serialises");
     json_response(StatusCode::OK, value)
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+async fn metrics_text(
+    State(state): State<AppState>,
+    Extension(checked): Extension<Checked>,
+) -> Response {
     let inner = &state.inner;
     render_metrics(
         &inner.metrics,
-        &inner.roles,
+        &checked.table,
         inner.clock.as_ref(),
         Names::Shown,
     )
@@ -531,11 +408,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 
 fn render_metrics(
     metrics: &Metrics,
-    roles: &watch::Receiver<Arc<RoleTable>>,
+    table: &RoleTable,
     clock: &dyn Clock,
     names: Names,
 ) -> Response {
-    let table = roles.borrow();
     let expiries: Vec<(&str, SystemTime)> = table
         .iter()
         .filter_map(|(name, entry)| {
@@ -570,7 +446,8 @@ pub fn metrics_router(
 ) -> Router {
     let scrape = move || {
         // No token here: counts without role or user names.
-        let response = render_metrics(&metrics, &roles, clock.as_ref(), Names::Withheld);
+        let table = roles.borrow().clone();
+        let response = render_metrics(&metrics, &table, clock.as_ref(), Names::Withheld);
         async move { response }
     };
     let hosts = allowed_hosts(local);

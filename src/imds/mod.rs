@@ -10,30 +10,22 @@
 //! no table grows with clients. As with the real IMDS, the token stops SSRF (a `PUT` with a
 //! custom header, refused when proxied), not local processes: any process that can reach the
 //! port gets credentials. That is why the endpoint is off unless `[imds] role` names a role.
+//!
+//! This module is the endpoint's own parts: session tokens, which paths exist ([`route`]), the
+//! passthrough and the answers' wording. The server routes the requests and answers the
+//! credentials reads with the container endpoint's one answer path.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, put};
-use axum::{Extension, Router};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::sync::watch;
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use crate::access::{self, Decision, Via};
-use crate::audit::Audit;
-use crate::clock::SharedClock;
 use crate::credentials::format_timestamp;
-use crate::http::{credentials_response, error_response, json_response, text_response};
-use crate::peer::Peer;
-use crate::refresh::RoleStatus;
-use crate::roles::RoleTable;
+use crate::http::{error_response, json_response, text_response};
 
 pub(crate) mod upstream;
 
@@ -78,7 +70,7 @@ impl SessionTokens {
     }
 
     /// Whether `token` was minted here and has not expired at `now` (the tests' word for what
-    /// [`Imds::has_session_on`] checks).
+    /// [`Imds::has_session`] checks).
     #[cfg(test)]
     fn verify(&self, token: &[u8], now: SystemTime) -> bool {
         self.signed_expiry(token)
@@ -255,96 +247,70 @@ fn passes(path: &str) -> bool {
         })
 }
 
-/// Everything the IMDS routes need.
+/// What the metadata endpoint keeps of its own: the session tokens it issued and where the
+/// rest of the instance metadata comes from. Which role it serves, and the role table, are
+/// the server's (one snapshot per connection, as for the container endpoint).
 pub struct Imds {
     tokens: SessionTokens,
-    /// The `[[roles]]` name of the served role.
-    role: String,
-    roles: watch::Receiver<Arc<RoleTable>>,
     upstream: Upstream,
-    clock: SharedClock,
-    /// Where decisions are recorded (the daemon's one audit).
-    audit: Arc<Audit>,
-}
-
-/// What the metadata routes need of the served role at one moment.
-struct ServedRole {
-    /// The IAM name, listed as the real IMDS lists the instance profile's role.
-    iam_name: String,
-    arn: String,
-    /// The shared session's status; `None` for a role served per user.
-    status: Option<RoleStatus>,
 }
 
 impl Imds {
-    /// Serves the role named `role` in `roles`, passing other metadata through to `upstream`.
-    pub fn new(
-        role: &str,
-        roles: watch::Receiver<Arc<RoleTable>>,
-        upstream: Upstream,
-        clock: SharedClock,
-        audit: Arc<Audit>,
-    ) -> Self {
+    /// Fresh session tokens, passing the metadata it does not answer itself to `upstream`.
+    pub fn new(upstream: Upstream) -> Self {
         Self {
             tokens: SessionTokens::new(),
-            role: role.to_owned(),
-            roles,
             upstream,
-            clock,
-            audit,
         }
     }
 
-    /// The served role now; `None` if a reload removed it.
-    fn served_role(&self) -> Option<ServedRole> {
-        let table = self.roles.borrow();
-        let entry = table.get(&self.role)?;
-        Some(ServedRole {
-            iam_name: entry.config.arn.role_name().to_owned(),
-            arn: entry.config.arn.as_str().to_owned(),
-            status: entry.shared_status(),
-        })
+    /// A new session token valid for `ttl` from `now`.
+    pub fn mint(&self, now: SystemTime, ttl: Duration) -> String {
+        self.tokens.mint(now, ttl)
+    }
+
+    /// Whether `headers` carry a session token this endpoint issued, still valid at `now`;
+    /// the connection `known` the token it presented last, whose signature is checked once.
+    pub fn has_session(
+        &self,
+        headers: &HeaderMap,
+        known: &mut KnownSession,
+        now: SystemTime,
+    ) -> bool {
+        let Some(token) = headers.get(TOKEN_HEADER).map(|t| t.as_bytes()) else {
+            return false;
+        };
+        let expiry = known.expiry_of(token, || self.tokens.signed_expiry(token));
+        expiry.is_some_and(|expiry| expiry > unix_seconds(now))
+    }
+
+    /// The real instance metadata's answer at `path`, as this endpoint passes it on.
+    pub async fn passthrough(&self, path: &str) -> Response {
+        match self.upstream.get(path).await {
+            Ok(value) => text_response(value),
+            Err(UpstreamError::NotFound) => not_found(),
+            Err(UpstreamError::Status(status)) => {
+                warn!(path, status, "instance metadata answered with an error");
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "UpstreamError",
+                    &format!("instance metadata answered {status}"),
+                )
+            }
+            Err(UpstreamError::Unreachable(reason)) => {
+                warn!(path, reason = %reason, "instance metadata unreachable");
+                error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UpstreamUnavailable",
+                    "instance metadata is unreachable",
+                )
+            }
+        }
     }
 }
 
-/// The IMDS routes; merged into the main router when `[imds]` is configured.
-pub fn router(imds: Arc<Imds>) -> Router {
-    let reads = Router::new()
-        .route("/latest/{*path}", get(read))
-        .route_layer(middleware::from_fn_with_state(
-            imds.clone(),
-            require_session,
-        ));
-    Router::new()
-        .route("/latest/api/token", put(issue_token))
-        .merge(reads)
-        .with_state(imds)
-}
-
-async fn issue_token(State(imds): State<Arc<Imds>>, headers: HeaderMap) -> Response {
-    let Some(ttl) = requested_ttl(&headers) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "X-aws-ec2-metadata-token-ttl-seconds must be 1 to 21600",
-        );
-    };
-    let token = imds.tokens.mint(imds.clock.now(), ttl);
-    let mut response = text_response(token);
-    let echoed = HeaderValue::from(ttl.as_secs());
-    response.headers_mut().insert(TTL_HEADER, echoed);
-    response
-}
-
-/// IMDSv1 (no token) and stale or forged tokens get 401, as from the real IMDS.
-async fn require_session(State(imds): State<Arc<Imds>>, request: Request, next: Next) -> Response {
-    match imds.has_session(request.headers()) {
-        true => next.run(request).await,
-        false => session_required(),
-    }
-}
-
-/// The 401 of a read without a valid session token.
+/// The 401 of a read without a valid session token (IMDSv1, or a stale or forged token), as
+/// from the real IMDS.
 pub fn session_required() -> Response {
     error_response(
         StatusCode::UNAUTHORIZED,
@@ -353,140 +319,40 @@ pub fn session_required() -> Response {
     )
 }
 
-async fn read(
-    State(imds): State<Arc<Imds>>,
-    Path(path): Path<String>,
-    peer: Option<Extension<Arc<Peer>>>,
-) -> Response {
-    let route = route(&path);
-    let peer = peer.map(|Extension(peer)| peer).unwrap_or_default();
-    match &route {
-        Route::Credentials(name) => return credentials(&imds, name, false, &peer).await,
-        Route::ExtendedCredentials(name) => return credentials(&imds, name, true, &peer).await,
-        _ => {}
-    }
-    // Everything else the endpoint knows is for the users the role admits: to anyone else it
-    // is an instance with no role and nothing to read (the identity document would let them
-    // authenticate as the instance elsewhere).
-    if !access::admitted(&imds.roles.borrow(), &imds.role, &peer) {
-        return not_found();
-    }
-    if let Route::Upstream(full_path) = &route {
-        return passthrough(&imds, full_path).await;
-    }
-    let Some(role) = imds.served_role() else {
-        return role_gone(&imds);
-    };
-    match route {
-        Route::IamListing => text_response("info\nsecurity-credentials/".to_owned()),
-        Route::RoleList => text_response(role.iam_name),
-        Route::Info => iam_info(&imds, &role),
-        _ => not_found(),
-    }
+/// The 400 of a token request with a lifetime IMDS would refuse.
+pub fn bad_ttl() -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "X-aws-ec2-metadata-token-ttl-seconds must be 1 to 21600",
+    )
 }
 
-fn role_gone(imds: &Imds) -> Response {
-    warn!(role = %imds.role, "the metadata role is no longer configured; restart to apply [imds]");
-    not_found()
+/// The answer to a token request: the token, its lifetime echoed.
+pub fn token_response(token: String, ttl: Duration) -> Response {
+    let mut response = text_response(token);
+    let echoed = HeaderValue::from(ttl.as_secs());
+    response.headers_mut().insert(TTL_HEADER, echoed);
+    response
 }
 
-fn not_found() -> Response {
+/// What the real IMDS answers for a path that does not exist.
+pub fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
 }
 
-/// Decides on one snapshot of the table (waiting for a new per-user session's first
-/// credentials), and answers.
-async fn credentials(imds: &Imds, iam_name: &str, extended: bool, peer: &Peer) -> Response {
-    let via = Via::Metadata { iam_name, extended };
-    let table = imds.roles.borrow().clone();
-    let decision = access::decide(&table, &imds.role, via, peer, imds.clock.as_ref()).await;
-    imds.audit.record(&imds.role, via, peer, &decision);
-    imds.credentials_answer(&table, decision)
-}
-
-impl Imds {
-    /// Whether `headers` carry a session token this endpoint issued and that is still valid.
-    pub fn has_session(&self, headers: &HeaderMap) -> bool {
-        let token = headers.get(TOKEN_HEADER).map(|t| t.as_bytes());
-        self.unexpired(token.and_then(|token| self.tokens.signed_expiry(token)))
-    }
-
-    /// [`Self::has_session`] on a connection that `known` the token it presented last.
-    pub fn has_session_on(&self, headers: &HeaderMap, known: &mut KnownSession) -> bool {
-        let token = headers.get(TOKEN_HEADER).map(|t| t.as_bytes());
-        self.unexpired(
-            token.and_then(|token| known.expiry_of(token, || self.tokens.signed_expiry(token))),
-        )
-    }
-
-    /// Whether a signed `expiry` (Unix seconds) is still ahead.
-    fn unexpired(&self, expiry: Option<u64>) -> bool {
-        expiry.is_some_and(|expiry| expiry > unix_seconds(self.clock.now()))
-    }
-
-    /// The `[[roles]]` name of the role served here.
-    pub fn role(&self) -> &str {
-        &self.role
-    }
-
-    /// What a credentials read gets for `decision` (made on `table`), as the real IMDS
-    /// answers: a role this endpoint does not serve is a path that does not exist.
-    pub fn credentials_answer(&self, table: &RoleTable, decision: Decision) -> Response {
-        match decision {
-            Decision::Served { body, .. } => credentials_response(body),
-            Decision::Unknown if !table.contains_key(&self.role) => role_gone(self),
-            Decision::Unknown | Decision::WrongToken => not_found(),
-            Decision::NotAdmitted => error_response(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "the connecting user may not have this role",
-            ),
-            Decision::UnknownPeer => crate::http::unknown_peer_response(),
-            Decision::Full(full) => crate::http::full_response(&self.role, full),
-            Decision::Unservable(_) => error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "CredentialsUnavailable",
-                "no servable credentials for the metadata role; see the daemon's log",
-            ),
-        }
-    }
-}
-
-fn iam_info(imds: &Imds, role: &ServedRole) -> Response {
-    let obtained =
-        (role.status.as_ref()).and_then(|status| Some(status.current.as_ref()?.obtained));
-    let updated = obtained.unwrap_or_else(|| imds.clock.now());
-    let profile_arn = role.arn.replacen(":role/", ":instance-profile/", 1);
+/// What `iam/info` says of the served role `name` (`[[roles]]` name) with `arn`, whose
+/// credentials were last `obtained` (else `now`), as the real IMDS describes an instance
+/// profile.
+pub fn iam_info(name: &str, arn: &str, obtained: Option<SystemTime>, now: SystemTime) -> Response {
+    let profile_arn = arn.replacen(":role/", ":instance-profile/", 1);
     let body = serde_json::json!({
         "Code": "Success",
-        "LastUpdated": format_timestamp(updated),
+        "LastUpdated": format_timestamp(obtained.unwrap_or(now)),
         "InstanceProfileArn": profile_arn,
-        "InstanceProfileId": format!("assume-roled-{}", imds.role),
+        "InstanceProfileId": format!("assume-roled-{name}"),
     });
     json_response(StatusCode::OK, body)
-}
-
-async fn passthrough(imds: &Imds, path: &str) -> Response {
-    match imds.upstream.get(path).await {
-        Ok(value) => text_response(value),
-        Err(UpstreamError::NotFound) => not_found(),
-        Err(UpstreamError::Status(status)) => {
-            warn!(path, status, "instance metadata answered with an error");
-            error_response(
-                StatusCode::BAD_GATEWAY,
-                "UpstreamError",
-                &format!("instance metadata answered {status}"),
-            )
-        }
-        Err(UpstreamError::Unreachable(reason)) => {
-            warn!(path, reason = %reason, "instance metadata unreachable");
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UpstreamUnavailable",
-                "instance metadata is unreachable",
-            )
-        }
-    }
 }
 
 #[cfg(test)]
@@ -555,24 +421,19 @@ mod tests {
         assert_eq!(verifications.get(), 5, "another token came in between");
     }
 
-    /// On a connection that knows its token, the token still expires on time.
-    #[tokio::test]
-    async fn a_known_session_still_expires() {
-        let clock = crate::fake::FakeClock::new();
-        let (_keep, roles) = watch::channel(Arc::new(RoleTable::new()));
-        let upstream = Upstream::new("http://127.0.0.1:9").unwrap();
-        let imds = Imds::new("piyo", roles, upstream, clock.clone(), Arc::default());
-        let token = imds
-            .tokens
-            .mint(crate::clock::Clock::now(&*clock), Duration::from_secs(60));
+    /// On a connection that knows its token, the token still expires on time; a request
+    /// without one has no session.
+    #[test]
+    fn a_known_session_still_expires() {
+        let imds = Imds::new(Upstream::new("http://127.0.0.1:9").unwrap());
+        let token = imds.mint(at(0), Duration::from_secs(60));
         let mut headers = HeaderMap::new();
         headers.insert(TOKEN_HEADER, token.parse().unwrap());
         let mut known = KnownSession::default();
-        assert!(imds.has_session_on(&headers, &mut known));
-        clock.jump(Duration::from_secs(59));
-        assert!(imds.has_session_on(&headers, &mut known));
-        clock.jump(Duration::from_secs(1));
-        assert!(!imds.has_session_on(&headers, &mut known));
+        assert!(imds.has_session(&headers, &mut known, at(0)));
+        assert!(imds.has_session(&headers, &mut known, at(59)));
+        assert!(!imds.has_session(&headers, &mut known, at(60)));
+        assert!(!imds.has_session(&HeaderMap::new(), &mut known, at(0)));
     }
 
     #[test]

@@ -1,54 +1,49 @@
-//! What one connection is served. Nearly all traffic is two requests: `GET /roles/<name>` and
-//! the metadata credentials read. Those are answered here, at once: the same checks
-//! ([`AppState::check`]), the same decision (`access::decide_now`) and audit as the routes,
-//! but no router, middleware future, service clone, request extension or boxed body. That is
-//! most of what the daemon cost over a bare server (README, Benchmarks). A user's first request
-//! to a new per-user session, which waits for its first credentials, is answered in a future;
-//! everything else goes through the router.
+//! What one connection is served. Every request is checked here, on the connection's own
+//! snapshot of the role table and token ([`AppState::check_on`]), and counted here, once.
+//! Nearly all traffic is two requests: `GET /roles/<name>` and the metadata credentials read.
+//! Those are answered here, at once, with the one answer path ([`AppState::credentials`]): no
+//! router, service clone, request extension or boxed body, which is most of what the daemon
+//! cost over a bare server (README, Benchmarks). The rest goes through the router, handed
+//! what the checks found.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::http::{Method, Request, Response};
+use axum::http::{Method, Request};
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::Either;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
-use super::{AppState, ROLES_PREFIX, Snapshot, role_response};
-use crate::access::{self, Decided, Decision, Grant, Via};
-use crate::http::credentials_unboxed;
+use super::answer::Answering;
+use super::{AppState, Checked, Metadata, ROLES_PREFIX};
+use crate::access::Via;
 use crate::imds::{self, KnownSession};
 use crate::listener::{App, Progress, Redirected};
 use crate::metrics;
-use crate::peer::{NameSource, Peer};
+use crate::peer::{NameSource, Peer, Resolver};
 use crate::roles::RoleTable;
 use crate::token::AuthToken;
 
-/// A response body: the credentials as they are, or whatever the router built.
-pub type Body = Either<Full<Bytes>, axum::body::Body>;
-/// A response as a connection sends it.
-pub type Answer = Response<Body>;
+pub use super::answer::{Answer, Body};
 
 /// What the listeners serve: makes each connection's service, knowing who is at the other end.
 #[derive(Clone)]
 pub struct Endpoint {
     router: Router,
-    /// The state the hot paths are answered with; `None` where only the router serves (the
-    /// metrics listener).
-    direct: Option<AppState>,
+    /// The state requests are checked and answered with; `None` where the router alone
+    /// serves (the metrics listener, whose router checks what it needs).
+    state: Option<AppState>,
 }
 
 impl Endpoint {
-    /// The hot paths answered with `state`, the rest by `router`.
+    /// Requests checked and answered with `state`, the rest by `router`.
     pub fn new(router: Router, state: AppState) -> Self {
         Self {
             router,
-            direct: Some(state),
+            state: Some(state),
         }
     }
 
@@ -56,7 +51,7 @@ impl Endpoint {
     pub fn routed(router: Router) -> Self {
         Self {
             router,
-            direct: None,
+            state: None,
         }
     }
 }
@@ -72,14 +67,18 @@ impl App for Endpoint {
         redirected: Option<Redirected>,
         progress: Arc<Progress>,
     ) -> Connection {
-        Connection {
-            snapshot: (self.direct.as_ref()).map(|state| RefCell::new(state.snapshot())),
-            endpoint: self.clone(),
-            peer: RefCell::new(peer),
-            names: names.map(|source| (source.resolver, std::cell::Cell::new(source.generation))),
-            redirected,
-            progress,
+        let checked = (self.state.clone()).map(|state| Checking {
+            snapshot: RefCell::new(state.snapshot()),
+            state,
             session: RefCell::default(),
+        });
+        Connection {
+            router: self.router.clone(),
+            checked,
+            peer: RefCell::new(peer),
+            names: names.map(|source| (source.resolver, Cell::new(source.generation))),
+            redirected: redirected.is_some(),
+            progress,
         }
     }
 }
@@ -98,27 +97,26 @@ impl Endpoint {
     }
 }
 
-/// What the hot paths need of the connection a request came on.
-struct On<'c> {
-    peer: &'c Arc<Peer>,
-    /// Whether the metadata guard redirected the connection here.
-    redirected: bool,
-    session: &'c mut KnownSession,
-}
-
 /// One connection's service (`hyper::service::Service`).
 pub struct Connection {
-    endpoint: Endpoint,
+    router: Router,
+    /// What requests are checked and answered with; `None` where the router alone serves.
+    checked: Option<Checking>,
     /// Who is at the other end, with their user's names as of `names`' generation.
     peer: RefCell<Arc<Peer>>,
     /// Where the user's names come from, and the generation `peer` holds: when the resolver's
     /// moves on (an account file changed, or a minute passed), the names are taken again, so
     /// that a user who lost a group loses what it gave on the next request.
-    names: Option<(Arc<crate::peer::Resolver>, std::cell::Cell<u64>)>,
-    redirected: Option<Redirected>,
+    names: Option<(Arc<Resolver>, Cell<u64>)>,
+    /// Whether the metadata guard redirected the connection here.
+    redirected: bool,
     progress: Arc<Progress>,
-    /// What the hot paths check requests against; `None` where only the router serves.
-    snapshot: Option<RefCell<Snapshot>>,
+}
+
+/// A connection's means to check and answer its requests.
+struct Checking {
+    state: AppState,
+    snapshot: RefCell<Snapshot>,
     /// The metadata session token this connection presented last.
     session: RefCell<KnownSession>,
 }
@@ -134,37 +132,28 @@ where
 
     fn call(&self, request: Request<B>) -> Answering {
         self.progress.started();
-        if let Err(uid) = self.names_current() {
-            return self.routed_with_names_of(uid, request);
-        }
-        let peer = self.peer.borrow();
-        if let (Some(state), Some(snapshot)) = (&self.endpoint.direct, &self.snapshot)
-            && let Some(hot) = Hot::of(&request, state.inner.imds.is_some())
-        {
-            let mut snapshot = snapshot.borrow_mut();
-            let (table, token) = snapshot.now();
-            let redirected = self.redirected.is_some();
-            let session = &mut self.session.borrow_mut();
-            let on = On {
-                peer: &peer,
-                redirected,
-                session,
-            };
-            return match state.answer_hot(hot, &request, on, table, token) {
-                Answering::Later(later) => self.meanwhile_busy(later),
-                ready => ready,
-            };
-        }
-        let mut request = request;
-        request.extensions_mut().insert(peer.clone());
-        if let Some(redirected) = self.redirected {
-            request.extensions_mut().insert(redirected);
-        }
-        let router = self.endpoint.router.clone();
-        self.meanwhile_busy(Box::pin(async move {
-            let Ok(response) = router.oneshot(request).await;
-            Ok(response.map(Either::Right))
-        }))
+        let Some(checking) = &self.checked else {
+            let router = self.router.clone();
+            return self.meanwhile_busy(Answering::Later(Box::pin(async move {
+                let Ok(response) = router.oneshot(request).await;
+                Ok(response.map(Either::Right))
+            })));
+        };
+        let mut snapshot = checking.snapshot.borrow_mut();
+        let (table, token) = snapshot.now();
+        let answering = match self.names_current() {
+            Ok(()) => {
+                let on = On {
+                    peer: &self.peer.borrow(),
+                    redirected: self.redirected,
+                    session: &mut checking.session.borrow_mut(),
+                    router: &self.router,
+                };
+                checking.state.respond(request, on, table, token)
+            }
+            Err(uid) => self.with_names_of(uid, request, checking, table, token),
+        };
+        self.meanwhile_busy(answering)
     }
 }
 
@@ -187,31 +176,41 @@ impl Connection {
         Ok(())
     }
 
-    /// `request` answered through the router once `uid`'s names are known again (asked of the
-    /// name service off the runtime; the next request finds them cached).
-    fn routed_with_names_of<B>(&self, uid: u32, mut request: Request<B>) -> Answering
+    /// `request` answered once `uid`'s names are known again (asked of the name service off
+    /// the runtime; the next request finds them cached), on the same snapshot.
+    fn with_names_of<B>(
+        &self,
+        uid: u32,
+        request: Request<B>,
+        checking: &Checking,
+        table: &Arc<RoleTable>,
+        token: &AuthToken,
+    ) -> Answering
     where
         B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
         let (resolver, _) = self.names.as_ref().expect("names_current found a source");
         let (resolver, peer) = (resolver.clone(), self.peer.borrow().clone());
-        if let Some(redirected) = self.redirected {
-            request.extensions_mut().insert(redirected);
-        }
-        let router = self.endpoint.router.clone();
-        self.meanwhile_busy(Box::pin(async move {
+        let (state, table, token) = (checking.state.clone(), table.clone(), token.clone());
+        let (router, redirected) = (self.router.clone(), self.redirected);
+        Answering::Later(Box::pin(async move {
             let names = resolver.current_names(uid).await;
-            request
-                .extensions_mut()
-                .insert(Arc::new(peer.with_names(names)));
-            let Ok(response) = router.oneshot(request).await;
-            Ok(response.map(Either::Right))
+            let on = On {
+                peer: &Arc::new(peer.with_names(names)),
+                redirected,
+                session: &mut KnownSession::default(),
+                router: &router,
+            };
+            state.respond(request, on, &table, &token).await
         }))
     }
 
-    /// `later`, with the connection marked busy until it is answered: it is not idle.
-    fn meanwhile_busy(&self, later: Later) -> Answering {
+    /// `answering`, with the connection marked busy until it is answered: it is not idle.
+    fn meanwhile_busy(&self, answering: Answering) -> Answering {
+        let Answering::Later(later) = answering else {
+            return answering;
+        };
         let busy = self.progress.answering();
         Answering::Later(Box::pin(async move {
             let answer = later.await;
@@ -221,214 +220,212 @@ impl Connection {
     }
 }
 
-/// A connection's answer to one request: ready at once, or coming.
-pub enum Answering {
-    Ready(Option<Answer>),
-    Later(Later),
-}
-
-/// An answer that takes a while: routed, or waiting for a new session's first credentials.
-type Later = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send>>;
-
-impl Future for Answering {
-    type Output = Result<Answer, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Answering::Ready(answer) => Poll::Ready(Ok(answer
-                .take()
-                .expect("an answer is polled until ready, once"))),
-            Answering::Later(future) => future.as_mut().poll(cx),
-        }
-    }
-}
-
-/// The requests answered without the router. Each is exactly what the router would route to
-/// the same handler: a name needing no percent-decoding, `GET` only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hot<'r> {
-    /// `GET /roles/<name>`.
-    Role(&'r str),
-    /// `GET /latest/meta-data/iam/security-credentials[-extended]/<iam_name>`.
-    Metadata { iam_name: &'r str, extended: bool },
-}
-
-impl<'r> Hot<'r> {
-    /// Which hot path `request` takes, if any (the metadata one only where `metadata` is
-    /// served). Pure.
-    fn of<B>(request: &'r Request<B>, metadata: bool) -> Option<Self> {
-        if request.method() != Method::GET {
-            return None;
-        }
-        let path = request.uri().path();
-        if let Some(name) = path.strip_prefix(ROLES_PREFIX) {
-            let plain = !name.is_empty() && !name.contains(['%', '/']);
-            return plain.then_some(Hot::Role(name));
-        }
-        let (iam_name, extended) = imds::credentials_path(path).filter(|_| metadata)?;
-        Some(Hot::Metadata { iam_name, extended })
-    }
+/// What answering a request needs of the connection it came on.
+struct On<'c> {
+    peer: &'c Arc<Peer>,
+    /// Whether the metadata guard redirected the connection here.
+    redirected: bool,
+    session: &'c mut KnownSession,
+    router: &'c Router,
 }
 
 impl AppState {
-    /// The answer to a `hot` request from `peer`, checked against `table` and `token`.
-    fn answer_hot<B>(
+    /// A connection's request, checked against `table` and `token` and answered: refused,
+    /// answered on the one credentials path, or routed; counted once.
+    fn respond<B>(
         &self,
-        hot: Hot<'_>,
-        request: &Request<B>,
+        request: Request<B>,
         on: On<'_>,
         table: &Arc<RoleTable>,
         token: &AuthToken,
-    ) -> Answering {
+    ) -> Answering
+    where
+        B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         let route = metrics::route_label(request.uri().path());
         let (headers, uri) = (request.headers(), request.uri());
-        let checked = self.check_on(headers, uri, on.redirected, table, token);
-        let answering = match checked {
+        let answering = match self.check_on(headers, uri, on.redirected, table, token) {
             Err(refused) => {
                 if refused == super::Refusal::Unauthorized {
-                    let role = match hot {
-                        Hot::Role(name) => table.get_key_value(name).map(|(name, _)| name.as_str()),
-                        Hot::Metadata { .. } => None,
-                    };
-                    self.inner.audit.unauthorized(role, on.peer);
+                    self.audit_unauthorized(uri.path(), table, on.peer);
                 }
-                routed(axum::response::IntoResponse::into_response(refused))
+                Answering::routed(axum::response::IntoResponse::into_response(refused))
             }
-            Ok(grant) => match hot {
-                Hot::Role(name) => self.role_now(name, on.peer, table, grant),
-                Hot::Metadata { iam_name, extended } => {
-                    self.metadata_now(iam_name, extended, request, on, table)
-                }
-            },
+            Ok(grant) => self.granted(request, grant, on, table),
         };
-        match answering {
-            Answering::Ready(answer) => {
-                Answering::Ready(answer.map(|answer| self.counted(route, answer)))
-            }
-            Answering::Later(later) => {
-                let state = self.clone();
-                Answering::Later(Box::pin(async move {
-                    let Ok(answer) = later.await;
-                    Ok(state.counted(route, answer))
-                }))
-            }
-        }
+        let metrics = self.inner.metrics.clone();
+        answering.map(move |answer| {
+            metrics.request(route, answer.status().as_u16());
+            answer
+        })
     }
 
-    fn counted(&self, route: &'static str, answer: Answer) -> Answer {
-        (self.inner.metrics).request(route, answer.status().as_u16());
-        answer
-    }
-
-    fn role_now(
+    /// A request that passed the checks with `grant`.
+    fn granted<B>(
         &self,
-        name: &str,
-        peer: &Arc<Peer>,
-        table: &RoleTable,
-        grant: Option<Grant>,
-    ) -> Answering {
-        let via = Via::Container(grant.as_ref());
-        let clock = self.inner.clock.as_ref();
-        match access::decide_now(table, name, via, peer, clock) {
-            Decided::Now(decision) => {
-                self.inner.audit.record(name, via, peer, &decision);
-                Answering::Ready(Some(reply(decision, |d| role_response(name, d))))
-            }
-            Decided::FirstSession(status) => {
-                let (state, name, peer) = (self.clone(), name.to_owned(), peer.clone());
-                Answering::Later(Box::pin(async move {
-                    let via = Via::Container(grant.as_ref());
-                    let clock = state.inner.clock.as_ref();
-                    let decision = access::first_credentials(status, via, clock).await;
-                    state.inner.audit.record(&name, via, &peer, &decision);
-                    Ok(reply(decision, |d| role_response(&name, d)))
-                }))
-            }
-        }
-    }
-
-    fn metadata_now<B>(
-        &self,
-        iam_name: &str,
-        extended: bool,
-        request: &Request<B>,
+        request: Request<B>,
+        grant: Option<crate::access::Grant>,
         on: On<'_>,
         table: &Arc<RoleTable>,
-    ) -> Answering {
-        let metadata =
-            (self.inner.imds.as_ref()).expect("the metadata path is hot only with [imds]");
-        if !metadata.has_session_on(request.headers(), on.session) {
-            return routed(imds::session_required());
+    ) -> Answering
+    where
+        B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let metadata = self.inner.metadata.as_deref();
+        match Asked::of(&request, metadata) {
+            Asked::Role(name) => {
+                let via = Via::Container(grant.as_ref());
+                return self.credentials(table, name, via, on.peer);
+            }
+            Asked::Metadata { metadata, read } => {
+                let now = crate::clock::Clock::now(self.inner.clock.as_ref());
+                if !(metadata.imds()).has_session(request.headers(), on.session, now) {
+                    return Answering::routed(imds::session_required());
+                }
+                if let Some((iam_name, extended)) = read {
+                    let via = Via::Metadata { iam_name, extended };
+                    return self.credentials(table, metadata.role(), via, on.peer);
+                }
+            }
+            Asked::Other => {}
         }
-        let peer = on.peer;
-        let via = Via::Metadata { iam_name, extended };
-        let clock = self.inner.clock.as_ref();
-        match access::decide_now(table, metadata.role(), via, peer, clock) {
-            Decided::Now(decision) => {
-                self.inner
-                    .audit
-                    .record(metadata.role(), via, peer, &decision);
-                Answering::Ready(Some(reply(decision, |d| {
-                    metadata.credentials_answer(table, d)
-                })))
+        let checked = Checked {
+            table: table.clone(),
+            grant,
+        };
+        routed(request, checked, on)
+    }
+}
+
+/// `request` through the router, handed what its checks found and who sent it.
+fn routed<B>(mut request: Request<B>, checked: Checked, on: On<'_>) -> Answering
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let extensions = request.extensions_mut();
+    extensions.insert(checked);
+    extensions.insert(on.peer.clone());
+    let router = on.router.clone();
+    Answering::Later(Box::pin(async move {
+        let Ok(response) = router.oneshot(request).await;
+        Ok(response.map(Either::Right))
+    }))
+}
+
+/// What a checked request asks for, as far as the connection answers it or checks more.
+enum Asked<'r> {
+    /// `GET /roles/<name>`, with a name needing no percent-decoding: exactly what the router
+    /// would hand its role route, answered directly.
+    Role(&'r str),
+    /// A read of the metadata endpoint (`GET` or `HEAD` below `/latest/`), which needs a
+    /// session token; `read` is the credentials read answered directly, `Some((iam_name,
+    /// extended))` (`GET` only).
+    Metadata {
+        metadata: &'r Metadata,
+        read: Option<(&'r str, bool)>,
+    },
+    /// Anything else: the router's.
+    Other,
+}
+
+impl<'r> Asked<'r> {
+    /// What `request` asks for, with the metadata endpoint where it is served. Pure.
+    fn of<B>(request: &'r Request<B>, metadata: Option<&'r Metadata>) -> Self {
+        let path = request.uri().path();
+        let get = request.method() == Method::GET;
+        if let Some(name) = path.strip_prefix(ROLES_PREFIX) {
+            let plain = get && !name.is_empty() && !name.contains(['%', '/']);
+            return if plain {
+                Asked::Role(name)
+            } else {
+                Asked::Other
+            };
+        }
+        let reads = get || request.method() == Method::HEAD;
+        match metadata {
+            Some(metadata) if reads && path.starts_with(super::METADATA_PREFIX) => {
+                let read = imds::credentials_path(path).filter(|_| get);
+                Asked::Metadata { metadata, read }
             }
-            Decided::FirstSession(status) => {
-                let (state, iam_name, peer) = (self.clone(), iam_name.to_owned(), peer.clone());
-                let (metadata, table) = (metadata.clone(), table.clone());
-                Answering::Later(Box::pin(async move {
-                    let via = Via::Metadata {
-                        iam_name: &iam_name,
-                        extended,
-                    };
-                    let clock = state.inner.clock.as_ref();
-                    let decision = access::first_credentials(status, via, clock).await;
-                    state
-                        .inner
-                        .audit
-                        .record(metadata.role(), via, &peer, &decision);
-                    Ok(reply(decision, |d| metadata.credentials_answer(&table, d)))
-                }))
-            }
+            _ => Asked::Other,
         }
     }
 }
 
-/// The answer to `decision`: served credentials as they are (unboxed), anything else as
-/// `otherwise` words it.
-fn reply(
-    decision: Decision,
-    otherwise: impl FnOnce(Decision) -> axum::response::Response,
-) -> Answer {
-    match decision {
-        Decision::Served { body, .. } => credentials_unboxed(body).map(Either::Left),
-        refused => otherwise(refused).map(Either::Right),
+/// One connection's copy of the role table and the server's token as last published, read
+/// again only after a reload has published new ones: seeing that takes one atomic load, where
+/// reading the shared copy takes a lock and a reference count that every connection touches.
+pub(super) struct Snapshot {
+    roles: watch::Receiver<Arc<RoleTable>>,
+    token: watch::Receiver<AuthToken>,
+    table: Arc<RoleTable>,
+    current: AuthToken,
+}
+
+impl AppState {
+    /// A connection's own [`Snapshot`] of what its requests are checked against.
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let (mut roles, mut token) = (self.inner.roles.clone(), self.inner.token.clone());
+        let table = roles.borrow_and_update().clone();
+        let current = token.borrow_and_update().clone();
+        Snapshot {
+            roles,
+            token,
+            table,
+            current,
+        }
     }
 }
 
-/// A ready answer the router's helpers built.
-fn routed(response: axum::response::Response) -> Answering {
-    Answering::Ready(Some(response.map(Either::Right)))
+impl Snapshot {
+    /// The table and token now.
+    pub(super) fn now(&mut self) -> (&Arc<RoleTable>, &AuthToken) {
+        // A closed channel (`Err`) may still hold a value not read yet: read it.
+        if !matches!(self.roles.has_changed(), Ok(false)) {
+            self.table = self.roles.borrow_and_update().clone();
+        }
+        if !matches!(self.token.has_changed(), Ok(false)) {
+            self.current = self.token.borrow_and_update().clone();
+        }
+        (&self.table, &self.current)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imds::{Imds, Upstream};
 
-    fn hot(method: Method, path: &str, metadata: bool) -> Option<String> {
+    fn asked(method: Method, path: &str, metadata: bool) -> String {
+        let served = Metadata::new(
+            "piyo",
+            Imds::new(Upstream::new("http://127.0.0.1:9").unwrap()),
+        );
         let request = Request::builder()
             .method(method)
             .uri(path)
             .body(())
             .unwrap();
-        Hot::of(&request, metadata).map(|hot| format!("{hot:?}"))
+        match Asked::of(&request, metadata.then_some(&served)) {
+            Asked::Role(name) => format!("role {name}"),
+            Asked::Metadata {
+                read: Some((iam_name, extended)),
+                ..
+            } => format!("credentials {iam_name} {extended}"),
+            Asked::Metadata { read: None, .. } => "metadata read".to_owned(),
+            Asked::Other => "other".to_owned(),
+        }
     }
 
-    /// Only what the router would hand the same handler, unchanged, takes the hot path.
+    /// Only what the router would hand the same handler, unchanged, is answered directly;
+    /// every read of the metadata endpoint, direct or routed, has its session checked.
     #[test]
-    fn hot_paths_are_exactly_the_plain_reads() {
-        let role = |name: &str| Some(format!("{:?}", Hot::Role(name)));
-        assert_eq!(hot(Method::GET, "/roles/piyo", false), role("piyo"));
-        assert_eq!(hot(Method::GET, "/roles/piyo?x=1", false), role("piyo"));
+    fn what_is_answered_directly_and_what_needs_a_session() {
+        assert_eq!(asked(Method::GET, "/roles/piyo", false), "role piyo");
+        assert_eq!(asked(Method::GET, "/roles/piyo?x=1", false), "role piyo");
         for routed in [
             "/roles/",
             "/roles/pi%79o",
@@ -436,27 +433,32 @@ mod tests {
             "/status",
             "/healthz",
         ] {
-            assert_eq!(hot(Method::GET, routed, true), None, "{routed}");
+            assert_eq!(asked(Method::GET, routed, true), "other", "{routed}");
         }
-        assert_eq!(hot(Method::HEAD, "/roles/piyo", false), None);
+        assert_eq!(asked(Method::HEAD, "/roles/piyo", false), "other");
         let path = "/latest/meta-data/iam/security-credentials/piyo-role";
-        let metadata = |extended| {
-            let iam_name = "piyo-role";
-            Some(format!("{:?}", Hot::Metadata { iam_name, extended }))
-        };
-        assert_eq!(hot(Method::GET, path, true), metadata(false));
-        assert_eq!(hot(Method::GET, path, false), None, "no [imds]");
+        assert_eq!(
+            asked(Method::GET, path, true),
+            "credentials piyo-role false"
+        );
+        assert_eq!(asked(Method::HEAD, path, true), "metadata read");
+        assert_eq!(asked(Method::GET, path, false), "other", "no [imds]");
         let extended = "/latest/meta-data/iam/security-credentials-extended/piyo-role";
-        assert_eq!(hot(Method::GET, extended, true), metadata(true));
-        for routed in [
+        assert_eq!(
+            asked(Method::GET, extended, true),
+            "credentials piyo-role true"
+        );
+        for read in [
             "/latest/meta-data/iam/security-credentials/",
             "/latest/meta-data/iam/security-credentials/piyo-role/",
             "/latest/meta-data/iam/security-credentials/..",
             "/latest/meta-data/iam/security-credentials/pi%79o-role",
             "/latest/meta-data/iam/security-credentialsX/piyo-role",
             "/latest/meta-data/iam/info",
+            "/latest/api/token",
         ] {
-            assert_eq!(hot(Method::GET, routed, true), None, "{routed}");
+            assert_eq!(asked(Method::GET, read, true), "metadata read", "{read}");
         }
+        assert_eq!(asked(Method::PUT, "/latest/api/token", true), "other");
     }
 }

@@ -54,7 +54,7 @@ impl Harness {
     async fn ask(&self, peer: &Peer) -> Decision {
         let table = self.table.borrow().clone();
         let via = Via::Container(Some(&Grant::Server));
-        access::decide(&table, "piyo", via, peer, self.clock.as_ref()).await
+        decide(&table, "piyo", via, peer, self.clock.as_ref()).await
     }
 
     fn live(&self) -> usize {
@@ -96,7 +96,7 @@ async fn one_sts_call_per_user_however_many_ask() {
         );
         asks.spawn(async move {
             let via = Via::Container(Some(&Grant::Server));
-            access::decide(&table, "piyo", via, &alice, clock.as_ref()).await
+            decide(&table, "piyo", via, &alice, clock.as_ref()).await
         });
     }
     let decisions = asks.join_all().await;
@@ -226,4 +226,21 @@ async fn a_slow_first_call_answers_503_then_serves() {
     key_of(&harness.ask(&alice).await);
     assert_eq!(harness.sts.calls(), 1);
     harness.supervisor.wait().await.unwrap();
+}
+
+/// The decision a request gets, waiting for a new session's first credentials as the answer
+/// path does.
+async fn decide(
+    table: &RoleTable,
+    name: &str,
+    via: Via<'_>,
+    peer: &Peer,
+    clock: &dyn crate::clock::Clock,
+) -> Decision {
+    match access::decide_now(table, name, via, peer, clock) {
+        access::Decided::Now(decision) => decision,
+        access::Decided::FirstSession(status) => {
+            access::first_credentials(status, via, clock).await
+        }
+    }
 }
