@@ -25,7 +25,6 @@
 //! only (hyper's per-connection tasks are not parts of the daemon), and the accept loop runs in
 //! `run`'s own task, so a panic there ends `run` itself.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,12 +33,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
-use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::audit::Audit;
-use crate::config::{self, Config, GuardMode, RoleConfig};
+use crate::config::{Config, GuardMode, RoleConfig};
 use crate::imds::{Imds, Upstream};
 use crate::listener;
 use crate::metrics::Metrics;
@@ -49,9 +47,13 @@ use crate::roles::{RoleTable, Sessions};
 use crate::server::{self, AppState};
 use crate::sts::{CHAINED_SESSION_LIMIT, Sts, is_role_session};
 use crate::supervisor::Supervisor;
-use crate::token::{self, AuthToken, RoleTokens, TokenFileError};
 
+mod reloads;
 mod setup;
+mod tasks;
+
+use reloads::{Reloads, publish_endpoints};
+use tasks::Tasks;
 
 pub use setup::metadata_upstream;
 pub use setup::{
@@ -115,151 +117,224 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         notifier,
         reloads,
     } = parts;
-    let locals = listeners.local_addresses()?;
-    let Tokens {
-        server: token,
-        roles: role_tokens,
-    } = preflight(&config, &locals, &environment)?;
-    let upstream = metadata_upstream(&config, &environment);
-    let metadata_source = match config.imds {
-        Some(_) => Some(Upstream::new(&upstream)?),
-        None => None,
-    };
-    for address in &locals {
-        info!(%address, "listening");
-    }
-    let listening = *locals.first().context("no listener to serve on")?;
-    publish_endpoints(&config, listening);
+    let started = Started::check(&config, &listeners, &environment)?;
     let metrics = Arc::new(Metrics::new());
     let audit = Arc::new(Audit::default());
     audit.set_lines_per_minute(config.server.audit_lines_per_minute);
-    let instance_id = instance_id_if_named(&config, &upstream).await;
     let seams = Seams {
         sts: sts.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
     };
-    let (supervisor, roles) = Supervisor::start(
-        &config.roles,
-        &role_tokens,
-        seams,
-        instance_id,
-        shutdown.child_token(),
-    );
+    let (supervisor, roles) = start_refreshers(&config, &started, seams, &shutdown).await;
     let mut tasks = Tasks::default();
     if let Some(scrapes) = listeners.metrics {
-        let (metrics, roles, clock, shutdown) = (
-            metrics.clone(),
-            roles.clone(),
-            clock.clone(),
-            shutdown.clone(),
+        let scraped = (metrics.clone(), roles.clone(), clock.clone());
+        tasks.spawn(
+            "metrics listener",
+            serve_metrics(scrapes, scraped, shutdown.clone()),
         );
-        tasks.spawn("metrics listener", async move {
-            let Some(scrapes) = metrics_listener(scrapes, &shutdown).await else {
-                return Ok(());
-            };
-            let scrape_address = scrapes
-                .local_addr()
-                .context("cannot read the metrics address")?;
-            let app = server::Endpoint::routed(server::metrics_router(
-                metrics.clone(),
-                roles,
-                clock,
-                scrape_address,
-            ));
-            let admission = listener::Admission::new(METRICS_LISTENER);
-            listener::serve(scrapes, app, admission, metrics, shutdown).await;
-            Ok(())
-        });
     }
-    let metadata = metadata_endpoint(&config, metadata_source);
-    log_summary(
-        &config,
-        sts.region(),
-        metadata.as_ref().map(|_| upstream.as_str()),
-    );
-    tasks.spawn(
-        "source identity",
-        log_source_identity(sts, config.clone(), shutdown.clone()),
-    );
+    let metadata = metadata_endpoint(&config, started.metadata_source);
+    let metadata_upstream = metadata.as_ref().map(|_| started.upstream.as_str());
+    log_summary(&config, sts.region(), metadata_upstream);
     let notifier = Arc::new(notifier);
-    let notifications = notify::run(
-        notifier.clone(),
-        roles.clone(),
-        clock.clone(),
-        shutdown.clone(),
-    );
-    tasks.spawn("systemd notifier", async move {
-        notifications.await;
-        Ok(())
-    });
-    let summaries = audit.clone().summarize_every_interval(shutdown.clone());
-    tasks.spawn("audit summary", async move {
-        summaries.await;
-        Ok(())
-    });
-    let admission = listener::Admission::new(listener_options(&config));
-    // Containers get a limit of their own: a flood from one cannot make the host's users wait.
-    let for_containers = listener::Admission::new(listener::Options {
-        containers: true,
-        ..listener_options(&config)
-    });
-    let (server_token_sender, server_token) = watch::channel(token);
+    let watched = (&roles, &clock, &notifier, &audit);
+    spawn_background(&mut tasks, sts, &config, watched, &shutdown);
+    let admissions = Admissions::of(&config);
+    let (server_token_sender, server_token) = watch::channel(started.tokens.server);
     let reloading = Reloads {
         path: config_path,
         current: config,
         supervisor,
-        listening,
+        listening: started.listening,
         server_token: server_token_sender,
         notifier,
         audit: audit.clone(),
     };
     tasks.spawn("reloads", reloading.run(reloads, shutdown.clone()));
     first_attempts(&roles, START_HOLD, &shutdown).await;
-    let container_addresses: Vec<SocketAddr> = (listeners.containers.iter())
+    let hosts = served_hosts(&started.locals, &listeners.containers)?;
+    let shared = (metrics.clone(), audit.clone());
+    let state = AppState::new(server_token, roles, &hosts, clock, metadata, shared);
+    let app = server::router(state);
+    let serving = (app, admissions, metrics, shutdown.clone());
+    let first = serve_listeners(&mut tasks, listeners.main, listeners.containers, serving)?;
+    let failure = until_stopped_or_failed(first, &mut tasks, &shutdown).await;
+    shutdown.cancel();
+    finish(tasks, failure, &audit).await
+}
+
+/// What start-up checked before anything talks to AWS.
+struct Started {
+    /// Where the listeners are bound; the first is the main one.
+    locals: Vec<SocketAddr>,
+    listening: SocketAddr,
+    tokens: Tokens,
+    /// Where instance metadata is read, and the source of the metadata endpoint's
+    /// passthrough when `[imds]` is configured.
+    upstream: String,
+    metadata_source: Option<Upstream>,
+}
+
+impl Started {
+    /// [`preflight`] on `listeners`, and the public copy of the endpoints written.
+    fn check(
+        config: &Config,
+        listeners: &Listeners,
+        environment: &Environment,
+    ) -> anyhow::Result<Self> {
+        let locals = listeners.local_addresses()?;
+        let tokens = preflight(config, &locals, environment)?;
+        let upstream = metadata_upstream(config, environment);
+        let metadata_source = match config.imds {
+            Some(_) => Some(Upstream::new(&upstream)?),
+            None => None,
+        };
+        for address in &locals {
+            info!(%address, "listening");
+        }
+        let listening = *locals.first().context("no listener to serve on")?;
+        publish_endpoints(config, listening);
+        Ok(Self {
+            locals,
+            listening,
+            tokens,
+            upstream,
+            metadata_source,
+        })
+    }
+}
+
+/// Starts a refresher for each role (after looking up the instance id, if a session name
+/// names it): the supervisor that owns them, and the table of served roles they publish.
+async fn start_refreshers<S: Sts>(
+    config: &Config,
+    started: &Started,
+    seams: Seams<S>,
+    shutdown: &CancellationToken,
+) -> (Supervisor<S>, watch::Receiver<Arc<RoleTable>>) {
+    let instance_id = instance_id_if_named(config, &started.upstream).await;
+    let role_tokens = &started.tokens.roles;
+    let child = shutdown.child_token();
+    Supervisor::start(&config.roles, role_tokens, seams, instance_id, child)
+}
+
+/// The metrics listener's part: serves `/metrics` without names once its address is bound.
+async fn serve_metrics(
+    scrapes: setup::MetricsListener,
+    (metrics, roles, clock): (Arc<Metrics>, watch::Receiver<Arc<RoleTable>>, SharedClock),
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(scrapes) = metrics_listener(scrapes, &shutdown).await else {
+        return Ok(());
+    };
+    let local = (scrapes.local_addr()).context("cannot read the metrics address")?;
+    let router = server::metrics_router(metrics.clone(), roles, clock, local);
+    let admission = listener::Admission::new(METRICS_LISTENER);
+    let app = server::Endpoint::routed(router);
+    listener::serve(scrapes, app, admission, metrics, shutdown).await;
+    Ok(())
+}
+
+/// The parts that run beside the listeners: the source-identity lookup, the systemd
+/// notifier and the audit's summaries.
+fn spawn_background<S: Sts>(
+    tasks: &mut Tasks,
+    sts: Arc<S>,
+    config: &Config,
+    (roles, clock, notifier, audit): (
+        &watch::Receiver<Arc<RoleTable>>,
+        &SharedClock,
+        &Arc<Notifier>,
+        &Arc<Audit>,
+    ),
+    shutdown: &CancellationToken,
+) {
+    let identity = log_source_identity(sts, config.clone(), shutdown.clone());
+    tasks.spawn("source identity", identity);
+    let notifications = notify::run(
+        notifier.clone(),
+        roles.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn_unending("systemd notifier", notifications);
+    let summaries = audit.clone().summarize_every_interval(shutdown.clone());
+    tasks.spawn_unending("audit summary", summaries);
+}
+
+/// Who may connect to the listeners: the host's users, and containers with a limit of their
+/// own (a flood from one cannot make the host's users wait).
+#[derive(Clone)]
+struct Admissions {
+    host: listener::Admission,
+    containers: listener::Admission,
+}
+
+impl Admissions {
+    fn of(config: &Config) -> Self {
+        let containers = listener::Options {
+            containers: true,
+            ..listener_options(config)
+        };
+        Self {
+            host: listener::Admission::new(listener_options(config)),
+            containers: listener::Admission::new(containers),
+        }
+    }
+}
+
+/// The `Host` values requests may name: every main and container listener's address.
+fn served_hosts(
+    locals: &[SocketAddr],
+    containers: &[tokio::net::TcpListener],
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let container_addresses: Vec<SocketAddr> = (containers.iter())
         .map(tokio::net::TcpListener::local_addr)
         .collect::<Result<_, _>>()
         .context("cannot read a container address")?;
-    let hosts = [locals.as_slice(), &container_addresses].concat();
-    let state = AppState::new(
-        server_token,
-        roles,
-        &hosts,
-        clock,
-        metadata,
-        metrics.clone(),
-        audit.clone(),
-    );
-    let app = server::router(state);
-    for listener in listeners.containers {
-        let serving = listener::serve(
-            listener,
-            app.clone(),
-            for_containers.clone(),
-            metrics.clone(),
-            shutdown.clone(),
+    Ok([locals, &container_addresses].concat())
+}
+
+/// Serves every container listener and all main listeners but the first as parts of the
+/// daemon; the first main listener, which `run`'s own task serves, is returned serving.
+fn serve_listeners(
+    tasks: &mut Tasks,
+    main: Vec<tokio::net::TcpListener>,
+    containers: Vec<tokio::net::TcpListener>,
+    (app, admissions, metrics, shutdown): (
+        server::Endpoint,
+        Admissions,
+        Arc<Metrics>,
+        CancellationToken,
+    ),
+) -> anyhow::Result<impl Future<Output = ()> + use<>> {
+    let serve = |listener, admission: &listener::Admission| {
+        let (app, admission) = (app.clone(), admission.clone());
+        listener::serve(listener, app, admission, metrics.clone(), shutdown.clone())
+    };
+    for listener in containers {
+        tasks.spawn_unending(
+            "container listener",
+            serve(listener, &admissions.containers),
         );
-        tasks.spawn("container listener", async move {
-            serving.await;
-            Ok(())
-        });
     }
-    let mut main = listeners.main.into_iter();
+    let mut main = main.into_iter();
     let first = main.next().context("no listener to serve on")?;
     for other in main {
-        let serving = listener::serve(
-            other,
-            app.clone(),
-            admission.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        );
-        tasks.spawn("second loopback listener", async move {
-            serving.await;
-            Ok(())
-        });
+        tasks.spawn_unending("second loopback listener", serve(other, &admissions.host));
     }
-    let serving = listener::serve(first, app, admission, metrics, shutdown.clone());
+    Ok(serve(first, &admissions.host))
+}
+
+/// Serves until `shutdown`, or until a part fails: then stops the rest, lets `serving` drain,
+/// and returns the failure.
+async fn until_stopped_or_failed(
+    serving: impl Future<Output = ()>,
+    tasks: &mut Tasks,
+    shutdown: &CancellationToken,
+) -> Option<anyhow::Error> {
     tokio::pin!(serving);
     let failure = tokio::select! {
         () = &mut serving => None,
@@ -270,9 +345,13 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
         shutdown.cancel();
         serving.await;
     }
-    shutdown.cancel();
+    failure
+}
+
+/// Joins every part; the audit writes what it still holds back, as every request has been
+/// answered. The first failure, if any.
+async fn finish(tasks: Tasks, failure: Option<anyhow::Error>, audit: &Audit) -> anyhow::Result<()> {
     let joined = tasks.join_all().await;
-    // Every request has been answered: what the audit still holds back is written now.
     audit.summarize_all();
     info!("stopped");
     match failure {
@@ -338,63 +417,6 @@ async fn instance_id_if_named(config: &Config, upstream: &str) -> Option<String>
     found
 }
 
-/// The daemon's long-running tasks, by name, so a failure says which part failed.
-#[derive(Default)]
-struct Tasks {
-    set: JoinSet<anyhow::Result<()>>,
-    names: HashMap<Id, &'static str>,
-}
-
-impl Tasks {
-    fn spawn(
-        &mut self,
-        name: &'static str,
-        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
-    ) {
-        let id = self.set.spawn(task).id();
-        self.names.insert(id, name);
-    }
-
-    /// The first task to fail (panic or error); pending while none does. Tasks that finish
-    /// well (the identity lookup) are collected on the way. Cancel-safe.
-    async fn failure(&mut self) -> anyhow::Error {
-        loop {
-            match self.set.join_next_with_id().await {
-                Some(joined) => {
-                    if let Err(failure) = self.outcome(joined) {
-                        return failure;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        }
-    }
-
-    /// Waits for every task; the first failure, if any, after logging each.
-    async fn join_all(mut self) -> anyhow::Result<()> {
-        let mut first = None;
-        while let Some(joined) = self.set.join_next_with_id().await {
-            if let Err(failure) = self.outcome(joined) {
-                error!(error = %format!("{failure:#}"), "a part of the daemon failed");
-                first.get_or_insert(failure);
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    fn outcome(
-        &mut self,
-        joined: Result<(Id, anyhow::Result<()>), tokio::task::JoinError>,
-    ) -> anyhow::Result<()> {
-        let (id, result) = match joined {
-            Ok((id, result)) => (id, result),
-            Err(error) => (error.id(), Err(anyhow::anyhow!("panicked: {error}"))),
-        };
-        let name = self.names.remove(&id).unwrap_or("a task");
-        result.with_context(|| format!("{name} failed"))
-    }
-}
-
 fn listener_options(config: &Config) -> listener::Options {
     listener::Options {
         max_connections: config.server.max_connections,
@@ -442,146 +464,6 @@ fn metadata_endpoint(config: &Config, upstream: Option<Upstream>) -> Option<serv
         &imds_config.role,
         Imds::new(upstream),
     ))
-}
-
-/// Applies configuration changes on request; owns the supervisor.
-struct Reloads<S> {
-    path: PathBuf,
-    current: Config,
-    supervisor: Supervisor<S>,
-    /// Where the main listener is bound, for the public copy of the endpoints.
-    listening: SocketAddr,
-    /// The server's token handlers check; re-read at every reload.
-    server_token: watch::Sender<AuthToken>,
-    notifier: Arc<Notifier>,
-    /// Its line budget follows the configuration.
-    audit: Arc<Audit>,
-}
-
-impl<S: Sts> Reloads<S> {
-    /// Reloads on each request until `shutdown`; fails as soon as a refresher panics.
-    async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<()>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        loop {
-            tokio::select! {
-                Some(()) = requests.recv() => self.reload(),
-                () = shutdown.cancelled() => break,
-                failure = self.supervisor.failure() => {
-                    self.supervisor.wait().await.ok();
-                    return Err(failure);
-                }
-            }
-        }
-        self.supervisor.wait().await
-    }
-
-    /// Re-reads the file and the token files (creating missing ones: deleting a token file,
-    /// the server's or a role's, and reloading issues a new token, and the old one stops
-    /// working); a bad file is logged and the running configuration kept.
-    fn reload(&mut self) {
-        self.notifier.send("RELOADING=1");
-        match config::load(&self.path) {
-            Ok(new) if let Some(reason) = unsafe_for_running_metadata(&self.current, &new) => {
-                error!(reason, "reload refused; keeping the running configuration");
-            }
-            Ok(new) => match self.reload_tokens(&new) {
-                Ok(tokens) => self.apply(new, &tokens),
-                Err(error) => error!(
-                    error = %error,
-                    "reload failed: a token file is unusable; keeping the running \
-                     configuration"
-                ),
-            },
-            Err(error) => error!(
-                error = %error,
-                "reload failed: the configuration is invalid; keeping the running one"
-            ),
-        }
-        self.notifier.send("READY=1");
-    }
-
-    /// The roles' tokens of `new`, and the server's (its file is the running one's: `[server]`
-    /// changes wait for a restart), published if it changed.
-    fn reload_tokens(&mut self, new: &Config) -> Result<RoleTokens, TokenFileError> {
-        let roles = token::load_role_tokens(new)?;
-        let server = token::load_or_create(&self.current.server.token_file, None)?;
-        let changed = !self
-            .server_token
-            .borrow()
-            .matches(server.expose().as_bytes());
-        if changed {
-            info!(file = %self.current.server.token_file.display(), "the server's token was re-issued");
-            self.server_token.send_replace(server);
-        }
-        Ok(roles)
-    }
-
-    fn apply(&mut self, new: Config, tokens: &RoleTokens) {
-        self.audit
-            .set_lines_per_minute(new.server.audit_lines_per_minute);
-        for section in sections_needing_restart(&self.current, &new) {
-            warn!(
-                section,
-                "changes to [{section}] take effect at the next restart"
-            );
-        }
-        let plan = self.supervisor.apply(&new.roles, tokens);
-        info!(
-            kept = ?plan.kept,
-            started = ?plan.started,
-            changed = ?plan.changed,
-            stopped = ?plan.stopped,
-            "configuration reloaded"
-        );
-        self.current.roles = new.roles;
-        // The listener stays until a restart: the published endpoints say where it is now.
-        publish_endpoints(&self.current, self.listening);
-    }
-}
-
-/// Writes the public copy of where roles are served, for `env`; a failure only means users
-/// outside the daemon's group cannot run `env`, so it is logged, not fatal.
-fn publish_endpoints(config: &Config, listening: SocketAddr) {
-    if let Err(error) = crate::env::publish(config, listening) {
-        warn!(%error, "cannot write the public copy of the endpoints; `assume-roled env` needs \
-            the configuration to be readable");
-    }
-}
-
-/// Why `new` cannot be applied while the metadata endpoint serves `current`'s `[imds]` role
-/// (changes to `[imds]` wait for a restart, so a new file is checked against the running one
-/// too): that role would be open to every local process.
-fn unsafe_for_running_metadata(current: &Config, new: &Config) -> Option<String> {
-    let served = &current.imds.as_ref()?.role;
-    let role = new.roles.iter().find(|role| role.name == *served)?;
-    role.open_to_all().then(|| {
-        format!(
-            "role {served} is served as instance metadata until the next restart, and the new \
-             configuration leaves it without allowed_users, allowed_groups or allowed_networks"
-        )
-    })
-}
-
-/// Sections whose changes a reload cannot apply: the listeners, the STS client and the metadata
-/// endpoint are built once at start.
-fn sections_needing_restart(current: &Config, new: &Config) -> Vec<&'static str> {
-    let mut sections = Vec::new();
-    if current.server != new.server {
-        sections.push("server");
-    }
-    if current.sts != new.sts {
-        sections.push("sts");
-    }
-    if current.imds != new.imds {
-        sections.push("imds");
-    }
-    if current.containers != new.containers {
-        sections.push("containers");
-    }
-    sections
 }
 
 fn log_summary(config: &Config, region: Option<String>, metadata_upstream: Option<&str>) {

@@ -109,8 +109,7 @@ fn harness() -> &'static Harness {
             &[LISTEN.parse().expect("an address")],
             clock,
             Some(metadata),
-            Arc::new(Metrics::new()),
-            Arc::default(),
+            (Arc::new(Metrics::new()), Arc::default()),
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

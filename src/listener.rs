@@ -12,26 +12,28 @@
 //! [`crate::server`]; this module only moves bytes, and attaches to every request the
 //! [`Peer`] found for its connection (once per connection, see [`crate::peer`]).
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::admission::{Holder, Holders, Limits, Refused};
+mod deadline;
+mod unanswered;
+
+use deadline::WriteDeadline;
+use unanswered::{Unanswered, UnansweredLog};
+
+use crate::admission::{Holder, Holders, Limits, Place, Refused};
 use crate::metrics::Metrics;
 use crate::peer::{NameSource, Peer, Resolver};
 
@@ -109,168 +111,6 @@ impl Admission {
             resolver: Arc::new(Resolver::new(options.peer_processes)),
             unanswered: Arc::default(),
         }
-    }
-}
-
-/// How often a connection closed unanswered is logged at `info`, per reason.
-const UNANSWERED_LOG_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Why a connection was closed before anything was answered on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Unanswered {
-    /// No live socket of this host is its other end: the client is gone, is not local, or is
-    /// one whose socket the lookup does not understand (the next such gap shows here).
-    NoLocalClient,
-    /// Its user holds `max_connections_per_user` already.
-    UserAtLimit,
-    /// Every place is taken and nobody holds more than the fair share.
-    AllTaken,
-}
-
-impl Unanswered {
-    fn text(self) -> &'static str {
-        match self {
-            Unanswered::NoLocalClient => "no local client socket",
-            Unanswered::UserAtLimit => "the user holds max_connections_per_user",
-            Unanswered::AllTaken => "max_connections are held, nobody over the fair share",
-        }
-    }
-}
-
-/// Connections closed unanswered are logged at `info` once a minute per reason, with the
-/// client's address and how many more were closed since the last line: visible without debug
-/// logs, and no flood of lines from a flood of connections.
-#[derive(Default)]
-struct UnansweredLog {
-    /// Per reason: when it was last logged, and how many closes were held back since.
-    last: Mutex<HashMap<Unanswered, (tokio::time::Instant, u64)>>,
-}
-
-impl UnansweredLog {
-    fn note(&self, reason: Unanswered, client: SocketAddr, uid: Option<u32>) {
-        debug!(%client, ?uid, reason = reason.text(), "connection closed unanswered");
-        let Some(held_back) = self.due(reason, tokio::time::Instant::now()) else {
-            return;
-        };
-        info!(
-            %client,
-            uid = %crate::peer::Known(&uid),
-            held_back,
-            "connection closed unanswered: {} (logged once a minute; held_back counts the \
-             others since the last line)",
-            reason.text()
-        );
-    }
-
-    /// Whether a close for `reason` at `now` is logged, and if so how many were held back
-    /// since the last line.
-    fn due(&self, reason: Unanswered, now: tokio::time::Instant) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match last.get_mut(&reason) {
-            Some((at, held)) if now.duration_since(*at) < UNANSWERED_LOG_INTERVAL => {
-                *held += 1;
-                None
-            }
-            Some((at, held)) => {
-                *at = now;
-                Some(std::mem::take(held))
-            }
-            None => {
-                last.insert(reason, (now, 0));
-                Some(0)
-            }
-        }
-    }
-}
-
-/// A connection whose writes must make progress within [`WRITE_TIMEOUT`]: a client that sends
-/// requests and never reads the answers would otherwise hold its connection (and its place)
-/// for ever once the socket's buffers are full.
-struct WriteDeadline<T> {
-    inner: T,
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<T> WriteDeadline<T> {
-    fn new(inner: T) -> Self {
-        Self {
-            inner,
-            stalled: None,
-        }
-    }
-
-    /// After a write that could not proceed: pending until the deadline, then an error.
-    fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        let timer = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client does not read its answers",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn progress<R>(
-        &mut self,
-        polled: Poll<io::Result<R>>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<R>> {
-        match polled {
-            Poll::Pending => self.stall(cx),
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
-    }
-}
-
-impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for WriteDeadline<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.progress(polled, cx)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.progress(polled, cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.progress(polled, cx)
     }
 }
 
@@ -445,123 +285,61 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let Admission {
-        options,
-        permits,
-        holders,
-        resolver,
-        unanswered,
-    } = admission;
     let connections = TaskTracker::new();
     // Open connections take their users' names again when they change (once per resolver).
-    if options.peer_lookup {
-        connections.spawn(resolver.clone().keep_fresh(shutdown.clone()));
+    if admission.options.peer_lookup {
+        let resolver = admission.resolver.clone();
+        connections.spawn(resolver.keep_fresh(shutdown.clone()));
     }
-    let listening = listener.local_addr().ok();
-    let server = listening.filter(|_| options.peer_lookup);
-    loop {
-        // Waiting for a permit before accepting leaves extra clients in the backlog.
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = shutdown.cancelled() => break,
-        };
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let app = app.clone();
-        let resolver = resolver.clone();
-        let holders = holders.clone();
-        let unanswered = unanswered.clone();
-        let shutdown = shutdown.clone();
-        let metrics = metrics.clone();
-        metrics.connection_opened();
+    let permits = admission.permits.clone();
+    let accepting = Accepting {
+        app,
+        admission,
+        metrics,
+        listening: listener.local_addr().ok(),
+        shutdown: shutdown.clone(),
+    };
+    while let Some((permit, stream, client)) = next_connection(&listener, &permits, &shutdown).await
+    {
+        accepting.metrics.connection_opened();
+        let accepting = accepting.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let redirected = listening
-                .filter(|_| options.redirects)
-                .and_then(|listening| redirected_from(&stream, listening));
-            // Once per connection. The client's socket is connected to the address it asked
-            // for, which for a redirected connection is the instance metadata's.
-            let asked_for = redirected.map(|Redirected(original)| original);
-            // The generation before the lookup: names that change during it are taken again.
-            let generation = resolver.generation();
-            let peer = match server {
-                Some(server) => resolver.identify(client, asked_for.unwrap_or(server)).await,
-                None => Some(Peer::default()),
-            };
-            let peer = match peer {
-                Some(peer) => peer,
-                // On the containers' address, a client that is no socket of this host is a
-                // container (in a network namespace of its own); unless it comes from an
-                // address of this host: a local connection whose source a NAT rule rewrote
-                // (Docker masquerades its bridge's addresses), which must not pass for one.
-                None if options.containers && !is_local_address(client.ip()) => {
-                    Peer::container(client.ip())
-                }
-                None => {
-                    // No live socket of this host is the other end: the client is gone, or is
-                    // not local (127.0.0.1 reached from outside). Nothing to answer.
-                    unanswered.note(Unanswered::NoLocalClient, client, None);
-                    metrics.connection_closed();
-                    return;
-                }
-            };
-            // A fair share for every holder (crate::admission): what is refused is closed at
-            // once rather than made to wait, so that others' requests never queue behind a
-            // flood.
-            let progress = Arc::new(Progress::default());
-            let busy = {
-                let progress = progress.clone();
-                Arc::new(move || progress.busy())
-            };
-            let place = match holders.enter(Holder::of(&peer), busy, &shutdown) {
-                Ok((place, closed_one)) => {
-                    if closed_one {
-                        metrics.connection_evicted();
-                    }
-                    place
-                }
-                Err(refused) => {
-                    let reason = match refused {
-                        Refused::HolderFull => Unanswered::UserAtLimit,
-                        Refused::AllTaken => Unanswered::AllTaken,
-                    };
-                    unanswered.note(reason, client, peer.uid);
-                    metrics.connection_closed();
-                    return;
-                }
-            };
-            // A uid without an account has no groups to lose: its names are not followed.
-            let names = (peer.user.is_some() && peer.container.is_none()).then(|| NameSource {
-                resolver: resolver.clone(),
-                generation,
-            });
-            let service = app.connection(Arc::new(peer), names, redirected, progress.clone());
-            // No timer and no header timeout: given a timer, hyper arms a header-read timer
-            // on every request (its own 30 s default, or ours). The connection's looks
-            // (until_done_or_drained) enforce HEADER_READ_TIMEOUT instead, once a second.
-            let connection = http1::Builder::new()
-                .header_read_timeout(None)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(WriteDeadline::new(TokioIo::new(stream)), service);
-            tokio::pin!(connection);
-            // Closed by a stop, or to make room for another holder's connection.
-            let finished = until_done_or_drained(connection, &progress, place.closing()).await;
-            metrics.connection_closed();
-            if let Err(error) = finished {
-                debug!(%error, "connection ended with an error");
-            }
+            accepting.connection(stream, client).await;
+            accepting.metrics.connection_closed();
         });
     }
     drop(listener);
+    drain(connections).await;
+}
+
+/// The next connection with its permit; `None` once `shutdown` is cancelled. Waiting for a
+/// permit before accepting leaves extra clients in the backlog.
+async fn next_connection(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        () = shutdown.cancelled() => return None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => return Some((permit, stream, client)),
+                Err(error) => {
+                    warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// Waits for the open connections to end, for at most [`DRAIN_TIMEOUT`].
+async fn drain(connections: TaskTracker) {
     connections.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait())
         .await
@@ -575,9 +353,148 @@ pub async fn serve(
     info!("server stopped");
 }
 
+/// What one listener's connections share.
+#[derive(Clone)]
+struct Accepting<A> {
+    app: A,
+    admission: Admission,
+    metrics: Arc<Metrics>,
+    /// Where the listener is bound.
+    listening: Option<SocketAddr>,
+    shutdown: CancellationToken,
+}
+
+impl<A: App> Accepting<A> {
+    /// One connection from `client`: who it is, whether it is admitted, then HTTP until it
+    /// ends, a stop, or its place is given to another holder.
+    async fn connection(&self, stream: TcpStream, client: SocketAddr) {
+        let options = &self.admission.options;
+        let redirected = (self.listening)
+            .filter(|_| options.redirects)
+            .and_then(|listening| redirected_from(&stream, listening));
+        // The generation before the lookup: names that change during it are taken again.
+        let generation = self.admission.resolver.generation();
+        let found = self.identify(client, redirected).await;
+        let peer = match who_connects(found, client, options.containers, is_local_address) {
+            Ok(peer) => peer,
+            Err(unanswered) => return self.admission.unanswered.note(unanswered, client, None),
+        };
+        let progress = Arc::new(Progress::default());
+        let Some(place) = self.admit(&peer, client, &progress) else {
+            return;
+        };
+        // A uid without an account has no groups to lose: its names are not followed.
+        let names = (peer.user.is_some() && peer.container.is_none()).then(|| NameSource {
+            resolver: self.admission.resolver.clone(),
+            generation,
+        });
+        let service = (self.app).connection(Arc::new(peer), names, redirected, progress.clone());
+        // No timer and no header timeout: given a timer, hyper arms a header-read timer on
+        // every request (its own 30 s default, or ours). The connection's looks
+        // (until_done_or_drained) enforce HEADER_READ_TIMEOUT instead, once a second.
+        let connection = http1::Builder::new()
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(WriteDeadline::new(TokioIo::new(stream)), service);
+        tokio::pin!(connection);
+        // Closed by a stop, or to make room for another holder's connection.
+        let finished = until_done_or_drained(connection, &progress, place.closing()).await;
+        if let Err(error) = finished {
+            debug!(%error, "connection ended with an error");
+        }
+    }
+
+    /// The local user at the other end of a connection from `client`, asked of the kernel
+    /// (once per connection); `None` when no live local socket is the client. The client's
+    /// socket is connected to the address it asked for, which for a `redirected` connection
+    /// is the instance metadata's. Without the peer lookup, everyone is the same nobody.
+    async fn identify(&self, client: SocketAddr, redirected: Option<Redirected>) -> Option<Peer> {
+        let server = self
+            .listening
+            .filter(|_| self.admission.options.peer_lookup);
+        let Some(server) = server else {
+            return Some(Peer::default());
+        };
+        let asked_for = redirected.map_or(server, |Redirected(original)| original);
+        self.admission.resolver.identify(client, asked_for).await
+    }
+
+    /// `peer`'s place among the connections, if its holder has a fair share left
+    /// ([`crate::admission`]); what is refused is closed at once rather than made to wait, so
+    /// that others' requests never queue behind a flood.
+    fn admit(&self, peer: &Peer, client: SocketAddr, progress: &Arc<Progress>) -> Option<Place> {
+        let busy = {
+            let progress = progress.clone();
+            Arc::new(move || progress.busy())
+        };
+        let holders = &self.admission.holders;
+        match holders.enter(Holder::of(peer), busy, &self.shutdown) {
+            Ok((place, closed_one)) => {
+                if closed_one {
+                    self.metrics.connection_evicted();
+                }
+                Some(place)
+            }
+            Err(refused) => {
+                let reason = match refused {
+                    Refused::HolderFull => Unanswered::UserAtLimit,
+                    Refused::AllTaken => Unanswered::AllTaken,
+                };
+                self.admission.unanswered.note(reason, client, peer.uid);
+                None
+            }
+        }
+    }
+}
+
+/// Who is at the other end of a connection from `client`, given what the peer lookup `found`.
+/// On the containers' address (`containers`), a client that is no socket of this host is a
+/// container (in a network namespace of its own); unless it comes from an address of this
+/// host: a local connection whose source a NAT rule rewrote (Docker masquerades its bridge's
+/// addresses), which must not pass for one. Anything else with no live local socket is gone,
+/// or not local (127.0.0.1 reached from outside): nothing to answer. Pure but for `is_local`
+/// ([`is_local_address`] when serving).
+fn who_connects(
+    found: Option<Peer>,
+    client: SocketAddr,
+    containers: bool,
+    is_local: impl FnOnce(IpAddr) -> bool,
+) -> Result<Peer, Unanswered> {
+    match found {
+        Some(peer) => Ok(peer),
+        None if containers && !is_local(client.ip()) => Ok(Peer::container(client.ip())),
+        None => Err(Unanswered::NoLocalClient),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A found user is who connects; with none found, only the containers' listener serves,
+    /// and only a client from an address that is not this host's (a container); a local
+    /// connection whose source was rewritten, or anything on the host's listeners, is closed.
+    #[test]
+    fn who_connects_when_the_kernel_knows_no_local_socket() {
+        let client: SocketAddr = "172.17.0.2:40000".parse().unwrap();
+        let user = Peer {
+            uid: Some(1000),
+            ..Peer::default()
+        };
+        let found = who_connects(Some(user.clone()), client, false, |_| false);
+        assert_eq!(found.map(|peer| peer.uid), Ok(Some(1000)));
+        let container = who_connects(None, client, true, |_| false).expect("a container");
+        assert_eq!(container.container, Some(client.ip()));
+        assert_eq!(
+            who_connects(None, client, true, |_| true).err(),
+            Some(Unanswered::NoLocalClient),
+            "a host address rewritten by NAT is no container"
+        );
+        assert_eq!(
+            who_connects(None, client, false, |_| false).err(),
+            Some(Unanswered::NoLocalClient)
+        );
+    }
 
     /// A connection is closed after the header timeout without a new request, never before,
     /// and never while an answer is being worked out.

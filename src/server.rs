@@ -86,8 +86,7 @@ impl AppState {
         locals: &[SocketAddr],
         clock: SharedClock,
         metadata: Option<Metadata>,
-        metrics: Arc<Metrics>,
-        audit: Arc<Audit>,
+        (metrics, audit): (Arc<Metrics>, Arc<Audit>),
     ) -> Self {
         let mut hosts: Vec<String> = locals.iter().copied().flat_map(allowed_hosts).collect();
         hosts.sort_unstable();

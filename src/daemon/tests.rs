@@ -8,8 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use super::reloads::{sections_needing_restart, unsafe_for_running_metadata};
 use super::setup::refuse_self_loops;
 use super::*;
+use crate::config;
 use crate::fake::{FakeClock, FakeSts, Reply, scratch_dir};
 
 /// Long enough for anything here on a loaded machine; the daemon answers in milliseconds.

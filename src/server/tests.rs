@@ -69,8 +69,7 @@ fn app(status: RoleStatus) -> (Endpoint, watch::Sender<RoleStatus>) {
         &[LISTEN.parse().unwrap()],
         Arc::new(FixedClock(now())),
         None,
-        Arc::new(crate::metrics::Metrics::new()),
-        Arc::default(),
+        (Arc::new(crate::metrics::Metrics::new()), Arc::default()),
     );
     (router(state), sender)
 }
@@ -425,8 +424,7 @@ async fn a_connection_snapshot_follows_reloads() {
         &[LISTEN.parse().unwrap()],
         Arc::new(FixedClock(now())),
         None,
-        Arc::new(crate::metrics::Metrics::new()),
-        Arc::default(),
+        (Arc::new(crate::metrics::Metrics::new()), Arc::default()),
     );
     let mut snapshot = state.snapshot();
     assert!(snapshot.now().1.matches(TOKEN.as_bytes()));
