@@ -337,4 +337,23 @@ mod tests {
             Decision::Served { .. }
         ));
     }
+
+    /// Everything of the metadata endpoint but the credentials is for the users the role
+    /// admits: never for another user, an unknown role, or a role its own token alone guards.
+    #[test]
+    fn admitting_gates_the_rest_of_the_metadata() {
+        let member = Peer {
+            user: Some("hoge".into()),
+            groups: vec!["ops".into()],
+            ..Peer::default()
+        };
+        let (guarded, _) = table(None, &["ops"]);
+        assert!(admitting(&guarded, "piyo", &member).is_some());
+        assert!(admitting(&guarded, "piyo", &Peer::default()).is_none());
+        assert!(admitting(&guarded, "fuga", &member).is_none());
+        let (token_alone, _) = table(Some(AuthToken::generate()), &[]);
+        assert!(admitting(&token_alone, "piyo", &member).is_none());
+        let (token_and_group, _) = table(Some(AuthToken::generate()), &["ops"]);
+        assert!(admitting(&token_and_group, "piyo", &member).is_some());
+    }
 }

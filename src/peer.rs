@@ -571,6 +571,49 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Whether bob has left `ops` in the directory service (no trace in the local files).
+    static BOB_LEFT_OPS: AtomicBool = AtomicBool::new(false);
+
+    fn directory_names(uid: u32) -> Names {
+        let mut groups = vec!["bob".to_owned()];
+        if !BOB_LEFT_OPS.load(Ordering::SeqCst) {
+            groups.push("ops".to_owned());
+        }
+        Names {
+            user: (uid == 1002).then(|| "bob".to_owned()),
+            groups,
+        }
+    }
+
+    /// A change in a directory service leaves the local account files alone: it is seen when
+    /// the names are a minute old, not before.
+    #[tokio::test(start_paused = true)]
+    async fn names_are_looked_up_again_after_a_minute() {
+        let dir = std::env::temp_dir().join(format!("assume-roled-age-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (passwd, group) = (dir.join("passwd"), dir.join("group"));
+        std::fs::write(&passwd, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(&group, "root:x:0:\n").unwrap();
+        let resolver = Resolver {
+            account_files: [passwd, group],
+            recheck: Duration::ZERO,
+            resolve_names: directory_names,
+            ..Resolver::new(false)
+        };
+        assert!(resolver.refresh_if_due(), "the first look");
+        assert_eq!(resolver.names_of(1002).groups, ["bob", "ops"]);
+        let generation = resolver.generation();
+        BOB_LEFT_OPS.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(!resolver.refresh_if_due(), "younger than a minute");
+        assert_eq!(resolver.cached_names(1002).unwrap().groups, ["bob", "ops"]);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(resolver.refresh_if_due(), "a minute old");
+        assert_eq!(resolver.cached_names(1002).unwrap().groups, ["bob"]);
+        assert_eq!(resolver.generation(), generation + 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn looks_up_a_real_connection_of_this_process() {
         let connection = crate::fake::LoopbackConnection::open();

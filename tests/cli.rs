@@ -161,6 +161,37 @@ fn token_file_readable_by_others_is_refused() {
     assert!(!said.contains(&"t".repeat(48)));
 }
 
+/// A token file the daemon's user does not own is refused at start (someone else could
+/// rewrite it), naming the owner, never the token.
+#[test]
+fn token_file_of_another_owner_is_refused() {
+    let dir = TempDir::new("foreign-token");
+    let token = dir.write("token", &"t".repeat(48));
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&token, Some(65534), None).unwrap();
+    let said = serve_refusing(&dir, &token);
+    assert!(said.contains("belongs to uid 65534"), "{said}");
+    assert!(!said.contains(&"t".repeat(48)));
+}
+
+/// `[sts] endpoint` naming the daemon's own listener would have it ask itself for credentials:
+/// refused at start with exit 78, naming the setting.
+#[test]
+fn an_sts_endpoint_at_the_own_listener_is_refused() {
+    let dir = TempDir::new("sts-self-loop");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let token = dir.path().join("state/token");
+    let own = format!("http://{listen}");
+    let config = dir.write("config.toml", &piyo_config(&listen, &token, Some(&own)));
+    let output = run(&["serve", "--config", &config.display().to_string()]);
+    assert_eq!(output.status.code(), Some(78), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("[sts] endpoint"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// `serve` with `token` as its token file; asserts it exits 78 and returns what it said.
 fn serve_refusing(dir: &TempDir, token: &std::path::Path) -> String {
     let config = dir.write("config.toml", &piyo_config("127.0.0.1:0", token, None));

@@ -146,6 +146,13 @@ fn access_denied_is_a_configuration_error() {
         eventually(40, || proxy.calls("AssumeRole") >= 2),
         "no slow retry"
     );
+    // The configuration schedule's first wait is 15–30 s; the transient one's would be 0.5–1 s.
+    let gap = proxy.gaps("AssumeRole")[0];
+    eprintln!("AccessDenied retried after {gap:?}");
+    assert!(
+        (Duration::from_secs(14)..Duration::from_secs(32)).contains(&gap),
+        "retried after {gap:?}: not the slow schedule"
+    );
     std::thread::sleep(Duration::from_secs(1));
     let log = daemon.log();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
@@ -159,9 +166,10 @@ fn access_denied_is_a_configuration_error() {
 }
 
 /// Fault 5: STS accepts and never answers: requests are answered from memory while the call
-/// hangs, and the attempt times out (the SDK's 10 s) and is retried. Each answer must come
-/// well inside the 10 s a request waiting on STS would take; the bound is loose (1 s) because
-/// the other tests of this file start moto on the same two cores meanwhile.
+/// hangs, and the attempt ends at the SDK's 10 s operation timeout (not the refresher's 30 s
+/// backstop) and is retried. Each answer must come well inside the 10 s a request waiting on
+/// STS would take; the bound is loose (1 s) because the other tests of this file start moto on
+/// the same two cores meanwhile.
 #[test]
 fn hanging_sts_does_not_slow_requests() {
     let moto = Moto::start();
@@ -188,9 +196,76 @@ fn hanging_sts_does_not_slow_requests() {
         eventually(45, || proxy.calls("AssumeRole") >= 2),
         "the hung attempt was not retried"
     );
-    assert!(daemon.log().contains("code=Timeout"), "{}", daemon.log());
+    // 10 s of timeout, then the first transient retry's 0.5–1 s; the backstop would make it 30 s.
+    let gap = proxy.gaps("AssumeRole")[0];
+    eprintln!("the hung attempt was retried {gap:?} after it began");
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(14)).contains(&gap),
+        "retried {gap:?} after the hung call: not the SDK's 10 s timeout"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("code=Timeout") && log.contains("STS did not answer in time"),
+        "{log}"
+    );
     proxy.set_mode("pass");
     assert!(eventually(40, || daemon.get("/readyz", &[]).0 == 200));
+}
+
+/// Fault 5b: STS's address takes no connections (its accept queue is full, so the kernel drops
+/// the handshake): each attempt ends at the SDK's 3 s connect timeout, not the 10 s operation
+/// timeout, as the STS call durations in the metrics show.
+#[test]
+fn unconnectable_sts_times_out_after_three_seconds() {
+    let moto = Moto::start();
+    let (_silent, endpoint) = full_listener();
+    let dir = TempDir::new("unconnectable");
+    let config = piyo_config(
+        "127.0.0.1:0",
+        &dir.path().join("state/token"),
+        Some(&endpoint),
+    );
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    let token = daemon.token();
+    let durations = || {
+        let text = daemon.get("/metrics", &[("Authorization", &token)]).1;
+        let count = sample(&text, "assume_roled_sts_call_duration_seconds_count");
+        let sum = sample(&text, "assume_roled_sts_call_duration_seconds_sum");
+        count.zip(sum)
+    };
+    assert!(
+        eventually(30, || durations().is_some_and(|(count, _)| count >= 2.0)),
+        "no attempt ended: {:?}",
+        durations()
+    );
+    let (count, sum) = durations().unwrap();
+    let each = sum / count;
+    eprintln!("{count} attempts against an unconnectable STS, {each:.2} s each");
+    assert!(
+        (2.5..5.0).contains(&each),
+        "{each} s per attempt: not the 3 s connect timeout"
+    );
+}
+
+/// A listener whose accept queue is full: a handshake with it gets no answer, so connecting
+/// hangs until the client gives up. Returns what must stay open, and its URL.
+fn full_listener() -> ((socket2::Socket, Vec<std::net::TcpStream>), String) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let address = socket.local_addr().unwrap().as_socket().unwrap();
+    // Connections that complete wait in the queue (nobody accepts) until it is full.
+    let mut held = Vec::new();
+    while let Ok(stream) =
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500))
+    {
+        held.push(stream);
+        assert!(held.len() < 16, "the accept queue never filled");
+    }
+    ((socket, held), format!("http://{address}"))
 }
 
 /// Fault 6: Credentials shorter-lived than asked (the role's maximum session is 15 minutes): served,
@@ -330,23 +405,69 @@ fn crowd_at_cold_start_makes_one_call() {
     assert_eq!(proxy.calls("AssumeRole"), 1);
 }
 
-/// One `Connection: close` request on a new connection: the answer, `Ok("")` if the daemon
-/// accepted and closed without answering, `Err` if the connection was refused or reset (the
-/// listener was closed with it still in the kernel's queue, so it was never accepted).
-fn one_request(address: SocketAddr, request: &str) -> std::io::Result<String> {
+/// One `Connection: close` request on a new connection: the answer (`Ok("")` if the daemon
+/// closed without answering), or the error with how many bytes of an answer had arrived
+/// before it (`None`: the connection was never made).
+fn one_request(
+    address: SocketAddr,
+    request: &str,
+) -> Result<String, (Option<usize>, std::io::Error)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer)
+    let mut stream = std::net::TcpStream::connect(address).map_err(|error| (None, error))?;
+    let with_none = |error| (Some(0), error);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(with_none)?;
+    stream.write_all(request.as_bytes()).map_err(with_none)?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&answer).into_owned()),
+            Ok(read) => answer.extend_from_slice(&chunk[..read]),
+            Err(error) => return Err((Some(answer.len()), error)),
+        }
+    }
+}
+
+/// Whether a request that failed with `failed` was never taken up by the daemon: the
+/// connection was refused (the listener was closed), or reset before any byte of an answer
+/// (it was still in the kernel's queue when the listener closed).
+fn never_accepted(failed: &(Option<usize>, std::io::Error)) -> bool {
+    match failed {
+        (None, _) => true,
+        (Some(0), error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        _ => false,
+    }
+}
+
+/// How many credential answers the daemon's audit says it served: each line, the repeats it
+/// says it held back, and the counts of the summaries.
+fn served_by_audit(log: &str) -> u64 {
+    let field = |line: &str, key: &str| -> u64 {
+        (line.split_whitespace())
+            .find_map(|word| word.strip_prefix(key))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    (log.lines())
+        .map(|line| {
+            if line.contains("credentials served again") {
+                field(line, "count=")
+            } else if line.contains("credentials served") {
+                1 + field(line, "held_back=")
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 /// Fault 9: SIGTERM under load. Before the signal every answer is a whole 200; a slow request
 /// in flight at the signal (a metadata read whose upstream does not answer, 0.9 s) completes
-/// with its whole answer; nothing accepted is cut off or left unanswered; the daemon exits 0
-/// within the drain bound.
+/// with its whole answer; after the signal a request is answered whole or refused (or reset
+/// before any byte, from the kernel's queue); the daemon's audit counts exactly the answers
+/// the clients received whole; the daemon exits 0 within the drain bound.
 #[test]
 fn sigterm_under_load_drains_and_exits_zero() {
     use std::sync::Arc;
@@ -386,8 +507,11 @@ fn sigterm_under_load_drains_and_exits_zero() {
                         Ok(answer) if answer.starts_with("HTTP/1.1 200") && answer.ends_with('}') => {
                             served.fetch_add(1, Ordering::SeqCst);
                         }
-                        // Refused or reset by the closing listener: never accepted.
-                        Err(_) if signalled.load(Ordering::SeqCst) => break,
+                        // Refused, or reset unanswered by the closing listener: never
+                        // accepted. An answer cut part-way is not that.
+                        Err(failed) if signalled.load(Ordering::SeqCst) && never_accepted(&failed) => {
+                            break;
+                        }
                         other => bad.push(format!("{other:?}")),
                     }
                 }
@@ -444,6 +568,13 @@ fn sigterm_under_load_drains_and_exits_zero() {
         "the in-flight request was cut: {slow_answer:?}"
     );
     assert!(slow_answer.contains("UpstreamUnavailable"), "{slow_answer}");
+    // Every answer the daemon served reached its client whole: none was cut on the way.
+    let received = served.load(Ordering::SeqCst) as u64;
+    assert_eq!(
+        served_by_audit(&daemon.log()),
+        received,
+        "the daemon served answers its clients did not receive whole"
+    );
 }
 
 /// `assume-roled status` asks the running daemon: a role STS refuses is `failing` (exit 1, the

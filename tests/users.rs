@@ -74,6 +74,13 @@ fn metadata_credentials_as(
     address: std::net::SocketAddr,
     role_name: &str,
 ) -> (String, String) {
+    let path = format!("meta-data/iam/security-credentials/{role_name}");
+    metadata_get_as(user, address, &path)
+}
+
+/// `path` (below `/latest/`) of the metadata endpoint as `user` reads it: an IMDSv2 session
+/// token, then the path with it. Returns the status and body of the second request.
+fn metadata_get_as(user: &str, address: std::net::SocketAddr, path: &str) -> (String, String) {
     let base = format!("http://{address}/latest");
     let session = as_user(user, "curl")
         .args([
@@ -89,9 +96,7 @@ fn metadata_credentials_as(
     let read = as_user(user, "curl")
         .args(["-s", "-w", "\n%{http_code}", "-H"])
         .arg(format!("X-aws-ec2-metadata-token: {}", stdout(&session)))
-        .arg(format!(
-            "{base}/meta-data/iam/security-credentials/{role_name}"
-        ))
+        .arg(format!("{base}/{path}"))
         .output()
         .unwrap();
     (status_of(&read), stdout(&read))
@@ -113,8 +118,10 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
         "{}allowed_groups = [\"{GROUP}\"]\n{solo}",
         moto.config_with(&dir.path().join("state/token"), "peer_processes = true")
     );
-    // piyo is also the metadata role; nothing here reads metadata beyond its iam/ paths.
-    let config = format!("{config}\n[imds]\nrole = \"piyo\"\nupstream = \"http://127.0.0.1:9/\"\n");
+    // piyo is also the metadata role, the rest of the metadata passed through from a double.
+    let double = ImdsDouble::start(&moto);
+    let upstream = &double.endpoint;
+    let config = format!("{config}\n[imds]\nrole = \"piyo\"\nupstream = \"{upstream}\"\n");
     let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
     daemon.wait_ready();
     let token = daemon.token();
@@ -128,6 +135,23 @@ fn roles_restricted_to_a_group_and_audited_by_user() {
     let (status, body) = metadata_credentials_as(OUTSIDER, daemon.address, "piyo-role");
     assert_eq!(status, "403", "{body}");
     assert!(!body.contains("SecretAccessKey"), "{body}");
+    // To anyone the role does not admit, the endpoint is an instance with no role: 404 for
+    // every other path, the identity document (which would authenticate them as the
+    // instance elsewhere) included; the member reads them.
+    let document = "dynamic/instance-identity/document";
+    for path in [
+        "meta-data/iam/",
+        "meta-data/iam/security-credentials/",
+        "meta-data/iam/info",
+        "meta-data/instance-id",
+        "meta-data/placement/region",
+        document,
+    ] {
+        let (status, body) = metadata_get_as(OUTSIDER, daemon.address, path);
+        assert_eq!(status, "404", "{path}: {body}");
+        let (status, body) = metadata_get_as(MEMBER, daemon.address, path);
+        assert_eq!(status, "200", "{path} (member): {body}");
+    }
 
     let member = curl_as(MEMBER, &url, &token);
     assert_eq!(status_of(&member), "200", "{}", stdout(&member));

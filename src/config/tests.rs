@@ -535,4 +535,14 @@ fn containers_and_their_networks() {
     );
     let found = keys(&format!("{MINIMAL}allowed_networks = [\"172.17.0.0\"]\n"));
     assert!(found[0].1.contains("prefix"), "{found:?}");
+    // A port a local user could take while the daemon is down is refused: 1024 and up, and 0.
+    for port in [1024, 8080, 0] {
+        let found = keys(&format!(
+            "{MINIMAL}[containers]\nlisten = [\"169.254.170.23:{port}\"]\n"
+        ));
+        assert_eq!(found[0].0, "containers.listen", "{port}");
+        assert!(found[0].1.contains("privileged port"), "{port}: {found:?}");
+    }
+    let privileged = format!("{MINIMAL}[containers]\nlisten = [\"169.254.170.23:1023\"]\n");
+    assert!(from_toml(&privileged, "h").is_ok());
 }

@@ -260,18 +260,43 @@ async fn reload_adds_and_removes_roles_then_shutdown_ends_cleanly() {
     assert_eq!(Arc::strong_count(&sts), 1, "a task outlived the daemon");
 }
 
-/// A bad file on reload is refused and the running roles keep being served.
+/// A bad file on reload is refused and the running roles keep being served, as the last
+/// good reload left them; the next good file is applied again. (Reloads are seen to apply
+/// first: were they ignored, nothing here would hold.)
 #[tokio::test]
 async fn a_bad_reload_keeps_the_running_configuration() {
     let daemon = Running::start("bad-reload", &["piyo"], vec![], false).await;
     assert_eq!(daemon.until("/roles/piyo", 200).await.0, 200);
-    std::fs::write(daemon.dir.join("config.toml"), "[[roles]]\nname = 3\n").unwrap();
+    let config = daemon.dir.join("config.toml");
+    std::fs::write(&config, config_text(&daemon.dir, &["piyo", "fuga"])).unwrap();
+    daemon.reload.send(()).await.unwrap();
+    assert_eq!(
+        daemon.until("/roles/fuga", 200).await.0,
+        200,
+        "a good reload applies"
+    );
+    // Would drop both roles for another, were it applied: one wrong key refuses it all.
+    let bad = config_text(&daemon.dir, &["hoge"]) + "allowed_userz = [\"root\"]\n";
+    std::fs::write(&config, bad).unwrap();
     // Reloads are handled one at a time: once the third is queued, the first was handled.
     for _ in 0..3 {
         daemon.reload.send(()).await.unwrap();
     }
     assert_eq!(daemon.get("/roles/piyo").await.0, 200);
-    assert_eq!(daemon.sts.calls(), 1);
+    assert_eq!(daemon.get("/roles/fuga").await.0, 200);
+    assert_eq!(
+        daemon.get("/roles/hoge").await.0,
+        404,
+        "nothing of the bad file"
+    );
+    assert_eq!(daemon.sts.calls(), 2);
+    std::fs::write(&config, config_text(&daemon.dir, &["piyo"])).unwrap();
+    daemon.reload.send(()).await.unwrap();
+    assert_eq!(
+        daemon.until("/roles/fuga", 404).await.0,
+        404,
+        "the next good file applies"
+    );
     daemon.stop().await.unwrap();
 }
 

@@ -160,6 +160,32 @@ async fn max_sessions_is_enforced() {
     harness.supervisor.wait().await.unwrap();
 }
 
+/// Lowering `max_sessions` by a reload keeps the live sessions (served, no STS call) and
+/// refuses new users until enough of them idle out.
+#[tokio::test(start_paused = true)]
+async fn a_lowered_max_sessions_applies_to_new_users() {
+    let mut harness = Harness::start(3, &[]);
+    for (uid, name) in [(1001, "alice"), (1002, "bob"), (1003, "carol")] {
+        key_of(&harness.ask(&user(uid, name)).await);
+    }
+    harness
+        .supervisor
+        .apply(&[per_user_role("piyo", 1)], &RoleTokens::new());
+    key_of(&harness.ask(&user(1001, "alice")).await);
+    assert_eq!(harness.sts.calls(), 3, "the live sessions are kept");
+    let dave = user(1004, "dave");
+    let refused = harness.ask(&dave).await;
+    assert!(
+        matches!(refused, Decision::Full(full) if full.limit == 1),
+        "{refused:?}"
+    );
+    assert_eq!(harness.live(), 3);
+    tokio::time::sleep(2 * HOUR + Duration::from_secs(120)).await;
+    key_of(&harness.ask(&dave).await);
+    assert_eq!(harness.live(), 1, "only dave's, the others idled out");
+    harness.supervisor.wait().await.unwrap();
+}
+
 /// Nobody gets a session without a known uid and account, or when the role does not admit
 /// them; none of these costs an STS call.
 #[tokio::test(start_paused = true)]

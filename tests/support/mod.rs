@@ -594,6 +594,21 @@ impl StsProxy {
         self.stats()[action].as_u64().unwrap_or(0)
     }
 
+    /// The gaps between successive calls of `action` that reached the proxy, in order.
+    pub fn gaps(&self, action: &str) -> Vec<Duration> {
+        let stats = self.stats();
+        let times: Vec<f64> = (stats["times"][action]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+        (times.windows(2))
+            .map(|pair| Duration::from_secs_f64(pair[1] - pair[0]))
+            .collect()
+    }
+
     /// The `RoleSessionName` and `SourceIdentity` (if any) of every `AssumeRole`, in order.
     pub fn sessions(&self) -> Vec<(String, Option<String>)> {
         let stats = self.stats();

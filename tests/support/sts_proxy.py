@@ -18,7 +18,8 @@ Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a
 `GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
 the proxy, whatever the mode, "AssumeRole_last_ms": how long moto took to answer the last
 forwarded AssumeRole (the STS round trip as the daemon sees it, minus loopback), and
-"AssumeRole_sessions": the [RoleSessionName, SourceIdentity] of every AssumeRole, in order. Prints its port on the first line of stdout.
+"AssumeRole_sessions": the [RoleSessionName, SourceIdentity] of every AssumeRole, in order, and
+"times": per Action, when each call reached the proxy (monotonic seconds). Prints its port on the first line of stdout.
 
 Usage: python sts_proxy.py http://127.0.0.1:MOTO_PORT
 """
@@ -39,6 +40,7 @@ MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short", "e
 state = {"mode": "pass"}
 counts = collections.Counter()
 sessions = []
+times = {}
 lock = threading.Lock()
 
 ERROR = """<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -64,7 +66,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/__proxy/stats":
             with lock:
-                stats = dict(counts, AssumeRole_sessions=list(sessions))
+                stats = dict(counts, AssumeRole_sessions=list(sessions), times={k: list(v) for k, v in times.items()})
                 return self.reply(200, json.dumps(stats).encode(), "application/json")
         self.forward(b"")
 
@@ -80,6 +82,7 @@ class Handler(BaseHTTPRequestHandler):
         action = params.get("Action", ["?"])[0]
         with lock:
             counts[action] += 1
+            times.setdefault(action, []).append(time.monotonic())
             if action == "AssumeRole":
                 named = [params.get(key, [None])[0] for key in ("RoleSessionName", "SourceIdentity")]
                 sessions.append(named)
