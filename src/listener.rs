@@ -37,7 +37,9 @@ use crate::admission::{Holder, Holders, Limits, Place, Refused};
 use crate::metrics::Metrics;
 use crate::peer::{NameSource, Peer, Resolver};
 
-/// How long a write to a client may make no progress before the connection is cut.
+/// How long a write to a client may make no progress before the connection is cut. A backstop:
+/// a client that does not read its answers is usually cut first by [`HEADER_READ_TIMEOUT`],
+/// as a connection that cannot be written reads no new request.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may go without starting a request: a client dribbling its request
 /// head, or a keep-alive connection left idle, is closed after it (give or take
