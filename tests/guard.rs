@@ -33,6 +33,8 @@ const CONTAINER_ADDRESS: &str = "172.30.0.2";
 /// Where the daemon serves containers.
 const CONTAINER_LISTEN: &str = "169.254.170.23";
 const METADATA: &str = "169.254.169.254";
+/// The instance metadata's IPv6 address (Nitro instances).
+const METADATA_V6: &str = "fd00:ec2::254";
 const GROUP: &str = "ar-guard-piyo";
 /// In the role's group: gets piyo-role from the metadata address.
 const MEMBER: &str = "ar-guard-member";
@@ -60,18 +62,12 @@ impl Namespace {
         Self(name.to_owned())
     }
 
-    /// The host: the metadata address on its loopback.
+    /// The host: the metadata addresses (IPv4 and IPv6) on its loopback.
     fn create(name: &str) -> Self {
         let namespace = Self::fresh(name);
-        ip(&[
-            "-n",
-            name,
-            "addr",
-            "add",
-            &format!("{METADATA}/32"),
-            "dev",
-            "lo",
-        ]);
+        for address in [format!("{METADATA}/32"), format!("{METADATA_V6}/128")] {
+            ip(&["-n", name, "addr", "add", &address, "dev", "lo"]);
+        }
         namespace
     }
 
@@ -285,6 +281,7 @@ fn redirect_gives_users_the_role_and_nobody_the_instance_role() {
     );
     let exempt = host.whoami(EXEMPT);
     assert!(acts_as_instance_role(&exempt), "{}", stderr(&exempt));
+    assert_ipv6_metadata_refused();
 
     // A JVM (dual-stack sockets, redirected) and Debian's Ruby SDK (metadata on port 80 only):
     // the guard is how they get the role, with nothing set.
@@ -325,6 +322,64 @@ fn redirect_gives_users_the_role_and_nobody_the_instance_role() {
     assert!(acts_as_instance_role(&unguarded), "{}", stderr(&unguarded));
 }
 
+/// The instance metadata's IPv6 address, served by a stand-in (any HTTP server: what counts
+/// is whether a connection gets through): a guarded user's connection is refused at once
+/// (curl's exit 7) in both modes, as the daemon answers IPv4 only; an exempt user's is answered.
+fn assert_ipv6_metadata_refused() {
+    let dir = TempDir::new("v6-metadata");
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            METADATA_V6,
+            "--directory",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://[{METADATA_V6}]/");
+    let get = |user: &str| {
+        let started = SystemTime::now();
+        let output = as_user(user, "curl")
+            .args([
+                "-s",
+                "-g",
+                "-m",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        (output, started.elapsed().unwrap())
+    };
+    assert!(
+        eventually(10, || stdout(&get(EXEMPT).0) == "200"),
+        "the IPv6 stand-in never answered the exempt user"
+    );
+    for user in [MEMBER, OUTSIDER] {
+        let (refused, took) = get(user);
+        assert_eq!(
+            refused.status.code(),
+            Some(7),
+            "{user}: curl: couldn't connect"
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "{user}: refused after {took:?}"
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 /// Block: metadata connections of non-exempt users are refused at once, never a hang; an
 /// exempt user still reaches it; applying twice changes nothing.
 #[test]
@@ -359,6 +414,7 @@ fn block_refuses_at_once() {
     assert!(took < Duration::from_secs(1), "refused after {took:?}");
     let (exempt, _) = token_request(EXEMPT);
     assert_eq!(stdout(&exempt), "200");
+    assert_ipv6_metadata_refused();
 }
 
 /// The host of a container test: moto (reachable from the container), the metadata double,
