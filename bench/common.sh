@@ -69,16 +69,20 @@ host_env=(AWS_ACCESS_KEY_ID="$(host_field AccessKeyId)" AWS_SECRET_ACCESS_KEY="$
   AWS_SESSION_TOKEN="$(host_field SessionToken)" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
   AWS_EC2_METADATA_DISABLED=true)
 
-# start_daemon PORT [SERVER_KEYS]: a daemon serving piyo (and piyo over IMDS, to root) on PORT,
-# with extra [server] keys; sets daemon_pid. With `peer_lookup = false` among the keys, the
-# metadata endpoint and the restriction to root go: they need the lookup.
+# start_daemon PORT [SERVER_KEYS] [restricted]: a daemon on PORT serving piyo with the
+# installed starter configuration (systemd/config.toml: one role, every default) and [sts]
+# pointed at the stand-ins, plus [server] keys; sets daemon_pid. With `restricted`, also what a
+# metadata set-up adds: piyo served as instance metadata ([imds], upstream unused here) and
+# restricted to root (a metadata role always is).
 start_daemon() {
   mkdir -p "$work/d$1"
-  local metadata='[imds]
+  local metadata='' restriction=''
+  if [ "${3:-}" = restricted ]; then
+    metadata='[imds]
 role = "piyo"
 upstream = "http://127.0.0.1:9"'
-  local restriction='allowed_users = ["root"]'
-  if [[ "${2:-}" == *"peer_lookup = false"* ]]; then metadata='' restriction=''; fi
+    restriction='allowed_users = ["root"]'
+  fi
   cat >"$work/d$1/config.toml" <<EOF
 [server]
 listen = "127.0.0.1:$1"
@@ -91,7 +95,6 @@ $metadata
 [[roles]]
 name = "piyo"
 arn = "arn:aws:iam::444455556666:role/piyo-role"
-session_name = "bench"
 $restriction
 EOF
   # The configuration users run: default logging, audit lines on.
@@ -100,10 +103,15 @@ EOF
   daemon_pid=$!
   pids+=("$daemon_pid")
 }
+# cpu_ticks PID: the user and system time of every thread PID has run, live or ended, in clock
+# ticks (/proc/PID/stat); CLK_TCK ticks a second.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
 ready() { curl -sf "http://127.0.0.1:$1/readyz"; }
 
-# start_baseline PORT: the bare server, answering with the very bytes the daemon on PORT serves
-# for the ECS and the metadata paths; sets token, imds_token, baseline (its URL), baseline_pid.
+# start_baseline PORT: the bare server, answering with the very bytes the daemon on PORT (one
+# started `restricted`: it serves both paths) serves for the ECS and the metadata paths; sets
+# token, imds_token, baseline (its URL), baseline_pid.
 start_baseline() {
   token=$(cat "$work/token")
   imds_token=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' "http://127.0.0.1:$1/latest/api/token")

@@ -88,7 +88,7 @@ make_order() {
   local port
   port=$(free_port)
   say "the daemon under callgrind: start-up"
-  start_daemon "$port"
+  start_daemon "$port" "" restricted
   wait_until ready "$port" || wait_until ready "$port"
   sleep 1
   # Dump 1: start-up and a second idle. Counters restart at each dump.

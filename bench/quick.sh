@@ -19,7 +19,7 @@ cargo build --release --quiet --bin assume-roled
 BIN=${DAEMON_BIN:-$BIN}
 BASELINE=${BASELINE_BIN:-$BASELINE}
 port=$(free_port)
-start_daemon "$port"
+start_daemon "$port" "" restricted
 daemon=$daemon_pid
 wait_until ready "$port"
 sleep 1; echo "idle $(rss_kib $daemon) KiB"

@@ -94,24 +94,34 @@ impl Credentials {
         self.secret_json(&body)
     }
 
-    /// The body of an IMDS `iam/security-credentials/<role>` answer; `updated` is when the
-    /// daemon obtained the set (`LastUpdated`). With `account`, the extended form
-    /// (`iam/security-credentials-extended/<role>`), which adds `AccountId`.
-    pub fn imds_body(&self, updated: SystemTime, account: bool) -> Bytes {
+    /// The body of an IMDS `iam/security-credentials/<role>` answer with `secrets` (this set's
+    /// secret key and token); `updated` is when the daemon obtained the set (`LastUpdated`).
+    /// With `account`, the extended form (`iam/security-credentials-extended/<role>`), which
+    /// adds `AccountId`.
+    fn imds_body(&self, secrets: [&str; 2], updated: SystemTime, account: bool) -> Bytes {
+        let [secret_access_key, token] = secrets;
         let body = ImdsBody {
             account_id: account.then_some(self.account_id.as_str()),
             code: "Success",
             last_updated: format_timestamp(updated),
             kind: "AWS-HMAC",
             access_key_id: &self.access_key_id,
-            secret_access_key: &self.secret_access_key,
-            token: &self.session_token,
+            secret_access_key,
+            token,
             expiration: self.expiration_text(),
         };
         self.secret_json(&body)
     }
 
-    /// The secret parts, for tests that must prove they never leak.
+    /// These credentials without their secret key and token (zeroed): a [`Served`] set keeps
+    /// them in its ECS body alone, so that each is held once.
+    fn without_secrets(mut self) -> Self {
+        self.secret_access_key = Zeroizing::new(String::new());
+        self.session_token = Zeroizing::new(String::new());
+        self
+    }
+
+    /// The secret parts, for tests that must prove they never leak or are held once.
     #[cfg(test)]
     fn secrets(&self) -> [&str; 2] {
         [&self.secret_access_key, &self.session_token]
@@ -179,8 +189,32 @@ impl AsRef<[u8]> for SecretBytes {
     }
 }
 
+/// The secrets of an ECS body, read back from it (borrowed, unless JSON escaped them): the
+/// metadata bodies are made from the ECS body, where a served set keeps its secrets.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EcsSecrets<'a> {
+    #[serde(borrow)]
+    secret_access_key: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    token: std::borrow::Cow<'a, str>,
+}
+
+impl Drop for EcsSecrets<'_> {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for secret in [&mut self.secret_access_key, &mut self.token] {
+            if let std::borrow::Cow::Owned(copy) = secret {
+                copy.zeroize();
+            }
+        }
+    }
+}
+
 /// A credential set ready to serve: the credentials and their response bodies, built once.
+/// The secret key and the session token are held once, in the ECS body.
 pub struct Served {
+    /// The set without its secrets (see [`Served::imds_body`]).
     pub credentials: Credentials,
     /// The ECS body; cloning it is a reference-count increment, not a copy.
     pub ecs_body: Bytes,
@@ -200,18 +234,24 @@ impl Served {
         let masked_key_id = credentials.masked_access_key_id().into();
         Self {
             masked_key_id,
-            credentials,
+            credentials: credentials.without_secrets(),
             ecs_body,
             imds_bodies: Default::default(),
             obtained,
         }
     }
 
-    /// The IMDS body, `extended` with `AccountId`; built once per set, then shared.
+    /// The IMDS body, `extended` with `AccountId`; built once per set (with the secrets read
+    /// back from the ECS body), then shared.
     pub fn imds_body(&self, extended: bool) -> Bytes {
         let body = &self.imds_bodies[usize::from(extended)];
-        body.get_or_init(|| self.credentials.imds_body(self.obtained, extended))
-            .clone()
+        body.get_or_init(|| {
+            let secrets: EcsSecrets =
+                serde_json::from_slice(&self.ecs_body).expect("the ECS body built here parses");
+            let both = [&*secrets.secret_access_key, &*secrets.token];
+            self.credentials.imds_body(both, self.obtained, extended)
+        })
+        .clone()
     }
 }
 
@@ -299,13 +339,35 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&odd.ecs_body()).unwrap();
         assert_eq!(body["SecretAccessKey"], "sec\\ret\n\u{7f}é");
         assert_eq!(body["AccessKeyId"], "ASIA\"KEY\u{1}");
+        // The metadata body reads the escaped secrets back from the ECS body.
+        let served = Served::new(odd, expiry);
+        let body: serde_json::Value = serde_json::from_slice(&served.imds_body(true)).unwrap();
+        assert_eq!(body["SecretAccessKey"], "sec\\ret\n\u{7f}é");
+        assert_eq!(body["Token"], "t".repeat(1200));
+    }
+
+    /// A served set holds its secret key and token once, in the ECS body: its credentials
+    /// have none left, and the metadata bodies still carry them.
+    #[test]
+    fn a_served_set_holds_its_secrets_once() {
+        let served = Served::new(sample(), UNIX_EPOCH);
+        assert_eq!(served.credentials.secrets(), ["", ""]);
+        for extended in [false, true] {
+            let body = served.imds_body(extended);
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["SecretAccessKey"], "secret/KEY+value");
+            assert_eq!(body["Token"], "session-token-value");
+            assert_eq!(body["AccountId"].is_string(), extended);
+        }
     }
 
     #[test]
     fn imds_body_has_code_type_and_z_times() {
         let updated = UNIX_EPOCH + Duration::from_secs(1_795_834_000);
-        let body: serde_json::Value =
-            serde_json::from_slice(&sample().imds_body(updated, false)).unwrap();
+        let credentials = sample();
+        let secrets = credentials.secrets();
+        let body = credentials.imds_body(secrets, updated, false);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["Code"], "Success");
         assert_eq!(body["Type"], "AWS-HMAC");
         assert_eq!(body["LastUpdated"], "2026-11-28T02:46:40Z");
