@@ -20,6 +20,9 @@
 #                      moto) into bench/link-order.txt, which build.rs has lld lay out together:
 #                      less idle memory. Run it when `make package` says the list is stale.
 #   make demo          re-enacts the cross-account scenario offline, against moto.
+#   make mutants       mutation testing (cargo-mutants) of the modules that decide, against the
+#                      unit tests (.cargo/mutants.toml); slow (see the README), not in CI. With
+#                      MUTANTS_ARGS=--iterate it tests only what the last run did not catch.
 
 # The system's Python where there is one: the test tools in .venv are also run as other users
 # (tests/users.rs, tests/guard.rs), who cannot execute an interpreter under root's home.
@@ -45,7 +48,7 @@ EXPOSURE_LIMIT := 15
 # The same for the guard's unit (measured 1.9): root with CAP_NET_ADMIN, which the score counts.
 GUARD_EXPOSURE_LIMIT := 20
 
-.PHONY: all build test lint check-unit fuzz-build systemd-test install package bench link-order soak fuzz demo venv clean
+.PHONY: all build test lint check-unit fuzz-build systemd-test install package bench link-order soak fuzz demo mutants venv clean
 
 all: build
 
@@ -148,6 +151,11 @@ fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run config -- -max_total_time=$(FUZZ_SECONDS)
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run request -- -max_total_time=$(FUZZ_SECONDS)
+
+MUTANTS_ARGS ?=
+mutants:
+	command -v cargo-mutants >/dev/null || $(CARGO) install --locked cargo-mutants@27.1.0
+	$(CARGO) mutants --no-shuffle -j 1 $(MUTANTS_ARGS)
 
 soak: venv
 	SOAK_REQUESTS=1000000 $(CARGO) test --test soak -- --nocapture
