@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::AppState;
 use crate::access::{self, Decided, Decision, Grant, Via};
 use crate::http::{credentials_unboxed, error_response};
+use crate::metrics::Metrics;
 use crate::peer::Peer;
 use crate::refresh::Unservable;
 use crate::roles::RoleTable;
@@ -48,14 +49,24 @@ impl Answering {
         Self::ready(response.map(Either::Right))
     }
 
-    /// This answer with `then` applied to it once it is there.
-    pub fn map(self, then: impl FnOnce(Answer) -> Answer + Send + 'static) -> Self {
+    /// This answer, counted in `metrics` under `route` once it is there (a ready answer at
+    /// once, without touching the shared reference count).
+    pub fn counted(self, metrics: &Arc<Metrics>, route: &'static str) -> Self {
         match self {
-            Answering::Ready(answer) => Answering::Ready(answer.map(then)),
-            Answering::Later(later) => Answering::Later(Box::pin(async move {
-                let Ok(answer) = later.await;
-                Ok(then(answer))
-            })),
+            Answering::Ready(answer) => {
+                if let Some(answer) = &answer {
+                    metrics.request(route, answer.status().as_u16());
+                }
+                Answering::Ready(answer)
+            }
+            Answering::Later(later) => {
+                let metrics = metrics.clone();
+                Answering::Later(Box::pin(async move {
+                    let Ok(answer) = later.await;
+                    metrics.request(route, answer.status().as_u16());
+                    Ok(answer)
+                }))
+            }
         }
     }
 }

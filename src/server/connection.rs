@@ -254,11 +254,7 @@ impl AppState {
             }
             Ok(grant) => self.granted(request, grant, on, table),
         };
-        let metrics = self.inner.metrics.clone();
-        answering.map(move |answer| {
-            metrics.request(route, answer.status().as_u16());
-            answer
-        })
+        answering.counted(&self.inner.metrics, route)
     }
 
     /// A request that passed the checks with `grant`.
