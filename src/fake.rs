@@ -218,3 +218,47 @@ pub fn per_user_role(name: &str, max_sessions: usize) -> RoleConfig {
         ..role(name)
     }
 }
+
+/// What is logged on this thread while it lives, as text: for tests of what the daemon logs
+/// (a paused-time tokio test runs its tasks on its own thread).
+pub struct CapturedLogs {
+    text: Arc<Mutex<Vec<u8>>>,
+    _default: tracing::subscriber::DefaultGuard,
+}
+
+/// Where a [`CapturedLogs`] subscriber writes.
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// Captures every level from now on.
+    pub fn start() -> Self {
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let target = text.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || LogSink(target.clone()))
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        Self { text, _default }
+    }
+
+    /// The lines logged at `level` (`ERROR`, `WARN`, …) that contain `words`.
+    pub fn count(&self, level: &str, words: &str) -> usize {
+        let text = String::from_utf8_lossy(&self.text.lock().unwrap()).into_owned();
+        (text.lines())
+            .filter(|line| line.contains(level) && line.contains(words))
+            .count()
+    }
+}

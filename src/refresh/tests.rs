@@ -311,3 +311,49 @@ async fn a_minute_of_throttling_is_a_few_calls() {
     harness.advance(2 * MINUTE).await;
     assert!(harness.served_life().is_some(), "served once STS answers");
 }
+
+/// An outage is logged once, not at every retry: a configuration error as an error naming the
+/// role, a transient one as a warning; another kind of error is news, and so is the first
+/// failure after a success.
+#[tokio::test(start_paused = true)]
+async fn an_outage_is_logged_once() {
+    let logs = crate::fake::CapturedLogs::start();
+    let harness = Harness::start(vec![]);
+    harness
+        .sts
+        .set_default(Reply::Fail(ErrorKind::Configuration));
+    harness.advance(10 * MINUTE).await;
+    assert!(harness.sts.calls() >= 3, "{} calls", harness.sts.calls());
+    let refused = "refresh refused: configuration error";
+    assert_eq!(logs.count("ERROR", refused), 1);
+    assert_eq!(logs.count("ERROR", "role=\"piyo\""), 1);
+    harness.sts.set_default(Reply::Fail(ErrorKind::Transient));
+    harness.advance(10 * MINUTE).await;
+    let retrying = "refresh failed, will retry";
+    assert_eq!(logs.count("WARN", retrying), 1, "a new kind of error");
+    harness.sts.set_default(Reply::Issue(HOUR));
+    harness.advance(2 * MINUTE).await;
+    assert!(harness.served_life().is_some());
+    harness.sts.set_default(Reply::Fail(ErrorKind::Transient));
+    harness.advance(40 * MINUTE).await;
+    assert_eq!(
+        logs.count("WARN", retrying),
+        2,
+        "the first failure after a success"
+    );
+    assert_eq!(logs.count("ERROR", refused), 1);
+}
+
+/// New credentials that are already within the serving margin (a skewed host clock) are
+/// logged as such; a normal set is not.
+#[tokio::test(start_paused = true)]
+async fn credentials_born_expiring_are_logged() {
+    let logs = crate::fake::CapturedLogs::start();
+    let harness = Harness::start(vec![Reply::Issue(HOUR), Reply::Issue(MINUTE)]);
+    let expiring = "new credentials are already about to expire";
+    harness.advance(MINUTE).await;
+    assert_eq!(logs.count("WARN", expiring), 0);
+    harness.advance(40 * MINUTE).await;
+    assert!(harness.sts.calls() >= 2);
+    assert_eq!(logs.count("WARN", expiring), 1);
+}
