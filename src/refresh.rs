@@ -297,26 +297,16 @@ impl<S: Sts> Refresher<S> {
         while let Ok(left) = deadline.duration_since(self.seams.clock.now())
             && !left.is_zero()
         {
+            // The wall clock is read again at each look: a jump (a suspend, a corrected clock)
+            // past the deadline ends the sleep. A set stops being servable before its deadline
+            // only when it lives under three minutes (the deadline is then a minute after it
+            // came, and this sleep ends there), so no separate check for that is needed.
             tokio::select! {
                 () = tokio::time::sleep(left.min(RECHECK_INTERVAL)) => {}
                 () = shutdown.cancelled() => return false,
             }
-            if self.needs_early_refresh() {
-                break;
-            }
         }
         true
-    }
-
-    /// True when the wall clock has jumped so far that the current set is no longer servable:
-    /// refresh now rather than at the planned time.
-    fn needs_early_refresh(&self) -> bool {
-        let status = self.status.borrow();
-        let current = status.current.as_ref();
-        let stale = current.is_some_and(|served| {
-            !is_servable(served.credentials.expiration, self.seams.clock.now())
-        });
-        stale && self.failures == 0
     }
 }
 

@@ -270,3 +270,34 @@ async fn decide(
         }
     }
 }
+
+/// The sessions as the status report and `Debug` show them: one per user, by uid, with the
+/// user's name and status; a session unused for exactly the idle time is dropped, one used
+/// just after it is kept.
+#[tokio::test(start_paused = true)]
+async fn sessions_are_listed_and_swept_at_the_idle_time() {
+    let harness = Harness::start(256, &[]);
+    key_of(&harness.ask(&user(1002, "bob")).await);
+    key_of(&harness.ask(&user(1001, "alice")).await);
+    let table = harness.table.borrow().clone();
+    let Sessions::PerUser(sessions) = &table["piyo"].sessions else {
+        panic!("the role is served per user");
+    };
+    let views = sessions.views();
+    let listed: Vec<(u32, &str)> = (views.iter())
+        .map(|view| (view.uid, view.user.as_str()))
+        .collect();
+    assert_eq!(listed, [(1001, "alice"), (1002, "bob")]);
+    assert!(views.iter().all(|view| view.status.current.is_some()));
+    assert_eq!(format!("{sessions:?}"), "UserSessions(2 live)");
+    let idle = Duration::from_secs(600);
+    let now = tokio::time::Instant::now();
+    assert!(
+        sessions
+            .sweep(now + idle - Duration::from_millis(1), idle)
+            .is_empty()
+    );
+    assert_eq!(sessions.sweep(now + idle, idle).len(), 2);
+    assert_eq!(sessions.len(), 0);
+    harness.supervisor.wait().await.unwrap();
+}
