@@ -262,6 +262,20 @@ fn round_trip(
 mod tests {
     use super::*;
 
+    /// Only errors that say sock_diag can never work here switch the lookup to `/proc`; a
+    /// failed exchange (interrupted, out of buffers, would block) does not.
+    #[test]
+    fn unavailable_means_not_permitted_or_not_built_in() {
+        let errno = |code| io::Error::from_raw_os_error(code);
+        for never in [1, 13, 93, 97] {
+            assert!(is_unavailable(&errno(never)), "{never}");
+        }
+        for once in [4, 11, 105, 111] {
+            assert!(!is_unavailable(&errno(once)), "{once}");
+        }
+        assert!(!is_unavailable(&io::Error::other("short reply")));
+    }
+
     #[test]
     fn request_layout() {
         let local: SocketAddr = "127.0.0.1:50000".parse().unwrap();
