@@ -282,6 +282,34 @@ impl Drop for Place {
 mod tests {
     use super::*;
 
+    /// Of holders equally far over the fair share, the order is the holders' own (users by uid,
+    /// then containers by address, then the unnamed), not the map's.
+    #[test]
+    fn ties_over_the_fair_share_go_by_holder() {
+        let container = Holder::Container("172.17.0.2".parse().unwrap());
+        let held: HashMap<Holder, usize> = [
+            (Holder::Unnamed, 5),
+            (Holder::User(1002), 5),
+            (container, 5),
+            (Holder::User(1001), 5),
+            (Holder::User(1003), 6),
+        ]
+        .into();
+        let limits = Limits {
+            total: 8,
+            per_holder: 8,
+        };
+        let over = over_fair_share(&held, Holder::User(7), limits);
+        let expected = [
+            Holder::User(1003),
+            Holder::User(1001),
+            Holder::User(1002),
+            container,
+            Holder::Unnamed,
+        ];
+        assert_eq!(over, expected);
+    }
+
     const LIMITS: Limits = Limits {
         total: 10,
         per_holder: 4,
