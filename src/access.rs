@@ -356,4 +356,68 @@ mod tests {
         let (token_and_group, _) = table(Some(AuthToken::generate()), &["ops"]);
         assert!(admitting(&token_and_group, "piyo", &member).is_some());
     }
+
+    /// The metadata endpoint serves a role under its IAM name only: any other name there is a
+    /// path that does not exist.
+    #[test]
+    fn metadata_asks_by_the_iam_name() {
+        let (shared, now) = table(None, &[]);
+        let asked = |iam_name| Via::Metadata {
+            iam_name,
+            extended: false,
+        };
+        let anyone = Peer::default();
+        assert!(matches!(
+            decide(&shared, "piyo", asked("piyo-role"), &anyone, now),
+            Decision::Served { .. }
+        ));
+        for other in ["piyo", "hoge-ec2-role", "piyo-role2"] {
+            let decision = decide(&shared, "piyo", asked(other), &anyone, now);
+            assert_eq!(decision, Decision::Unknown, "{other}");
+        }
+    }
+
+    /// The endpoint as the audit names it, and a decision as `Debug` shows it: the served body
+    /// (the secret) never, the masked key id and the refusals by name.
+    #[test]
+    fn labels_and_debug_show_no_secret() {
+        let metadata = Via::Metadata {
+            iam_name: "piyo-role",
+            extended: true,
+        };
+        assert_eq!(Via::Container(None).label(), "ecs");
+        assert_eq!(metadata.label(), "imds");
+        let (shared, now) = table(None, &[]);
+        let served = decide(&shared, "piyo", metadata, &Peer::default(), now);
+        let shown = format!("{served:?}");
+        assert!(
+            shown.starts_with("Served") && shown.contains("ASIA"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("secret") && !shown.contains("token"),
+            "{shown}"
+        );
+        assert_eq!(format!("{:?}", Decision::NotAdmitted), "NotAdmitted");
+        assert_eq!(format!("{:?}", Decision::WrongToken), "WrongToken");
+    }
+
+    /// A session has settled once its first attempt ended, with credentials or with an error:
+    /// only before that does a user's first request wait.
+    #[test]
+    fn a_session_settles_on_credentials_or_an_error() {
+        let (shared, _) = table(None, &[]);
+        let served = shared["piyo"].shared_status().unwrap();
+        assert!(settled(&served));
+        assert!(!settled(&RoleStatus::default()));
+        let failed = RoleStatus {
+            last_error: Some(crate::sts::StsError::new(
+                crate::sts::ErrorKind::Transient,
+                "Throttling",
+                "slow down",
+            )),
+            ..RoleStatus::default()
+        };
+        assert!(settled(&failed));
+    }
 }
