@@ -537,16 +537,104 @@ mod tests {
         for uid in 0..ENTRIES as u32 {
             table.admit((Some(uid), None), "piyo", "", None, start);
         }
+        let repeated = (Some(0), None);
+        assert_eq!(
+            table.admit(repeated, "piyo", "", None, at(start, 1)),
+            Admit::HeldBack
+        );
         let late = (Some(u32::MAX - 1), None);
         assert_eq!(
             table.admit(late, "piyo", "", None, at(start, 1)),
             Admit::Full
         );
         assert_eq!(
-            table.admit(late, "piyo", "", None, at(start, 61)),
+            table.admit(late, "piyo", "", None, at(start, 60)),
             Admit::Write { held: 0 },
-            "the quiet ones are forgotten"
+            "the quiet ones are forgotten once an interval old"
         );
+        let (held, _) = table.held(at(start, 60));
+        let counts: Vec<(Who, u64)> = held.iter().map(|h| (h.who, h.count)).collect();
+        assert_eq!(counts, [(repeated, 1)], "a key with repeats held is kept");
+    }
+
+    /// What the audit writes for each decision: a line per served set and per refusal
+    /// reason, a 401 line for a wrong token, nothing for the rest; repeats counted in the
+    /// summary; past the line budget (a reload may change it), lines are folded; a flood of
+    /// distinct refused keys is counted, not written.
+    #[tokio::test(start_paused = true)]
+    async fn each_decision_is_written_once_and_counted() {
+        let logs = crate::fake::CapturedLogs::start();
+        let audit = Audit::default();
+        let alice = Peer {
+            uid: Some(1001),
+            user: Some("alice".into()),
+            ..Peer::default()
+        };
+        let ecs = Via::Container(None);
+        let served = Decision::Served {
+            body: bytes::Bytes::new(),
+            masked_key_id: std::sync::Arc::from("ASIA…1234"),
+        };
+        audit.record("piyo", ecs, &alice, &served);
+        audit.record("piyo", ecs, &alice, &served);
+        assert_eq!(logs.count("INFO", "credentials served"), 1);
+        audit.record("piyo", ecs, &alice, &Decision::NotAdmitted);
+        audit.record("piyo", ecs, &alice, &Decision::NotAdmitted);
+        assert_eq!(
+            logs.count("WARN", "credentials refused: user not allowed"),
+            1
+        );
+        audit.record("piyo", ecs, &alice, &Decision::UnknownPeer);
+        assert_eq!(logs.count("WARN", "this user is unknown"), 1);
+        audit.record("piyo", ecs, &alice, &Decision::WrongToken);
+        assert_eq!(
+            logs.count("WARN", "request refused: no valid token (401)"),
+            1
+        );
+        audit.unauthorized(Some("piyo"), &alice);
+        assert_eq!(
+            logs.count("WARN", "no valid token (401)"),
+            2,
+            "another role: a key"
+        );
+        for unwritten in [
+            Decision::Unknown,
+            Decision::Unservable(crate::refresh::Unservable::Uninitialized),
+        ] {
+            audit.record("piyo", ecs, &alice, &unwritten);
+        }
+        assert_eq!(logs.count("", " audit: "), 5, "nothing for the rest");
+        tokio::time::advance(INTERVAL).await;
+        audit.summarize(Instant::now());
+        assert_eq!(logs.count("INFO", "credentials served again"), 1);
+        assert_eq!(logs.count("INFO", "count=1"), 1);
+        assert_eq!(logs.count("WARN", "requests refused again"), 1);
+
+        audit.set_lines_per_minute(1);
+        tokio::time::advance(INTERVAL).await;
+        let bob = Peer {
+            uid: Some(1002),
+            user: Some("bob".into()),
+            ..Peer::default()
+        };
+        audit.record("piyo", ecs, &bob, &served);
+        audit.record("piyo", ecs, &bob, &Decision::NotAdmitted);
+        assert_eq!(logs.count("INFO", "user=\"bob\""), 1, "one line a minute");
+        assert_eq!(logs.count("WARN", "user=\"bob\""), 0, "folded");
+
+        audit.set_lines_per_minute(100_000);
+        for uid in 0..=ENTRIES as u32 {
+            let nameless = Peer {
+                uid: Some(uid),
+                user: Some(format!("u{uid}")),
+                ..Peer::default()
+            };
+            audit.record("piyo", ecs, &nameless, &Decision::NotAdmitted);
+        }
+        tokio::time::advance(INTERVAL).await;
+        audit.summarize(Instant::now());
+        let overflow = "credentials refused to more distinct users than the audit remembers";
+        assert_eq!(logs.count("WARN", overflow), 1);
     }
 
     /// A value can never look like another field or line: quoted, with quotes, backslashes
