@@ -609,6 +609,8 @@ mod tests {
         assert_eq!(logs.count("INFO", "credentials served again"), 1);
         assert_eq!(logs.count("INFO", "count=1"), 1);
         assert_eq!(logs.count("WARN", "requests refused again"), 1);
+        let too_many = "than the audit remembers";
+        assert_eq!(logs.count("", too_many), 0, "no overflow: no line for it");
 
         audit.set_lines_per_minute(1);
         tokio::time::advance(INTERVAL).await;
