@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets in `fuzz/`, built only with the `fuzzing` feature: one
-//! request through the real router (the guard, axum's routing and percent-decoding, the
-//! metadata rules), with one served role and a metadata source that records every path it is
+//! request through a real connection (its checks, the direct answers, axum's routing and
+//! percent-decoding, the metadata rules), with one served role and a metadata source that records every path it is
 //! asked for, so a target can check what would have reached the real instance metadata.
 
 use std::sync::{Arc, Mutex, OnceLock};

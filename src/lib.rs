@@ -24,10 +24,12 @@
 //!   connection; `listener` accepts connections within limits and drains on stop;
 //! - `http` builds responses; `access` decides, for both endpoints, whether a request gets a
 //!   role's credentials now; `audit` records it (a line per client, role and credential set,
-//!   and counts of the repeats); `imds` answers as IMDSv2 for one role
-//!   (never passing the instance's own `iam/` through); [`status`] is the operator's report
-//!   (and the `status` command); `server` checks host, origin and token before routing and
-//!   answers from what the refreshers published: it never calls STS;
+//!   and counts of the repeats); `imds` is the IMDSv2 endpoint's own parts (session tokens,
+//!   which paths exist, the passthrough that never passes the instance's own `iam/`);
+//!   [`status`] is the operator's report (and the `status` command); `server` checks host,
+//!   origin, token and metadata session on each connection's snapshot, answers credentials
+//!   for both endpoints on one path, and routes the rest; it answers from what the
+//!   refreshers published: it never calls STS;
 //! - [`guard`] installs the firewall rules that keep local users from the real instance
 //!   metadata, fails closed, and keeps them in place (`guard watch`); `guard_state` is what the
 //!   watch last found, which metrics, `status` and `check` show;

@@ -116,8 +116,8 @@ impl Admission {
     }
 }
 
-/// Marks a request that arrived on a connection the metadata guard redirected here: the
-/// client asked for the instance metadata at this original destination.
+/// A connection the metadata guard redirected here: the client asked for the instance
+/// metadata at this original destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Redirected(pub SocketAddr);
 

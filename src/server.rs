@@ -268,7 +268,8 @@ pub fn check_request(
     if PUBLIC_PATHS.contains(&uri.path()) {
         return Ok(None);
     }
-    // Instance metadata has its own session tokens, checked by its routes.
+    // Instance metadata has its own session tokens, checked by the connection before any
+    // metadata read is answered (`connection::Asked`).
     if metadata_enabled && uri.path().starts_with(METADATA_PREFIX) {
         return Ok(None);
     }
@@ -326,8 +327,10 @@ pub fn router(state: AppState) -> Endpoint {
     Endpoint::new(routes(state.clone()), state)
 }
 
-/// Every route but the two a connection answers directly; each is handed the request's
-/// [`Checked`] and `Arc<Peer>` by the connection, which checked it.
+/// The routes: what a connection does not answer directly (the two hot paths' other spellings,
+/// `HEAD`, the reports, the rest of the metadata). Each is handed the request's [`Checked`]
+/// and `Arc<Peer>` by the connection, which checked it; a route that needs them fails closed
+/// without them.
 fn routes(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/roles/{name}", get(role_credentials))

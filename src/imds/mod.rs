@@ -12,8 +12,9 @@
 //! port gets credentials. That is why the endpoint is off unless `[imds] role` names a role.
 //!
 //! This module is the endpoint's own parts: session tokens, which paths exist ([`route`]), the
-//! passthrough and the answers' wording. The server routes the requests and answers the
-//! credentials reads with the container endpoint's one answer path.
+//! passthrough and the wording of its own answers (token, not found). The server checks the
+//! session, routes the requests, and answers the credentials reads on the container
+//! endpoint's one answer path (`server/answer.rs`, which words its refusals).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -225,8 +226,8 @@ fn clean_segment(segment: &str) -> bool {
 
 /// The role name and whether the extended body is asked for, if the request path `path` is
 /// a credentials read exactly as [`route`] takes it (`Route::Credentials` and
-/// `Route::ExtendedCredentials` of the path after `/latest/`): the hot path answers those
-/// without the router. Pure.
+/// `Route::ExtendedCredentials` of the path after `/latest/`): a connection answers those
+/// directly, without the router. Pure.
 pub fn credentials_path(path: &str) -> Option<(&str, bool)> {
     let rest = path.strip_prefix("/latest/meta-data/iam/security-credentials")?;
     let (name, extended) = match rest.strip_prefix("-extended/") {
@@ -336,9 +337,12 @@ pub fn token_response(token: String, ttl: Duration) -> Response {
     response
 }
 
+/// The message of a metadata path that does not exist.
+pub const NOT_FOUND: &str = "no such metadata path";
+
 /// What the real IMDS answers for a path that does not exist.
 pub fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "NotFound", "no such metadata path")
+    error_response(StatusCode::NOT_FOUND, "NotFound", NOT_FOUND)
 }
 
 /// What `iam/info` says of the served role `name` (`[[roles]]` name) with `arn`, whose

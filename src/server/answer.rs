@@ -146,16 +146,16 @@ fn explain(table: &RoleTable, role: &str, via: Via<'_>, decision: &Decision) {
 }
 
 /// Logs that the metadata role `role` is gone from the table (a reload removed it).
-pub fn role_gone(role: &str) {
+fn role_gone(role: &str) {
     warn!(%role, "the metadata role is no longer configured; restart to apply [imds]");
 }
 
 /// A refusal on the wire: status, the body's `code` and `message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wording {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: Cow<'static, str>,
+struct Wording {
+    status: StatusCode,
+    code: &'static str,
+    message: Cow<'static, str>,
 }
 
 /// Why a request without the right token is refused (also before routing).
@@ -167,7 +167,7 @@ const NOT_ADMITTED: &str = "the connecting user may not have this role";
 /// The metadata endpoint answers as the real IMDS: a role it does not serve to this request
 /// is a path that does not exist (404 where the container endpoint says 401 or 404), and it
 /// keeps STS's error text for the log (its clients need no token to read it). Pure.
-pub fn wording(role: &str, via: Via<'_>, decision: &Decision) -> Option<Wording> {
+fn wording(role: &str, via: Via<'_>, decision: &Decision) -> Option<Wording> {
     let metadata = matches!(via, Via::Metadata { .. });
     let words = |status, code, message: Cow<'static, str>| {
         Some(Wording {
@@ -181,7 +181,7 @@ pub fn wording(role: &str, via: Via<'_>, decision: &Decision) -> Option<Wording>
         Decision::Unknown | Decision::WrongToken if metadata => words(
             StatusCode::NOT_FOUND,
             "NotFound",
-            "no such metadata path".into(),
+            crate::imds::NOT_FOUND.into(),
         ),
         Decision::Unknown => words(
             StatusCode::NOT_FOUND,

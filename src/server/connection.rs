@@ -1,5 +1,7 @@
-//! What one connection is served. Every request is checked here, on the connection's own
-//! snapshot of the role table and token ([`AppState::check_on`]), and counted here, once.
+//! What one connection is served. Every request of the main and container listeners is
+//! checked here, on the connection's own snapshot of the role table and token
+//! ([`AppState::check_on`]), a metadata read's session token too, and counted here, once
+//! (the metrics listener's router checks its own).
 //! Nearly all traffic is two requests: `GET /roles/<name>` and the metadata credentials read.
 //! Those are answered here, at once, with the one answer path ([`AppState::credentials`]): no
 //! router, service clone, request extension or boxed body, which is most of what the daemon
@@ -18,6 +20,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 use super::answer::Answering;
+use super::metadata::SessionChecked;
 use super::{AppState, Checked, Metadata, ROLES_PREFIX};
 use crate::access::Via;
 use crate::imds::{self, KnownSession};
@@ -139,10 +142,10 @@ where
                 Ok(response.map(Either::Right))
             })));
         };
-        let mut snapshot = checking.snapshot.borrow_mut();
-        let (table, token) = snapshot.now();
         let answering = match self.names_current() {
             Ok(()) => {
+                let mut snapshot = checking.snapshot.borrow_mut();
+                let (table, token) = snapshot.now();
                 let on = On {
                     peer: &self.peer.borrow(),
                     redirected: self.redirected,
@@ -151,7 +154,7 @@ where
                 };
                 checking.state.respond(request, on, table, token)
             }
-            Err(uid) => self.with_names_of(uid, request, checking, table, token),
+            Err(uid) => self.with_names_of(uid, request, checking),
         };
         self.meanwhile_busy(answering)
     }
@@ -177,32 +180,28 @@ impl Connection {
     }
 
     /// `request` answered once `uid`'s names are known again (asked of the name service off
-    /// the runtime; the next request finds them cached), on the same snapshot.
-    fn with_names_of<B>(
-        &self,
-        uid: u32,
-        request: Request<B>,
-        checking: &Checking,
-        table: &Arc<RoleTable>,
-        token: &AuthToken,
-    ) -> Answering
+    /// the runtime, which may take a while; the next request finds them cached), checked on
+    /// the table and token as they are then: a reload meanwhile applies to it.
+    fn with_names_of<B>(&self, uid: u32, request: Request<B>, checking: &Checking) -> Answering
     where
         B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
         let (resolver, _) = self.names.as_ref().expect("names_current found a source");
         let (resolver, peer) = (resolver.clone(), self.peer.borrow().clone());
-        let (state, table, token) = (checking.state.clone(), table.clone(), token.clone());
+        let state = checking.state.clone();
         let (router, redirected) = (self.router.clone(), self.redirected);
         Answering::Later(Box::pin(async move {
             let names = resolver.current_names(uid).await;
+            let mut snapshot = state.snapshot();
+            let (table, token) = snapshot.now();
             let on = On {
                 peer: &Arc::new(peer.with_names(names)),
                 redirected,
                 session: &mut KnownSession::default(),
                 router: &router,
             };
-            state.respond(request, on, &table, &token).await
+            state.respond(request, on, table, token).await
         }))
     }
 
@@ -270,6 +269,7 @@ impl AppState {
         B::Error: Into<axum::BoxError>,
     {
         let metadata = self.inner.metadata.as_deref();
+        let mut session = None;
         match Asked::of(&request, metadata) {
             Asked::Role(name) => {
                 let via = Via::Container(grant.as_ref());
@@ -284,6 +284,7 @@ impl AppState {
                     let via = Via::Metadata { iam_name, extended };
                     return self.credentials(table, metadata.role(), via, on.peer);
                 }
+                session = Some(SessionChecked);
             }
             Asked::Other => {}
         }
@@ -291,12 +292,17 @@ impl AppState {
             table: table.clone(),
             grant,
         };
-        routed(request, checked, on)
+        through_router(request, (checked, session), on)
     }
 }
 
-/// `request` through the router, handed what its checks found and who sent it.
-fn routed<B>(mut request: Request<B>, checked: Checked, on: On<'_>) -> Answering
+/// `request` through the router, handed what its checks found (and, for a metadata read, that
+/// its session was checked) and who sent it.
+fn through_router<B>(
+    mut request: Request<B>,
+    (checked, session): (Checked, Option<SessionChecked>),
+    on: On<'_>,
+) -> Answering
 where
     B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
@@ -304,6 +310,9 @@ where
     let extensions = request.extensions_mut();
     extensions.insert(checked);
     extensions.insert(on.peer.clone());
+    if let Some(session) = session {
+        extensions.insert(session);
+    }
     let router = on.router.clone();
     Answering::Later(Box::pin(async move {
         let Ok(response) = router.oneshot(request).await;

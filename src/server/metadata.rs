@@ -44,9 +44,15 @@ impl Metadata {
     }
 }
 
+/// Handed to a metadata read by the connection once its session token was checked: a read
+/// that arrives without it (a path the connection did not take for a metadata read) fails
+/// closed, with a 500.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionChecked;
+
 /// What the metadata routes are handed: the server's state and the endpoint it serves.
 #[derive(Clone)]
-struct Served {
+struct MetadataState {
     app: AppState,
     metadata: Arc<Metadata>,
 }
@@ -56,24 +62,25 @@ pub fn routes(app: AppState, metadata: Arc<Metadata>) -> Router {
     Router::new()
         .route("/latest/api/token", put(issue_token))
         .route("/latest/{*path}", get(read))
-        .with_state(Served { app, metadata })
+        .with_state(MetadataState { app, metadata })
 }
 
-async fn issue_token(State(served): State<Served>, headers: HeaderMap) -> Response {
+async fn issue_token(State(state): State<MetadataState>, headers: HeaderMap) -> Response {
     let Some(ttl) = imds::requested_ttl(&headers) else {
         return imds::bad_ttl();
     };
-    let now = crate::clock::Clock::now(served.app.inner.clock.as_ref());
-    imds::token_response(served.metadata.imds.mint(now, ttl), ttl)
+    let now = crate::clock::Clock::now(state.app.inner.clock.as_ref());
+    imds::token_response(state.metadata.imds.mint(now, ttl), ttl)
 }
 
 async fn read(
-    State(served): State<Served>,
+    State(state): State<MetadataState>,
     Path(path): Path<String>,
     Extension(peer): Extension<Arc<Peer>>,
     Extension(checked): Extension<Checked>,
+    Extension(SessionChecked): Extension<SessionChecked>,
 ) -> Response {
-    let Served { app, metadata } = served;
+    let MetadataState { app, metadata } = state;
     let table = &checked.table;
     let route = imds::route(&path);
     if let Route::Credentials(iam_name) | Route::ExtendedCredentials(iam_name) = &route {

@@ -449,3 +449,68 @@ async fn a_connection_snapshot_follows_reloads() {
         "read though the channel closed"
     );
 }
+
+/// Every metadata read needs a session token, whatever the method or path: the direct
+/// credentials read, its `HEAD` (routed), and the rest of the tree; the token itself is
+/// issued without one.
+#[tokio::test]
+async fn every_metadata_read_needs_a_session() {
+    let (receiver, _status) = {
+        let (sender, receiver) = watch::channel(ready());
+        (receiver, sender)
+    };
+    let piyo = RoleEntry {
+        config: role("piyo"),
+        token: None,
+        sessions: Sessions::Shared(receiver),
+    };
+    let (_keep, roles) = watch::channel(Arc::new(RoleTable::from([("piyo".to_owned(), piyo)])));
+    let upstream = crate::imds::Upstream::new("http://127.0.0.1:9").unwrap();
+    let metadata = Metadata::new("piyo", crate::imds::Imds::new(upstream));
+    let state = AppState::new(
+        watch::channel(AuthToken::parse(TOKEN).unwrap()).1,
+        roles,
+        &[LISTEN.parse().unwrap()],
+        Arc::new(FixedClock(now())),
+        Some(metadata),
+        (Arc::new(crate::metrics::Metrics::new()), Arc::default()),
+    );
+    let app = router(state);
+    let credentials = "/latest/meta-data/iam/security-credentials/piyo-role";
+    for (method, path) in [
+        ("GET", credentials),
+        ("HEAD", credentials),
+        (
+            "GET",
+            "/latest/meta-data/iam/security-credentials-extended/piyo-role",
+        ),
+        ("GET", "/latest/meta-data/instance-id"),
+        ("GET", "/latest/dynamic/instance-identity/document"),
+        ("GET", "/latest/api/token"),
+    ] {
+        let request = HttpRequest::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, LISTEN)
+            .body(Body::empty())
+            .unwrap();
+        let answer = app.answer(Peer::default(), request).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    let token = HttpRequest::put("/latest/api/token")
+        .header(HOST, LISTEN)
+        .header(crate::imds::TTL_HEADER, "60")
+        .body(Body::empty())
+        .unwrap();
+    let minted = app.answer(Peer::default(), token).await;
+    assert_eq!(minted.status(), StatusCode::OK);
+    let token = to_bytes(Body::new(minted.into_body()), 1024).await.unwrap();
+    let token = String::from_utf8(token.to_vec()).unwrap();
+    let request = HttpRequest::head(credentials)
+        .header(HOST, LISTEN)
+        .header(crate::imds::TOKEN_HEADER, &token)
+        .body(Body::empty())
+        .unwrap();
+    let answer = app.answer(Peer::default(), request).await;
+    assert_eq!(answer.status(), StatusCode::OK, "HEAD with a session");
+}
