@@ -320,8 +320,13 @@ fn local_rules_for(
 /// local user but root and the daemon's own user (whose identity may come from it), and to
 /// containers. The guard fails closed: a broken file never opens the metadata.
 pub fn lockdown_rules() -> Rules {
+    lockdown_rules_for(accounts::user_id(DAEMON_USER))
+}
+
+/// [`lockdown_rules`] where the daemon's user has `daemon_uid` (if it exists). Pure.
+fn lockdown_rules_for(daemon_uid: Option<u32>) -> Rules {
     let mut exempt_uids = vec![0];
-    exempt_uids.extend(accounts::user_id(DAEMON_USER).filter(|uid| *uid != 0));
+    exempt_uids.extend(daemon_uid.filter(|uid| *uid != 0));
     Rules {
         local: Some(LocalRules {
             mode: GuardMode::Block,
@@ -404,13 +409,7 @@ pub enum Enforced {
 /// Whether `desired` redirects to an address where another user's listener would receive the
 /// connections: while the daemon and its socket are down, anyone may bind its port.
 pub fn squatted(desired: &Desired) -> bool {
-    let Desired::Rules { rules, .. } = desired else {
-        return false;
-    };
-    let Some(target) = rules.local.as_ref().and_then(|local| match local.mode {
-        GuardMode::Redirect => local.target,
-        GuardMode::Block => None,
-    }) else {
+    let Some(target) = redirect_target(desired) else {
         return false;
     };
     let read = |path| std::fs::read_to_string(path).unwrap_or_default();
@@ -422,6 +421,17 @@ pub fn squatted(desired: &Desired) -> bool {
         target,
         &trusted,
     )
+}
+
+/// Where `desired` redirects the local users' metadata connections, if it does. Pure.
+fn redirect_target(desired: &Desired) -> Option<SocketAddrV4> {
+    let Desired::Rules { rules, .. } = desired else {
+        return None;
+    };
+    rules.local.as_ref().and_then(|local| match local.mode {
+        GuardMode::Redirect => local.target,
+        GuardMode::Block => None,
+    })
 }
 
 /// Whether the listener that would accept connections to `target`, as the kernel's tables
@@ -621,6 +631,68 @@ mod tests {
     /// The lockdown (a configuration the guard cannot use) refuses metadata to every local
     /// user but root (and the daemon's user, where it exists) and to containers, and sends
     /// nothing anywhere.
+    /// The lockdown exempts root and the daemon's own user (once, whatever its uid), nobody else.
+    #[test]
+    fn lockdown_exempts_root_and_the_daemons_user() {
+        let exempt = |daemon_uid| lockdown_rules_for(daemon_uid).local.unwrap().exempt_uids;
+        assert_eq!(exempt(Some(998)), [0, 998]);
+        assert_eq!(exempt(None), [0]);
+        assert_eq!(exempt(Some(0)), [0]);
+    }
+
+    /// What the guard is asked for, read without touching the firewall: where it redirects,
+    /// which names it could not honour, and what `guard apply` says.
+    #[test]
+    fn desired_rules_say_where_they_redirect_and_what_they_left_out() {
+        let desired = |mode, warnings: &[&str]| Desired::Rules {
+            rules: rules(mode),
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
+        };
+        let redirect = desired(GuardMode::Redirect, &[]);
+        assert_eq!(
+            redirect_target(&redirect),
+            Some("127.0.0.1:9357".parse().unwrap())
+        );
+        assert_eq!(redirect_target(&desired(GuardMode::Block, &[])), None);
+        assert_eq!(redirect_target(&Desired::Nothing), None);
+        assert!(!redirect.unresolved() && warnings(&redirect).is_empty());
+        let left_out = desired(GuardMode::Block, &["exempt group ops: no such group"]);
+        assert!(left_out.unresolved());
+        assert_eq!(warnings(&left_out), ["exempt group ops: no such group"]);
+        let lockdown = Desired::Lockdown {
+            cause: "bad file".into(),
+        };
+        assert!(!lockdown.unresolved() && warnings(&lockdown).is_empty());
+        assert!(
+            !squatted(&desired(GuardMode::Block, &[])),
+            "a block redirects nowhere"
+        );
+        let said = describe(&rules(GuardMode::Redirect));
+        assert_eq!(
+            said,
+            "guard applied: redirect for all but uids [0, 998] and gids [1500] (nft table inet \
+             assume_roled)\n"
+        );
+    }
+
+    /// A guard for the local users alone, or for containers alone, is a table; neither is
+    /// nothing to install.
+    #[test]
+    fn either_part_alone_is_a_table() {
+        let base = "[[roles]]\nname = \"piyo\"\narn = \"arn:aws:iam::444455556666:role/piyo-role\"\n\
+                    allowed_users = [\"root\"]\nallowed_networks = [\"172.17.0.0/16\"]\n";
+        let config =
+            |extra: &str| crate::config::from_toml(&format!("{base}{extra}"), "h").unwrap();
+        let local = config("[imds]\nrole = \"piyo\"\nguard = \"block\"\n");
+        assert!(rules_for(&local).unwrap().0.local.is_some());
+        let containers = config("[containers]\nlisten = [\"169.254.170.23:80\"]\n");
+        assert!(rules_for(&containers).unwrap().0.containers.is_some());
+        assert!(matches!(
+            rules_for(&config("")),
+            Err(GuardError::NotConfigured)
+        ));
+    }
+
     #[test]
     fn lockdown_refuses_all_but_root_and_containers() {
         let text = ruleset(&lockdown_rules());
