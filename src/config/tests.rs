@@ -403,9 +403,53 @@ fn role_arns() {
         "arn:aws:iam:us-east-1:444455556666:role/piyo",
         "arn:aws:iam::444455556666:role/",
         "arn:aws:iam::444455556666:role/pi yo",
+        "arn::iam::444455556666:role/piyo",
+        "arn:AWS:iam::444455556666:role/piyo",
     ] {
         assert!(RoleArn::parse(bad).is_err(), "{bad} should be refused");
     }
+}
+
+/// Cases the other tests leave out: a list of names holding something else names what it
+/// found; `redirect` needs one specific IPv4 listen address, the metadata role itself naming
+/// container networks (another role's do not count), and an IPv4 container address.
+#[test]
+fn names_listen_and_container_redirects() {
+    let found = problems(&format!("{MINIMAL}allowed_users = [\"alice\", 7]\n"));
+    assert!(
+        found[0].message.contains("found integer in the list"),
+        "{found:?}"
+    );
+    assert!(redirect_target("127.0.0.1:9357".parse().unwrap()).is_ok());
+    for not_one in ["0.0.0.0:9357", "[::1]:9357"] {
+        assert!(
+            redirect_target(not_one.parse().unwrap()).is_err(),
+            "{not_one}"
+        );
+    }
+    let other_role_networked = format!(
+        "{MINIMAL}allowed_users = [\"root\"]\n[[roles]]\nname = \"fuga\"\n\
+         arn = \"arn:aws:iam::444455556666:role/fuga-role\"\nallowed_networks = [\"172.17.0.0/16\"]\n\
+         [imds]\nrole = \"piyo\"\n[containers]\nlisten = [\"169.254.170.23:80\"]\nimds = \"redirect\"\n"
+    );
+    let found = problems(&other_role_networked);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.key == "containers.imds" && p.message.contains("allowed_networks")),
+        "{found:?}"
+    );
+    let only_v6 = format!(
+        "{MINIMAL}allowed_networks = [\"172.17.0.0/16\"]\n[imds]\nrole = \"piyo\"\n\
+         [containers]\nlisten = [\"[fd00:ec2::23]:80\"]\nimds = \"redirect\"\n"
+    );
+    let found = problems(&only_v6);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.key == "containers.imds" && p.message.contains("there is none")),
+        "{found:?}"
+    );
 }
 
 #[test]
