@@ -405,8 +405,40 @@ fn role_arns() {
         "arn:aws:iam::444455556666:role/pi yo",
         "arn::iam::444455556666:role/piyo",
         "arn:AWS:iam::444455556666:role/piyo",
+        "nra:aws:iam::444455556666:role/piyo",
     ] {
         assert!(RoleArn::parse(bad).is_err(), "{bad} should be refused");
+    }
+    assert_eq!(
+        arn.to_string(),
+        "arn:aws:iam::444455556666:role/team/piyo-role"
+    );
+}
+
+/// `[sts] endpoint` is an http(s) URL with a host; a role's name is what a `[[roles]]`
+/// table may be called (it names a path and a token file).
+#[test]
+fn endpoints_and_role_names() {
+    for good in [
+        "https://sts.ap-northeast-1.amazonaws.com",
+        "http://127.0.0.1:5000",
+    ] {
+        assert_eq!(parse_endpoint(good).as_deref(), Ok(good));
+    }
+    for bad in [
+        "https://",
+        "http://a b",
+        "ftp://sts",
+        "sts.amazonaws.com",
+        "",
+    ] {
+        assert!(parse_endpoint(bad).is_err(), "{bad}");
+    }
+    for good in ["piyo", "a", "piyo_2.role-x", &"r".repeat(64)] {
+        assert_eq!(parse_role_name(good).as_deref(), Ok(good));
+    }
+    for bad in ["", ".", "..", "a/b", "pi yo", "ピヨ", &"r".repeat(65)] {
+        assert!(parse_role_name(bad).is_err(), "{bad}");
     }
 }
 
