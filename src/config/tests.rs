@@ -622,3 +622,31 @@ fn containers_and_their_networks() {
     let privileged = format!("{MINIMAL}[containers]\nlisten = [\"169.254.170.23:1023\"]\n");
     assert!(from_toml(&privileged, "h").is_ok());
 }
+
+/// External ids, host-derived session names, account names and networks at their edges.
+#[test]
+fn values_at_their_edges() {
+    assert!(parse_external_id("tenant:42/prod").is_ok());
+    for bad in ["x", "a b", "ok?"] {
+        assert!(parse_external_id(bad).is_err(), "{bad}");
+    }
+    assert_eq!(session_name_from_host("ab"), "ab");
+    assert_eq!(session_name_from_host("a"), "assume-roled");
+    assert_eq!(session_name_from_host("web 1"), "web-1");
+    for good in ["alice", "_svc", "a.b-c_d1", &"a".repeat(32)] {
+        assert!(is_account_name(good), "{good}");
+    }
+    for bad in ["Alice", "9abc", "-x", "a b", "", &"a".repeat(33)] {
+        assert!(!is_account_name(bad), "{bad}");
+    }
+    let network = |text: &str| Network::parse(text).unwrap();
+    let inside = |net: &str, ip: &str| network(net).contains(ip.parse().unwrap());
+    assert!(inside("172.17.0.0/16", "172.17.255.255") && !inside("172.17.0.0/16", "172.18.0.0"));
+    assert!(inside("10.0.0.0/8", "10.200.1.1") && !inside("10.0.0.0/8", "11.0.0.0"));
+    assert!(inside("192.0.2.7/32", "192.0.2.7") && !inside("192.0.2.7/32", "192.0.2.6"));
+    assert!(inside("0.0.0.0/0", "203.0.113.9"));
+    assert!(inside("fd00::/8", "fd12::1") && !inside("fd00::/8", "fe00::1"));
+    assert!(inside("fd00:1::/64", "fd00:1::ffff") && !inside("fd00:1::/64", "fd00:2::1"));
+    assert!(inside("::/0", "2001:db8::1") && !inside("::/0", "10.0.0.1"));
+    assert!(!inside("10.0.0.0/8", "::ffff:10.0.0.1"));
+}
