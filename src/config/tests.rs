@@ -649,4 +649,13 @@ fn values_at_their_edges() {
     assert!(inside("fd00:1::/64", "fd00:1::ffff") && !inside("fd00:1::/64", "fd00:2::1"));
     assert!(inside("::/0", "2001:db8::1") && !inside("::/0", "10.0.0.1"));
     assert!(!inside("10.0.0.0/8", "::ffff:10.0.0.1"));
+    assert_eq!(network("172.17.0.0/16").to_string(), "172.17.0.0/16");
+    // A network written with host bits set is refused with the network it may have meant.
+    for (written, meant) in [
+        ("10.1.2.3/8", "10.0.0.0/8"),
+        ("fd00:1::5/64", "fd00:1::/64"),
+    ] {
+        let refused = Network::parse(written).unwrap_err();
+        assert!(refused.contains(meant), "{written}: {refused}");
+    }
 }

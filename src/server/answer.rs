@@ -371,4 +371,31 @@ mod tests {
         let (_, _, message) = said(CONTAINER, Decision::UnknownPeer);
         assert!(message.contains("served per user"), "{message}");
     }
+
+    /// What the log says of a refusal a client alone could not explain: a metadata role a
+    /// reload removed (a warning; not for a name that was never the role's), and a container
+    /// request whose token is another role's (debug).
+    #[tokio::test]
+    async fn refusals_are_explained_in_the_log() {
+        let logs = crate::fake::CapturedLogs::start();
+        let empty = RoleTable::new();
+        let (_status, receiver) = tokio::sync::watch::channel(Default::default());
+        let entry = crate::roles::RoleEntry {
+            config: crate::fake::role("piyo"),
+            token: None,
+            sessions: crate::roles::Sessions::Shared(receiver),
+        };
+        let served = RoleTable::from([("piyo".to_owned(), entry)]);
+        let gone = "the metadata role is no longer configured";
+        explain(&served, "piyo", METADATA, &Decision::Unknown);
+        assert_eq!(logs.count("WARN", gone), 0, "the role is there");
+        explain(&empty, "piyo", CONTAINER, &Decision::Unknown);
+        assert_eq!(logs.count("WARN", gone), 0, "not the metadata endpoint");
+        explain(&empty, "piyo", METADATA, &Decision::Unknown);
+        assert_eq!(logs.count("WARN", gone), 1);
+        explain(&served, "piyo", CONTAINER, &Decision::WrongToken);
+        assert_eq!(logs.count("DEBUG", "the token is not this role's"), 1);
+        explain(&served, "piyo", METADATA, &Decision::WrongToken);
+        assert_eq!(logs.count("DEBUG", "the token is not this role's"), 1);
+    }
 }
