@@ -514,12 +514,18 @@ mod tests {
     static LEFT_OPS: AtomicBool = AtomicBool::new(false);
 
     fn stand_in_names(uid: u32) -> Names {
-        let mut groups = vec!["alice".to_owned()];
-        if !LEFT_OPS.load(Ordering::SeqCst) {
+        names_in_ops_until((1001, "alice"), uid, &LEFT_OPS)
+    }
+
+    /// The names a stand-in name service gives `uid`: `user`'s, in its own group and in `ops`
+    /// until `left` is set; no account for any other uid.
+    fn names_in_ops_until((user_uid, user): (u32, &str), uid: u32, left: &AtomicBool) -> Names {
+        let mut groups = vec![user.to_owned()];
+        if !left.load(Ordering::SeqCst) {
             groups.push("ops".to_owned());
         }
         Names {
-            user: (uid == 1001).then(|| "alice".to_owned()),
+            user: (uid == user_uid).then(|| user.to_owned()),
             groups,
         }
     }
@@ -575,14 +581,7 @@ mod tests {
     static BOB_LEFT_OPS: AtomicBool = AtomicBool::new(false);
 
     fn directory_names(uid: u32) -> Names {
-        let mut groups = vec!["bob".to_owned()];
-        if !BOB_LEFT_OPS.load(Ordering::SeqCst) {
-            groups.push("ops".to_owned());
-        }
-        Names {
-            user: (uid == 1002).then(|| "bob".to_owned()),
-            groups,
-        }
+        names_in_ops_until((1002, "bob"), uid, &BOB_LEFT_OPS)
     }
 
     /// A change in a directory service leaves the local account files alone: it is seen when

@@ -464,22 +464,21 @@ fn names_listen_and_container_redirects() {
          arn = \"arn:aws:iam::444455556666:role/fuga-role\"\nallowed_networks = [\"172.17.0.0/16\"]\n\
          [imds]\nrole = \"piyo\"\n[containers]\nlisten = [\"169.254.170.23:80\"]\nimds = \"redirect\"\n"
     );
-    let found = problems(&other_role_networked);
-    assert!(
-        found
-            .iter()
-            .any(|p| p.key == "containers.imds" && p.message.contains("allowed_networks")),
-        "{found:?}"
-    );
+    assert_refused_at(&other_role_networked, "containers.imds", "allowed_networks");
     let only_v6 = format!(
         "{MINIMAL}allowed_networks = [\"172.17.0.0/16\"]\n[imds]\nrole = \"piyo\"\n\
          [containers]\nlisten = [\"[fd00:ec2::23]:80\"]\nimds = \"redirect\"\n"
     );
-    let found = problems(&only_v6);
+    assert_refused_at(&only_v6, "containers.imds", "there is none");
+}
+
+/// Asserts that `text` is refused with a problem at `key` whose message says `words`.
+fn assert_refused_at(text: &str, key: &str, words: &str) {
+    let found = problems(text);
     assert!(
         found
             .iter()
-            .any(|p| p.key == "containers.imds" && p.message.contains("there is none")),
+            .any(|p| p.key == key && p.message.contains(words)),
         "{found:?}"
     );
 }
