@@ -219,9 +219,10 @@ pub struct Served {
     /// The ECS body; cloning it is a reference-count increment, not a copy.
     pub ecs_body: Bytes,
     /// The IMDS bodies (plain, and extended with `AccountId`, which the Java v2 and Go SDKs ask
-    /// for first), built at the first metadata request for this set: most roles are never
-    /// served as metadata, and with sessions per user every set is one user's.
-    imds_bodies: [OnceLock<Bytes>; 2],
+    /// for first), both built at the first metadata request for this set: most roles are never
+    /// served as metadata, and with sessions per user every set is one user's (boxed: a set
+    /// never served as metadata holds a pointer, not two bodies' worth of slots).
+    imds_bodies: OnceLock<Box<[Bytes; 2]>>,
     /// When the daemon received the set (wall clock): the start of its lifetime.
     pub obtained: SystemTime,
     /// The masked access key id, for the audit line of every response.
@@ -244,14 +245,14 @@ impl Served {
     /// The IMDS body, `extended` with `AccountId`; built once per set (with the secrets read
     /// back from the ECS body), then shared.
     pub fn imds_body(&self, extended: bool) -> Bytes {
-        let body = &self.imds_bodies[usize::from(extended)];
-        body.get_or_init(|| {
+        let bodies = self.imds_bodies.get_or_init(|| {
             let secrets: EcsSecrets =
                 serde_json::from_slice(&self.ecs_body).expect("the ECS body built here parses");
             let both = [&*secrets.secret_access_key, &*secrets.token];
-            self.credentials.imds_body(both, self.obtained, extended)
-        })
-        .clone()
+            let body = |extended| self.credentials.imds_body(both, self.obtained, extended);
+            Box::new([body(false), body(true)])
+        });
+        bodies[usize::from(extended)].clone()
     }
 }
 

@@ -182,15 +182,28 @@ impl<S: Sts> Refresher<S> {
     }
 
     /// Fetches now, then keeps refreshing until `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        loop {
-            let next = tokio::select! {
-                next = self.attempt() => next,
-                () = shutdown.cancelled() => return,
-            };
-            if !self.sleep_until(next, &shutdown).await {
-                return;
+    ///
+    /// With sessions per user this future is one user's task for its whole life, so its size
+    /// is per-user memory: one wait for the shutdown around the whole loop (a wait in each step
+    /// would be laid out twice), and an `async` block rather than an `async fn`, whose
+    /// arguments would be held twice (as arguments, then as locals).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice"
+    )]
+    pub fn run(mut self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send {
+        async move {
+            tokio::select! {
+                () = self.keep_refreshing() => {}
+                () = shutdown.cancelled() => {}
             }
+        }
+    }
+
+    async fn keep_refreshing(&mut self) -> ! {
+        loop {
+            let next = self.attempt().await;
+            self.sleep_until(next).await;
         }
     }
 
@@ -198,11 +211,11 @@ impl<S: Sts> Refresher<S> {
     async fn attempt(&mut self) -> SystemTime {
         self.status.send_modify(|status| status.refreshing = true);
         let started = tokio::time::Instant::now();
-        // Boxed: the SDK's call is a large state machine, and unboxed it would be part of the
-        // task itself, held for the task's whole life (per user, with sessions per user) rather
-        // than for the call's.
-        let call = Box::pin(self.seams.sts.assume_role(&self.role, &self.names));
-        let call = tokio::time::timeout(ATTEMPT_TIMEOUT, call);
+        // Boxed, with its timeout: the SDK's call is a large state machine, and unboxed it would
+        // be part of the task itself, held for the task's whole life (per user, with sessions
+        // per user) rather than for the call's.
+        let call = self.seams.sts.assume_role(&self.role, &self.names);
+        let call = Box::pin(tokio::time::timeout(ATTEMPT_TIMEOUT, call));
         let outcome = call.await.unwrap_or_else(|_| {
             Err(StsError::new(
                 ErrorKind::Transient,
@@ -292,8 +305,8 @@ impl<S: Sts> Refresher<S> {
     }
 
     /// Sleeps until `deadline` on the wall clock, looking again at least every
-    /// [`RECHECK_INTERVAL`]. Returns `false` if shutdown came first.
-    async fn sleep_until(&self, deadline: SystemTime, shutdown: &CancellationToken) -> bool {
+    /// [`RECHECK_INTERVAL`].
+    async fn sleep_until(&self, deadline: SystemTime) {
         while let Ok(left) = deadline.duration_since(self.seams.clock.now())
             && !left.is_zero()
         {
@@ -301,12 +314,8 @@ impl<S: Sts> Refresher<S> {
             // past the deadline ends the sleep. A set stops being servable before its deadline
             // only when it lives under three minutes (the deadline is then a minute after it
             // came, and this sleep ends there), so no separate check for that is needed.
-            tokio::select! {
-                () = tokio::time::sleep(left.min(RECHECK_INTERVAL)) => {}
-                () = shutdown.cancelled() => return false,
-            }
+            tokio::time::sleep(left.min(RECHECK_INTERVAL)).await;
         }
-        true
     }
 }
 
