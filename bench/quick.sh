@@ -27,9 +27,9 @@ start_baseline "$port"
 r() { "${load_cpu[@]}" wrk -t1 -c64 -d"${DURATION}s" "$@" | awk '/Requests\/sec/ {print $2}'; }
 metadata=/latest/meta-data/iam/security-credentials/piyo-role
 for round in $(seq "$ROUNDS"); do
-  b=$(r "$baseline/roles/piyo")
+  b=$(r -H "Authorization: $token" "$baseline/roles/piyo")
   e=$(r -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo")
-  bi=$(r "$baseline$metadata")
+  bi=$(r -H "X-aws-ec2-metadata-token: $imds_token" "$baseline$metadata")
   i=$(r -H "X-aws-ec2-metadata-token: $imds_token" "http://127.0.0.1:$port$metadata")
   echo "base $b ecs $e ($(ratio $e $b)) base-imds $bi imds $i ($(ratio $i $bi))"
 done

@@ -7,7 +7,8 @@
 #      and the IMDS credentials path over 64 keep-alive connections with wrk, in the
 #      configurations users run (the installed starter configuration; and with [imds] and
 #      allowed_users, which the metadata path needs; default logging, audit on), against a bare
-#      hyper server answering the same bytes, in alternating rounds, every round shown; 1c (run
+#      hyper server sent the same requests (same headers) and answering the same bytes, in
+#      alternating rounds, every round shown; 1c (run
 #      right after 1, against the same servers). latency at a steady load, well under either
 #      server's limit; 1b. the peer lookup on and off: two fresh daemons whose configurations
 #      differ in `peer_lookup` alone;
@@ -78,16 +79,16 @@ median() { sort -n | sed -n "$(((ROUNDS + 1) / 2))p"; }
 metadata_path=/latest/meta-data/iam/security-credentials/piyo-role
 say "1. CPU per request and throughput against a bare hyper server: $ROUNDS alternating rounds, ${DURATION}s each"
 # Rounds alternate baseline and daemons, so that drift on a shared machine hits all alike.
-warm "$baseline/roles/piyo"
+warm -H "Authorization: $token" "$baseline/roles/piyo"
 warm -H "Authorization: $token" "http://127.0.0.1:$port/roles/piyo"
 warm -H "Authorization: $token" "http://127.0.0.1:$rport/roles/piyo"
 warm -H "X-aws-ec2-metadata-token: $imds_token" "http://127.0.0.1:$rport$metadata_path"
 rounds=()
 for round in $(seq "$ROUNDS"); do
-  b=$(load baseline "$baseline_pid" "$baseline/roles/piyo")
+  b=$(load baseline "$baseline_pid" "$baseline/roles/piyo" "Authorization: $token")
   e=$(load ecs "$daemon" "http://127.0.0.1:$port/roles/piyo" "Authorization: $token")
   re=$(load ecs-restricted "$restricted" "http://127.0.0.1:$rport/roles/piyo" "Authorization: $token")
-  bi=$(load baseline-imds "$baseline_pid" "$baseline$metadata_path")
+  bi=$(load baseline-imds "$baseline_pid" "$baseline$metadata_path" "X-aws-ec2-metadata-token: $imds_token")
   i=$(load imds "$restricted" "http://127.0.0.1:$rport$metadata_path" "X-aws-ec2-metadata-token: $imds_token")
   printf 'round %s\n%s\n%s\n%s\n%s\n%s\n' "$round" "$b" "$e" "$re" "$bi" "$i" >&2
   rounds+=("$b|$e|$re|$bi|$i")
@@ -130,9 +131,10 @@ say "1c. latency at a steady load: $ROUNDS alternating rounds, each connection p
 # as wrk2 would not; it is not packaged here).
 steady_rounds=()
 for round in $(seq "$ROUNDS"); do
-  b=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load baseline "$baseline_pid" "$baseline/roles/piyo")
+  b=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load baseline "$baseline_pid" "$baseline/roles/piyo" "Authorization: $token")
   e=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load ecs "$daemon" "http://127.0.0.1:$port/roles/piyo" "Authorization: $token")
-  bi=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load baseline-imds "$baseline_pid" "$baseline$metadata_path")
+  bi=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load baseline-imds "$baseline_pid" "$baseline$metadata_path" \
+    "X-aws-ec2-metadata-token: $imds_token")
   i=$(WRK_PAUSE_MS=$STEADY_PAUSE_MS load imds "$restricted" "http://127.0.0.1:$rport$metadata_path" \
     "X-aws-ec2-metadata-token: $imds_token")
   printf 'steady round %s\n%s\n%s\n%s\n%s\n' "$round" "$b" "$e" "$bi" "$i" >&2

@@ -18,7 +18,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -34,8 +34,9 @@ pub use upstream::{DEFAULT_UPSTREAM, Upstream, UpstreamError};
 
 /// The header a client names the token's lifetime in, echoed back (Go and Rust need the echo).
 pub const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
-/// The header carrying the session token on every `GET`.
-pub const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+/// The header carrying the session token on every `GET` (a name, not a string: looked up on
+/// every metadata read, a string would be parsed into a name each time).
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-ec2-metadata-token");
 /// The real IMDS accepts token lifetimes from one second to six hours.
 const TTL_RANGE: std::ops::RangeInclusive<u64> = 1..=21_600;
 type HmacSha256 = Hmac<Sha256>;
@@ -278,7 +279,7 @@ impl Imds {
         known: &mut KnownSession,
         now: SystemTime,
     ) -> bool {
-        let Some(token) = headers.get(TOKEN_HEADER).map(|t| t.as_bytes()) else {
+        let Some(token) = headers.get(&TOKEN_HEADER).map(|t| t.as_bytes()) else {
             return false;
         };
         let expiry = known.expiry_of(token, || self.tokens.signed_expiry(token));
