@@ -48,7 +48,7 @@ EXPOSURE_LIMIT := 15
 # The same for the guard's unit (measured 1.9): root with CAP_NET_ADMIN, which the score counts.
 GUARD_EXPOSURE_LIMIT := 20
 
-.PHONY: all build test lint check-unit fuzz-build systemd-test install package bench link-order soak fuzz demo mutants venv clean
+.PHONY: all build test lint check-unit fuzz-build systemd-test install package package-test bench link-order soak fuzz demo mutants venv clean
 
 all: build
 
@@ -73,6 +73,8 @@ test: venv
 lint: check-unit fuzz-build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@# Every crate in the binary under a licence compatible with MIT OR Apache-2.0.
+	$(PYTHON) scripts/licences.py check
 
 # The fuzz targets, built as plain binaries (no sanitizer, stable toolchain) in the project's
 # own target directory, so that a change that breaks them fails CI; `make fuzz` runs them.
@@ -133,9 +135,15 @@ ifeq ($(ENABLE),yes)
 	ln -sf $(UNITDIR)/assume-roled-guard.service $(DESTDIR)$(SYSCONFDIR)/systemd/system/sysinit.target.wants/assume-roled-guard.service
 endif
 
-# The .deb, the .rpm and the static (musl) tarball, with SHA256SUMS, in target/package/.
+# The .debs, the .rpms and the tarballs for x86_64 and aarch64, with SHA256SUMS, in
+# target/package/.
 package:
 	packaging/build.sh
+
+# What `make package` wrote, checked: lintian and rpmlint, licences and notices, the aarch64
+# binary serving under emulation, and a second clone's build byte for byte (tests/packages).
+package-test: venv
+	tests/packages/run.sh
 
 bench: venv
 	bench/run.sh

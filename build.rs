@@ -22,6 +22,7 @@ const ORDER_FILE: &str = "bench/link-order.txt";
 const OPT_OUT: &str = "ASSUME_ROLED_LINK_ORDER";
 
 fn main() {
+    record_commit();
     println!("cargo:rerun-if-changed={ORDER_FILE}");
     for variable in probe_inputs() {
         println!("cargo:rerun-if-env-changed={variable}");
@@ -44,6 +45,27 @@ fn main() {
              about 3 MiB more resident code when idle. {OPT_OUT}=0 turns the link order off."
         ),
     }
+}
+
+/// `--version` names the commit the binary was built from: `ASSUME_ROLED_COMMIT` where it is
+/// set (a build from an exported tree, which has no repository), else the repository's HEAD,
+/// else "unknown". Rebuilt when HEAD moves (a commit, a checkout).
+fn record_commit() {
+    println!("cargo:rerun-if-env-changed=ASSUME_ROLED_COMMIT");
+    let git = |args: &[&str]| {
+        let output = Command::new("git").args(args).output().ok()?;
+        let text = String::from_utf8(output.stdout).ok()?;
+        output.status.success().then(|| text.trim().to_owned())
+    };
+    for file in ["HEAD", "refs/heads", "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    let commit = env("ASSUME_ROLED_COMMIT")
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=ASSUME_ROLED_COMMIT={commit}");
 }
 
 /// The environment the probe's answer depends on. Cargo reruns a build script when RUSTFLAGS

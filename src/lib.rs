@@ -38,7 +38,8 @@
 //!   cancellation and reload requests;
 //! - [`env`](mod@env) is the `env` command, and the public copy of where roles are served that
 //!   the daemon writes for it; [`check`] is the `check` command; [`status_client`] fetches
-//!   the daemon's report for the `status` command.
+//!   the daemon's report for the `status` command; [`cli`] is the command line's definition,
+//!   which `main` parses and the man page and completions are made from.
 //!
 //! One lock policy: the few std mutexes guard caches and are never held across an `.await`; a
 //! lock poisoned by a panic elsewhere is used as it is (a cache entry may be missing, nothing
@@ -79,6 +80,7 @@ pub mod daemon;
 pub mod signals;
 pub mod check;
 pub mod status_client;
+pub mod cli;
 #[cfg(test)]
 mod fake;
 #[cfg(feature = "fuzzing")]

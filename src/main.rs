@@ -7,115 +7,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
-use assume_roled::config::{self, DEFAULT_CONFIG_PATH};
+use assume_roled::cli::{Cli, Command, GuardAction};
+use assume_roled::config;
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
-use assume_roled::env::{self, Shell, profile_lines};
+use assume_roled::env::{self, profile_lines};
 use assume_roled::logs::{self, QueueWriter};
 use assume_roled::{check, daemon, guard, signals, status, status_client};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
-
-/// Serves temporary AWS credentials for roles in other accounts on loopback.
-#[derive(Parser)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the daemon: fetch credentials, keep them fresh, serve them.
-    Serve(ConfigArg),
-    /// Validate the configuration and print a summary.
-    Check {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Also call AssumeRole once per role and print the identity obtained.
-        #[arg(long)]
-        assume: bool,
-    },
-    /// Ask the running daemon how each role is doing; exits 1 if any has nothing to serve.
-    Status {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Print the report as JSON, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Install (apply) or remove the firewall rules that keep local users from the real
-    /// instance metadata ([imds] guard); run as root, before the daemon starts.
-    Guard {
-        /// What to do.
-        #[arg(value_enum)]
-        action: GuardAction,
-        #[command(flatten)]
-        config: ConfigArg,
-        /// As the unit's ExecStartPre: an unusable configuration still puts the lockdown rules
-        /// in place, but exits 0 and leaves the report to `serve` (its exit 78 stops systemd's
-        /// restart loop; a failing ExecStartPre would not).
-        #[arg(long)]
-        from_unit: bool,
-    },
-    /// Print the shell lines that point AWS tools at the daemon: eval "$(assume-roled env)".
-    ///
-    /// Clients that know neither AWS_CONTAINER_CREDENTIALS_FULL_URI nor a metadata port other
-    /// than 80 (Debian 12's AWS SDK for Ruby, ruby-aws-sdk-core 3.168) are served only through
-    /// the metadata guard ([imds] guard = "redirect"), with nothing set.
-    Env {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// The role to use (required when several are configured).
-        #[arg(long)]
-        role: Option<String>,
-        /// The syntax to print.
-        #[arg(long, value_enum, default_value = "sh")]
-        shell: Shell,
-        /// Also export the token itself (AWS_CONTAINER_AUTHORIZATION_TOKEN), for clients that
-        /// predate the token-file variable (Debian's aws CLI 2.9); it then lives in the shell's
-        /// environment and goes stale when the token rotates.
-        #[arg(long)]
-        inline_token: bool,
-        /// The public copy of the endpoints, read when the configuration is not readable (the
-        /// daemon writes it beside its token file).
-        #[arg(long, value_name = "PATH", default_value_os_t = env::default_public_copy())]
-        endpoints: PathBuf,
-        /// Print `docker run` flags for a container instead ([containers] must be configured):
-        /// the full URI at the containers' address, and the token file mounted read-only.
-        #[arg(long, conflicts_with_all = ["compose", "inline_token"])]
-        docker: bool,
-        /// The same as a Compose service's `environment` and `volumes`.
-        #[arg(long, conflicts_with = "inline_token")]
-        compose: bool,
-    },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum GuardAction {
-    /// Replace the daemon's nftables table with the rules the configuration asks for.
-    Apply,
-    /// Delete the daemon's nftables table.
-    Remove,
-    /// Apply, then keep the table in place: put it back within milliseconds when a firewall
-    /// reload or another tool removes or changes it; SIGHUP re-reads the configuration; the
-    /// rules stay when it stops. What assume-roled-guard.service runs.
-    Watch,
-}
-
-#[derive(Args)]
-struct ConfigArg {
-    /// Configuration file.
-    #[arg(long, short, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -45,12 +45,12 @@ UNIT=assume-roled
 if [ -z "${ASSUME_ROLED_SYSTEMD_NETNS:-}" ]; then
   [ -n "$MIRROR" ] || { echo "no Debian mirror in /etc/apt/sources*: set MIRROR" >&2; exit 1; }
   command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install debootstrap" >&2; exit 1; }
-  # A cache made before nftables was in the list is made again.
-  if [ ! -e "$ROOTFS_CACHE/.complete" ] || [ ! -x "$ROOTFS_CACHE/usr/sbin/nft" ]; then
+  # A cache made before nftables and rpm were in the list is made again.
+  if [ ! -e "$ROOTFS_CACHE/.complete" ] || [ ! -x "$ROOTFS_CACHE/usr/sbin/nft" ] || [ ! -x "$ROOTFS_CACHE/usr/bin/rpm" ]; then
     printf '\n== debootstrapping Debian 12 into %s (once)\n' "$ROOTFS_CACHE"
     rm -rf "$ROOTFS_CACHE"
     log=$(mktemp)
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,nftables \
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,ca-certificates,nftables,rpm \
       bookworm "$ROOTFS_CACHE" "$MIRROR" >"$log" 2>&1 ||
       { tail -n 20 "$log"; echo "debootstrap failed" >&2; exit 1; }
     rm -f "$log"
@@ -584,5 +584,39 @@ inside dpkg -P assume-roled >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fa
 [ ! -e "$root/etc/assume-roled" ] && [ ! -e "$root/var/lib/assume-roled" ] ||
   fail "purge left $(ls -d "$root/etc/assume-roled" "$root/var/lib/assume-roled" 2>/dev/null)"
 ok "purge deletes the configuration and the state directory"
+
+# The .rpm, installed and run under the same systemd: Debian's rpm has no Amazon Linux beneath
+# it (--nodeps: its dependencies are Amazon Linux's packages), but the package's own scriptlets,
+# preset and files meet a real systemd (README, Install: what this shows and what it does not).
+say "the .rpm under systemd: install, serve, remove"
+ONLY=rpm BIN="$BIN" VERSION="$version" OUT="$work/package" "$ROOT/packaging/build.sh" >/dev/null
+# The .deb's user and group outlive its purge (as Debian's system users do): gone first, so that
+# the .rpm is seen making them.
+inside userdel assume-roled && inside groupdel assume-roled || fail "could not remove the .deb's user"
+unit_active() { [ "$(inside systemctl is-active "$1" || true)" = active ]; }
+cp "$work/package/assume-roled-$version-1.x86_64.rpm" "$root/var/tmp/"
+inside rpm -i --nodeps "/var/tmp/assume-roled-$version-1.x86_64.rpm" >"$work/rpm.log" 2>&1 ||
+  { cat "$work/rpm.log"; fail "rpm -i failed"; }
+inside getent passwd assume-roled >/dev/null || fail "the .rpm's %pre did not make the user"
+[ "$(stat -c '%a %U:%G' "$root/etc/assume-roled/config.toml")" = "640 root:assume-roled" ] ||
+  fail "the .rpm's configuration is $(stat -c '%a %U:%G' "$root/etc/assume-roled/config.toml")"
+for unit in "$UNIT.socket" assume-roled-guard.service; do
+  [ "$(inside systemctl is-enabled "$unit")" = enabled ] || fail "the .rpm's preset did not enable $unit"
+  wait_until 10 unit_active "$unit" || fail "the .rpm did not start $unit"
+done
+[ "$(inside systemctl is-enabled "$UNIT.service" || true)" = disabled ] || fail "the .rpm enabled the service"
+ok "the .rpm installs: user, configuration 0640 root:assume-roled, socket and guard's watch enabled and started, service left to the operator"
+write_config piyo
+code=$(fetch piyo)
+[ "$code" = 200 ] || fail "through the .rpm's socket: $code $(cat "$work/answer")"
+is_state active || fail "the request did not start the .rpm's service"
+ok "a request to the .rpm's socket starts the service, which serves credentials"
+inside rpm -e assume-roled >"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -e failed"; }
+[ ! -e "$root/usr/bin/assume-roled" ] || fail "rpm -e left the binary"
+is_state inactive || fail "the service is $(inside systemctl is-active $UNIT) after rpm -e"
+for unit in "$UNIT.socket" assume-roled-guard.service; do
+  [ "$(inside systemctl is-active "$unit" || true)" = inactive ] || fail "rpm -e left $unit running"
+done
+ok "rpm -e stops and disables the service, the socket and the guard's watch, and removes the files"
 
 say "all $checks systemd checks passed"
