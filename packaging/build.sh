@@ -42,6 +42,13 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || 
 export SOURCE_DATE_EPOCH
 export ASSUME_ROLED_COMMIT=${ASSUME_ROLED_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
 export TZ=UTC LC_ALL=C
+# The release builds: in a target directory of their own, with the paths of this checkout and of
+# cargo's sources replaced in the binaries (panic locations name them; a clone elsewhere, or
+# another machine, would otherwise build other bytes). Their own directory, because other flags
+# would make every build in target/release (make, the benchmarks) start over.
+CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
+release_cargo=(env CARGO_TARGET_DIR="$ROOT/target/package-build"
+  CARGO_ENCODED_RUSTFLAGS="--remap-path-prefix=$ROOT=/build/assume-roled"$'\x1f'"--remap-path-prefix=$CARGO_HOME=/cargo" cargo)
 
 fail() { echo "package: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null || fail "$1 is missing: $2"; }
@@ -68,11 +75,11 @@ arch_names() {
 release_binary() {
   arch_names "$1"
   if [ "$1" = x86_64 ]; then
-    cargo build --release --locked --quiet
+    "${release_cargo[@]}" build --release --locked --quiet
     # A stale or unapplied link order (build.rs) costs idle memory, nothing else: say so
     # loudly, but a rustc update must not stop a release.
-    bench/link-order.sh check --warn target/release/assume-roled >&2
-    echo "$ROOT/target/release/assume-roled"
+    bench/link-order.sh check --warn target/package-build/release/assume-roled >&2
+    echo "$ROOT/target/package-build/release/assume-roled"
     return
   fi
   need "${tools}gcc" "apt-get install gcc-aarch64-linux-gnu"
@@ -80,8 +87,8 @@ release_binary() {
   # The C parts (aws-lc) and the link with the cross compiler; no link order (x86_64 names).
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=${tools}gcc CC_aarch64_unknown_linux_gnu=${tools}gcc \
     AR_aarch64_unknown_linux_gnu=${tools}ar ASSUME_ROLED_LINK_ORDER=0 \
-    cargo build --release --locked --quiet --target "$rust_target"
-  echo "$ROOT/target/$rust_target/release/assume-roled"
+    "${release_cargo[@]}" build --release --locked --quiet --target "$rust_target"
+  echo "$ROOT/target/package-build/$rust_target/release/assume-roled"
 }
 
 # stripped BINARY ARCH [NAME]: a copy of BINARY (for ARCH) without its symbol table (the
@@ -214,8 +221,8 @@ build_tarball() {
     need_target "$musl"
     # The musl target links with the C toolchain's ld, which has no ordering option: no link
     # order, and no build.rs warning about it.
-    ASSUME_ROLED_LINK_ORDER=0 cargo build --release --locked --quiet --target "$musl"
-    binary=$(stripped "target/$musl/release/assume-roled" "$1" "$1-musl")
+    ASSUME_ROLED_LINK_ORDER=0 "${release_cargo[@]}" build --release --locked --quiet --target "$musl"
+    binary=$(stripped "target/package-build/$musl/release/assume-roled" "$1" "$1-musl")
     target=$musl
   fi
   local name=assume-roled-$VERSION-$target

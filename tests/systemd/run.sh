@@ -598,8 +598,9 @@ cp "$work/package/assume-roled-$version-1.x86_64.rpm" "$root/var/tmp/"
 inside rpm -i --nodeps "/var/tmp/assume-roled-$version-1.x86_64.rpm" >"$work/rpm.log" 2>&1 ||
   { cat "$work/rpm.log"; fail "rpm -i failed"; }
 inside getent passwd assume-roled >/dev/null || fail "the .rpm's %pre did not make the user"
-[ "$(stat -c '%a %U:%G' "$root/etc/assume-roled/config.toml")" = "640 root:assume-roled" ] ||
-  fail "the .rpm's configuration is $(stat -c '%a %U:%G' "$root/etc/assume-roled/config.toml")"
+# Owner and group as the container names them (the host's names for its ids differ).
+[ "$(inside stat -c '%a %U:%G' /etc/assume-roled/config.toml)" = "640 root:assume-roled" ] ||
+  fail "the .rpm's configuration is $(inside stat -c '%a %U:%G' /etc/assume-roled/config.toml)"
 for unit in "$UNIT.socket" assume-roled-guard.service; do
   [ "$(inside systemctl is-enabled "$unit")" = enabled ] || fail "the .rpm's preset did not enable $unit"
   wait_until 10 unit_active "$unit" || fail "the .rpm did not start $unit"
@@ -607,9 +608,14 @@ done
 [ "$(inside systemctl is-enabled "$UNIT.service" || true)" = disabled ] || fail "the .rpm enabled the service"
 ok "the .rpm installs: user, configuration 0640 root:assume-roled, socket and guard's watch enabled and started, service left to the operator"
 write_config piyo
+# The first request starts the service, which makes the token; then a client asks with it.
+curl -s -o /dev/null "http://127.0.0.1:$listen_port/readyz" || true
+wait_until 20 is_state active || fail "a request to the .rpm's socket did not start the service"
+wait_until 20 test -s "$root/var/lib/assume-roled/token" || fail "the .rpm's service made no token"
+serves_piyo() { [ "$(fetch piyo)" = 200 ]; }
+wait_until 20 serves_piyo || true
 code=$(fetch piyo)
 [ "$code" = 200 ] || fail "through the .rpm's socket: $code $(cat "$work/answer")"
-is_state active || fail "the request did not start the .rpm's service"
 ok "a request to the .rpm's socket starts the service, which serves credentials"
 inside rpm -e assume-roled >"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -e failed"; }
 [ ! -e "$root/usr/bin/assume-roled" ] || fail "rpm -e left the binary"
