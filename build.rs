@@ -57,8 +57,13 @@ fn record_commit() {
         let text = String::from_utf8(output.stdout).ok()?;
         output.status.success().then(|| text.trim().to_owned())
     };
-    for file in ["HEAD", "refs/heads", "packed-refs"] {
-        if let Some(path) = git(&["rev-parse", "--git-path", file]) {
+    // HEAD, the branch file it names, and packed-refs: only those that exist (cargo takes a
+    // missing file for a changed one, and would rebuild the crate on every build).
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for file in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(path) = git(&["rev-parse", "--git-path", file])
+            && Path::new(&path).exists()
+        {
             println!("cargo:rerun-if-changed={path}");
         }
     }

@@ -28,9 +28,16 @@
 # ARCHES (a subset of "x86_64 aarch64"), BIN (package this x86_64 binary instead of building the
 # release one; then ARCHES is x86_64 and no tarball is built).
 set -euo pipefail
+# A failing command inside $(...) fails the script too (a failed build must not ship an older
+# binary left in the target directory).
+shopt -s inherit_errexit
 # Whatever the builder's umask, the packages' directories are 0755 and files as installed.
 umask 022
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# OUT and BIN as the caller named them, before the cd below.
+[ -z "${OUT:-}" ] || OUT=$(realpath -m "$OUT")
+[ -z "${BIN:-}" ] || BIN=$(realpath "$BIN")
+# The physical path: the one the compiler sees, and remaps.
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
 cd "$ROOT"
 VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)}
 OUT=${OUT:-$ROOT/target/package}
@@ -40,13 +47,18 @@ ARCHES=${ARCHES:-x86_64 aarch64}
 # The last commit's time: every file in every archive, and the archives' own times.
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
-export ASSUME_ROLED_COMMIT=${ASSUME_ROLED_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
+# The commit `--version` names; a tree with uncommitted changes is not that commit, and says so.
+if [ -z "${ASSUME_ROLED_COMMIT:-}" ]; then
+  ASSUME_ROLED_COMMIT=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+  [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || ASSUME_ROLED_COMMIT+=-modified
+fi
+export ASSUME_ROLED_COMMIT
 export TZ=UTC LC_ALL=C
 # The release builds: in a target directory of their own, with the paths of this checkout and of
 # cargo's sources replaced in the binaries (panic locations name them; a clone elsewhere, or
 # another machine, would otherwise build other bytes). Their own directory, because other flags
 # would make every build in target/release (make, the benchmarks) start over.
-CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
+CARGO_HOME=$(realpath "${CARGO_HOME:-$HOME/.cargo}")
 release_cargo=(env CARGO_TARGET_DIR="$ROOT/target/package-build"
   CARGO_ENCODED_RUSTFLAGS="--remap-path-prefix=$ROOT=/build/assume-roled"$'\x1f'"--remap-path-prefix=$CARGO_HOME=/cargo" cargo)
 
@@ -131,11 +143,31 @@ manuals() {
   install -D -m 0644 "$pages/completions/assume-roled.fish" "$1/usr/share/fish/vendor_completions.d/assume-roled.fish"
 }
 
+# deb_depends BINARY GLIBC: the C libraries BINARY links, as Debian packages (the two a Rust
+# program links; another one fails the build rather than go undeclared).
+deb_depends() {
+  local needed depends="libc6 (>= $2)"
+  for needed in $("${tools}objdump" -p "$1" | awk '/NEEDED/ {print $2}'); do
+    case $needed in
+      libc.so.6 | libm.so.6 | ld-linux*) ;;
+      libgcc_s.so.1) depends+=", libgcc-s1" ;;
+      *) fail "$1 links $needed, which the .deb would not declare" ;;
+    esac
+  done
+  echo "$depends"
+}
+
 # docs DIR: the documentation every package and tarball carries, into DIR.
 docs() {
   install -d -m 0755 "$1"
   install -m 0644 README.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE "$1/"
-  python3 scripts/licences.py notice "$1/THIRD-PARTY-NOTICES"
+  notice "$1/THIRD-PARTY-NOTICES"
+}
+
+# notice FILE: the third-party notices (made once per run) copied to FILE.
+notice() {
+  [ -s "$work/THIRD-PARTY-NOTICES" ] || python3 scripts/licences.py notice "$work/THIRD-PARTY-NOTICES"
+  install -m 0644 "$work/THIRD-PARTY-NOTICES" "$1"
 }
 
 # stage DIR BINARY: the packages' tree, as `make install` lays it out under /usr and /etc.
@@ -158,7 +190,7 @@ build_deb() {
   doc=$tree/usr/share/doc/assume-roled
   # Debian's documentation layout: the copyright file, the changelogs compressed.
   install -m 0644 packaging/debian/copyright "$doc/copyright"
-  python3 scripts/licences.py notice "$doc/THIRD-PARTY-NOTICES"
+  notice "$doc/THIRD-PARTY-NOTICES"
   install -m 0644 README.md "$doc/README.md"
   install -m 0644 CHANGELOG.md "$doc/changelog"
   sed -e "s/@VERSION@/$VERSION/" -e "s/@DATE@/$(date -u -R -d "@$SOURCE_DATE_EPOCH")/" \
@@ -172,9 +204,10 @@ build_deb() {
   # The newest glibc symbol version the binary needs is the C library it depends on.
   local glibc size
   glibc=$(glibc_of "$1")
-  size=$(du -sk --exclude=DEBIAN "$tree" | cut -f 1)
+  # Apparent sizes: what the files hold, whatever the file system they were staged on.
+  size=$(du -s --apparent-size --block-size=1K --exclude=DEBIAN "$tree" | cut -f 1)
   sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$deb_arch/" -e "s/@SIZE@/$size/" \
-    -e "s/@DEPENDS@/libc6 (>= $glibc)/" packaging/debian/control.in >"$tree/DEBIAN/control"
+    -e "s/@DEPENDS@/$(deb_depends "$1" "$glibc")/" packaging/debian/control.in >"$tree/DEBIAN/control"
   (cd "$tree" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) \
     >"$tree/DEBIAN/md5sums"
   chmod 0644 "$tree/DEBIAN/md5sums"
@@ -192,7 +225,7 @@ build_rpm() {
   manuals "$tree" /usr/share/zsh/site-functions
   install -D -m 0644 packaging/assume-roled.preset "$tree/usr/lib/systemd/system-preset/80-assume-roled.preset"
   install -m 0644 README.md CHANGELOG.md "$tree/usr/share/doc/assume-roled/"
-  python3 scripts/licences.py notice "$tree/usr/share/doc/assume-roled/THIRD-PARTY-NOTICES"
+  notice "$tree/usr/share/doc/assume-roled/THIRD-PARTY-NOTICES"
   install -D -m 0644 LICENSE-MIT "$tree/usr/share/licenses/assume-roled/LICENSE-MIT"
   install -m 0644 LICENSE-APACHE "$tree/usr/share/licenses/assume-roled/LICENSE-APACHE"
   settle "$tree"
