@@ -10,6 +10,8 @@
 #   4. reproducible: `make package` in a second clone of this commit, at another path, writes a
 #      byte-identical SHA256SUMS (REPRODUCE=0 skips it, for a quick run; CI does not).
 set -euo pipefail
+# Producers are piped into grep without -q: grep -q stops reading at the first match, and the
+# producer's SIGPIPE would fail the pipeline (pipefail).
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 VENV=$ROOT/.venv
@@ -39,7 +41,7 @@ done
 ok "x86_64 and aarch64: two .debs, two .rpms, two tarballs, all in SHA256SUMS"
 # The C library the packages ask for is the one Amazon Linux 2023 has (2.34) or older.
 for deb in "${debs[@]}"; do
-  glibc=$(dpkg-deb -f "$deb" Depends | grep -o 'libc6 (>= [0-9.]*)' | grep -o '[0-9][0-9.]*')
+  glibc=$(dpkg-deb -f "$deb" Depends | sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p')
   dpkg --compare-versions "$glibc" le 2.34 || fail "${deb##*/} needs glibc $glibc, newer than Amazon Linux 2023's 2.34"
 done
 
@@ -65,7 +67,7 @@ for deb in "${debs[@]}"; do
     grep -q "/usr/share/doc/assume-roled/$path\$" <<<"$listing" || fail "${deb##*/} has no $path"
   done
   dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/assume-roled/copyright |
-    grep -q '^License: MIT or Apache-2.0$' || fail "${deb##*/}: the copyright file names another licence"
+    grep '^License: MIT or Apache-2.0$' >/dev/null || fail "${deb##*/}: the copyright file names another licence"
 done
 for rpm in "${rpms[@]}"; do
   [ "$(rpm -qp --queryformat '%{LICENSE}' "$rpm" 2>/dev/null)" = "MIT OR Apache-2.0" ] ||
@@ -105,7 +107,7 @@ rendered=$(MANWIDTH=80 man -l "$work/amd64/usr/share/man/man8/assume-roled.8.gz"
 for command in serve check status guard env; do
   grep -q "assume-roled-$command(8)" <<<"$rendered" || fail "assume-roled(8) does not name $command"
 done
-MANWIDTH=80 man -l "$work/amd64/usr/share/man/man5/assume-roled.toml.5.gz" 2>/dev/null | grep -q 'roles\[\]\.arn' ||
+MANWIDTH=80 man -l "$work/amd64/usr/share/man/man5/assume-roled.toml.5.gz" 2>/dev/null | grep 'roles\[\]\.arn' >/dev/null ||
   fail "assume-roled.toml(5) does not document roles[].arn"
 for path in /usr/share/bash-completion/completions/assume-roled /usr/share/zsh/vendor-completions/_assume-roled \
   /usr/share/fish/vendor_completions.d/assume-roled.fish; do
@@ -115,11 +117,11 @@ bash -c "source '$work/amd64/usr/share/bash-completion/completions/assume-roled'
   fail "the bash completion does not register for assume-roled"
 for path in /usr/share/man/man8/assume-roled.8.gz /usr/share/zsh/site-functions/_assume-roled \
   /usr/share/fish/vendor_completions.d/assume-roled.fish; do
-  rpm -qlp "${rpms[0]}" 2>/dev/null | grep -qx "$path" || fail "the .rpm has no $path"
+  rpm -qlp "${rpms[0]}" 2>/dev/null | grep -x "$path" >/dev/null || fail "the .rpm has no $path"
 done
 # The other packages and the tarballs carry the same pages and completions.
-dpkg-deb -c "${debs[1]}" | grep -q '/usr/share/man/man5/assume-roled.toml.5.gz$' || fail "the arm64 .deb has no man pages"
-rpm -qlp "${rpms[1]}" 2>/dev/null | grep -qx /usr/share/man/man8/assume-roled.8.gz || fail "the aarch64 .rpm has no man pages"
+dpkg-deb -c "${debs[1]}" | grep '/usr/share/man/man5/assume-roled.toml.5.gz$' >/dev/null || fail "the arm64 .deb has no man pages"
+rpm -qlp "${rpms[1]}" 2>/dev/null | grep -x /usr/share/man/man8/assume-roled.8.gz >/dev/null || fail "the aarch64 .rpm has no man pages"
 for tarball in "${tarballs[@]}"; do
   name=$(basename "$tarball" .tar.gz)
   [ "$(tar -tzf "$tarball" | grep -Ec "^$name/(man8/.*\.8|man5/.*\.5|completions/.+)$")" = 10 ] ||
@@ -132,15 +134,15 @@ command -v qemu-aarch64-static >/dev/null || fail "qemu-aarch64-static is missin
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || fail "the aarch64 C library is missing: apt-get install libc6-arm64-cross"
 dpkg-deb -x "${debs[1]}" "$work/arm64"
 arm64=$work/arm64/usr/bin/assume-roled
-file "$arm64" | grep -q 'ARM aarch64' || fail "the arm64 .deb's binary is not an aarch64 program: $(file "$arm64")"
+file "$arm64" | grep 'ARM aarch64' >/dev/null || fail "the arm64 .deb's binary is not an aarch64 program: $(file "$arm64")"
 # qemu runs the binary with the cross C library (-L), as it would run on a Graviton host.
 run_arm64() { qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm64" "$@"; }
-run_arm64 --version | grep -Eq "^assume-roled $VERSION \(commit [0-9a-f]{12}\)$" ||
+run_arm64 --version | grep -E "^assume-roled $VERSION \(commit [0-9a-f]{12}\)$" >/dev/null ||
   fail "aarch64 --version: $(run_arm64 --version 2>&1)"
 # The commit it names is this tree's (a tree with uncommitted changes says so).
 commit=$(git rev-parse --short=12 HEAD)
 [ -z "$(git status --porcelain --untracked-files=no)" ] || commit+=-modified
-run_arm64 --version | grep -q "(commit $commit)" || fail "aarch64 --version names another commit than $commit"
+run_arm64 --version | grep "(commit $commit)" >/dev/null || fail "aarch64 --version names another commit than $commit"
 ok "aarch64: $(run_arm64 --version)"
 [ -x "$VENV/bin/moto_server" ] || fail "$VENV is missing: run make venv"
 free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
