@@ -1,6 +1,7 @@
 # Shared by the benchmarks (bench/run.sh, bench/sessions.sh, bench/quick.sh), sourced: paths, helpers that
 # measure, and the AWS stand-ins (moto behind the counting STS proxy), which stop with the
-# script. Sets: ROOT VENV BIN RESULTS work pids sts host_env, and the helpers below (start_daemon:
+# script. Sets: ROOT VENV BIN RESULTS sts, what tests/support/stand_ins.sh sets (work, pids,
+# host_env and its helpers), and the helpers below (start_daemon:
 # the daemon as users run it, serving piyo).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,18 +20,9 @@ RESULTS=${RESULTS:-$ROOT/bench/results.md}
 BIN=$ROOT/target/release/assume-roled
 BASELINE=$ROOT/target/release/examples/bench_baseline
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-say() { printf '\n== %s\n' "$*" >&2; }
+# The work directory, cleanup at exit, say, free_port, wait_until, start_moto.
+source "$ROOT/tests/support/stand_ins.sh"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_until() { for _ in $(seq 500); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.02; done; return 1; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 # anon_kib PID: the resident memory that is the process's own (heap, stacks), not pages of files.
@@ -50,24 +42,15 @@ else
 fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-[ -x "$VENV/bin/moto_server" ] || { echo "run make venv first" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n 4096
 
 say "AWS stand-ins: moto behind a counting STS proxy"
-moto_port=$(free_port)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
-pids+=($!)
-wait_until curl -sf "http://127.0.0.1:$moto_port/moto-api/"
-host=$("$VENV/bin/python" tests/support/bootstrap.py "http://127.0.0.1:$moto_port")
+start_moto
 "$VENV/bin/python" tests/support/sts_proxy.py "http://127.0.0.1:$moto_port" >"$work/proxy.port" &
 pids+=($!)
 wait_until test -s "$work/proxy.port"
 sts="http://127.0.0.1:$(head -n 1 "$work/proxy.port")"
 assume_role_calls() { curl -s "$sts/__proxy/stats" | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin).get("AssumeRole", 0))'; }
-host_field() { "$VENV/bin/python" -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$host"; }
-host_env=(AWS_ACCESS_KEY_ID="$(host_field AccessKeyId)" AWS_SECRET_ACCESS_KEY="$(host_field SecretAccessKey)"
-  AWS_SESSION_TOKEN="$(host_field SessionToken)" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-  AWS_EC2_METADATA_DISABLED=true)
 
 # start_daemon PORT [SERVER_KEYS] [restricted]: a daemon on PORT serving piyo with the
 # installed starter configuration (systemd/config.toml: one role, every default) and [sts]

@@ -35,11 +35,11 @@ fn command_pages(dir: &Path) -> io::Result<()> {
     // The `help` command is clap's, and needs no page of its own.
     let mut command = Cli::command().disable_help_subcommand(true);
     command.build();
-    write_page(dir, NAME, command.clone(), MAIN_SECTIONS)?;
+    write_page(dir, NAME, command.clone(), &[MAIN_SECTIONS, MAIN_SEE_ALSO])?;
     for sub in command.get_subcommands() {
         // Built, a command's display name is already `assume-roled-<command>`.
         let name = format!("{NAME}-{}", sub.get_name());
-        write_page(dir, &name, sub.clone(), SEE_ALSO)?;
+        write_page(dir, &name, sub.clone(), &[COMMAND_SEE_ALSO])?;
     }
     Ok(())
 }
@@ -61,11 +61,16 @@ named by file, line and key (systemd does not restart the service on it); 1 on a
 failure (\fBstatus\fR: a role has nothing to serve).
 "#;
 
-const SEE_ALSO: &str = r#".SH SEE ALSO
+const MAIN_SEE_ALSO: &str = r#".SH SEE ALSO
+\fBassume-roled.toml\fR(5), \fBsystemctl\fR(1)
+"#;
+
+const COMMAND_SEE_ALSO: &str = r#".SH SEE ALSO
 \fBassume-roled\fR(8), \fBassume-roled.toml\fR(5), \fBsystemctl\fR(1)
 "#;
 
-fn write_page(dir: &Path, name: &str, command: clap::Command, extra: &str) -> io::Result<()> {
+/// `command`'s page as `name.8`, clap_mangen's sections followed by `extra` (roff).
+fn write_page(dir: &Path, name: &str, command: clap::Command, extra: &[&str]) -> io::Result<()> {
     let man = clap_mangen::Man::new(command)
         .title(name.to_uppercase())
         .section("8")
@@ -73,10 +78,7 @@ fn write_page(dir: &Path, name: &str, command: clap::Command, extra: &str) -> io
         .manual("System Administration");
     let mut page = Vec::new();
     man.render(&mut page)?;
-    page.extend_from_slice(extra.as_bytes());
-    if extra == MAIN_SECTIONS {
-        page.extend_from_slice(SEE_ALSO.replace(r"\fBassume-roled\fR(8), ", "").as_bytes());
-    }
+    page.extend_from_slice(extra.concat().as_bytes());
     fs::write(dir.join(format!("{name}.8")), page)
 }
 

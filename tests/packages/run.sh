@@ -17,18 +17,10 @@ cd "$ROOT"
 VENV=$ROOT/.venv
 OUT=${OUT:-$ROOT/target/package}
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-say() { printf '\n== %s\n' "$*"; }
+# The work directory, cleanup at exit, say, free_port, wait_until, start_moto.
+source tests/support/stand_ins.sh
 ok() { printf 'ok: %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
-wait_until() { for _ in $(seq 500); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.02; done; return 1; }
 [ -s "$OUT/SHA256SUMS" ] || fail "no packages in $OUT: run make package first"
 (cd "$OUT" && sha256sum --quiet -c SHA256SUMS) || fail "SHA256SUMS does not match the files in $OUT"
 debs=("$OUT"/assume-roled_"$VERSION"_{amd64,arm64}.deb)
@@ -144,14 +136,7 @@ commit=$(git rev-parse --short=12 HEAD)
 [ -z "$(git status --porcelain --untracked-files=no)" ] || commit+=-modified
 run_arm64 --version | grep "(commit $commit)" >/dev/null || fail "aarch64 --version names another commit than $commit"
 ok "aarch64: $(run_arm64 --version)"
-[ -x "$VENV/bin/moto_server" ] || fail "$VENV is missing: run make venv"
-free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-moto_port=$(free_port)
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
-pids+=($!)
-wait_until curl -sf "http://127.0.0.1:$moto_port/moto-api/" || fail "moto did not start"
-host=$("$VENV/bin/python" tests/support/bootstrap.py "http://127.0.0.1:$moto_port")
-host_field() { "$VENV/bin/python" -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$host"; }
+start_moto
 port=$(free_port)
 cat >"$work/config.toml" <<EOF
 [server]
@@ -170,9 +155,7 @@ status=0
 run_arm64 check --config "$work/nonexistent.toml" >/dev/null 2>&1 || status=$?
 [ "$status" = 78 ] || fail "aarch64 check of a missing file exited $status, not 78"
 ok "aarch64: check of a missing configuration exits 78"
-env -i PATH="$PATH" AWS_ACCESS_KEY_ID="$(host_field AccessKeyId)" AWS_SECRET_ACCESS_KEY="$(host_field SecretAccessKey)" \
-  AWS_SESSION_TOKEN="$(host_field SessionToken)" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-  AWS_EC2_METADATA_DISABLED=true qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm64" serve \
+env -i PATH="$PATH" "${host_env[@]}" qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm64" serve \
   --config "$work/config.toml" 2>"$work/serve.log" &
 pids+=($!)
 # Emulated, start-up takes seconds rather than milliseconds.
