@@ -129,7 +129,7 @@ arm64=$work/arm64/usr/bin/assume-roled
 file "$arm64" | grep 'ARM aarch64' >/dev/null || fail "the arm64 .deb's binary is not an aarch64 program: $(file "$arm64")"
 # qemu runs the binary with the cross C library (-L), as it would run on a Graviton host.
 run_arm64() { qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm64" "$@"; }
-run_arm64 --version | grep -E "^assume-roled $VERSION \(commit [0-9a-f]{12}\)$" >/dev/null ||
+run_arm64 --version | grep -E "^assume-roled $VERSION \(commit [0-9a-f]{12}(-modified)?\)$" >/dev/null ||
   fail "aarch64 --version: $(run_arm64 --version 2>&1)"
 # The commit it names is this tree's (a tree with uncommitted changes says so).
 commit=$(git rev-parse --short=12 HEAD)
