@@ -92,6 +92,35 @@ pub enum Command {
         #[arg(long, conflicts_with = "inline_token")]
         compose: bool,
     },
+    /// Print one role's credentials in the `credential_process` format, from the running
+    /// daemon, with the role's token file: what a profile's `credential_process` runs.
+    ///
+    /// The daemon decides as for any client (the same grant, audit line and per-user session);
+    /// this command never calls STS and never writes anything. On any error it prints nothing
+    /// on stdout and exits 1.
+    Credentials {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The role.
+        #[arg(long)]
+        role: String,
+        /// The public copy of the endpoints, read when the configuration is not readable.
+        #[arg(long, value_name = "PATH", default_value_os_t = env::default_public_copy())]
+        endpoints: PathBuf,
+    },
+    /// Print an AWS profile (`credential_process`) for every role whose token file you can
+    /// read, to append to ~/.aws/config; --write appends the missing ones.
+    Profiles {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Append the profiles that ~/.aws/config (or $AWS_CONFIG_FILE) does not have yet,
+        /// leaving every other line as it is.
+        #[arg(long)]
+        write: bool,
+        /// The public copy of the endpoints, read when the configuration is not readable.
+        #[arg(long, value_name = "PATH", default_value_os_t = env::default_public_copy())]
+        endpoints: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -37,8 +37,9 @@
 //!   the parts its caller hands in and joins its tasks; [`signals`] turns signals into
 //!   cancellation and reload requests;
 //! - [`env`](mod@env) is the `env` command, and the public copy of where roles are served that
-//!   the daemon writes for it; [`check`] is the `check` command; [`status_client`] fetches
-//!   the daemon's report for the `status` command; [`cli`] is the command line's definition,
+//!   the daemon writes for it; [`check`] is the `check` command; [`client`] asks the
+//!   running daemon for the `status` and `credentials` commands; [`profiles`] is the
+//!   `credentials` and `profiles` commands (each role as an AWS profile); [`cli`] is the command line's definition,
 //!   which `main` parses and the man page and completions are made from.
 //!
 //! One lock policy: the few std mutexes guard caches and are never held across an `.await`; a
@@ -79,7 +80,8 @@ pub mod env;
 pub mod daemon;
 pub mod signals;
 pub mod check;
-pub mod status_client;
+pub mod client;
+pub mod profiles;
 pub mod cli;
 #[cfg(test)]
 mod fake;

@@ -19,7 +19,7 @@ use assume_roled::config;
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
 use assume_roled::env::{self, profile_lines};
 use assume_roled::logs::{self, QueueWriter};
-use assume_roled::{check, daemon, guard, signals, status, status_client};
+use assume_roled::{check, client, daemon, guard, profiles, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
 const EXIT_CONFIG: u8 = 78;
@@ -94,7 +94,7 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
         }
         Command::Status { config, json } => {
             let loaded = config::load(&config.config)?;
-            let report = status_client::fetch(&loaded)?;
+            let report = client::fetch(&loaded)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -149,6 +149,43 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Credentials {
+            config,
+            role,
+            endpoints,
+        } => {
+            let endpoints = env::load_endpoints(&config.config, &endpoints)?;
+            println!("{}", profiles::credentials(&endpoints, &role)?);
+            Ok(())
+        }
+        Command::Profiles {
+            config,
+            write,
+            endpoints,
+        } => {
+            let endpoints = env::load_endpoints(&config.config, &endpoints)?;
+            let binary = std::env::current_exe().context("cannot tell this program's path")?;
+            let readable = |path: &std::path::Path| std::fs::File::open(path).is_ok();
+            let stanzas = profiles::stanzas(&endpoints, readable, &binary, &config.config);
+            if stanzas.is_empty() {
+                anyhow::bail!(
+                    "cannot read the token file of any role; members of a role's group may \
+                     (ask an administrator to add you)"
+                );
+            }
+            if !write {
+                let texts: Vec<&str> = stanzas.iter().map(|s| s.text.as_str()).collect();
+                print!("{}", texts.join("\n"));
+                return Ok(());
+            }
+            let path = profiles::aws_config_path()?;
+            let added = profiles::append_missing(&path, &stanzas)?;
+            match added.is_empty() {
+                true => println!("{}: every profile is there already", path.display()),
+                false => println!("{}: added {}", path.display(), added.join(", ")),
+            }
+            Ok(())
+        }
         Command::Env {
             config,
             role,

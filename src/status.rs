@@ -1,5 +1,5 @@
 //! Role status for operators: the daemon's `GET /status` report (token-protected), and how the
-//! `assume-roled status` command prints it ([`crate::status_client`] fetches it).
+//! `assume-roled status` command prints it ([`crate::client`] fetches it).
 //!
 //! A role is `fresh` (servable, last attempt succeeded), `refreshing` (an STS call is in
 //! flight), `stale-serving` (STS is failing but the last good set is still served) or

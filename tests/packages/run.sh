@@ -90,7 +90,7 @@ ok "licence, copyright, notices (with the crates' licence texts) and changelogs 
 # warning, and the command page names every command.
 dpkg-deb -x "${debs[0]}" "$work/amd64"
 pages=("$work"/amd64/usr/share/man/man8/*.8.gz "$work"/amd64/usr/share/man/man5/*.5.gz)
-[ ${#pages[@]} = 7 ] || fail "the .deb has ${#pages[@]} man pages, not 7 (assume-roled, 5 commands, the file)"
+[ ${#pages[@]} = 9 ] || fail "the .deb has ${#pages[@]} man pages, not 9 (assume-roled, 7 commands, the file)"
 for page in "${pages[@]}"; do
   warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$page" 2>&1 >/dev/null)
   [ -z "$warnings" ] || fail "man warns about ${page##*/}: $warnings"
@@ -116,10 +116,10 @@ dpkg-deb -c "${debs[1]}" | grep '/usr/share/man/man5/assume-roled.toml.5.gz$' >/
 rpm -qlp "${rpms[1]}" 2>/dev/null | grep -x /usr/share/man/man8/assume-roled.8.gz >/dev/null || fail "the aarch64 .rpm has no man pages"
 for tarball in "${tarballs[@]}"; do
   name=$(basename "$tarball" .tar.gz)
-  [ "$(tar -tzf "$tarball" | grep -Ec "^$name/(man8/.*\.8|man5/.*\.5|completions/.+)$")" = 10 ] ||
+  [ "$(tar -tzf "$tarball" | grep -Ec "^$name/(man8/.*\.8|man5/.*\.5|completions/.+)$")" = 12 ] ||
     fail "${tarball##*/} lacks man pages or completions"
 done
-ok "7 man pages that man renders without a warning (every command named; assume-roled.toml(5) made from the README's reference); bash, zsh and fish completions in both packages"
+ok "9 man pages that man renders without a warning (every command named; assume-roled.toml(5) made from the README's reference); bash, zsh and fish completions in both packages"
 
 say "3. the aarch64 binary, under emulation"
 command -v qemu-aarch64-static >/dev/null || fail "qemu-aarch64-static is missing: apt-get install qemu-user-static"
