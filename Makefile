@@ -118,6 +118,7 @@ install:
 	install -D -m 0644 systemd/assume-roled.tmpfiles $(DESTDIR)$(TMPFILESDIR)/assume-roled.conf
 	install -D -m 0644 systemd/profile.sh $(DESTDIR)$(SYSCONFDIR)/profile.d/assume-roled.sh
 	install -D -m 0644 config.example.toml $(DESTDIR)$(EXAMPLEDIR)/config.example.toml
+	install -D -m 0644 session-policy.example.json $(DESTDIR)$(EXAMPLEDIR)/session-policy.example.json
 	@# An existing configuration is never overwritten. It is the daemon's group's to read, not
 	@# everyone's (external ids, exempt users): systemd-tmpfiles gives it to group assume-roled
 	@# once systemd-sysusers has made the group (the README's install steps; and at every boot).

@@ -281,11 +281,11 @@ service, like the .deb and .rpm."
   fi
   awk -v build="$build" -v about="$about" '{ sub(/@BUILD@/, build); sub(/@ABOUT@/, about); print }' \
     packaging/INSTALL.txt >"$dir/INSTALL.txt"
-  cp config.example.toml "$dir/"
+  cp config.example.toml session-policy.example.json "$dir/"
   docs "$dir"
   cp -r "$(generated)/man5" "$(generated)/man8" "$(generated)/completions" "$dir/"
   chmod 0644 "$dir"/man5/* "$dir"/man8/* "$dir"/completions/*
-  chmod 0644 "$dir"/systemd/* "$dir"/*.md "$dir"/*.toml "$dir"/*.txt "$dir"/LICENSE-* "$dir/THIRD-PARTY-NOTICES"
+  chmod 0644 "$dir"/systemd/* "$dir"/*.md "$dir"/*.toml "$dir"/*.json "$dir"/*.txt "$dir"/LICENSE-* "$dir/THIRD-PARTY-NOTICES"
   settle "$dir"
   local tarball=$OUT/$name.tar.gz
   tar --owner=0 --group=0 --numeric-owner --sort=name --format=gnu -C "$work" -cf - "$name" |

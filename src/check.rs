@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 
 use crate::accounts;
-use crate::config::{Config, Subject};
+use crate::config::{Config, RoleConfig, SessionParams, Subject};
 use crate::credentials::Credentials;
 use crate::daemon::{self, Environment};
 use crate::guard_state::GuardState;
@@ -119,6 +119,9 @@ pub fn summary(config: &Config, group_exists: impl Fn(&str) -> bool) -> String {
                 ""
             },
         );
+        if let Some(line) = asked_beyond_names(role) {
+            let _ = writeln!(text, "  {line}");
+        }
         if let Some(file) = &role.token_file {
             let group = role.group.as_deref().unwrap_or("the daemon's group");
             let _ = writeln!(text, "  own token file {} for {group}", file.display());
@@ -136,8 +139,55 @@ pub fn summary(config: &Config, group_exists: impl Fn(&str) -> bool) -> String {
     text
 }
 
-/// Assumes every role once and prints the resulting identities; fails if any role fails.
-pub async fn assume_all(config: &Config) -> anyhow::Result<String> {
+/// The tags and session policies `role` sends, as configured (templates unfilled).
+fn asked_beyond_names(role: &RoleConfig) -> Option<String> {
+    let tags: Vec<String> = (role.tags.iter())
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    describe_asked(role, &tags)
+}
+
+/// `tags` (as `key=value`) and `role`'s session policies in a line; `None` if it has neither.
+fn describe_asked(role: &RoleConfig, tags: &[String]) -> Option<String> {
+    let mut parts = Vec::new();
+    if !tags.is_empty() {
+        let mut part = format!("tags {}", tags.join(", "));
+        if !role.transitive_tags.is_empty() {
+            let _ = write!(part, " (transitive: {})", role.transitive_tags.join(", "));
+        }
+        parts.push(part);
+    }
+    if !role.policy_arns.is_empty() {
+        parts.push(format!("session policies {}", role.policy_arns.join(", ")));
+    }
+    if let Some(policy) = &role.policy {
+        parts.push(format!(
+            "inline session policy {} ({} characters)",
+            policy.path.display(),
+            policy.json.chars().count()
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Who `check --assume` asks as: `as_user`, or the user running it.
+pub fn subject_for(as_user: Option<&str>) -> anyhow::Result<Subject> {
+    let uid = match as_user {
+        Some(name) => match accounts::user_id(name) {
+            Some(uid) => uid,
+            None => bail!("--as-user: there is no user {name} on this host"),
+        },
+        None => uzers::get_current_uid(),
+    };
+    Ok(Subject {
+        user: Some((uid, accounts::user(uid).map(|(name, _)| name))),
+        instance_id: None,
+    })
+}
+
+/// Assumes every role once, as `subject` (for roles served per user), and prints what each was
+/// asked with and the resulting identities; fails if any role fails.
+pub async fn assume_all(config: &Config, subject: &Subject) -> anyhow::Result<String> {
     let sts = SdkSts::new(&config.sts).await;
     let mut text = String::new();
     match sts.caller_identity().await {
@@ -146,15 +196,16 @@ pub async fn assume_all(config: &Config) -> anyhow::Result<String> {
         }
         Err(error) => bail!("cannot determine the source identity: {error}"),
     }
-    // A role served per user is tried as the user running `check`.
-    let uid = uzers::get_current_uid();
-    let subject = Subject {
-        user: Some((uid, accounts::user(uid).map(|(name, _)| name))),
-        instance_id: None,
-    };
     let mut failed = Vec::new();
     for role in &config.roles {
-        match sts.assume_role(role, &role.session_names(&subject)).await {
+        let params = role.session_params(subject);
+        let _ = writeln!(
+            text,
+            "role {}  {}",
+            role.name,
+            describe_params(role, &params)
+        );
+        match sts.assume_role(role, &params).await {
             Ok(credentials) => {
                 let _ = writeln!(text, "role {}  ok: {}", role.name, describe(&credentials));
             }
@@ -175,6 +226,21 @@ pub async fn assume_all(config: &Config) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// What one `AssumeRole` is asked with, filled in for its subject.
+fn describe_params(role: &RoleConfig, params: &SessionParams) -> String {
+    let mut text = format!("asks as session {}", params.session_name);
+    if let Some(identity) = &params.source_identity {
+        let _ = write!(text, ", source identity {identity}");
+    }
+    let tags: Vec<String> = (params.tags.iter())
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    if let Some(asked) = describe_asked(role, &tags) {
+        let _ = write!(text, "; {asked}");
+    }
+    text
+}
+
 fn describe(credentials: &Credentials) -> String {
     format!(
         "{} key {} expires {}",
@@ -188,6 +254,33 @@ fn describe(credentials: &Credentials) -> String {
 mod tests {
     use super::*;
     use crate::config::from_toml;
+
+    #[test]
+    fn summary_and_assume_show_tags_and_policies() {
+        let text = "[[roles]]\nname = \"piyo\"\narn = \"arn:aws:iam::444455556666:role/piyo-role\"\n\
+                    session_name = \"{user}@{host}\"\n\
+                    tags = { user = \"{user}\", team = \"platform\" }\ntransitive_tags = [\"team\"]\n\
+                    policy_arns = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"]\n";
+        let config = from_toml(text, "web-1").unwrap();
+        let summary = summary(&config, |_| true);
+        assert!(
+            summary.contains(
+                "  tags team=platform, user={user} (transitive: team); session policies \
+                 arn:aws:iam::aws:policy/ReadOnlyAccess\n"
+            ),
+            "{summary}"
+        );
+        let alice = Subject {
+            user: Some((1001, Some("alice".to_owned()))),
+            instance_id: None,
+        };
+        let role = &config.roles[0];
+        assert_eq!(
+            describe_params(role, &role.session_params(&alice)),
+            "asks as session alice@web-1; tags team=platform, user=alice (transitive: team); \
+             session policies arn:aws:iam::aws:policy/ReadOnlyAccess"
+        );
+    }
 
     #[test]
     fn summary_names_role_token_files_and_missing_groups() {

@@ -35,9 +35,14 @@ pub enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
-        /// Also call AssumeRole once per role and print the identity obtained.
+        /// Also call AssumeRole once per role and print what it was asked with (session name,
+        /// tags, session policies) and the identity obtained.
         #[arg(long)]
         assume: bool,
+        /// With --assume: ask as this local user (for roles served per user, and the tags that
+        /// name the user); by default the user running `check`.
+        #[arg(long, value_name = "NAME", requires = "assume")]
+        as_user: Option<String>,
     },
     /// Ask the running daemon how each role is doing; exits 1 if any has nothing to serve.
     Status {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
-use crate::config::{RoleArn, RoleConfig, SessionNames, Template};
+use crate::config::{RoleArn, RoleConfig, SessionParams, Template};
 use crate::credentials::Credentials;
 use crate::sts::{ErrorKind, Sts, StsError};
 
@@ -138,7 +138,7 @@ impl FakeSts {
     }
 
     /// The session name of every call so far.
-    pub fn session_names(&self) -> Vec<String> {
+    pub fn session_params(&self) -> Vec<String> {
         self.sessions.lock().unwrap().clone()
     }
 
@@ -158,7 +158,7 @@ impl Sts for FakeSts {
     async fn assume_role(
         &self,
         role: &RoleConfig,
-        session: &SessionNames,
+        session: &SessionParams,
     ) -> Result<Credentials, StsError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         self.sessions
@@ -207,6 +207,10 @@ pub fn role(name: &str) -> RoleConfig {
         token_file: None,
         group: None,
         max_sessions: crate::config::DEFAULT_MAX_SESSIONS,
+        tags: Vec::new(),
+        transitive_tags: Vec::new(),
+        policy_arns: Vec::new(),
+        policy: None,
     }
 }
 

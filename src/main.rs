@@ -76,7 +76,11 @@ fn report(error: &anyhow::Error) -> ExitCode {
 async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args.config, passed).await,
-        Command::Check { config, assume } => {
+        Command::Check {
+            config,
+            assume,
+            as_user,
+        } => {
             let loaded = config::load(&config.config)?;
             println!("{}: ok", config.config.display());
             print!("{}", check::summary(&loaded, check::group_exists));
@@ -88,7 +92,8 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
                 print!("{line}");
             }
             if assume {
-                print!("{}", check::assume_all(&loaded).await?);
+                let subject = check::subject_for(as_user.as_deref())?;
+                print!("{}", check::assume_all(&loaded, &subject).await?);
             }
             Ok(())
         }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::SharedClock;
-use crate::config::{RoleConfig, SessionNames, Subject};
+use crate::config::{RoleConfig, SessionParams, Subject};
 use crate::credentials::{Served, format_timestamp};
 use crate::metrics::Metrics;
 use crate::sts::{ErrorKind, Sts, StsError};
@@ -138,7 +138,7 @@ pub struct Refresher<S> {
     /// Shared by every session of a role served per user.
     role: Arc<RoleConfig>,
     /// The session's rendered names.
-    names: SessionNames,
+    names: SessionParams,
     /// Whose session this is, for logs; `None`: the role's shared session.
     user: Option<String>,
     seams: Seams<S>,
@@ -167,7 +167,7 @@ impl<S: Sts> Refresher<S> {
         subject: &Subject,
         seams: Seams<S>,
     ) -> Self {
-        let names = role.session_names(subject);
+        let names = role.session_params(subject);
         let user =
             (subject.user.as_ref()).map(|(uid, name)| name.clone().unwrap_or(uid.to_string()));
         Self {

@@ -24,8 +24,9 @@ use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::types::{PolicyDescriptorType, Tag};
 
-use crate::config::{RoleConfig, SessionNames, StsConfig};
+use crate::config::{RoleConfig, SessionParams, StsConfig};
 use crate::credentials::Credentials;
 
 /// Connecting to STS should be quick; a slow handshake means the network is wrong.
@@ -97,7 +98,7 @@ pub trait Sts: Send + Sync + 'static {
     fn assume_role(
         &self,
         role: &RoleConfig,
-        session: &SessionNames,
+        session: &SessionParams,
     ) -> impl Future<Output = Result<Credentials, StsError>> + Send;
 
     /// The ARN the daemon itself acts as (its source identity).
@@ -156,6 +157,27 @@ impl SdkSts {
     }
 }
 
+/// The session tags to send; none (not an empty list) for a role without tags.
+fn session_tags(tags: &[(String, String)]) -> Option<Vec<Tag>> {
+    let tag = |(key, value): &(String, String)| {
+        Tag::builder()
+            .key(key)
+            .value(value)
+            .build()
+            .expect("key and value are set")
+    };
+    (!tags.is_empty()).then(|| tags.iter().map(tag).collect())
+}
+
+fn policy_descriptors(arns: &[String]) -> Option<Vec<PolicyDescriptorType>> {
+    let descriptor = |arn: &String| PolicyDescriptorType::builder().arn(arn).build();
+    (!arns.is_empty()).then(|| arns.iter().map(descriptor).collect())
+}
+
+fn non_empty(items: &[String]) -> Option<Vec<String>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
 /// `configured`, or [`CHAINED_SESSION_LIMIT`] if that is shorter and the caller (`source_arn`)
 /// is a role session.
 pub fn effective_duration(configured: Duration, source_arn: Option<&str>) -> Duration {
@@ -193,7 +215,7 @@ impl Sts for SdkSts {
     async fn assume_role(
         &self,
         role: &RoleConfig,
-        session: &SessionNames,
+        session: &SessionParams,
     ) -> Result<Credentials, StsError> {
         let duration = self.session_duration(role).await;
         let output = self
@@ -204,6 +226,10 @@ impl Sts for SdkSts {
             .duration_seconds(duration.as_secs() as i32)
             .set_external_id(role.external_id.clone())
             .set_source_identity(session.source_identity.clone())
+            .set_tags(session_tags(&session.tags))
+            .set_transitive_tag_keys(non_empty(&role.transitive_tags))
+            .set_policy_arns(policy_descriptors(&role.policy_arns))
+            .set_policy(role.policy.as_ref().map(|policy| policy.json.clone()))
             .send()
             .await
             .map_err(classify)?;

@@ -27,7 +27,7 @@ mod template;
 mod validate;
 mod values;
 
-pub use template::{Subject, Template};
+pub use template::{Form, Subject, Template};
 pub use validate::redirect_target;
 pub use values::{Network, RoleArn, parse_duration, session_name_from_host};
 
@@ -231,61 +231,110 @@ pub struct RoleConfig {
     pub group: Option<String>,
     /// Per-user sessions held at once (roles served per user only).
     pub max_sessions: usize,
+    /// Session tags: each key and its value's template, in key order.
+    pub tags: Vec<(String, Template)>,
+    /// The keys of `tags` that stay on the session through role chaining.
+    pub transitive_tags: Vec<String>,
+    /// Managed policies that narrow the session (session policies).
+    pub policy_arns: Vec<String>,
+    /// An inline session policy.
+    pub policy: Option<SessionPolicy>,
 }
 
-/// What a session is asked for under: `RoleSessionName` and `SourceIdentity`, rendered.
+/// An inline session policy, read from its file when the configuration is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionNames {
+pub struct SessionPolicy {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The policy, as compact JSON.
+    pub json: String,
+}
+
+/// What a session is asked for under: `RoleSessionName`, `SourceIdentity` and session tags,
+/// rendered for its subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionParams {
     /// `RoleSessionName`.
     pub session_name: String,
     /// `SourceIdentity`, if the role sets one.
     pub source_identity: Option<String>,
+    /// Session tags, key and value.
+    pub tags: Vec<(String, String)>,
 }
 
 impl RoleConfig {
     /// Whether `other` asks STS for the same session: if so, a reload keeps this role's
     /// credentials and only updates who may have them.
     pub fn same_session(&self, other: &RoleConfig) -> bool {
+        // Named field by field: a new field does not compile until it is sorted into what STS
+        // is asked (compared) or who may have the role (not).
+        let Self {
+            name,
+            arn,
+            session_name,
+            external_id,
+            source_identity,
+            duration,
+            tags,
+            transitive_tags,
+            policy_arns,
+            policy,
+            allowed_users: _,
+            allowed_groups: _,
+            allowed_networks: _,
+            token_file: _,
+            group: _,
+            max_sessions: _,
+        } = self;
         (
-            &self.name,
-            &self.arn,
-            &self.session_name,
-            &self.external_id,
-            &self.source_identity,
-            self.duration,
+            name,
+            arn,
+            session_name,
+            external_id,
+            source_identity,
+            duration,
         ) == (
             &other.name,
             &other.arn,
             &other.session_name,
             &other.external_id,
             &other.source_identity,
-            other.duration,
-        )
+            &other.duration,
+        ) && (tags, transitive_tags, policy_arns, policy)
+            == (
+                &other.tags,
+                &other.transitive_tags,
+                &other.policy_arns,
+                &other.policy,
+            )
+    }
+
+    /// Every template the role renders for a session.
+    fn templates(&self) -> impl Iterator<Item = &Template> {
+        let tags = self.tags.iter().map(|(_, value)| value);
+        std::iter::once(&self.session_name)
+            .chain(&self.source_identity)
+            .chain(tags)
     }
 
     /// Whether each local user gets a session of their own: a template names the user.
     pub fn per_user(&self) -> bool {
-        self.session_name.names_user()
-            || self
-                .source_identity
-                .as_ref()
-                .is_some_and(Template::names_user)
+        self.templates().any(Template::names_user)
     }
 
     /// Whether a template names the instance id.
     pub fn names_instance(&self) -> bool {
-        self.session_name.names_instance()
-            || self
-                .source_identity
-                .as_ref()
-                .is_some_and(Template::names_instance)
+        self.templates().any(Template::names_instance)
     }
 
-    /// The names of the session for `subject`.
-    pub fn session_names(&self, subject: &Subject) -> SessionNames {
-        SessionNames {
+    /// What the session for `subject` is asked for under.
+    pub fn session_params(&self, subject: &Subject) -> SessionParams {
+        SessionParams {
             session_name: self.session_name.render(subject),
             source_identity: self.source_identity.as_ref().map(|t| t.render(subject)),
+            tags: (self.tags.iter())
+                .map(|(key, value)| (key.clone(), value.render(subject)))
+                .collect(),
         }
     }
 
@@ -374,7 +423,13 @@ fn load_with(path: &Path, accounts: &dyn Accounts) -> Result<Config, ConfigError
         path: path.to_owned(),
         cause,
     })?;
-    from_toml_with(&text, &host_name(), accounts).map_err(|problems| ConfigError::Invalid {
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let host = Host {
+        name: &host_name(),
+        accounts,
+        directory,
+    };
+    from_toml_on(&text, &host).map_err(|problems| ConfigError::Invalid {
         path: path.to_owned(),
         problems,
     })
@@ -402,8 +457,29 @@ pub fn from_toml_with(
     host_name: &str,
     accounts: &dyn Accounts,
 ) -> Result<Config, Vec<Problem>> {
+    let host = Host {
+        name: host_name,
+        accounts,
+        directory: Path::new("."),
+    };
+    from_toml_on(text, &host)
+}
+
+/// What a configuration is read against: the host's name and accounts, and the directory
+/// relative paths in it start from (its own).
+pub struct Host<'a> {
+    /// The host name, for `{host}`.
+    pub name: &'a str,
+    /// Which users and groups exist.
+    pub accounts: &'a dyn Accounts,
+    /// The configuration file's directory: a relative `policy` path is read from there.
+    pub directory: &'a Path,
+}
+
+/// Like [`from_toml`], on `host`.
+pub fn from_toml_on(text: &str, host: &Host<'_>) -> Result<Config, Vec<Problem>> {
     let (raw, mut problems) = raw::read(text)?;
-    let config = validate::validate(text, &raw, host_name, accounts, &mut problems);
+    let config = validate::validate(text, &raw, host, &mut problems);
     problems.extend(raw.unknown_keys(text));
     match config {
         Some(config) if problems.is_empty() => Ok(config),

@@ -1,26 +1,67 @@
-//! Session name templates: `roles[].session_name` and `roles[].source_identity` may name the
-//! connecting local user (`{user}`, `{uid}`), the host (`{host}`, its short name) and the
-//! instance (`{instance_id}`), so that CloudTrail in the other account shows who acted.
+//! Session templates: `roles[].session_name`, `roles[].source_identity` and the values of
+//! `roles[].tags` may name the connecting local user (`{user}`, `{uid}`), the host (`{host}`,
+//! its short name) and the instance (`{instance_id}`), so that CloudTrail in the other account
+//! shows who acted and its policies can tell users apart (`aws:PrincipalTag/...`).
 //!
 //! A template is parsed once (`{host}` is filled in then: it is known at parse time) and
 //! rendered when a session starts. Rendering is pure and deterministic: what a placeholder
-//! brings is sanitised to STS's alphabet (`[\w+=,.@-]`, anything else becomes `-`) and fitted to
-//! STS's 2 to 64 characters. A name that sanitising, padding or cutting changed ends in a hash
-//! of the text as filled in, before any of that, so that two users never get one name (`a b`
-//! and `a-b`, two long names with the same start).
+//! brings is sanitised to what STS takes in that place (its [`Form`]: for names `[\w+=,.@-]`,
+//! for tag values letters, digits, spaces and `_.:/=+-@`; anything else becomes `-`) and fitted
+//! to STS's lengths (names 2 to 64 characters, tag values up to 256). A text that sanitising,
+//! padding or cutting changed ends in a hash of the text as filled in, before any of that, so
+//! that two users never get one name (`a b` and `a-b`, two long names with the same start).
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use super::values::is_iam_name_char;
+use super::values::{is_iam_name_char, is_tag_char};
 
-/// STS accepts session names and source identities of this many characters.
-const LENGTH: std::ops::RangeInclusive<usize> = 2..=64;
-/// Hex digits of the hash a changed name ends in (48 bits).
+/// Hex digits of the hash a changed text ends in (48 bits).
 const HASH_DIGITS: usize = 12;
-/// A changed name keeps at most this many characters, then `-` and the hash.
-const KEPT_WHEN_CHANGED: usize = 64 - 1 - HASH_DIGITS;
+
+/// What STS takes where a template is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `RoleSessionName` and `SourceIdentity`: 2 to 64 of `[\w+=,.@-]`.
+    Name,
+    /// A session tag's value: up to 256 letters, digits, spaces and `_.:/=+-@`.
+    TagValue,
+}
+
+impl Form {
+    fn allows(self, c: char) -> bool {
+        match self {
+            Form::Name => is_iam_name_char(c),
+            Form::TagValue => is_tag_char(c),
+        }
+    }
+
+    /// How many characters STS takes.
+    fn length(self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            Form::Name => 2..=64,
+            Form::TagValue => 0..=256,
+        }
+    }
+
+    /// What it is, for messages.
+    fn what(self) -> &'static str {
+        match self {
+            Form::Name => "a session name: STS wants 2 to 64 of letters, digits and +=,.@_-",
+            Form::TagValue => {
+                "a tag value: STS wants up to 256 of letters, digits, spaces and _.:/=+-@"
+            }
+        }
+    }
+
+    fn alphabet(self) -> &'static str {
+        match self {
+            Form::Name => "letters, digits, +=,.@_-",
+            Form::TagValue => "letters, digits, spaces, _.:/=+-@",
+        }
+    }
+}
 /// The placeholders, as written.
 const PLACEHOLDERS: &str = "{user}, {uid}, {host} or {instance_id}";
 
@@ -35,10 +76,11 @@ enum Part {
     InstanceId,
 }
 
-/// A parsed `session_name` or `source_identity`.
+/// A parsed `session_name`, `source_identity` or tag value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
+    form: Form,
     /// As written, for messages and `check`.
     text: String,
 }
@@ -54,18 +96,25 @@ pub struct Subject {
 }
 
 impl Template {
-    /// Parses `text`, filling in `{host}` with the short form of `host_name`.
+    /// Parses `text` as a session name, filling in `{host}` with the short form of
+    /// `host_name`.
     pub fn parse(text: &str, host_name: &str) -> Result<Self, String> {
+        Self::parse_as(Form::Name, text, host_name)
+    }
+
+    /// Parses `text` as what `form` says.
+    pub fn parse_as(form: Form, text: &str, host_name: &str) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
         while let Some(c) = rest.chars().next() {
             rest = &rest[c.len_utf8()..];
             if c != '{' {
-                if !is_iam_name_char(c) {
+                if !form.allows(c) {
                     return Err(format!(
-                        "{text:?} has {c:?}, which STS refuses: use letters, digits, +=,.@_- \
-                         and the placeholders {PLACEHOLDERS}"
+                        "{text:?} has {c:?}, which STS refuses: use {} and the placeholders \
+                         {PLACEHOLDERS}",
+                        form.alphabet()
                     ));
                 }
                 literal.push(c);
@@ -80,7 +129,7 @@ impl Template {
                 "uid" => Part::Uid,
                 "instance_id" => Part::InstanceId,
                 "host" => {
-                    literal.push_str(&sanitize(short_host(host_name)));
+                    literal.push_str(&sanitize(short_host(host_name), form));
                     continue;
                 }
                 other => {
@@ -96,22 +145,22 @@ impl Template {
         parts.extend((!literal.is_empty()).then_some(Part::Literal(literal)));
         let template = Self {
             parts,
+            form,
             text: text.to_owned(),
         };
         if let Some(fixed) = template.fixed()
-            && !LENGTH.contains(&fixed.len())
+            && !form.length().contains(&fixed.chars().count())
         {
-            return Err(format!(
-                "{text:?} is not a session name: STS wants 2 to 64 of letters, digits and +=,.@_-"
-            ));
+            return Err(format!("{text:?} is not {}", form.what()));
         }
         Ok(template)
     }
 
-    /// A template with no placeholders left, as if parsed from `text`.
+    /// A session name with no placeholders left, as if parsed from `text`.
     pub fn literal(text: &str) -> Self {
         Self {
             parts: vec![Part::Literal(text.to_owned())],
+            form: Form::Name,
             text: text.to_owned(),
         }
     }
@@ -137,8 +186,8 @@ impl Template {
         self.parts.contains(&Part::InstanceId)
     }
 
-    /// The session name for `subject`: placeholders filled and sanitised, the whole fitted to
-    /// STS's length.
+    /// The text for `subject`: placeholders filled and sanitised, the whole fitted to STS's
+    /// length.
     pub fn render(&self, subject: &Subject) -> String {
         let uid = subject.user.as_ref().map(|(uid, _)| uid.to_string());
         let user = subject.user.as_ref().map(|(uid, name)| match name {
@@ -154,7 +203,7 @@ impl Template {
                 Part::InstanceId => subject.instance_id.as_deref().unwrap_or_default(),
             });
         }
-        fit(&filled)
+        fit(&filled, self.form)
     }
 }
 
@@ -169,26 +218,26 @@ fn short_host(host_name: &str) -> &str {
     host_name.split('.').next().unwrap_or_default()
 }
 
-/// Every character STS refuses becomes `-`.
-fn sanitize(text: &str) -> String {
+/// Every character STS refuses in `form` becomes `-`.
+fn sanitize(text: &str, form: Form) -> String {
     text.chars()
-        .map(|c| if is_iam_name_char(c) { c } else { '-' })
+        .map(|c| if form.allows(c) { c } else { '-' })
         .collect()
 }
 
-/// Sanitises `filled` and fits it to 2 to 64 characters. Unchanged when it already is such a
-/// name; otherwise its sanitised start, `-`, and a hash of `filled` as it was.
-fn fit(filled: &str) -> String {
-    let clean = sanitize(filled);
-    if clean == filled && LENGTH.contains(&clean.len()) {
+/// Sanitises `filled` and fits it to `form`'s length. Unchanged when it already fits;
+/// otherwise its sanitised start, `-`, and a hash of `filled` as it was.
+fn fit(filled: &str, form: Form) -> String {
+    let clean = sanitize(filled, form);
+    let length = form.length();
+    if clean == filled && length.contains(&clean.chars().count()) {
         return clean;
     }
     let digest = Sha256::digest(filled.as_bytes());
     let hash: String = (digest.iter().take(HASH_DIGITS / 2))
         .map(|b| format!("{b:02x}"))
         .collect();
-    // Sanitised text is ASCII: lengths are characters.
-    let kept = &clean[..clean.len().min(KEPT_WHEN_CHANGED)];
+    let kept: String = clean.chars().take(length.end() - 1 - HASH_DIGITS).collect();
     format!("{kept}-{hash}")
 }
 
@@ -295,6 +344,34 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(first, template.render(&long("1")), "deterministic");
         assert!(first.chars().all(is_iam_name_char));
+    }
+
+    #[test]
+    fn tag_values_take_spaces_and_unicode_and_fit_256() {
+        let template = Template::parse_as(Form::TagValue, "{user} on {host}", "web 1.x").unwrap();
+        assert!(template.names_user());
+        let odd = Subject {
+            user: Some((7, Some("Zoë Ünal".to_owned()))),
+            instance_id: None,
+        };
+        assert_eq!(template.render(&odd), "Zoë Ünal on web 1", "kept as it is");
+        let comma = Subject {
+            user: Some((8, Some("a,b".to_owned()))),
+            instance_id: None,
+        };
+        let rendered = template.render(&comma);
+        assert!(rendered.starts_with("a-b on web 1-"), "{rendered}");
+        let long = Subject {
+            user: Some((9, Some("é".repeat(300)))),
+            instance_id: None,
+        };
+        assert_eq!(template.render(&long).chars().count(), 256);
+        let empty = Template::parse_as(Form::TagValue, "", "h").unwrap();
+        assert_eq!(empty.render(&alice()), "", "an empty value is a value");
+        let error = Template::parse_as(Form::TagValue, "a,b", "h").unwrap_err();
+        assert!(error.contains("spaces"), "{error}");
+        let error = Template::parse_as(Form::TagValue, &"x".repeat(257), "h").unwrap_err();
+        assert!(error.contains("not a tag value"), "{error}");
     }
 
     #[test]

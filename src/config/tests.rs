@@ -65,7 +65,12 @@ fn example_config_parses_and_documents_every_key() {
         }
     }
     let (raw, mut problems) = raw::read(text).expect("reads");
-    validate::validate(text, &raw, "host", &AnyName, &mut problems).expect("valid");
+    let host = Host {
+        name: "host",
+        accounts: &AnyName,
+        directory: Path::new(env!("CARGO_MANIFEST_DIR")),
+    };
+    validate::validate(text, &raw, &host, &mut problems).expect("valid");
     assert!(problems.is_empty(), "{problems:?}");
     for table in TOP_KEYS {
         assert!(seen.contains(*table), "the example has no [{table}]");
@@ -375,6 +380,163 @@ fn reload_keeps_sessions_whose_sts_settings_are_unchanged() {
 }
 
 #[test]
+fn reload_asks_for_a_new_session_when_tags_or_policies_change() {
+    let before = from_toml(MINIMAL, "h").unwrap().roles.remove(0);
+    let tagged = format!("{MINIMAL}tags = {{ team = \"a\" }}\n");
+    let mut after = from_toml(&tagged, "h").unwrap().roles.remove(0);
+    assert!(!before.same_session(&after));
+    after.tags.clear();
+    assert!(before.same_session(&after));
+    after.policy_arns = vec!["arn:aws:iam::aws:policy/ReadOnlyAccess".to_owned()];
+    assert!(!before.same_session(&after));
+}
+
+#[test]
+fn session_tags_render_per_user_and_mark_the_role_per_user() {
+    let text = format!(
+        "{MINIMAL}tags = {{ user = \"{{user}}\", host = \"{{host}}\", \"cost center\" = \"R&D 7\" }}\n\
+         transitive_tags = [\"cost center\"]\n"
+    )
+    .replace("R&D", "RD");
+    let role = from_toml(&text, "web-1.example").unwrap().roles.remove(0);
+    assert!(role.per_user(), "a tag naming the user serves per user");
+    let alice = Subject {
+        user: Some((1001, Some("alice".to_owned()))),
+        instance_id: None,
+    };
+    let params = role.session_params(&alice);
+    assert_eq!(
+        params.tags,
+        [
+            ("cost center".to_owned(), "RD 7".to_owned()),
+            ("host".to_owned(), "web-1".to_owned()),
+            ("user".to_owned(), "alice".to_owned()),
+        ]
+    );
+    assert_eq!(role.transitive_tags, ["cost center"]);
+}
+
+#[test]
+fn session_tags_within_sts_limits() {
+    let tag = |tags: &str| format!("{MINIMAL}tags = {{ {tags} }}\n");
+    assert_refused_at(&tag("\"aws:x\" = \"1\""), "roles[0].tags.aws:x", "reserves");
+    assert_refused_at(
+        &tag("\"a,b\" = \"1\""),
+        "roles[0].tags.a,b",
+        "not a tag key",
+    );
+    let long_key = "k".repeat(129);
+    assert_refused_at(
+        &tag(&format!("{long_key} = \"1\"")),
+        &format!("roles[0].tags.{long_key}"),
+        "1 to 128",
+    );
+    assert_refused_at(&tag("a = \"x!\""), "roles[0].tags.a", "'!'");
+    assert_refused_at(&tag("a = 1"), "roles[0].tags.a", "expected a string");
+    assert_refused_at(
+        &tag(&format!("a = \"{}\"", "v".repeat(257))),
+        "roles[0].tags.a",
+        "up to 256",
+    );
+    assert_refused_at(
+        &tag("User = \"1\", user = \"2\""),
+        "roles[0].tags.user",
+        "only in case",
+    );
+    let many: Vec<String> = (0..51).map(|n| format!("k{n} = \"v\"")).collect();
+    assert_refused_at(&tag(&many.join(", ")), "roles[0].tags", "at most 50");
+    let fifty: Vec<String> = (0..50).map(|n| format!("k{n} = \"v\"")).collect();
+    assert!(from_toml(&tag(&fifty.join(", ")), "h").is_ok());
+    let transitive = format!("{MINIMAL}tags = {{ a = \"1\" }}\ntransitive_tags = [\"b\"]\n");
+    assert_refused_at(
+        &transitive,
+        "roles[0].transitive_tags",
+        "not a key of this role's tags",
+    );
+    assert_refused_at(
+        &format!("{MINIMAL}tags = \"a\"\n"),
+        "roles[0].tags",
+        "expected a table",
+    );
+    // The line is the tags' own.
+    let found = problems(&tag("\"aws:x\" = \"1\""));
+    assert_eq!(found[0].line, 5, "{found:?}");
+}
+
+#[test]
+fn session_policies_are_checked_at_load() {
+    let arns = |list: &str| format!("{MINIMAL}policy_arns = [{list}]\n");
+    let good = from_toml(
+        &arns(
+            "\"arn:aws:iam::aws:policy/ReadOnlyAccess\", \"arn:aws:iam::444455556666:policy/team/narrow\"",
+        ),
+        "h",
+    );
+    assert_eq!(good.unwrap().roles[0].policy_arns.len(), 2);
+    assert_refused_at(
+        &arns("\"arn:aws:iam::444455556666:role/piyo-role\""),
+        "roles[0].policy_arns",
+        "does not name a policy",
+    );
+    assert_refused_at(
+        &arns("\"ReadOnlyAccess\""),
+        "roles[0].policy_arns",
+        "not an ARN",
+    );
+    let eleven: Vec<String> = (0..11)
+        .map(|n| format!("\"arn:aws:iam::aws:policy/P{n}\""))
+        .collect();
+    assert_refused_at(
+        &arns(&eleven.join(", ")),
+        "roles[0].policy_arns",
+        "at most 10",
+    );
+
+    let directory = std::env::temp_dir().join(format!("ar-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let load = |file: &str, content: Option<&str>| {
+        if let Some(content) = content {
+            std::fs::write(directory.join(file), content).unwrap();
+        }
+        let host = Host {
+            name: "h",
+            accounts: &AnyName,
+            directory: &directory,
+        };
+        from_toml_on(&format!("{MINIMAL}policy = \"{file}\"\n"), &host)
+    };
+    let policy = "{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": [{\"Effect\": \"Allow\", \
+                  \"Action\": \"ec2:DescribeVpcs\", \"Resource\": \"*\"}]\n}\n";
+    let role = load("narrow.json", Some(policy)).unwrap().roles.remove(0);
+    let read = role.policy.unwrap();
+    assert_eq!(
+        read.path,
+        directory.join("narrow.json"),
+        "relative to the file's directory"
+    );
+    assert!(
+        !read.json.contains('\n') && read.json.contains("ec2:DescribeVpcs"),
+        "{}",
+        read.json
+    );
+    let refused = |file: &str, content: Option<&str>, words: &str| {
+        let found = load(file, content).unwrap_err();
+        assert!(
+            found
+                .iter()
+                .any(|p| p.key == "roles[0].policy" && p.line == 5 && p.message.contains(words)),
+            "{found:?}"
+        );
+    };
+    refused("missing.json", None, "cannot read the policy file");
+    refused("bad.json", Some("{\"Version\": "), "is not JSON");
+    refused("list.json", Some("[]"), "not a policy document");
+    let big = format!("{{\"Sid\": \"{}\"}}", "x".repeat(2100));
+    refused("big.json", Some(&big), "at most 2048");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
 fn missing_required_keys_point_at_the_role() {
     let found = problems("[sts]\n\n[[roles]]\nname = \"a1\"\n");
     assert_eq!((found[0].line, found[0].key.as_str()), (3, "roles[0].arn"));
@@ -527,7 +689,7 @@ fn per_user_roles_need_the_peer_lookup() {
         user: Some((1001, Some("alice".to_owned()))),
         instance_id: None,
     };
-    assert_eq!(role.session_names(&subject).session_name, "alice@web-1");
+    assert_eq!(role.session_params(&subject).session_name, "alice@web-1");
 
     let no_lookup = format!("[server]\npeer_lookup = false\n{per_user}");
     let found = problems(&no_lookup);

@@ -8,21 +8,22 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::{Spanned, Value};
 
 use super::raw::{RawConfig, RawTable};
 use super::values::{
-    Network, RoleArn, is_account_name, parse_container_listen, parse_endpoint, parse_external_id,
-    parse_listen, parse_region, parse_role_name, parse_session_duration, parse_session_name,
-    parse_source_identity, parse_token_file, session_name_from_host,
+    Network, RoleArn, is_account_name, is_iam_name_char, is_tag_char, parse_container_listen,
+    parse_endpoint, parse_external_id, parse_listen, parse_region, parse_role_name,
+    parse_session_duration, parse_session_name, parse_source_identity, parse_token_file,
+    session_name_from_host,
 };
 use super::{
     Accounts, Config, ContainersConfig, DEFAULT_AUDIT_LINES_PER_MINUTE, DEFAULT_DURATION,
     DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_USER,
-    DEFAULT_MAX_SESSIONS, DEFAULT_TOKEN_FILE, GuardMode, ImdsConfig, Problem, RoleConfig,
-    ServerConfig, StsConfig, Template, line_of,
+    DEFAULT_MAX_SESSIONS, DEFAULT_TOKEN_FILE, Form, GuardMode, Host, ImdsConfig, Problem,
+    RoleConfig, ServerConfig, SessionPolicy, StsConfig, Template, line_of,
 };
 
 const MAX_CONNECTIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
@@ -32,6 +33,8 @@ const MAX_SESSIONS_RANGE: RangeInclusive<i64> = 1..=65_536;
 struct Checker<'a> {
     text: &'a str,
     accounts: &'a dyn Accounts,
+    /// Where a relative `policy` path starts.
+    directory: &'a Path,
     problems: &'a mut Vec<Problem>,
 }
 
@@ -217,15 +220,16 @@ enum NameKind {
 pub(super) fn validate(
     text: &str,
     raw: &RawConfig,
-    host_name: &str,
-    accounts: &dyn Accounts,
+    host: &Host<'_>,
     problems: &mut Vec<Problem>,
 ) -> Option<Config> {
     let mut checker = Checker {
         text,
-        accounts,
+        accounts: host.accounts,
+        directory: host.directory,
         problems,
     };
+    let host_name = host.name;
     let server = validate_server(&mut checker, &raw.server);
     let sts = validate_sts(&mut checker, &raw.sts);
     let roles: Vec<Option<RoleConfig>> = (raw.roles.iter())
@@ -456,6 +460,19 @@ fn validate_role(checker: &mut Checker<'_>, raw: &RawTable, host_name: &str) -> 
         true => Ok(name.to_owned()),
         false => Err(format!("{name:?} is not a group name")),
     });
+    let tags = validate_tags(checker, raw, host_name);
+    let transitive_tags = validate_transitive_tags(checker, raw, &tags);
+    let policy_arns = checker.list(raw, "policy_arns", parse_policy_arn);
+    if let Some(list) = raw.get("policy_arns")
+        && policy_arns.len() > MAX_POLICY_ARNS
+    {
+        let message = format!("STS takes at most {MAX_POLICY_ARNS} managed session policies");
+        checker.report(list.span().start, &raw.path("policy_arns"), message);
+    }
+    let directory = checker.directory;
+    let policy = checker.optional(raw, "policy", |text| {
+        read_session_policy(&directory.join(text), text)
+    });
     if let (Some(group), None) = (raw.get("group"), raw.get("token_file")) {
         let message = format!(
             "needs {}: the group is given the role's own token file",
@@ -476,6 +493,131 @@ fn validate_role(checker: &mut Checker<'_>, raw: &RawTable, host_name: &str) -> 
         token_file,
         group,
         max_sessions,
+        tags,
+        transitive_tags,
+        policy_arns,
+        policy,
+    })
+}
+
+/// STS's limits on what a session is asked for.
+const MAX_TAGS: usize = 50;
+const TAG_KEY_LENGTH: RangeInclusive<usize> = 1..=128;
+const MAX_POLICY_ARNS: usize = 10;
+/// Characters of an inline session policy (and, together with the managed policies' ARNs and
+/// the tags, STS packs them into a size it checks itself).
+const MAX_POLICY_CHARS: usize = 2048;
+
+/// `roles[].tags`: a table of keys and value templates.
+fn validate_tags(
+    checker: &mut Checker<'_>,
+    raw: &RawTable,
+    host_name: &str,
+) -> Vec<(String, Template)> {
+    let Some((table, offset)) = checker.typed(raw, "tags", "a table", Value::as_table) else {
+        return Vec::new();
+    };
+    if table.len() > MAX_TAGS {
+        let message = format!("has {} tags; STS takes at most {MAX_TAGS}", table.len());
+        checker.report(offset, &raw.path("tags"), message);
+    }
+    let mut tags = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (key, value) in table {
+        let path = raw.path(&format!("tags.{key}"));
+        let checked = parse_tag_key(key).and_then(|()| match value.as_str() {
+            Some(text) => Template::parse_as(Form::TagValue, text, host_name),
+            None => Err(format!("expected a string, found {}", value.type_str())),
+        });
+        match checked {
+            // STS takes keys case-insensitively: `User` and `user` would be one tag.
+            Ok(_) if !seen.insert(key.to_lowercase()) => {
+                let message = "differs from another tag key only in case, which STS refuses";
+                checker.report(offset, &path, message.to_owned());
+            }
+            Ok(template) => tags.push((key.clone(), template)),
+            Err(message) => checker.report(offset, &path, message),
+        }
+    }
+    tags
+}
+
+fn parse_tag_key(key: &str) -> Result<(), String> {
+    if !TAG_KEY_LENGTH.contains(&key.chars().count()) || !key.chars().all(is_tag_char) {
+        return Err(format!(
+            "{key:?} is not a tag key: STS wants 1 to 128 of letters, digits, spaces and _.:/=+-@"
+        ));
+    }
+    if key.to_lowercase().starts_with("aws:") {
+        return Err(format!("{key:?} starts with \"aws:\", which AWS reserves"));
+    }
+    Ok(())
+}
+
+/// `roles[].transitive_tags`: keys of `tags`.
+fn validate_transitive_tags(
+    checker: &mut Checker<'_>,
+    raw: &RawTable,
+    tags: &[(String, Template)],
+) -> Vec<String> {
+    let known = |key: &str| -> Result<String, String> {
+        match tags.iter().any(|(tag, _)| tag == key) {
+            true => Ok(key.to_owned()),
+            false => Err(format!("{key:?} is not a key of this role's tags")),
+        }
+    };
+    checker.list(raw, "transitive_tags", known)
+}
+
+/// A managed policy's ARN: `arn:<partition>:iam::<account or aws>:policy/<path/name>`.
+fn parse_policy_arn(text: &str) -> Result<String, String> {
+    let expected = "expected arn:aws:iam::<12-digit account id or aws>:policy/<policy name>";
+    let parts: Vec<&str> = text.splitn(6, ':').collect();
+    let [arn, partition, service, region, account, resource] = parts[..] else {
+        return Err(format!("{text:?} is not an ARN; {expected}"));
+    };
+    let account_ok =
+        account == "aws" || (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()));
+    let name = resource
+        .strip_prefix("policy/")
+        .and_then(|r| r.rsplit('/').next());
+    let name_ok = name
+        .is_some_and(|name| (1..=128).contains(&name.len()) && name.chars().all(is_iam_name_char));
+    let partition_ok = partition.starts_with("aws");
+    if arn != "arn" || !partition_ok || service != "iam" || !region.is_empty() || !account_ok {
+        return Err(format!(
+            "{text:?} is not a managed policy's ARN; {expected}"
+        ));
+    }
+    if !name_ok {
+        return Err(format!("{text:?} does not name a policy; {expected}"));
+    }
+    Ok(text.to_owned())
+}
+
+/// An inline session policy from the file at `path` (relative paths from the configuration's
+/// directory): a JSON object, kept compact, within STS's size.
+fn read_session_policy(path: &Path, written: &str) -> Result<SessionPolicy, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read the policy file {}: {error}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|error| format!("{written:?} is not JSON: {error}"))?;
+    if !value.is_object() {
+        return Err(format!(
+            "{written:?} is not a policy document (a JSON object)"
+        ));
+    }
+    let json = value.to_string();
+    let length = json.chars().count();
+    if length > MAX_POLICY_CHARS {
+        return Err(format!(
+            "{written:?} is {length} characters without spaces; STS takes at most \
+             {MAX_POLICY_CHARS}"
+        ));
+    }
+    Ok(SessionPolicy {
+        path: path.to_owned(),
+        json,
     })
 }
 

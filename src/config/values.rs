@@ -146,6 +146,13 @@ pub(super) fn is_iam_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-')
 }
 
+/// Whether STS takes `c` in a session tag's key or value (`[\p{L}\p{Z}\p{N}_.:/=+\-@]`).
+pub(super) fn is_tag_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || (c.is_whitespace() && !c.is_control())
+        || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+}
+
 /// A `session_name` template; `{host}` is filled with the short form of `host_name`.
 pub(super) fn parse_session_name(text: &str, host_name: &str) -> Result<Template, String> {
     Template::parse(text, host_name)

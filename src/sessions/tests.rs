@@ -107,7 +107,7 @@ async fn one_sts_call_per_user_however_many_ask() {
     let bob = harness.ask(&user(1002, "bob")).await;
     assert_ne!(key_of(&bob), first, "each user has their own keys");
     assert_eq!(harness.sts.calls(), 2);
-    assert_eq!(harness.sts.session_names(), ["alice@test", "bob@test"]);
+    assert_eq!(harness.sts.session_params(), ["alice@test", "bob@test"]);
     assert_eq!(harness.live(), 2);
     harness.supervisor.wait().await.unwrap();
 }
@@ -127,13 +127,13 @@ async fn idle_sessions_are_dropped() {
     }
     assert_eq!(harness.live(), 1, "alice's session was dropped");
     let calls = harness.sts.calls();
-    let names = harness.sts.session_names();
+    let names = harness.sts.session_params();
     let alice_calls = names.iter().filter(|n| *n == "alice@test").count();
     // Alice's session was refreshed while it lived (about every 30 minutes for 2 hours), then
     // stopped; Bob's was refreshed all along.
     assert!((3..=6).contains(&alice_calls), "{names:?}");
     tokio::time::sleep(3 * HOUR).await;
-    let later = harness.sts.session_names()[names.len()..].to_vec();
+    let later = harness.sts.session_params()[names.len()..].to_vec();
     assert!(later.iter().all(|n| n == "bob@test"), "{later:?}");
     assert!(harness.sts.calls() > calls, "bob's session still lives");
     harness.supervisor.wait().await.unwrap();
@@ -228,7 +228,7 @@ async fn a_reused_uid_gets_a_new_session() {
     let old = harness.ask(&user(1001, "alice")).await;
     let new = harness.ask(&user(1001, "mallory")).await;
     assert_ne!(key_of(&old), key_of(&new));
-    assert_eq!(harness.sts.session_names(), ["alice@test", "mallory@test"]);
+    assert_eq!(harness.sts.session_params(), ["alice@test", "mallory@test"]);
     assert_eq!(harness.live(), 1, "the old session is gone");
     harness.supervisor.wait().await.unwrap();
 }
