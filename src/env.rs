@@ -97,7 +97,7 @@ pub fn default_public_copy() -> PathBuf {
 /// it, else the public copy at `public` (which the daemon writes beside its token file).
 pub fn load_endpoints(config_path: &Path, public: &Path) -> anyhow::Result<Endpoints> {
     let error = match crate::config::load(config_path) {
-        Ok(config) => return Ok(Endpoints::from_config(&config)),
+        Ok(config) => return Ok(bound(Endpoints::from_config(&config), &config)),
         Err(error) => error,
     };
     let unreadable = matches!(&error, ConfigError::Read { cause, .. }
@@ -108,6 +108,23 @@ pub fn load_endpoints(config_path: &Path, public: &Path) -> anyhow::Result<Endpo
     let text = std::fs::read_to_string(public)
         .with_context(|| format!("{error}; nor can {} be read", public.display()))?;
     Endpoints::parse(&text).map_err(|reason| anyhow::anyhow!("{}: {reason}", public.display()))
+}
+
+/// `endpoints` with the port the daemon actually bound when the configuration says `:0` (any
+/// free port): the running daemon's public copy says which.
+fn bound(endpoints: Endpoints, config: &Config) -> Endpoints {
+    if endpoints.listen.port() != 0 {
+        return endpoints;
+    }
+    let public = Endpoints::path_for(&config.server.token_file);
+    let published = std::fs::read_to_string(public).ok();
+    match published.and_then(|text| Endpoints::parse(&text).ok()) {
+        Some(running) => Endpoints {
+            listen: running.listen,
+            ..endpoints
+        },
+        None => endpoints,
+    }
 }
 
 /// Writes the public copy of `config`'s endpoints, served at `listening` (the address actually

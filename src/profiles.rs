@@ -99,18 +99,19 @@ pub fn credential_process_json(served: &str) -> Result<String, String> {
 }
 
 /// One `[profile NAME]` stanza per role whose token file the user can read (`readable`), in
-/// configuration order, each running `binary credentials --role NAME` (and `--config` when
-/// not the default).
+/// configuration order, each running `binary credentials --role NAME` (and `--config PATH`
+/// when not the default: an option of the command, so after it).
 pub fn stanzas(
     endpoints: &Endpoints,
     readable: impl Fn(&Path) -> bool,
     binary: &Path,
     config: &Path,
 ) -> Vec<Stanza> {
-    let mut command = shell_word(&binary.to_string_lossy());
+    let binary = shell_word(&binary.to_string_lossy());
+    let mut options = String::new();
     if config != Path::new(DEFAULT_CONFIG_PATH) {
         let _ = write!(
-            command,
+            options,
             " --config {}",
             shell_word(&config.to_string_lossy())
         );
@@ -120,7 +121,7 @@ pub fn stanzas(
         .map(|role| Stanza {
             profile: role.name.clone(),
             text: format!(
-                "[profile {}]\ncredential_process = {command} credentials --role {}\n",
+                "[profile {}]\ncredential_process = {binary} credentials --role {}{options}\n",
                 role.name, role.name
             ),
         })
@@ -306,8 +307,8 @@ mod tests {
         );
         assert!(
             other[0].text.contains(
-                "credential_process = '/opt/my tools/assume-roled' --config /etc/x.toml \
-                 credentials --role piyo\n"
+                "credential_process = '/opt/my tools/assume-roled' credentials --role piyo \
+                 --config /etc/x.toml\n"
             ),
             "{}",
             other[0].text

@@ -913,3 +913,263 @@ fn the_audit_is_complete_bounded_and_unforgeable() {
         "the newline forged a line"
     );
 }
+
+/// `program` as `user`, isolated like every client but with `home` as its home and the AWS
+/// config file there (`~/.aws/config`), as a user's own shell has it.
+fn in_home(user: &str, program: impl AsRef<std::ffi::OsStr>, home: &std::path::Path) -> Command {
+    let mut command = as_user(user, program);
+    isolated(&mut command)
+        .env("HOME", home)
+        .env_remove("AWS_CONFIG_FILE");
+    command
+}
+
+/// A home directory of `user`'s own under `dir`.
+fn home_of(dir: &TempDir, user: &str) -> std::path::PathBuf {
+    let home = dir.path().join(format!("home-{user}"));
+    std::fs::create_dir_all(&home).unwrap();
+    let status = Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(&home)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    home
+}
+
+/// Every file under `directory` (and below).
+fn files_under(directory: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(directory).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => found.extend(files_under(&path)),
+            false => found.push(path),
+        }
+    }
+    found
+}
+
+/// Two roles as two AWS profiles of one user, as a Terraform configuration with two providers
+/// uses them: `profiles --write` adds them to the user's `~/.aws/config` (once), the aws CLI and
+/// one boto3 process use both through `credential_process` (`assume-roled credentials`),
+/// each under its own per-user session, with no STS call per process and nothing secret on
+/// disk. The other account receives each user's session tags (the user's name, the host) and
+/// the narrowed role's session policies. A member the role does not admit, and a user who
+/// cannot read the token, get a non-zero exit and no keys; with the daemon stopped, a clear
+/// error at once.
+#[test]
+fn each_role_is_a_profile_with_tags_and_policies() {
+    ensure_users();
+    let moto = Moto::start();
+    let proxy = StsProxy::start(&moto);
+    let dir = TempDir::new("profiles");
+    let policy = "{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": [{\"Effect\": \"Allow\",\n  \
+                  \"Action\": \"ec2:DescribeVpcs\", \"Resource\": \"*\"}]\n}\n";
+    dir.write("narrow.json", policy);
+    let token_of = |name: &str| dir.path().join(format!("roles/{name}.token"));
+    let roles = format!(
+        "\n[[roles]]\nname = \"mine\"\narn = \"{PIYO_ARN}\"\nsession_name = \"{{user}}@{{host}}\"\n\
+         allowed_groups = [\"{GROUP}\"]\ntoken_file = \"{}\"\ngroup = \"{GROUP}\"\n\
+         tags = {{ user = \"{{user}}\", host = \"{{host}}\", team = \"platform\" }}\n\
+         transitive_tags = [\"team\"]\n\
+         \n[[roles]]\nname = \"narrow\"\narn = \"{PIYO_ARN}\"\nsession_name = \"narrow-{{user}}\"\n\
+         allowed_users = [\"{MEMBER}\"]\ntoken_file = \"{}\"\ngroup = \"{GROUP}\"\n\
+         policy_arns = [\"arn:aws:iam::aws:policy/ReadOnlyAccess\"]\npolicy = \"narrow.json\"\n",
+        token_of("mine").display(),
+        token_of("narrow").display(),
+    );
+    let config = format!("{}{roles}", moto.config(&dir.path().join("state/token")))
+        .replace(&moto.endpoint, &proxy.endpoint);
+    let mut daemon = Daemon::start_with(dir, &config, &moto.host_env(), &[]);
+    daemon.wait_ready();
+    let config_file = daemon.config_file.clone();
+    let binary = daemon_binary();
+    let home = home_of(&daemon.dir, MEMBER);
+
+    // The profiles a member can use: the two roles whose token files the group reads, not the
+    // shared role behind the server's token.
+    let printed = in_home(MEMBER, &binary, &home)
+        .args(["profiles", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let (binary_path, config_path) = (binary.display(), config_file.display());
+    assert_eq!(
+        stdout(&printed),
+        format!(
+            "[profile mine]\ncredential_process = {binary_path} credentials --role mine \
+             --config {config_path}\n\n\
+             [profile narrow]\ncredential_process = {binary_path} credentials --role narrow \
+             --config {config_path}\n"
+        )
+    );
+    let write = || {
+        let output = in_home(MEMBER, &binary, &home)
+            .args(["profiles", "--write", "--config"])
+            .arg(&config_file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    assert!(write().contains("added mine, narrow"));
+    let aws_config = home.join(".aws/config");
+    let written = std::fs::read_to_string(&aws_config).unwrap();
+    assert!(write().contains("every profile is there already"));
+    assert_eq!(std::fs::read_to_string(&aws_config).unwrap(), written);
+    let owner = std::fs::metadata(&aws_config).unwrap();
+    assert_eq!(owner.uid().to_string(), uid_of(MEMBER));
+    assert_eq!(owner.permissions().mode() & 0o777, 0o600);
+
+    // The aws CLI with each profile, as the member: each role under the member's own session.
+    let host = short_host_name();
+    let whoami = |profile: &str| {
+        let output = in_home(MEMBER, venv_tool("aws"), &home)
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .args(["--profile", profile])
+            .args(WHOAMI)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{profile}: {}", stderr(&output));
+        stdout(&output).trim().to_owned()
+    };
+    assert_eq!(
+        whoami("mine"),
+        format!("{PIYO_SESSION_PREFIX}{MEMBER}@{host}")
+    );
+    assert_eq!(
+        whoami("narrow"),
+        format!("{PIYO_SESSION_PREFIX}narrow-{MEMBER}")
+    );
+    assert_eq!(
+        proxy.calls("AssumeRole"),
+        3,
+        "the shared role, then one per profile"
+    );
+
+    // One boto3 process with both profiles, as a program with two sessions (or Terraform with
+    // two providers) has them.
+    let script = "import boto3, os\n\
+                  for name in ('mine', 'narrow'):\n    \
+                  sts = boto3.Session(profile_name=name).client('sts', endpoint_url=os.environ['AWS_ENDPOINT_URL'])\n    \
+                  print(sts.get_caller_identity()['Arn'])\n";
+    let output = in_home(MEMBER, venv_tool("python"), &home)
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("{PIYO_SESSION_PREFIX}{MEMBER}@{host}\n{PIYO_SESSION_PREFIX}narrow-{MEMBER}\n")
+    );
+    assert_eq!(proxy.calls("AssumeRole"), 3, "no STS call per process");
+
+    // What `credentials` prints, and nothing secret written anywhere under the member's home
+    // (the CLI caches assume-role sets in ~/.aws/cli/cache; credential_process sets it does not).
+    let output = in_home(MEMBER, &binary, &home)
+        .args(["credentials", "--role", "mine", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let set: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(set["Version"], 1);
+    for field in [
+        "AccessKeyId",
+        "SecretAccessKey",
+        "SessionToken",
+        "Expiration",
+    ] {
+        assert!(
+            set[field].as_str().is_some_and(|v| !v.is_empty()),
+            "{field}: {set}"
+        );
+    }
+    let secret = set["SecretAccessKey"].as_str().unwrap();
+    for file in files_under(&home) {
+        let content = std::fs::read(&file).unwrap();
+        let found = (content.windows(secret.len())).any(|window| window == secret.as_bytes());
+        assert!(!found, "{} holds the secret", file.display());
+    }
+
+    // What the other account received: the member's tags, the narrowed role's policies.
+    let params = proxy.assume_role_params();
+    let asked = |session: &str| {
+        (params.iter())
+            .find(|p| p["RoleSessionName"] == session)
+            .unwrap_or_else(|| panic!("no AssumeRole for {session}: {params:?}"))
+            .clone()
+    };
+    let mine = asked(&format!("{MEMBER}@{host}"));
+    let tags: std::collections::BTreeMap<String, String> = (1..=3)
+        .map(|n| {
+            let field = |part: &str| mine[&format!("Tags.member.{n}.{part}")].as_str().unwrap();
+            (field("Key").to_owned(), field("Value").to_owned())
+        })
+        .collect();
+    let expected = [
+        ("host", host.as_str()),
+        ("team", "platform"),
+        ("user", MEMBER),
+    ];
+    let expected = expected.map(|(k, v)| (k.to_owned(), v.to_owned()));
+    assert_eq!(tags, expected.into_iter().collect(), "{mine:?}");
+    assert_eq!(mine["TransitiveTagKeys.member.1"], "team", "{mine:?}");
+    assert!(!mine.contains_key("Policy"), "{mine:?}");
+    let narrow = asked(&format!("narrow-{MEMBER}"));
+    assert_eq!(
+        narrow["PolicyArns.member.1.arn"],
+        "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    );
+    let sent: serde_json::Value = serde_json::from_str(narrow["Policy"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent,
+        serde_json::from_str::<serde_json::Value>(policy).unwrap()
+    );
+    assert!(!narrow.keys().any(|k| k.starts_with("Tags.")), "{narrow:?}");
+
+    // A member the narrowed role does not admit, and a user who cannot read the token.
+    let refused = |user: &str, role: &str| {
+        let home = home_of(&daemon.dir, user);
+        let output = in_home(user, &binary, &home)
+            .args(["credentials", "--role", role, "--config"])
+            .arg(&config_file)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{user} got {role}");
+        assert_eq!(stdout(&output), "", "no keys, not even partial JSON");
+        stderr(&output)
+    };
+    let not_admitted = refused(SECOND, "narrow");
+    assert!(
+        not_admitted.contains("role narrow: the daemon refused (403"),
+        "{not_admitted}"
+    );
+    let unreadable = refused(OUTSIDER, "mine");
+    assert!(
+        unreadable.contains("role mine: cannot use its token file"),
+        "{unreadable}"
+    );
+    assert!(unreadable.contains("Permission denied"), "{unreadable}");
+    assert_eq!(proxy.calls("AssumeRole"), 3, "a refusal costs no STS call");
+
+    // The daemon stopped: a clear error, at once.
+    assert!(daemon.terminate().success());
+    let started = std::time::SystemTime::now();
+    let output = in_home(MEMBER, &binary, &home)
+        .args(["credentials", "--role", "mine", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(started.elapsed().unwrap() < std::time::Duration::from_secs(2));
+    assert!(!output.status.success());
+    assert_eq!(stdout(&output), "");
+    assert!(
+        stderr(&output).contains("cannot reach the daemon"),
+        "{}",
+        stderr(&output)
+    );
+}

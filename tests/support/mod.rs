@@ -625,6 +625,19 @@ impl StsProxy {
             .collect()
     }
 
+    /// Every `AssumeRole`'s parameters as STS received them (its query form: `Tags.member.1.Key`,
+    /// `Policy`, ...), in order.
+    pub fn assume_role_params(&self) -> Vec<serde_json::Map<String, Value>> {
+        let stats = self.stats();
+        (stats["AssumeRole_params"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+        .into_iter()
+        .filter_map(|params| params.as_object().cloned())
+        .collect()
+    }
+
     fn stats(&self) -> Value {
         let request = format!(
             "GET /__proxy/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",

@@ -18,7 +18,9 @@ Action. Its behaviour is switched at run time with `POST /__proxy/mode` (body: a
 `GET /__proxy/stats` answers {"AssumeRole": n, "GetCallerIdentity": n, ...}: calls that reached
 the proxy, whatever the mode, "AssumeRole_last_ms": how long moto took to answer the last
 forwarded AssumeRole (the STS round trip as the daemon sees it, minus loopback), and
-"AssumeRole_sessions": the [RoleSessionName, SourceIdentity] of every AssumeRole, in order, and
+"AssumeRole_sessions": the [RoleSessionName, SourceIdentity] of every AssumeRole, in order,
+"AssumeRole_params": every AssumeRole's parameters but Action and Version (Tags.member.N.Key,
+TransitiveTagKeys.member.N, PolicyArns.member.N.arn, Policy, ...: the query form STS reads), and
 "times": per Action, when each call reached the proxy (monotonic seconds). Prints its port on the first line of stdout.
 
 Usage: python sts_proxy.py http://127.0.0.1:MOTO_PORT
@@ -40,6 +42,7 @@ MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short", "e
 state = {"mode": "pass"}
 counts = collections.Counter()
 sessions = []
+assumed = []
 times = {}
 lock = threading.Lock()
 
@@ -66,7 +69,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/__proxy/stats":
             with lock:
-                stats = dict(counts, AssumeRole_sessions=list(sessions), times={k: list(v) for k, v in times.items()})
+                stats = dict(counts, AssumeRole_sessions=list(sessions), AssumeRole_params=list(assumed), times={k: list(v) for k, v in times.items()})
                 return self.reply(200, json.dumps(stats).encode(), "application/json")
         self.forward(b"")
 
@@ -86,6 +89,7 @@ class Handler(BaseHTTPRequestHandler):
             if action == "AssumeRole":
                 named = [params.get(key, [None])[0] for key in ("RoleSessionName", "SourceIdentity")]
                 sessions.append(named)
+                assumed.append({k: v[0] for k, v in params.items() if k not in ("Action", "Version")})
         mode = state["mode"]
         if mode == "refuse":
             self.close_connection = True
