@@ -23,6 +23,7 @@ BASELINE=$ROOT/target/release/examples/bench_baseline
 # The work directory, cleanup at exit, say, free_port, wait_until, start_moto.
 source "$ROOT/tests/support/stand_ins.sh"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+now_us() { echo $(($(date +%s%N) / 1000)); }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 # anon_kib PID: the resident memory that is the process's own (heap, stacks), not pages of files.

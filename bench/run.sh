@@ -15,6 +15,8 @@
 #   2. AssumeRole calls reaching STS with 1, 10, 100 and 1000 concurrent clients, all there
 #      before the first credentials (STS answers in 3 s; checked by their early 503s);
 #   3. the aws CLI through assume-roled versus a profile with role_arn + credential_source;
+#      the same, and boto3, through a credential_process profile (`assume-roled credentials`),
+#      and one `assume-roled credentials` call alone;
 #   4. resident memory idle and under 1000 connections;
 #   5. start-up time to /readyz, minus the STS round trip;
 #   6. stripped binary size and cold release build time.
@@ -310,7 +312,27 @@ boto3_profile=$(run_cli boto3-profile AWS_CONFIG_FILE="$cli_home/.aws/config" AW
 boto3_daemon=$(run_cli boto3-daemon AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
   AWS_EC2_METADATA_DISABLED=true AWS_CONTAINER_CREDENTIALS_FULL_URI="http://127.0.0.1:$port/roles/piyo" \
   AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$work/token")
-printf '%s\n' "$daemon_cli" "$profile_cli" "$boto3_daemon" "$boto3_profile" >&2
+# A profile whose credential_process asks the daemon (what `assume-roled profiles` writes).
+cat >>"$cli_home/.aws/config" <<EOF
+[profile piyo-process]
+credential_process = $BIN credentials --role piyo --config $work/d$port/config.toml
+EOF
+boto3_process=$(run_cli boto3-process AWS_CONFIG_FILE="$cli_home/.aws/config" AWS_PROFILE=piyo-process \
+  AWS_EC2_METADATA_DISABLED=true)
+client_cmd=("$VENV/bin/aws" sts get-caller-identity --query Arn --output text)
+rm -rf "$cli_home/.aws/cli"
+process_cli=$(run_cli process AWS_CONFIG_FILE="$cli_home/.aws/config" AWS_PROFILE=piyo-process \
+  AWS_EC2_METADATA_DISABLED=true)
+process_cached=$(find "$cli_home/.aws" -path '*cli/cache*' -type f | wc -l)
+# One `credentials` call alone: the command's own start-up, the configuration, the token file
+# and one request to the daemon.
+t0=$(now_us)
+for _ in $(seq "$INVOCATIONS"); do
+  "$BIN" credentials --role piyo --config "$work/d$port/config.toml" >/dev/null
+done
+credentials_us=$((($(now_us) - t0) / INVOCATIONS))
+printf '%s\n' "$daemon_cli" "$profile_cli" "$process_cli" "$boto3_daemon" "$boto3_profile" "$boto3_process" \
+  "credentials $credentials_us us" >&2
 
 say "6. binary size and cold build"
 # The release binary keeps its symbol table (Cargo.toml); what is measured is the binary
@@ -348,12 +370,20 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     "$INVOCATIONS" "$(per_run_s "$d_ms")" "$d_calls"
   printf '| %s × the same with a `role_arn` + `credential_source = Ec2InstanceMetadata` profile | %s s each, %s AssumeRole calls, %s credential files written to ~/.aws/cli/cache | - |\n' \
     "$INVOCATIONS" "$(per_run_s "$p_ms")" "$p_calls" "$cached_secrets"
+  read -r _ c_ms c_calls <<<"$process_cli"
+  printf '| %s × the same with a `credential_process` profile (`assume-roled credentials`, as `profiles` writes it) | %s s each, %s AssumeRole calls, %s credential files written to ~/.aws/cli/cache | - |\n' \
+    "$INVOCATIONS" "$(per_run_s "$c_ms")" "$c_calls" "$process_cached"
   read -r _ bd_ms bd_calls <<<"$boto3_daemon"
   read -r _ bp_ms bp_calls <<<"$boto3_profile"
   printf '| %s × a one-shot boto3 script (`get_caller_identity`) through assume-roled | %s s each, %s AssumeRole calls | - |\n' \
     "$INVOCATIONS" "$(per_run_s "$bd_ms")" "$bd_calls"
   printf '| %s × the same script with the `role_arn` profile | %s s each, %s AssumeRole calls | - |\n' \
     "$INVOCATIONS" "$(per_run_s "$bp_ms")" "$bp_calls"
+  read -r _ bc_ms bc_calls <<<"$boto3_process"
+  printf '| %s × the same script with the `credential_process` profile | %s s each, %s AssumeRole calls | - |\n' \
+    "$INVOCATIONS" "$(per_run_s "$bc_ms")" "$bc_calls"
+  printf '| one `assume-roled credentials` call (start-up, configuration, token file, one request), mean of %s | %s ms | ≤ 20 ms |\n' \
+    "$INVOCATIONS" "$(ms "$credentials_us")"
   printf '| resident memory, idle, one role (of which anonymous: the daemon'"'"'s own) | %s MiB (%s MiB) | ≤ 10 MiB |\n' \
     "$(mib "$idle_rss")" "$(mib "$idle_anon")"
   printf '| resident memory, peak under 1000 connections | %s MiB | ≤ 30 MiB |\n' "$(mib "$peak_rss")"
