@@ -118,22 +118,31 @@ fn an_unreadable_log_filter_is_named() {
     );
 }
 
-/// `check --assume` makes one real AssumeRole per role and shows the identity obtained.
+/// `check --assume` makes one real AssumeRole per role and shows what it asked with (as
+/// `--as-user` for the tags that name the user) and the identity obtained.
 #[test]
 fn check_assume_shows_the_assumed_identity() {
     let moto = Moto::start();
     let dir = TempDir::new("check");
-    let config = dir.write("config.toml", &moto.config(&dir.path().join("token")));
+    let tags = "tags = { user = \"{user}\", team = \"platform\" }\n";
+    let config = dir.write(
+        "config.toml",
+        &format!("{}{tags}", moto.config(&dir.path().join("token"))),
+    );
     let mut command = Command::new(daemon_binary());
     isolated(&mut command)
         .envs(moto.host_env())
-        .args(["check", "--assume", "--config"])
+        .args(["check", "--assume", "--as-user", "nobody", "--config"])
         .arg(&config);
     let output = command.output().unwrap();
     let text = stdout(&output);
     assert!(output.status.success(), "{text} {}", stderr(&output));
     assert!(
         text.contains("source identity  arn:aws:sts::111122223333:assumed-role/hoge-ec2-role/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("role piyo  asks as session hoge; tags team=platform, user=nobody\n"),
         "{text}"
     );
     assert!(

@@ -383,6 +383,22 @@ member_uri=$(inside su - member -c 'printf %s "$AWS_CONTAINER_CREDENTIALS_FULL_U
 inside su - member -c 'cat /var/lib/assume-roled/team.token' >/dev/null 2>&1 && fail "a non-member can read the team token"
 [ "$(fetch team)" = 401 ] || fail "the server's token opened the team role"
 ok "the same profile line gives each group its role (the team's from the public copy); the team token is the team's alone"
+inside su - teammate -c 'assume-roled profiles --write' >"$work/profiles-out" 2>&1 ||
+  fail "profiles --write: $(cat "$work/profiles-out")"
+inside su - teammate -c 'assume-roled profiles --write' >"$work/profiles-again" 2>&1 || fail "profiles --write, twice"
+grep 'every profile is there already' "$work/profiles-again" >/dev/null || fail "a second --write: $(cat "$work/profiles-again")"
+inside cat /home/teammate/.aws/config >"$work/teammate-config"
+[ "$(cat "$work/teammate-config")" = "[profile team]
+credential_process = /usr/bin/assume-roled credentials --role team" ] || fail "the teammate's ~/.aws/config: $(cat "$work/teammate-config")"
+[ "$(inside stat -c '%a %U' /home/teammate/.aws/config)" = "600 teammate" ] || fail "~/.aws/config is not the teammate's, 0600"
+# What an SDK runs for the profile, exactly as written there.
+process=$(sed -n 's/^credential_process = //p' "$work/teammate-config")
+inside su - teammate -c "$process" >"$work/process-out" || fail "the profile's credential_process failed"
+grep '^{"AccessKeyId":"ASIA' "$work/process-out" >/dev/null && grep '"Version":1' "$work/process-out" >/dev/null ||
+  fail "credential_process printed: $(head -c 200 "$work/process-out")"
+inside su - member -c "$process" >"$work/process-member" 2>&1 && fail "a non-member ran the team's credential_process"
+grep 'cannot use its token file' "$work/process-member" >/dev/null || fail "the non-member was told: $(cat "$work/process-member")"
+ok "the package's profiles --write gives the teammate a team profile whose credential_process (/usr/bin/assume-roled credentials, from the public copy) prints the team's set; a non-member gets an error"
 
 say "reload"
 refreshed_piyo() { journal | grep -c "credentials refreshed role=piyo access_key_id" || true; }
