@@ -70,11 +70,15 @@ test: venv
 	$(CARGO) build --examples
 	$(CARGO) test --all-targets
 
-lint: check-unit fuzz-build
+lint: venv check-unit fuzz-build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	@# Every crate in the binary under a licence compatible with MIT OR Apache-2.0.
 	$(PYTHON) scripts/licences.py check
+	@# deploy/: the CloudFormation templates, the alert rules and each alert's unit test.
+	$(VENV)/bin/cfn-lint deploy/cloudformation/*.yaml
+	promtool check rules deploy/prometheus/assume-roled.rules.yml
+	cd deploy/prometheus && promtool test rules assume-roled.rules.test.yml
 
 # The fuzz targets, built as plain binaries (no sanitizer, stable toolchain) in the project's
 # own target directory, so that a change that breaks them fails CI; `make fuzz` runs them.

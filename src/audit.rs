@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -168,6 +169,8 @@ pub struct Audit {
     served: Mutex<Throttle>,
     refused: Mutex<Throttle>,
     budget: Mutex<Budget>,
+    /// Lines folded into counts (`assume_roled_audit_lines_folded_total` when the daemon's).
+    folded: Counter,
 }
 
 fn lock<T>(table: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -271,6 +274,14 @@ fn who_of(peer: &Peer) -> Who {
 }
 
 impl Audit {
+    /// An audit that counts the lines it folds into `folded` (the metrics' counter).
+    pub fn counting_folds_in(folded: Counter) -> Self {
+        Self {
+            folded,
+            ..Self::default()
+        }
+    }
+
     /// Sets the line budget (`[server] audit_lines_per_minute`), at start and at a reload.
     pub fn set_lines_per_minute(&self, per_minute: u64) {
         lock(&self.budget).per_minute = per_minute;
@@ -282,6 +293,9 @@ impl Audit {
         let (allowed, report) = lock(&self.budget).take(outcome, Instant::now());
         if let Some(folded) = report {
             report_folded(folded);
+        }
+        if !allowed {
+            self.folded.inc();
         }
         allowed
     }
@@ -319,9 +333,10 @@ impl Audit {
                     return;
                 }
                 info!(
-                    target: "audit", role = %role, access_key_id = %masked_key_id, uid = %uid,
-                    user = %user, pid = %pid, exe = %exe, container = %container, via = %via,
-                    held_back = held, "credentials served"
+                    target: "audit", role = %role,
+                    access_key_id = %masked_key_id, uid = %uid, user = %user, pid = %pid,
+                    exe = %exe, container = %container, via = %via, held_back = held, outcome = "served",
+                    "credentials served"
                 );
             }
             Decision::NotAdmitted | Decision::UnknownPeer | Decision::Full(_) => {
@@ -337,8 +352,8 @@ impl Audit {
                     return;
                 };
                 warn!(
-                    target: "audit", role = %role, uid = %uid, user = %user, pid = %pid, exe = %exe,
-                    container = %container, via = %via, held_back = held,
+                    target: "audit", role = %role, uid = %uid, user = %user,
+                    pid = %pid, exe = %exe, container = %container, via = %via, held_back = held, outcome = "refused",
                     "credentials refused: {reason}"
                 );
             }
@@ -366,8 +381,9 @@ impl Audit {
             Known(&peer.container),
         );
         warn!(
-            target: "audit", role = %role, uid = %uid, user = %user, exe = %exe,
-            container = %container, held_back = held, "request refused: {reason}"
+            target: "audit", role = %role, uid = %uid, user = %user,
+            exe = %exe, container = %container, held_back = held, outcome = "unauthorized",
+            "request refused: {reason}"
         );
     }
 
@@ -407,7 +423,7 @@ impl Audit {
                 (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
             info!(
                 target: "audit", role = %held.role, access_key_id = %held.detail, uid = %uid,
-                user = %user, container = %container, count = held.count,
+                user = %user, container = %container, count = held.count, outcome = "served",
                 "credentials served again, not written one by one"
             );
         }
@@ -416,8 +432,8 @@ impl Audit {
             let (uid, user, container) =
                 (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
             warn!(
-                target: "audit", role = %held.role, uid = %uid, user = %user, container = %container,
-                reason = %held.detail, count = held.count,
+                target: "audit", role = %held.role, uid = %uid, user = %user,
+                container = %container, reason = %held.detail, count = held.count, outcome = "refused",
                 "requests refused again, not written one by one"
             );
         }
@@ -673,6 +689,30 @@ mod tests {
         budget.take(Outcome::Served, at(start, 61));
         budget.take(Outcome::Served, at(start, 62));
         assert_eq!(budget.take_folded(), Some([1, 0, 0]));
+    }
+
+    /// Lines past the budget are counted into the metrics' counter
+    /// (`assume_roled_audit_lines_folded_total`), one per line not written.
+    #[test]
+    fn folded_lines_are_counted_for_the_metrics() {
+        let folded = Counter::default();
+        let audit = Audit::counting_folds_in(folded.clone());
+        audit.set_lines_per_minute(1);
+        let bob = Peer {
+            uid: Some(1002),
+            user: Some("bob".into()),
+            ..Peer::default()
+        };
+        let served = Decision::Served {
+            body: bytes::Bytes::new(),
+            masked_key_id: std::sync::Arc::from("ASIA…0001"),
+        };
+        let via = Via::Container(None);
+        audit.record("piyo", via, &bob, &served);
+        assert_eq!(folded.get(), 0, "within the budget");
+        audit.record("piyo", via, &bob, &Decision::NotAdmitted);
+        audit.unauthorized(Some("piyo"), &bob);
+        assert_eq!(folded.get(), 2);
     }
 
     /// Each audit is a value of its own: what one records, another does not see; a second

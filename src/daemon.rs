@@ -119,7 +119,7 @@ pub async fn run<S: Sts>(parts: Parts<S>, shutdown: CancellationToken) -> anyhow
     } = parts;
     let started = Started::check(&config, &listeners, &environment)?;
     let metrics = Arc::new(Metrics::new());
-    let audit = Arc::new(Audit::default());
+    let audit = Arc::new(Audit::counting_folds_in(metrics.audit_lines_folded()));
     audit.set_lines_per_minute(config.server.audit_lines_per_minute);
     let seams = Seams {
         sts: sts.clone(),

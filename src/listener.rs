@@ -34,7 +34,7 @@ use deadline::WriteDeadline;
 use unanswered::{Unanswered, UnansweredLog};
 
 use crate::admission::{Holder, Holders, Limits, Place, Refused};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefusedBecause};
 use crate::peer::{NameSource, Peer, Resolver};
 
 /// How long a write to a client may make no progress before the connection is cut. A backstop:
@@ -438,10 +438,11 @@ impl<A: App> Accepting<A> {
                 Some(place)
             }
             Err(refused) => {
-                let reason = match refused {
-                    Refused::HolderFull => Unanswered::UserAtLimit,
-                    Refused::AllTaken => Unanswered::AllTaken,
+                let (reason, because) = match refused {
+                    Refused::HolderFull => (Unanswered::UserAtLimit, RefusedBecause::UserAtLimit),
+                    Refused::AllTaken => (Unanswered::AllTaken, RefusedBecause::AllTaken),
                 };
+                self.metrics.connection_refused(because);
                 self.admission.unanswered.note(reason, client, peer.uid);
                 None
             }

@@ -18,7 +18,7 @@ use assume_roled::cli::{Cli, Command, GuardAction};
 use assume_roled::config;
 use assume_roled::daemon::{Notifier, SdkSts, SystemClock};
 use assume_roled::env::{self, profile_lines};
-use assume_roled::logs::{self, QueueWriter};
+use assume_roled::logs::{self, QueueWriter, journal};
 use assume_roled::{check, client, daemon, guard, profiles, signals, status};
 
 /// sysexits.h `EX_CONFIG`: systemd's `RestartPreventExitStatus=78` stops a restart loop on it.
@@ -256,7 +256,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
-/// Logs go to stderr (the journal under systemd). `ASSUME_ROLED_LOG` (or `RUST_LOG`) sets the
+/// Logs go to stderr, or under journald to the journal as records with fields (`logs::journal`). `ASSUME_ROLED_LOG` (or `RUST_LOG`) sets the
 /// level; the daemon defaults to `info`, the one-shot commands to `warn`. A filter that cannot
 /// be read is said so in the log, and the default applies.
 fn init_logging(daemon: bool) -> QueueWriter {
@@ -269,14 +269,30 @@ fn init_logging(daemon: bool) -> QueueWriter {
         Ok(filter) => (filter, None),
         Err(error) => (logs::filter::wanted(default).expect("a level"), Some(error)),
     };
+    let filter = filter.and(logs::filter::secret_safe_caps());
     // Off the request path: a slow journal never holds a request, and what a full queue has
-    // to drop is counted and reported.
-    let (writer, _dropped) = logs::queued(logs::QUEUE_LINES, std::io::stderr());
-    let lines = fmt::layer()
-        .with_writer(writer.clone())
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(filter.and(logs::filter::secret_safe_caps()));
-    tracing_subscriber::registry().with(lines).init();
+    // to drop is counted and reported. Under journald, records with fields; else text lines.
+    let journal = std::env::var("JOURNAL_STREAM").ok();
+    let socket = (daemon && journal::stderr_is_journal(journal.as_deref()))
+        .then(|| journal::JournalSocket::connect(std::path::Path::new(journal::SOCKET)).ok())
+        .flatten();
+    let writer = match socket {
+        Some(socket) => {
+            let (writer, _dropped) = logs::queued(logs::QUEUE_LINES, socket);
+            let records = journal::JournalLayer::new(writer.clone()).with_filter(filter);
+            tracing_subscriber::registry().with(records).init();
+            writer
+        }
+        None => {
+            let (writer, _dropped) = logs::queued(logs::QUEUE_LINES, std::io::stderr());
+            let lines = fmt::layer()
+                .with_writer(writer.clone())
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(filter);
+            tracing_subscriber::registry().with(lines).init();
+            writer
+        }
+    };
     if let Some(error) = unreadable {
         tracing::warn!("{variable}={wanted:?} is not a log filter ({error}); logging at {default}");
     }

@@ -1,6 +1,8 @@
 //! Metrics in the Prometheus/OpenMetrics text format: requests by route and status, refreshes
-//! by role and outcome, seconds until each role's credentials expire, live user sessions of each
-//! role served per user, STS call latency, open connections. None of them carries a secret.
+//! by role and outcome and failed ones by STS error code, seconds until each role's credentials
+//! expire, live user sessions of each role served per user, STS call latency, open, evicted and
+//! refused connections, audit lines folded, the guard's state. None of them carries a secret.
+//! `deploy/prometheus` has alert rules on them (with tests) and a dashboard.
 //!
 //! Counters are updated where things happen (the request guard, the refresher, the accept
 //! loop); the expiry and session gauges are computed from the role table when scraped, so they
@@ -21,6 +23,62 @@ use crate::guard_state::GuardState;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`as_text_format`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The format a scrape asked for: OpenMetrics when its `Accept` names it (Prometheus does),
+/// else the Prometheus text format (curl, `promtool check metrics`, older scrapers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    Text,
+}
+
+impl Format {
+    /// The format `headers` ask for.
+    pub fn asked_in(headers: &axum::http::HeaderMap) -> Self {
+        let accept = headers.get(axum::http::header::ACCEPT);
+        let accept = accept.and_then(|value| value.to_str().ok()).unwrap_or("");
+        match accept.contains("application/openmetrics-text") {
+            true => Format::OpenMetrics,
+            false => Format::Text,
+        }
+    }
+}
+
+/// OpenMetrics text as the Prometheus text format (0.0.4): a counter family `x` is named
+/// `x_total` there in its `HELP` and `TYPE` lines, as its samples are, and there is no `# EOF`.
+/// Pure.
+pub fn as_text_format(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"))
+        {
+            counters.insert(name);
+        }
+    }
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, after) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {after}"))
+        });
+        match renamed {
+            Some(line) => text.push_str(&line),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -35,6 +93,59 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    role: String,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
+}
+
+/// STS error codes (and the daemon's own, for calls that got no answer) counted by name; any
+/// other is `Other`, so that no answer can create label sets without end.
+const FAILURE_CODES: &[&str] = &[
+    "AccessDenied",
+    "ExpiredToken",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "RegionDisabledException",
+    "MalformedPolicyDocument",
+    "PackedPolicyTooLarge",
+    "ValidationError",
+    "Throttling",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "IDPCommunicationError",
+    "Timeout",
+    "Unreachable",
+    "NoSourceCredentials",
+    "RequestNotBuilt",
+    "EmptyResponse",
+    "BadExpiration",
+    "IncompleteCredentials",
+];
+
+/// The label an STS error code is counted under.
+pub fn failure_code_label(code: &str) -> &'static str {
+    FAILURE_CODES
+        .iter()
+        .find(|known| **known == code)
+        .copied()
+        .unwrap_or("Other")
+}
+
+/// Why a connection was closed unanswered by fair admission, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedBecause {
+    /// Its holder holds `max_connections_per_user`.
+    UserAtLimit,
+    /// Every place is taken by holders within their fair share.
+    AllTaken,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabels {
     role: String,
 }
@@ -46,6 +157,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     refreshes: Family<RefreshLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
+    audit_folded: Counter,
     expiry: Family<RoleLabels, Gauge<f64, AtomicU64>>,
     sessions: Family<RoleLabels, Gauge>,
     sts_latency: Histogram,
@@ -73,6 +187,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("assume_roled");
         let requests = Family::<RequestLabels, Counter>::default();
         let refreshes = Family::<RefreshLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let refused = Family::<RefusedLabels, Counter>::default();
+        let audit_folded = Counter::default();
         let expiry = Family::<RoleLabels, Gauge<f64, AtomicU64>>::default();
         let sessions = Family::<RoleLabels, Gauge>::default();
         // 5 ms to about 20 s.
@@ -87,6 +204,22 @@ impl Metrics {
             "refreshes",
             "STS AssumeRole attempts by role and outcome",
             refreshes.clone(),
+        );
+        registry.register(
+            "refresh_failures",
+            "Failed STS AssumeRole attempts by role and error code (Other: a code not listed)",
+            failures.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed unanswered by fair admission, by reason (user_at_limit: the \
+             holder holds max_connections_per_user; all_taken: every place is in fair use)",
+            refused.clone(),
+        );
+        registry.register(
+            "audit_lines_folded",
+            "Audit lines past audit_lines_per_minute, counted by outcome instead of written",
+            audit_folded.clone(),
         );
         registry.register(
             "credentials_expiry_seconds",
@@ -133,6 +266,11 @@ impl Metrics {
             "Times the guard's watch put its table back after it was removed or changed",
             guard_reapplied.clone(),
         );
+        // Both reasons from the start, at 0: a rate or increase then sees the first refusal (a
+        // series that appears at 1 has no increase to show).
+        for reason in ["user_at_limit", "all_taken"] {
+            let _ = refused.get_or_create(&RefusedLabels { reason });
+        }
         let hot = [("roles", 200), ("imds_credentials", 200)].map(|(route, status)| {
             let labels = RequestLabels { route, status };
             let counter = requests.get_or_create(&labels).clone();
@@ -143,6 +281,9 @@ impl Metrics {
             registry,
             requests,
             refreshes,
+            failures,
+            refused,
+            audit_folded,
             expiry,
             sessions,
             sts_latency,
@@ -189,6 +330,29 @@ impl Metrics {
         };
         self.refreshes.get_or_create(&labels).inc();
         self.sts_latency.observe(seconds);
+    }
+
+    /// Counts one failed refresh attempt of `role` by its STS error code.
+    pub fn refresh_failed(&self, role: &str, code: &str) {
+        let labels = FailureLabels {
+            role: role.to_owned(),
+            code: failure_code_label(code),
+        };
+        self.failures.get_or_create(&labels).inc();
+    }
+
+    /// A connection closed unanswered by fair admission.
+    pub fn connection_refused(&self, because: RefusedBecause) {
+        let reason = match because {
+            RefusedBecause::UserAtLimit => "user_at_limit",
+            RefusedBecause::AllTaken => "all_taken",
+        };
+        self.refused.get_or_create(&RefusedLabels { reason }).inc();
+    }
+
+    /// The counter of folded audit lines, for the audit to count into.
+    pub fn audit_lines_folded(&self) -> Counter {
+        self.audit_folded.clone()
     }
 
     pub fn connection_opened(&self) {
@@ -439,5 +603,121 @@ mod tests {
             text.contains("assume_roled_sts_call_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    /// What the alert rules in deploy/prometheus read: failures by code (a code not listed is
+    /// `Other`, so an answer cannot make label sets without end), refusals by reason, folds.
+    #[test]
+    fn failures_refusals_and_folds_are_counted() {
+        let metrics = Metrics::new();
+        metrics.refresh_failed("piyo", "AccessDenied");
+        metrics.refresh_failed("piyo", "AccessDenied");
+        metrics.refresh_failed("piyo", "SomethingNew<script>");
+        metrics.connection_refused(RefusedBecause::UserAtLimit);
+        metrics.audit_lines_folded().inc_by(3);
+        let text = metrics.render([], [], None, SystemTime::now());
+        for line in [
+            "assume_roled_refresh_failures_total{role=\"piyo\",code=\"AccessDenied\"} 2",
+            "assume_roled_refresh_failures_total{role=\"piyo\",code=\"Other\"} 1",
+            "assume_roled_connections_refused_total{reason=\"user_at_limit\"} 1",
+            "assume_roled_audit_lines_folded_total 3",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert_eq!(failure_code_label("Throttling"), "Throttling");
+        assert_eq!(failure_code_label("throttling"), "Other");
+    }
+
+    #[test]
+    fn openmetrics_becomes_the_text_format() {
+        let metrics = Metrics::new();
+        metrics.refresh("piyo", "success", 0.02);
+        let open = metrics.render([], [], None, SystemTime::now());
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        let text = as_text_format(&open);
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains("# TYPE assume_roled_refreshes_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP assume_roled_refreshes_total STS AssumeRole"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE assume_roled_open_connections gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE assume_roled_sts_call_duration_seconds histogram\n"),
+            "{text}"
+        );
+        let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples(&text), samples(&open), "every sample kept as it is");
+        let headers = |accept: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(axum::http::header::ACCEPT, accept.parse().unwrap());
+            headers
+        };
+        let prometheus =
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        assert_eq!(Format::asked_in(&headers(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::asked_in(&headers("*/*")), Format::Text);
+        assert_eq!(
+            Format::asked_in(&axum::http::HeaderMap::new()),
+            Format::Text
+        );
+    }
+
+    /// Every metric the alert rules and the dashboard in `deploy/` name is one of these (a
+    /// renamed metric would leave an alert that never fires, silently).
+    #[test]
+    fn the_deploy_rules_and_dashboard_name_only_these_metrics() {
+        let metrics = Metrics::new();
+        metrics.refresh("piyo", "success", 0.02);
+        metrics.refresh_failed("piyo", "AccessDenied");
+        let text = metrics.render(
+            [("piyo", SystemTime::now())],
+            [("piyo", 1)],
+            None,
+            SystemTime::now(),
+        );
+        let families: Vec<&str> = (text.lines())
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect();
+        let deployed = [
+            include_str!("../deploy/prometheus/assume-roled.rules.yml"),
+            include_str!("../deploy/grafana/assume-roled.json"),
+        ];
+        let mut named = 0;
+        for text in deployed {
+            for name in metric_names(text) {
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                assert!(
+                    families.contains(&family),
+                    "{name} is not a metric: {families:?}"
+                );
+                named += 1;
+            }
+        }
+        assert!(named > 20, "the files name metrics: {named}");
+    }
+
+    /// Every `assume_roled_*` name in `text`.
+    fn metric_names(text: &str) -> Vec<&str> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("assume_roled_") {
+            let length = rest[at..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len() - at);
+            names.push(&rest[at..at + length]);
+            rest = &rest[at + length..];
+        }
+        names
     }
 }

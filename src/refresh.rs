@@ -229,6 +229,11 @@ impl<S: Sts> Refresher<S> {
             .map_or_else(|error| error.kind.as_str(), |_| "success");
         let seconds = started.elapsed().as_secs_f64();
         self.seams.metrics.refresh(&self.role.name, label, seconds);
+        if let Err(error) = &outcome {
+            self.seams
+                .metrics
+                .refresh_failed(&self.role.name, &error.code);
+        }
         match outcome {
             Ok(credentials) => self.succeeded(Served::new(credentials, now), now),
             Err(error) => self.failed(error, now),

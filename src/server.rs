@@ -31,7 +31,7 @@ use crate::access::{Grant, Via, grant_of};
 use crate::audit::Audit;
 use crate::clock::{Clock, SharedClock};
 use crate::http::{error_response, json_response, typed_response};
-use crate::metrics::{self, Metrics, Names};
+use crate::metrics::{self, Format, Metrics, Names};
 use crate::peer::Peer;
 use crate::refresh::servable;
 use crate::roles::{RoleEntry, RoleTable, Sessions};
@@ -398,21 +398,27 @@ async fn status_report(
 async fn metrics_text(
     State(state): State<AppState>,
     Extension(checked): Extension<Checked>,
+    headers: HeaderMap,
 ) -> Response {
     let inner = &state.inner;
-    render_metrics(
-        &inner.metrics,
-        &checked.table,
-        inner.clock.as_ref(),
-        Names::Shown,
-    )
+    let scrape = Scrape {
+        names: Names::Shown,
+        format: Format::asked_in(&headers),
+    };
+    render_metrics(&inner.metrics, &checked.table, inner.clock.as_ref(), scrape)
+}
+
+/// What a scrape gets: role names or not, and in which format.
+struct Scrape {
+    names: Names,
+    format: Format,
 }
 
 fn render_metrics(
     metrics: &Metrics,
     table: &RoleTable,
     clock: &dyn Clock,
-    names: Names,
+    scrape: Scrape,
 ) -> Response {
     let expiries: Vec<(&str, SystemTime)> = table
         .iter()
@@ -430,11 +436,14 @@ fn render_metrics(
         .collect();
     let guard = crate::guard_state::GuardState::read();
     let text = metrics.render(expiries, sessions, guard, clock.now());
-    let text = match names {
+    let text = match scrape.names {
         Names::Shown => text,
         Names::Withheld => metrics::without_names(&text),
     };
-    typed_response(text, metrics::CONTENT_TYPE)
+    match scrape.format {
+        Format::OpenMetrics => typed_response(text, metrics::CONTENT_TYPE),
+        Format::Text => typed_response(metrics::as_text_format(&text), metrics::TEXT_CONTENT_TYPE),
+    }
 }
 
 /// The router of `[server] metrics_listen` bound at `local`: `/metrics` only, without the
@@ -446,10 +455,14 @@ pub fn metrics_router(
     clock: SharedClock,
     local: SocketAddr,
 ) -> Router {
-    let scrape = move || {
+    let scrape = move |headers: HeaderMap| {
         // No token here: counts without role or user names.
         let table = roles.borrow().clone();
-        let response = render_metrics(&metrics, &table, clock.as_ref(), Names::Withheld);
+        let scrape = Scrape {
+            names: Names::Withheld,
+            format: Format::asked_in(&headers),
+        };
+        let response = render_metrics(&metrics, &table, clock.as_ref(), scrape);
         async move { response }
     };
     let hosts = allowed_hosts(local);

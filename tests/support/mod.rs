@@ -120,6 +120,34 @@ pub struct Moto {
     _process: Process,
 }
 
+/// A moto server with nothing in it (and IAM checks off), for tests that make their own
+/// accounts.
+pub struct BareMoto {
+    pub endpoint: String,
+    pub process: Process,
+}
+
+impl BareMoto {
+    /// Moto listening on `host` (its endpoint is loopback either way), with `env` added to its
+    /// environment.
+    pub fn start_on(host: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let child = Command::new(venv_tool("moto_server"))
+            .args(["-H", host, "-p", &port.to_string()])
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let process = Process(child);
+        wait_for("moto", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            process,
+        }
+    }
+}
+
 impl Moto {
     pub fn start() -> Self {
         Self::start_on("127.0.0.1")
@@ -128,16 +156,7 @@ impl Moto {
     /// Moto listening on `host` (`0.0.0.0`: also reachable from a namespace joined to this one);
     /// `endpoint` is its loopback address either way.
     pub fn start_on(host: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(venv_tool("moto_server"))
-            .args(["-H", host, "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let process = Process(child);
-        wait_for("moto", || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let BareMoto { endpoint, process } = BareMoto::start_on(host, &[]);
         let bootstrap = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/bootstrap.py");
         let output = Command::new(venv_tool("python"))
             .arg(bootstrap)
@@ -306,10 +325,16 @@ impl Daemon {
     }
 
     /// Waits until `/readyz` says every role has credentials.
+    /// Waits until the daemon has credentials; if it never does, the panic shows its log.
     pub fn wait_ready(&self) {
-        wait_for("the daemon's credentials", || {
+        let ready = eventually(READY_TIMEOUT.as_secs(), || {
             self.get("/readyz", &[]).0 == 200
         });
+        assert!(
+            ready,
+            "the daemon's credentials did not become ready:\n{}",
+            self.log()
+        );
     }
 
     pub fn uri(&self, role: &str) -> String {

@@ -355,6 +355,22 @@ wait_until 10 journal_has "audit: credentials served role=piyo access_key_id=ASI
   fail "no audit line naming the member: $(journal | grep audit | tail -n 2)"
 journal_has "sock_diag is unavailable" && fail "the unit does not let the daemon ask the kernel (sock_diag)"
 ok "under the hardened unit, the audit line names the connecting user (uid $member_uid), from sock_diag"
+# Under journald the same line is a record with fields: the journal selects by them.
+inside journalctl -u "$UNIT" --no-pager -o json OUTCOME=served ROLE=piyo USER=member >"$work/selected"
+python3 - "$work/selected" "$member_uid" <<'PYEOF_J' || fail "journal fields: $(tail -c 600 "$work/selected")"
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+assert records, "journalctl OUTCOME=served ROLE=piyo USER=member selected nothing"
+last = records[-1]
+assert last["UID"] == sys.argv[2], last
+assert last["TARGET"] == "audit" and last["PRIORITY"] == "6", last
+assert last["ACCESS_KEY_ID"].startswith("ASIA") and "…" in last["ACCESS_KEY_ID"], last
+assert last["MESSAGE"].startswith("audit: credentials served role=piyo"), last
+assert "SecretAccessKey" not in json.dumps(records)
+PYEOF_J
+[ -z "$(inside journalctl -u "$UNIT" --no-pager -o json OUTCOME=served ROLE=piyo USER=outsider)" ] ||
+  fail "the journal selected the member's records for another user"
+ok "the journal selects the audit by field (journalctl OUTCOME=served ROLE=piyo USER=member): UID, TARGET, PRIORITY, the masked ACCESS_KEY_ID; the text line is its MESSAGE"
 
 say "a role's own token file, given to its group"
 inside groupadd team
