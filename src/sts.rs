@@ -18,6 +18,7 @@ use aws_config::environment::credentials::EnvironmentVariableCredentialsProvider
 use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
@@ -133,9 +134,11 @@ impl SdkSts {
                     .operation_timeout(CALL_TIMEOUT)
                     .build(),
             );
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
+        // The region from the environment, the profile or instance metadata (asked directly).
+        loader = match &config.region {
+            Some(region) => loader.region(Region::new(region.clone())),
+            None => loader.region(region_chain()),
+        };
         if let Some(endpoint) = &config.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -293,7 +296,44 @@ fn require_complete(
     ))
 }
 
-/// The standard AWS source chain without the container-credentials provider.
+/// What the SDK's providers that read instance metadata are built with: an HTTP client that
+/// never uses a proxy. The SDK's default client takes `HTTPS_PROXY` / `HTTP_PROXY` from the
+/// environment (right for STS), and would send metadata requests to a proxy too unless
+/// `NO_PROXY` names the metadata address; a proxy would then answer from its own host's
+/// metadata: another instance's id, or another instance's role.
+pub fn metadata_provider_config() -> ProviderConfig {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
+    let client = Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::disabled()));
+        connector.build()
+    });
+    ProviderConfig::default().with_http_client(client)
+}
+
+/// The SDK's default region chain (environment, profile, instance metadata), with instance
+/// metadata asked directly.
+fn region_chain() -> aws_config::meta::region::RegionProviderChain {
+    use aws_config::environment::region::EnvironmentVariableRegionProvider;
+    use aws_config::imds::region::ImdsRegionProvider;
+    use aws_config::profile::region::ProfileFileRegionProvider;
+    let metadata = metadata_provider_config();
+    aws_config::meta::region::RegionProviderChain::first_try(
+        EnvironmentVariableRegionProvider::new(),
+    )
+    .or_else(ProfileFileRegionProvider::builder().build())
+    .or_else(ImdsRegionProvider::builder().configure(&metadata).build())
+}
+
+/// The standard AWS source chain without the container-credentials provider; instance
+/// metadata asked directly, never through a proxy.
 fn source_chain() -> CredentialsProviderChain {
     CredentialsProviderChain::first_try(
         "Environment",
@@ -306,7 +346,9 @@ fn source_chain() -> CredentialsProviderChain {
     )
     .or_else(
         "Ec2InstanceMetadata",
-        ImdsCredentialsProvider::builder().build(),
+        ImdsCredentialsProvider::builder()
+            .configure(&metadata_provider_config())
+            .build(),
     )
 }
 

@@ -305,3 +305,66 @@ fn the_templates_deploy_and_the_daemon_serves_the_role_they_made() {
         "promtool has remarks"
     );
 }
+
+/// A host in a private subnet reaches STS through an HTTPS proxy: with the drop-in's
+/// environment (`HTTPS_PROXY`, `NO_PROXY` for instance metadata) and no `[sts] endpoint`, the
+/// daemon asks the proxy for a tunnel to the regional STS endpoint and gets its credentials
+/// through it; instance metadata (read for `{instance_id}`) is never sent to the proxy, even
+/// with `HTTP_PROXY` set too.
+#[test]
+fn sts_through_an_https_proxy_and_metadata_never() {
+    let moto = Moto::start();
+    let dir = TempDir::new("proxy");
+    let ca_file = dir.path().join("proxy-ca.pem");
+    let sts_host = "sts.us-east-1.amazonaws.com";
+    let proxy = HttpsProxy::start(&moto.endpoint, &ca_file, &[sts_host]);
+    // At an address NO_PROXY does not name: only the daemon's own choice keeps it off the proxy.
+    let double = ImdsDouble::start_at(&moto, "127.0.0.2:0");
+    let config = piyo_config("127.0.0.1:0", &dir.path().join("state/token"), None).replace(
+        "session_name = \"hoge\"",
+        "session_name = \"{instance_id}\"",
+    );
+    let dropin = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/proxy.conf"),
+    )
+    .unwrap();
+    let no_proxy = (dropin.lines())
+        .find_map(|line| line.strip_prefix("Environment=NO_PROXY="))
+        .expect("the drop-in sets NO_PROXY");
+    let environment = [
+        ("HTTPS_PROXY", proxy.url.as_str()),
+        ("HTTP_PROXY", proxy.url.as_str()),
+        ("NO_PROXY", no_proxy),
+        // The proxy's CA, as a site's own CA is added to the system's store.
+        ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+        (
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            double.endpoint.as_str(),
+        ),
+    ];
+    let daemon = Daemon::start_with(dir, &config, &moto.host_env(), &environment);
+    daemon.wait_ready();
+    let (tunnels, plain) = proxy.seen();
+    assert!(!tunnels.is_empty(), "no CONNECT reached the proxy");
+    assert!(
+        tunnels.iter().all(|t| t == &format!("{sts_host}:443")),
+        "{tunnels:?}"
+    );
+    assert!(
+        plain.is_empty(),
+        "sent to the proxy in plain HTTP: {plain:?}"
+    );
+
+    let mut command = Command::new(venv_tool("aws"));
+    isolated(&mut command)
+        .envs(daemon.client_env())
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .args(WHOAMI);
+    let whoami = command.output().unwrap();
+    assert!(whoami.status.success(), "{}", stderr(&whoami));
+    assert_eq!(
+        stdout(&whoami).trim(),
+        format!("{PIYO_SESSION_PREFIX}i-0123456789abcdef0"),
+        "credentials through the tunnel, named after the instance read without the proxy"
+    );
+}

@@ -86,6 +86,7 @@ impl Upstream {
     /// The real instance metadata at `endpoint`.
     pub fn new(endpoint: &str) -> anyhow::Result<Self> {
         let client = aws_config::imds::Client::builder()
+            .configure(&crate::sts::metadata_provider_config())
             .endpoint(endpoint)
             .map_err(|error| anyhow::anyhow!("invalid metadata endpoint {endpoint}: {error}"))?
             .max_attempts(1)

@@ -586,6 +586,50 @@ fn start_helper_with(script: &str, arguments: &[&str], stderr: Stdio) -> (Proces
     (Process(child), port)
 }
 
+/// An HTTPS proxy (`connect_proxy.py`) that opens CONNECT tunnels to `hosts` only, ends TLS
+/// there with a certificate of a CA of its own (written to `ca_file`), and forwards what it
+/// reads inside to `target` (moto).
+pub struct HttpsProxy {
+    /// `http://127.0.0.1:<port>`, for HTTPS_PROXY.
+    pub url: String,
+    address: SocketAddr,
+    _process: Process,
+}
+
+impl HttpsProxy {
+    pub fn start(target: &str, ca_file: &Path, hosts: &[&str]) -> Self {
+        let ca_file = ca_file.to_str().unwrap();
+        let arguments: Vec<&str> = [target, ca_file]
+            .into_iter()
+            .chain(hosts.iter().copied())
+            .collect();
+        let (process, port) = start_helper_with("connect_proxy.py", &arguments, Stdio::null());
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            _process: process,
+        }
+    }
+
+    /// The CONNECT targets it was asked for, and the plain requests (absolute URLs) it was
+    /// sent, in order.
+    pub fn seen(&self) -> (Vec<String>, Vec<String>) {
+        let request = format!(
+            "GET /__proxy/stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.address
+        );
+        let stats: Value =
+            serde_json::from_str(&raw_exchange(self.address, request.as_bytes()).body).unwrap();
+        let list = |key: &str| -> Vec<String> {
+            (stats[key].as_array().cloned().unwrap_or_default())
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        };
+        (list("connect"), list("plain"))
+    }
+}
+
 /// The fault-injecting STS proxy (`sts_proxy.py`) in front of moto.
 pub struct StsProxy {
     pub endpoint: String,
