@@ -368,3 +368,52 @@ fn sts_through_an_https_proxy_and_metadata_never() {
         "credentials through the tunnel, named after the instance read without the proxy"
     );
 }
+
+/// The cloud-init example writes a configuration `check` accepts (with the group it makes),
+/// before the package is installed, which keeps it.
+#[test]
+fn the_cloud_init_example_writes_a_valid_configuration() {
+    let example = deploy_file("cloud-init.yaml");
+    let extract = "import sys, yaml\n\
+                   doc = yaml.safe_load(open(sys.argv[1]))\n\
+                   assert open(sys.argv[1]).readline().strip() == '#cloud-config'\n\
+                   files = {f['path']: f for f in doc['write_files']}\n\
+                   config = files['/etc/assume-roled/config.toml']\n\
+                   assert config['permissions'] == '0640', config\n\
+                   print(doc['groups'][0])\n\
+                   print(' '.join(doc['runcmd'][1]))\n\
+                   sys.stdout.write(config['content'])\n";
+    let output = Command::new(venv_tool("python"))
+        .args(["-c", extract])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let mut lines = text.splitn(3, '\n');
+    let (group, install, config) = (
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+        lines.next().unwrap(),
+    );
+    assert!(
+        install.contains("--force-confold") && install.contains("apt-get install"),
+        "the install must keep the written configuration: {install}"
+    );
+    // `check` as on the instance, where cloud-init made the group.
+    ensure_accounts(&[group], &[]);
+    let dir = TempDir::new("cloud-init");
+    let path = dir.write("config.toml", config);
+    let mut command = Command::new(daemon_binary());
+    isolated(&mut command)
+        .args(["check", "--config"])
+        .arg(&path);
+    let checked = command.output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        stdout(&checked),
+        stderr(&checked)
+    );
+    assert!(stdout(&checked).contains(": ok"), "{}", stdout(&checked));
+}
