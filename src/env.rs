@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 
 use std::os::unix::fs::PermissionsExt;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, DEFAULT_TOKEN_FILE};
@@ -93,8 +92,11 @@ pub fn default_public_copy() -> PathBuf {
     Endpoints::path_for(Path::new(DEFAULT_TOKEN_FILE))
 }
 
-/// The endpoints `env` works from: the configuration at `config_path` if the user can read
-/// it, else the public copy at `public` (which the daemon writes beside its token file).
+/// The endpoints the client commands (`env`, `credentials`, `profiles`) work from: the
+/// configuration at `config_path` if the user can load it, else the public copy at `public`
+/// (which the running daemon writes beside its token file): a configuration the user cannot
+/// read, or one being edited (the daemon serves what it last loaded), still leaves the user
+/// their endpoints.
 pub fn load_endpoints(config_path: &Path, public: &Path) -> anyhow::Result<Endpoints> {
     let error = match crate::config::load(config_path) {
         Ok(config) => return Ok(bound(Endpoints::from_config(&config), &config)),
@@ -102,12 +104,11 @@ pub fn load_endpoints(config_path: &Path, public: &Path) -> anyhow::Result<Endpo
     };
     let unreadable = matches!(&error, ConfigError::Read { cause, .. }
         if cause.kind() == std::io::ErrorKind::PermissionDenied);
-    if !unreadable {
-        return Err(error.into());
-    }
-    let text = std::fs::read_to_string(public)
-        .with_context(|| format!("{error}; nor can {} be read", public.display()))?;
-    Endpoints::parse(&text).map_err(|reason| anyhow::anyhow!("{}: {reason}", public.display()))
+    let published = std::fs::read_to_string(public).map_err(|cause| match unreadable {
+        true => anyhow::anyhow!("{error}; nor can {} be read: {cause}", public.display()),
+        false => anyhow::Error::from(error),
+    })?;
+    Endpoints::parse(&published).map_err(|reason| anyhow::anyhow!("{}: {reason}", public.display()))
 }
 
 /// `endpoints` with the port the daemon actually bound when the configuration says `:0` (any

@@ -171,7 +171,9 @@ async fn run(command: Command, passed: daemon::Passed) -> anyhow::Result<()> {
             let endpoints = env::load_endpoints(&config.config, &endpoints)?;
             let binary = std::env::current_exe().context("cannot tell this program's path")?;
             let readable = |path: &std::path::Path| std::fs::File::open(path).is_ok();
-            let stanzas = profiles::stanzas(&endpoints, readable, &binary, &config.config);
+            // Absolute: the tools run the command from wherever they are.
+            let config_path = std::path::absolute(&config.config)?;
+            let stanzas = profiles::stanzas(&endpoints, readable, &binary, &config_path);
             if stanzas.is_empty() {
                 anyhow::bail!(
                     "cannot read the token file of any role; members of a role's group may \

@@ -45,11 +45,12 @@ struct Refusal {
 /// a refusal in the daemon's words) and nothing is printed then.
 pub fn credentials(endpoints: &Endpoints, role: &str) -> anyhow::Result<String> {
     let endpoint = find(endpoints, role)?;
-    let token = token::read(&endpoint.token_file)
+    // Read here first, so that an unreadable token is said as such.
+    token::read(&endpoint.token_file)
         .with_context(|| format!("role {role}: cannot use its token file"))?;
     let path = format!("/roles/{role}");
-    let answer =
-        client::get(endpoints.listen, &path, &token).with_context(|| format!("role {role}"))?;
+    let answer = client::get(endpoints.listen, &path, &endpoint.token_file)
+        .with_context(|| format!("role {role}"))?;
     if answer.status != 200 {
         bail!("role {role}: {}", refusal(answer.status, &answer.body));
     }
@@ -69,9 +70,21 @@ fn find<'e>(endpoints: &'e Endpoints, role: &str) -> anyhow::Result<&'e Endpoint
 /// What a non-200 answer means, in the daemon's words when it gave some.
 fn refusal(status: u16, body: &str) -> String {
     match serde_json::from_str::<Refusal>(body) {
-        Ok(Refusal { code, message }) => format!("the daemon refused ({status} {code}): {message}"),
+        // Printed on a terminal: no control characters from the answer.
+        Ok(Refusal { code, message }) => format!(
+            "the daemon refused ({status} {}): {}",
+            printable(&code),
+            printable(&message)
+        ),
         Err(_) => format!("the daemon answered {status}"),
     }
+}
+
+/// `text` with each control character (a terminal escape, a newline) as `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// The ECS format's body turned into `credential_process`'s (version 1): every field present and
@@ -155,16 +168,17 @@ pub fn missing(existing: &str, stanzas: &[Stanza]) -> String {
     text
 }
 
-/// The profiles an AWS config file defines: `[profile NAME]` sections, and `[default]`.
+/// The profiles an AWS config file defines: `[profile NAME]` sections, and `[default]` (other
+/// sections, `[sso-session x]`, `[services x]`, or a bare `[x]`, which the tools do not read as
+/// a profile there, are not profiles).
 fn profile_names(text: &str) -> Vec<String> {
     (text.lines())
         .filter_map(|line| {
             let header = line.trim().strip_prefix('[')?.strip_suffix(']')?.trim();
-            let name = match header.strip_prefix("profile") {
-                Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim(),
-                _ => header,
-            };
-            Some(name.to_owned())
+            match header.strip_prefix("profile") {
+                Some(rest) if rest.starts_with(char::is_whitespace) => Some(rest.trim().to_owned()),
+                _ => (header == "default").then(|| header.to_owned()),
+            }
         })
         .collect()
 }
@@ -179,36 +193,34 @@ fn shell_word(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The AWS config file the CLI and SDKs read: `$AWS_CONFIG_FILE`, else `~/.aws/config`.
+/// The AWS config file the CLI and SDKs read: `$AWS_CONFIG_FILE` (a leading `~/` is the home
+/// directory, as they read it), else `~/.aws/config`.
 pub fn aws_config_path() -> anyhow::Result<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os("AWS_CONFIG_FILE").filter(|p| !p.is_empty()) {
-        return Ok(path.into());
+    let home = || {
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+        home.context("HOME is not set: say where with AWS_CONFIG_FILE")
+    };
+    match std::env::var("AWS_CONFIG_FILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(path) => match path.strip_prefix("~/") {
+            Some(rest) => Ok(Path::new(&home()?).join(rest)),
+            None => Ok(path.into()),
+        },
+        None => Ok(Path::new(&home()?).join(".aws/config")),
     }
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
-    let home = home.context("HOME is not set: say where with AWS_CONFIG_FILE")?;
-    Ok(Path::new(&home).join(".aws/config"))
 }
 
 /// Appends what `stanzas` adds to the AWS config file at `path` (created, with its directory,
-/// private to the user when missing; an existing file keeps its mode and every other line);
-/// returns the profiles added.
+/// private to the user when missing); returns the profiles added. The file is opened once,
+/// never through a symbolic link, must be the user's and not writable by others (another
+/// user's file could hold a profile of that name running their command), and is locked while
+/// read and appended to, so that two runs at once add each profile once. Every other line is
+/// left as it is, and the file keeps its mode.
 pub fn append_missing(path: &Path, stanzas: &[Stanza]) -> anyhow::Result<Vec<String>> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(error) => return Err(error).context(format!("cannot read {}", path.display())),
-    };
-    let text = missing(&existing, stanzas);
-    let present = profile_names(&existing);
-    let added: Vec<String> = (stanzas.iter())
-        .filter(|s| !present.contains(&s.profile))
-        .map(|s| s.profile.clone())
-        .collect();
-    if text.is_empty() {
-        return Ok(added);
-    }
+    use std::io::{Read, Write as _};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
     if let Some(directory) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -217,13 +229,43 @@ pub fn append_missing(path: &Path, stanzas: &[Stanza]) -> anyhow::Result<Vec<Str
             .with_context(|| format!("cannot create {}", directory.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open {} (a symbolic link is not followed)",
+                path.display()
+            )
+        })?;
+    let metadata = file.metadata()?;
+    let me = uzers::get_effective_uid();
+    if metadata.uid() != me || metadata.mode() & 0o002 != 0 {
+        bail!(
+            "{} belongs to uid {} (mode {:o}), not to you alone: nothing written",
+            path.display(),
+            metadata.uid(),
+            metadata.mode() & 0o7777
+        );
+    }
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    let mut existing = String::new();
+    file.read_to_string(&mut existing)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let present = profile_names(&existing);
+    let added: Vec<String> = (stanzas.iter())
+        .filter(|s| !present.contains(&s.profile))
+        .map(|s| s.profile.clone())
+        .collect();
+    let text = missing(&existing, stanzas);
+    if !text.is_empty() {
+        file.write_all(text.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(added)
 }
 
@@ -270,6 +312,8 @@ mod tests {
             "the daemon refused (403 NotAdmitted): user bob may not have role piyo"
         );
         assert_eq!(refusal(502, "<html>"), "the daemon answered 502");
+        let escape = r#"{"code":"X","message":"a\u001b[2Jb\nc"}"#;
+        assert_eq!(refusal(403, escape), "the daemon refused (403 X): a?[2Jb?c");
     }
 
     #[test]
@@ -334,6 +378,11 @@ mod tests {
             profile_names(&after),
             ["default", "other", "piyo", "secret"]
         );
+        let bare = "[piyo]\nregion = x\n[sso-session piyo]\n";
+        assert!(
+            missing(bare, &all).contains("[profile piyo]"),
+            "a bare [piyo] is no profile"
+        );
         assert!(missing("", &all[..1]).starts_with("[profile piyo]"));
     }
 
@@ -359,6 +408,15 @@ mod tests {
         assert!(append_missing(&path, &all).unwrap().is_empty());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
         assert_eq!(mode(&path), 0o644);
+        // Never through a link (another user's file there would run their command).
+        let link = directory.join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let refused = append_missing(&link, &all).unwrap_err().to_string();
+        assert!(refused.contains("symbolic link"), "{refused}");
+        // Never a file others may write.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let refused = append_missing(&path, &all).unwrap_err().to_string();
+        assert!(refused.contains("not to you alone"), "{refused}");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }

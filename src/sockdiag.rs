@@ -145,6 +145,14 @@ pub fn is_live(state: u8, inode: u64) -> bool {
 /// `asked` ([`asked_id`]); `Ok(None)` when the kernel knows no such socket, or none that is
 /// still open and owned, or answers about another one.
 pub fn parse_reply(reply: &[u8], asked: &[u8]) -> io::Result<Option<SocketRow>> {
+    let found = parse_any(reply, asked)?;
+    Ok(found.and_then(|(state, row)| is_live(state, row.inode).then_some(row)))
+}
+
+/// The socket the kernel answered about (its TCP state and row), if it is the one `asked`
+/// about, whatever its state: a connection not accepted yet has no inode, but its owner
+/// (the listener's) is known.
+fn parse_any(reply: &[u8], asked: &[u8]) -> io::Result<Option<(u8, SocketRow)>> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag answer");
     let word = |at: usize| -> io::Result<u32> {
         let bytes = reply.get(at..at + 4).ok_or_else(malformed)?;
@@ -170,7 +178,7 @@ pub fn parse_reply(reply: &[u8], asked: &[u8]) -> io::Result<Option<SocketRow>> 
             };
             let start = message + ID_OFFSET;
             let answered = reply.get(start..start + ID_LEN).ok_or_else(malformed)?;
-            Ok((same_socket(answered, asked) && is_live(state, row.inode)).then_some(row))
+            Ok(same_socket(answered, asked).then_some((state, row)))
         }
         _ => Err(malformed()),
     }
@@ -238,6 +246,16 @@ fn open() -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Who owns the server side of this process's own connection to `server` from `client`
+/// (the uid the kernel gives the listener's sockets), accepted yet or not: what a client asks
+/// before it sends a secret. A socket of its own, asked once.
+pub fn server_owner(server: SocketAddr, client: SocketAddr) -> io::Result<Option<u32>> {
+    let socket = open()?;
+    let question = request(server, client, 1);
+    let reply = exchange_raw(&socket, &question, 1)?;
+    Ok(parse_any(&reply, asked_id(&question))?.map(|(_, row)| row.uid))
+}
+
 fn round_trip(
     socket: &Socket,
     local: SocketAddr,
@@ -245,7 +263,13 @@ fn round_trip(
     sequence: u32,
 ) -> io::Result<Option<SocketRow>> {
     let question = request(local, remote, sequence);
-    (&*socket).write_all(&question)?;
+    let reply = exchange_raw(socket, &question, sequence)?;
+    parse_reply(&reply, asked_id(&question))
+}
+
+/// Sends `question` and reads the kernel's answer to it (numbered `sequence`).
+fn exchange_raw(socket: &Socket, question: &[u8], sequence: u32) -> io::Result<Vec<u8>> {
+    (&*socket).write_all(question)?;
     let mut reply = [0u8; 512];
     let length = (&*socket).read(&mut reply)?;
     let reply = &reply[..length];
@@ -255,7 +279,7 @@ fn round_trip(
             "sock_diag answered another question",
         ));
     }
-    parse_reply(reply, asked_id(&question))
+    Ok(reply.to_vec())
 }
 
 #[cfg(test)]

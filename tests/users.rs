@@ -1172,4 +1172,47 @@ fn each_role_is_a_profile_with_tags_and_policies() {
         "{}",
         stderr(&output)
     );
+
+    // Another user takes the port while the daemon is down: the command asks the kernel who
+    // holds it and sends the token to nobody but root or the daemon's user.
+    let squat = "import socket, sys\n\
+                 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(1)\n\
+                 print('listening', flush=True)\n\
+                 c, _ = s.accept(); c.settimeout(3)\n\
+                 try:\n    print(c.recv(65536).decode(errors='replace'), flush=True)\n\
+                 except OSError:\n    print('nothing', flush=True)\n";
+    let mut squatter = as_user(OUTSIDER, "/usr/bin/python3")
+        .args(["-c", squat, &daemon.address.port().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut squatter_out = std::io::BufReader::new(squatter.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut squatter_out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let output = in_home(MEMBER, &binary, &home)
+        .args(["credentials", "--role", "mine", "--config"])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(stdout(&output), "");
+    let said = stderr(&output);
+    let outsider_uid = uid_of(OUTSIDER);
+    assert!(
+        said.contains(&format!(
+            "is held by uid {outsider_uid}, not by root or the daemon's user"
+        )),
+        "{said}"
+    );
+    let mut received = String::new();
+    std::io::Read::read_to_string(&mut squatter_out, &mut received).unwrap();
+    let _ = squatter.wait();
+    let token = std::fs::read_to_string(daemon.dir.path().join("roles/mine.token")).unwrap();
+    assert!(
+        !received.contains(&token),
+        "the squatter got the token: {received}"
+    );
+    assert!(!received.contains("Authorization"), "{received}");
 }

@@ -696,6 +696,13 @@ fn per_user_roles_need_the_peer_lookup() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].key, "roles[0].session_name");
     assert!(found[0].message.contains("peer_lookup"), "{found:?}");
+    // A tag that names the user serves per user too.
+    let tagged =
+        format!("[server]\npeer_lookup = false\n{MINIMAL}tags = {{ user = \"{{user}}\" }}\n");
+    let found = problems(&tagged);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "roles[0].tags");
+    assert!(found[0].message.contains("peer_lookup"), "{found:?}");
 
     let shared = format!("{MINIMAL}max_sessions = 8\n");
     let found = problems(&shared);

@@ -631,9 +631,13 @@ fn report_sessions_without_lookup(
     let lookup_off = lookup.and_then(|value| value.get_ref().as_bool()) == Some(false);
     for (table, role) in raw.roles.iter().zip(roles) {
         let Some(role) = role else { continue };
-        let key = match role.session_name.names_user() {
-            true => "session_name",
-            false => "source_identity",
+        let names_user = |template: Option<&Template>| template.is_some_and(Template::names_user);
+        let key = if role.session_name.names_user() {
+            "session_name"
+        } else if names_user(role.source_identity.as_ref()) {
+            "source_identity"
+        } else {
+            "tags"
         };
         match (role.per_user(), table.get(key)) {
             (true, Some(value)) if lookup_off => {
@@ -641,8 +645,8 @@ fn report_sessions_without_lookup(
                 checker.report(value.span().start, &table.path(key), message.to_owned());
             }
             (false, _) if let Some(max) = table.get("max_sessions") => {
-                let message = "applies only to a role served per user: one whose session_name \
-                               or source_identity names {user} or {uid}";
+                let message = "applies only to a role served per user: one whose session_name, \
+                               source_identity or a tag names {user} or {uid}";
                 checker.report(
                     max.span().start,
                     &table.path("max_sessions"),

@@ -146,11 +146,12 @@ pub(super) fn is_iam_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '=' | ',' | '.' | '@' | '-')
 }
 
-/// Whether STS takes `c` in a session tag's key or value (`[\p{L}\p{Z}\p{N}_.:/=+\-@]`).
+/// Whether `c` may stand in a session tag's key or value. STS takes `[\p{L}\p{Z}\p{N}_.:/=+\-@]`;
+/// the standard library cannot tell a letter from a combining mark (which STS refuses), so
+/// only ASCII letters, digits and spaces are taken: anything else becomes `-` in a rendered
+/// value (which then ends in a hash) and is refused in the configuration.
 pub(super) fn is_tag_char(c: char) -> bool {
-    c.is_alphanumeric()
-        || (c.is_whitespace() && !c.is_control())
-        || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+    c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
 }
 
 /// A `session_name` template; `{host}` is filled with the short form of `host_name`.

@@ -129,6 +129,11 @@ fn journal_name(name: &str) -> Option<String> {
         })
         .collect();
     let first = upper.chars().next()?;
+    // The record's own fields: an event field of that name would give it two.
+    let upper = match upper.as_str() {
+        "PRIORITY" | "SYSLOG_IDENTIFIER" | "TARGET" | "MESSAGE" => format!("FIELD_{upper}"),
+        _ => upper,
+    };
     (first.is_ascii_uppercase() && upper.len() <= 64).then_some(upper)
 }
 
@@ -277,6 +282,8 @@ mod tests {
         );
         assert_eq!(journal_name("1st"), None);
         assert_eq!(journal_name("a.b").as_deref(), Some("A_B"));
+        assert_eq!(journal_name("message").as_deref(), Some("FIELD_MESSAGE"));
+        assert_eq!(journal_name("target").as_deref(), Some("FIELD_TARGET"));
     }
 
     #[test]
