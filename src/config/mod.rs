@@ -266,8 +266,12 @@ impl RoleConfig {
     /// Whether `other` asks STS for the same session: if so, a reload keeps this role's
     /// credentials and only updates who may have them.
     pub fn same_session(&self, other: &RoleConfig) -> bool {
-        // Named field by field: a new field does not compile until it is sorted into what STS
-        // is asked (compared) or who may have the role (not).
+        self.asked_of_sts() == other.asked_of_sts()
+    }
+
+    /// Everything an `AssumeRole` call is asked with. Named field by field: a new field does
+    /// not compile until it is sorted into what STS is asked (here) or who may have the role.
+    fn asked_of_sts(&self) -> impl PartialEq + '_ {
         let Self {
             name,
             arn,
@@ -286,6 +290,7 @@ impl RoleConfig {
             group: _,
             max_sessions: _,
         } = self;
+        let session = (tags, transitive_tags, policy_arns, policy);
         (
             name,
             arn,
@@ -293,20 +298,8 @@ impl RoleConfig {
             external_id,
             source_identity,
             duration,
-        ) == (
-            &other.name,
-            &other.arn,
-            &other.session_name,
-            &other.external_id,
-            &other.source_identity,
-            &other.duration,
-        ) && (tags, transitive_tags, policy_arns, policy)
-            == (
-                &other.tags,
-                &other.transitive_tags,
-                &other.policy_arns,
-                &other.policy,
-            )
+            session,
+        )
     }
 
     /// Every template the role renders for a session.
