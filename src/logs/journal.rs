@@ -145,6 +145,34 @@ fn unquoted(value: &str) -> &str {
         .unwrap_or(value)
 }
 
+/// The `MESSAGE` of a record [`record`] made (its text line). Pure.
+fn message_of(mut record: &[u8]) -> Option<Vec<u8>> {
+    while !record.is_empty() {
+        let end = record.iter().position(|&b| b == b'\n' || b == b'=')?;
+        let name = &record[..end];
+        let (value, rest) = if record[end] == b'=' {
+            let line = record[end + 1..].iter().position(|&b| b == b'\n')?;
+            (
+                &record[end + 1..end + 1 + line],
+                record.get(end + 2 + line..)?,
+            )
+        } else {
+            let length = record.get(end + 1..end + 9)?;
+            let length = u64::from_le_bytes(length.try_into().ok()?) as usize;
+            let start = end + 9;
+            (
+                record.get(start..start + length)?,
+                record.get(start + length + 1..)?,
+            )
+        };
+        if name == b"MESSAGE" {
+            return Some(value.to_vec());
+        }
+        record = rest;
+    }
+    None
+}
+
 /// Appends `NAME=value\n`, or, for a value with a newline, the protocol's binary form: the name,
 /// a newline, the length as 64-bit little-endian, the value, a newline.
 fn field(record: &mut Vec<u8>, name: &str, value: &str) {
@@ -160,32 +188,45 @@ fn field(record: &mut Vec<u8>, name: &str, value: &str) {
 }
 
 /// The queue's sink under journald: each record is one datagram to journald's socket. Plain
-/// text (the queue's own report of lines it dropped) becomes a warning record of its own.
+/// text (the queue's own report of lines it dropped) becomes a warning record of its own. A
+/// record journald does not take (restarting, or too large) is written as its text line to
+/// `fallback` (stderr, which is the journal's stream too): no audit line is lost on the way.
 pub struct JournalSocket {
     socket: UnixDatagram,
+    fallback: Box<dyn Write + Send>,
 }
 
 impl JournalSocket {
-    /// A socket connected to journald at `path`.
+    /// A socket connected to journald at `path`, falling back to stderr.
     pub fn connect(path: &Path) -> io::Result<Self> {
+        Self::connect_with(path, Box::new(io::stderr()))
+    }
+
+    fn connect_with(path: &Path, fallback: Box<dyn Write + Send>) -> io::Result<Self> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(path)?;
-        Ok(Self { socket })
+        Ok(Self { socket, fallback })
     }
 }
 
 impl Write for JournalSocket {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if bytes.starts_with(FIRST_FIELD) {
-            self.socket.send(bytes)?;
-        } else {
-            let text = String::from_utf8_lossy(bytes);
-            let fields = Fields {
-                message: text.trim_end().to_owned(),
-                others: Vec::new(),
-            };
-            self.socket
-                .send(&record(Level::WARN, IDENTIFIER, &fields))?;
+        let record = match bytes.starts_with(FIRST_FIELD) {
+            true => bytes.to_vec(),
+            false => {
+                let text = String::from_utf8_lossy(bytes);
+                let fields = Fields {
+                    message: text.trim_end().to_owned(),
+                    others: Vec::new(),
+                };
+                record(Level::WARN, IDENTIFIER, &fields)
+            }
+        };
+        if self.socket.send(&record).is_err() {
+            // One line per record on the stream, whatever the message holds.
+            let message = message_of(&record).unwrap_or_default();
+            let line = String::from_utf8_lossy(&message).replace('\n', "\\n");
+            writeln!(self.fallback, "{line}")?;
         }
         Ok(bytes.len())
     }
@@ -266,6 +307,44 @@ mod tests {
         assert_eq!(parsed[3].1, b"audit: m exe=/tmp/x\nROLE=admin");
         let plain = parse(&record(Level::INFO, "audit", &audit_fields()));
         assert_eq!(plain.len(), 9, "every field of a plain record is read back");
+    }
+
+    /// A record journald does not take (its socket gone, as while it restarts) is still
+    /// written: its text line, to the fallback.
+    #[test]
+    fn a_record_journald_does_not_take_goes_to_the_fallback_as_text() {
+        #[derive(Clone, Default)]
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let path = std::env::temp_dir().join(format!("ar-journal-gone-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let journal = UnixDatagram::bind(&path).unwrap();
+        let text = Shared::default();
+        let mut sink = JournalSocket::connect_with(&path, Box::new(text.clone())).unwrap();
+        drop(journal);
+        std::fs::remove_file(&path).unwrap();
+        sink.write_all(&record(Level::INFO, "audit", &audit_fields()))
+            .unwrap();
+        let fields = Fields {
+            message: "two\nlines".to_owned(),
+            others: Vec::new(),
+        };
+        sink.write_all(&record(Level::WARN, "audit", &fields))
+            .unwrap();
+        let written = String::from_utf8(text.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            written,
+            "audit: credentials served role=piyo user=\"alice\" uid=1000 outcome=\"served\" \
+             access_key_id=ASIA…DS74\naudit: two\\nlines\n"
+        );
     }
 
     #[test]
