@@ -6,31 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROOT=$PWD
 VENV=.venv
 BIN=${BIN:-target/debug/assume-roled}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
+# The work directory and its cleanup, free_port, wait_until, and moto with the two accounts.
+source tests/support/stand_ins.sh
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_until() { for _ in $(seq 200); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.1; done; echo "timed out: $*" >&2; return 1; }
-json_field() { "$VENV/bin/python" -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
 
-moto_port=$(free_port)
-step "starting moto, the AWS stand-in, on 127.0.0.1:$moto_port"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
-pids+=($!)
-wait_until curl -sf "http://127.0.0.1:$moto_port/moto-api/"
-
-step "creating hoge-ec2-role in 111122223333 and piyo-role (ec2:Describe* only) in 444455556666"
-host=$("$VENV/bin/python" tests/support/bootstrap.py "http://127.0.0.1:$moto_port")
-echo "the host's own identity: a session of hoge-ec2-role, as an instance profile provides"
+step "starting moto, the AWS stand-in, and creating hoge-ec2-role in 111122223333 and piyo-role (ec2:Describe* only) in 444455556666"
+start_moto
+echo "moto on 127.0.0.1:$moto_port; the host's own identity: a session of hoge-ec2-role, as an instance profile provides"
 
 listen_port=$(free_port)
 cat >"$work/config.toml" <<CONFIG
@@ -49,14 +34,9 @@ session_name = "hoge"
 CONFIG
 step "starting assume-roled with this configuration"
 cat "$work/config.toml"
-env -i PATH="$PATH" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-  AWS_EC2_METADATA_DISABLED=true \
-  AWS_ACCESS_KEY_ID="$(json_field AccessKeyId <<<"$host")" \
-  AWS_SECRET_ACCESS_KEY="$(json_field SecretAccessKey <<<"$host")" \
-  AWS_SESSION_TOKEN="$(json_field SessionToken <<<"$host")" \
-  "$BIN" serve --config "$work/config.toml" 2>"$work/daemon.log" &
+env -i PATH="$PATH" "${host_env[@]}" "$BIN" serve --config "$work/config.toml" 2>"$work/daemon.log" &
 pids+=($!)
-wait_until curl -sf "http://127.0.0.1:$listen_port/readyz"
+wait_until curl -sf "http://127.0.0.1:$listen_port/readyz" || { cat "$work/daemon.log"; echo "the daemon never became ready" >&2; exit 1; }
 
 step 'the whole user set-up: eval "$(assume-roled env)"'
 "$BIN" env --config "$work/config.toml"

@@ -1,5 +1,5 @@
 # Sourced by the scripts that drive the real binary against the AWS stand-ins (bench/common.sh,
-# tests/packages/run.sh). Needs ROOT and VENV (the pinned test tools). Sets: work (a directory
+# tests/packages/run.sh, scripts/demo.sh). Needs ROOT and VENV (the pinned test tools). Sets: work (a directory
 # removed at exit, with every process in pids), the helpers say, free_port, wait_until,
 # host_field, and start_moto, which starts moto with the two-account scenario and sets
 # moto_port, host (the host's own session, as JSON) and host_env (that session as the
