@@ -20,14 +20,14 @@ import ssl
 import sys
 import tempfile
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+import upstream
 
 TARGET, CA_FILE, HOSTS = sys.argv[1], sys.argv[2], sys.argv[3:]
 seen = {"connect": [], "plain": []}
@@ -92,18 +92,7 @@ class Inside(BaseHTTPRequestHandler):
         self.forward(b"")
 
     def forward(self, body):
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
-        request = urllib.request.Request(TARGET + self.path, data=body or None, headers=headers, method=self.command)
-        try:
-            with urllib.request.urlopen(request) as answer:
-                status, data, kind = answer.status, answer.read(), answer.headers.get("Content-Type", "text/xml")
-        except urllib.error.HTTPError as error:
-            status, data, kind = error.code, error.read(), error.headers.get("Content-Type", "text/xml")
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        upstream.reply(self, *upstream.ask(TARGET, self, body))
 
     def log_message(self, *_):
         pass
@@ -130,13 +119,7 @@ class Proxy(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/__proxy/stats":
-            data = json.dumps(seen).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
+            return upstream.reply(self, 200, json.dumps(seen).encode(), "application/json")
         self.plain()
 
     def do_PUT(self):

@@ -32,10 +32,10 @@ import re
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import upstream
 
 TARGET = sys.argv[1]
 MODES = {"pass", "refuse", "hang", "throttle", "error500", "denied", "short", "empty", "delay"}
@@ -112,28 +112,17 @@ class Handler(BaseHTTPRequestHandler):
             counts[action + "_last_ms"] = round((time.perf_counter() - started) * 1000, 2)
 
     def forward(self, body, life=None, blank=False):
-        # The Host header stays: it is part of the SigV4 signature moto checks.
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
-        request = urllib.request.Request(TARGET + self.path, data=body or None, headers=headers, method=self.command)
-        try:
-            with urllib.request.urlopen(request) as answer:
-                data = answer.read()
-                if life is not None:
-                    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + life))
-                    data = re.sub(rb"<Expiration>[^<]*</Expiration>", f"<Expiration>{soon}</Expiration>".encode(), data)
-                if blank:
-                    for field in (b"AccessKeyId", b"SecretAccessKey", b"SessionToken"):
-                        data = re.sub(rb"<%s>[^<]*</%s>" % (field, field), b"<%s></%s>" % (field, field), data)
-                self.reply(answer.status, data, answer.headers.get("Content-Type", "text/xml"))
-        except urllib.error.HTTPError as error:
-            self.reply(error.code, error.read(), error.headers.get("Content-Type", "text/xml"))
+        status, data, kind = upstream.ask(TARGET, self, body)
+        if status < 400 and life is not None:
+            soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + life))
+            data = re.sub(rb"<Expiration>[^<]*</Expiration>", f"<Expiration>{soon}</Expiration>".encode(), data)
+        if status < 400 and blank:
+            for field in (b"AccessKeyId", b"SecretAccessKey", b"SessionToken"):
+                data = re.sub(rb"<%s>[^<]*</%s>" % (field, field), b"<%s></%s>" % (field, field), data)
+        self.reply(status, data, kind)
 
     def reply(self, status, data, content_type):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        upstream.reply(self, status, data, content_type)
 
     def log_message(self, *_):
         pass
