@@ -40,7 +40,7 @@ pub struct Answer {
 /// `GET path` from the daemon at `address`, with the token read from `token_file`, once the
 /// other end is known to be the daemon's.
 pub fn get(address: SocketAddr, path: &str, token_file: &Path) -> anyhow::Result<Answer> {
-    let token = token::read(token_file)?;
+    let token = token::read(token_file).context("cannot use its token file")?;
     let owner = std::fs::metadata(token_file)?.uid();
     let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
         .with_context(|| format!("cannot reach the daemon at {address}; is it running?"))?;

@@ -21,7 +21,6 @@ use serde::Deserialize;
 use crate::client;
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::env::{Endpoint, Endpoints};
-use crate::token;
 
 /// A role's set as the daemon serves it (the ECS container-credentials format).
 #[derive(Deserialize)]
@@ -45,9 +44,6 @@ struct Refusal {
 /// a refusal in the daemon's words) and nothing is printed then.
 pub fn credentials(endpoints: &Endpoints, role: &str) -> anyhow::Result<String> {
     let endpoint = find(endpoints, role)?;
-    // Read here first, so that an unreadable token is said as such.
-    token::read(&endpoint.token_file)
-        .with_context(|| format!("role {role}: cannot use its token file"))?;
     let path = format!("/roles/{role}");
     let answer = client::get(endpoints.listen, &path, &endpoint.token_file)
         .with_context(|| format!("role {role}"))?;
