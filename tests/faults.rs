@@ -163,6 +163,10 @@ fn access_denied_is_a_configuration_error() {
         errors[0]
     );
     assert!(proxy.calls("AssumeRole") <= 2, "retried too fast");
+    // What the AccessDenied alert reads.
+    let (_, metrics) = daemon.get("/metrics", &[("Authorization", &daemon.token())]);
+    let series = "assume_roled_refresh_failures_total{role=\"piyo\",code=\"AccessDenied\"}";
+    assert!(sample(&metrics, series) >= Some(1.0), "{metrics}");
 }
 
 /// Fault 5: STS accepts and never answers: requests are answered from memory while the call

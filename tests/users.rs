@@ -384,6 +384,11 @@ fn one_user_cannot_crowd_out_the_others() {
         took < std::time::Duration::from_secs(2),
         "answered after {took:?}"
     );
+    // What the fairness alert reads: the flood's connections past its 128, each counted.
+    let (_, metrics) = daemon.get("/metrics", &[("Authorization", &daemon.token())]);
+    let series = "assume_roled_connections_refused_total{reason=\"user_at_limit\"}";
+    let refused = sample(&metrics, series).unwrap_or_default();
+    assert!(refused >= 900.0, "{refused} refused: {metrics}");
 }
 
 /// The host's short name, as `{host}` renders it.
