@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -27,9 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+mod beside;
 mod deadline;
 mod unanswered;
 
+use beside::Beside;
 use deadline::WriteDeadline;
 use unanswered::{Unanswered, UnansweredLog};
 
@@ -235,19 +238,36 @@ where
         tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_CHECK, PROGRESS_CHECK);
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut idle_looks, mut seen) = (0, 0);
-    loop {
-        // Biased: the connection is what wakes this task nearly every time.
-        tokio::select! {
-            biased;
-            finished = connection.as_mut() => return finished,
-            () = shutdown.cancelled() => break,
-            _ = looks.tick() => {
-                if stalled(&mut idle_looks, &mut seen, progress.requests(), progress.busy()) {
-                    debug!("connection closed: no request started within the header timeout");
-                    return Ok(());
-                }
+    // The connection is what wakes this task nearly every time: the stop and the looks are
+    // polled only when they woke it ([`beside`]).
+    let mut beside = Beside::new();
+    let stop = shutdown.cancelled();
+    tokio::pin!(stop);
+    let stopped = std::future::poll_fn(|cx| {
+        if let Poll::Ready(finished) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(finished));
+        }
+        let Some(mut beside) = beside.woken(cx) else {
+            return Poll::Pending;
+        };
+        if stop.as_mut().poll(&mut beside).is_ready() {
+            return Poll::Ready(None);
+        }
+        while looks.poll_tick(&mut beside).is_ready() {
+            if stalled(
+                &mut idle_looks,
+                &mut seen,
+                progress.requests(),
+                progress.busy(),
+            ) {
+                debug!("connection closed: no request started within the header timeout");
+                return Poll::Ready(Some(Ok(())));
             }
         }
+        Poll::Pending
+    });
+    if let Some(finished) = stopped.await {
+        return finished;
     }
     let grace = tokio::time::sleep(FIRST_REQUEST_GRACE);
     tokio::pin!(grace);

@@ -218,10 +218,17 @@ impl<'h> Headers<'h> {
         if self.proxied {
             return Err(Refusal::Proxied);
         }
-        let is_allowed =
-            |host: &str| (allowed_hosts.iter()).any(|h| h.as_ref().eq_ignore_ascii_case(host));
-        let host_ok = (self.hosts.only()).is_some_and(|host| host.to_str().is_ok_and(is_allowed));
-        let authority_ok = uri.authority().is_none_or(|a| is_allowed(a.as_str()));
+        // Compared as bytes: the allowed names are ASCII, so only ASCII can equal one (a
+        // value's own check for visible ASCII would read it once more). Clients send them as
+        // they are spelled here: the exact comparison first, the case-blind one if it fails.
+        let is_allowed = |host: &[u8]| {
+            (allowed_hosts.iter()).any(|allowed| {
+                let allowed = allowed.as_ref().as_bytes();
+                allowed == host || allowed.eq_ignore_ascii_case(host)
+            })
+        };
+        let host_ok = (self.hosts.only()).is_some_and(|host| is_allowed(host.as_bytes()));
+        let authority_ok = (uri.authority()).is_none_or(|a| is_allowed(a.as_str().as_bytes()));
         if !host_ok || !authority_ok {
             return Err(Refusal::ForeignHost);
         }

@@ -412,6 +412,49 @@ fn redirected_requests_are_metadata_only() {
     assert_eq!(check(LISTEN, "/roles/piyo", false), Ok(Some(Grant::Server)));
 }
 
+/// The `Host` is compared without regard to case, as bytes: a name that differs only in case
+/// passes, one with a byte beyond ASCII or a stray space does not.
+#[test]
+fn hosts_are_compared_without_case_and_only_as_ascii() {
+    let hosts = allowed_hosts(LISTEN.parse().unwrap());
+    let check = |host: &[u8]| {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_bytes(host).unwrap());
+        headers.insert(AUTHORIZATION, HeaderValue::from_static(TOKEN));
+        let uri: Uri = "/roles/piyo".parse().unwrap();
+        check_request(
+            &headers,
+            &uri,
+            &hosts,
+            |_| Some(Grant::Server),
+            false,
+            false,
+        )
+    };
+    let port = LISTEN.rsplit(':').next().unwrap();
+    for passing in [LISTEN.to_owned(), format!("LocalHost:{port}")] {
+        assert_eq!(
+            check(passing.as_bytes()),
+            Ok(Some(Grant::Server)),
+            "{passing}"
+        );
+    }
+    let beyond_ascii = format!("localhost:{port}").replace('o', "\u{f6}");
+    for refused in [
+        beyond_ascii.as_bytes(),
+        &[b"localhost\xcf:", port.as_bytes()].concat(),
+        format!("localhost:{port} ").as_bytes(),
+        format!("localhost:{port}0").as_bytes(),
+    ] {
+        assert_eq!(
+            check(refused),
+            Err(Refusal::ForeignHost),
+            "{}",
+            String::from_utf8_lossy(refused)
+        );
+    }
+}
+
 /// A kept-alive connection follows reloads: a re-issued server token replaces the old one on
 /// its next request, and a role table published just before the channel closed is still read.
 #[tokio::test]
