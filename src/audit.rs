@@ -30,6 +30,11 @@ use tracing::{info, warn};
 use crate::access::{Decision, Via};
 use crate::peer::{Known, Peer};
 
+mod memo;
+
+use memo::Memo;
+pub use memo::ServedMemo;
+
 /// How long repeats of one key are held back.
 pub const INTERVAL: Duration = Duration::from_secs(60);
 /// The most keys one table remembers.
@@ -84,11 +89,26 @@ impl Throttle {
         user: Option<&str>,
         now: Instant,
     ) -> Admit {
+        self.admit_with(who, role, detail, user, now, 0)
+    }
+
+    /// Like [`Throttle::admit`], with `earlier` repeats a connection counted on its own
+    /// ([`ServedMemo`]) added to the key's count first.
+    fn admit_with(
+        &mut self,
+        who: Who,
+        role: &str,
+        detail: &str,
+        user: Option<&str>,
+        now: Instant,
+        earlier: u64,
+    ) -> Admit {
         if let Some(entry) = (self.entries.get_mut(&who)).and_then(|entries| {
             entries
                 .iter_mut()
                 .find(|e| e.role == role && e.detail == detail)
         }) {
+            entry.held += earlier;
             if now.duration_since(entry.written) < INTERVAL {
                 entry.held += 1;
                 return Admit::HeldBack;
@@ -101,6 +121,7 @@ impl Throttle {
             self.forget_quiet(now);
         }
         if self.len() >= ENTRIES {
+            self.overflow += earlier;
             return Admit::Full;
         }
         let entry = Entry {
@@ -115,7 +136,35 @@ impl Throttle {
             .or_insert_with(|| Vec::with_capacity(1))
             .push(entry);
         self.count += 1;
-        Admit::Write { held: 0 }
+        Admit::Write { held: earlier }
+    }
+
+    /// Adds `held` repeats a closing connection counted to its key (kept for the summary; a
+    /// key forgotten meanwhile is taken again, or counted as overflow when the table is full).
+    fn fold_in(&mut self, who: Who, memo: &Memo, user: Option<&str>, now: Instant) {
+        let role = &*memo.role;
+        let found = (self.entries.get_mut(&who)).and_then(|entries| {
+            entries
+                .iter_mut()
+                .find(|e| e.role == role && *e.detail == *memo.key)
+        });
+        if let Some(entry) = found {
+            entry.held += memo.held;
+            return;
+        }
+        if self.len() >= ENTRIES {
+            self.overflow += memo.held;
+            return;
+        }
+        let entry = Entry {
+            role: role.to_owned(),
+            detail: memo.key.to_string(),
+            user: user.map(str::to_owned),
+            written: now,
+            held: memo.held,
+        };
+        (self.entries.entry(who)).or_default().push(entry);
+        self.count += 1;
     }
 
     /// Keys with nothing held back and no line for an interval: they start afresh if seen again.
@@ -304,6 +353,17 @@ impl Audit {
     /// user or token, a line at once per key and counts for repeats (see the module's
     /// description).
     pub fn record(&self, role: &str, via: Via<'_>, peer: &Peer, decision: &Decision) {
+        self.record_with(role, via, peer, decision, 0);
+    }
+
+    fn record_with(
+        &self,
+        role: &str,
+        via: Via<'_>,
+        peer: &Peer,
+        decision: &Decision,
+        earlier: u64,
+    ) {
         let who = who_of(peer);
         let (uid, user, pid, exe, container) = (
             Known(&peer.uid),
@@ -315,12 +375,13 @@ impl Audit {
         let via = via.label();
         match decision {
             Decision::Served { masked_key_id, .. } => {
-                let admitted = lock(&self.served).admit(
+                let admitted = lock(&self.served).admit_with(
                     who,
                     role,
                     masked_key_id,
                     peer.user.as_deref(),
                     Instant::now(),
+                    earlier,
                 );
                 // A full table never costs a served line (the line budget may fold it into the
                 // minute's count of served lines).

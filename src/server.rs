@@ -362,7 +362,9 @@ async fn role_credentials(
     Extension(checked): Extension<Checked>,
 ) -> Response {
     let via = Via::Container(checked.grant.as_ref());
-    let Ok(answer) = state.credentials(&checked.table, &name, via, &peer).await;
+    let Ok(answer) = state
+        .credentials(&checked.table, &name, via, &peer, None)
+        .await;
     answer.into_response()
 }
 

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use super::AppState;
 use crate::access::{self, Decided, Decision, Grant, Via};
+use crate::audit::ServedMemo;
 use crate::http::{credentials_unboxed, error_response};
 use crate::metrics::Metrics;
 use crate::peer::Peer;
@@ -93,11 +94,12 @@ impl AppState {
         role: &str,
         via: Via<'_>,
         peer: &Arc<Peer>,
+        memo: Option<&mut ServedMemo>,
     ) -> Answering {
         let clock = self.inner.clock.as_ref();
         match access::decide_now(table, role, via, peer, clock) {
             Decided::Now(decision) => {
-                Answering::ready(self.recorded(table, role, via, peer, decision))
+                Answering::ready(self.recorded(table, role, via, peer, decision, memo))
             }
             Decided::FirstSession(status) => {
                 let (state, table, peer) = (self.clone(), table.clone(), peer.clone());
@@ -106,13 +108,13 @@ impl AppState {
                     let via = asked.borrowed();
                     let clock = state.inner.clock.as_ref();
                     let decision = access::first_credentials(status, via, clock).await;
-                    Ok(state.recorded(&table, &role, via, &peer, decision))
+                    Ok(state.recorded(&table, &role, via, &peer, decision, None))
                 }))
             }
         }
     }
 
-    /// `decision` audited and answered.
+    /// `decision` audited (through the connection's `memo` when it has one) and answered.
     fn recorded(
         &self,
         table: &RoleTable,
@@ -120,8 +122,13 @@ impl AppState {
         via: Via<'_>,
         peer: &Peer,
         decision: Decision,
+        memo: Option<&mut ServedMemo>,
     ) -> Answer {
-        self.inner.audit.record(role, via, peer, &decision);
+        let audit = &self.inner.audit;
+        match memo {
+            Some(memo) => audit.record_on(memo, role, via, peer, &decision),
+            None => audit.record(role, via, peer, &decision),
+        }
         if let Some(words) = wording(role, via, &decision) {
             explain(table, role, via, &decision);
             let response = error_response(words.status, words.code, &words.message);

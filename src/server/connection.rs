@@ -23,6 +23,7 @@ use super::answer::Answering;
 use super::metadata::SessionChecked;
 use super::{AppState, Checked, Metadata, ROLES_PREFIX};
 use crate::access::Via;
+use crate::audit::ServedMemo;
 use crate::imds::{self, KnownSession};
 use crate::listener::{App, Progress, Redirected};
 use crate::metrics;
@@ -74,6 +75,7 @@ impl App for Endpoint {
             snapshot: RefCell::new(state.snapshot()),
             state,
             session: RefCell::default(),
+            served: RefCell::default(),
         });
         Connection {
             router: self.router.clone(),
@@ -122,6 +124,18 @@ struct Checking {
     snapshot: RefCell<Snapshot>,
     /// The metadata session token this connection presented last.
     session: RefCell<KnownSession>,
+    /// The set this connection was last served, and its repeats the audit has yet to take.
+    served: RefCell<ServedMemo>,
+}
+
+impl Drop for Connection {
+    /// The repeats this connection counted go to the audit's table, for its summary.
+    fn drop(&mut self) {
+        if let Some(checking) = &mut self.checked {
+            let audit = &checking.state.inner.audit;
+            audit.close(checking.served.get_mut(), &self.peer.borrow());
+        }
+    }
 }
 
 impl<B> hyper::service::Service<Request<B>> for Connection
@@ -150,6 +164,7 @@ where
                     peer: &self.peer.borrow(),
                     redirected: self.redirected,
                     session: &mut checking.session.borrow_mut(),
+                    served: Some(&mut checking.served.borrow_mut()),
                     router: &self.router,
                 };
                 checking.state.respond(request, on, table, token)
@@ -199,6 +214,7 @@ impl Connection {
                 peer: &Arc::new(peer.with_names(names)),
                 redirected,
                 session: &mut KnownSession::default(),
+                served: None,
                 router: &router,
             };
             state.respond(request, on, table, token).await
@@ -225,6 +241,8 @@ struct On<'c> {
     /// Whether the metadata guard redirected the connection here.
     redirected: bool,
     session: &'c mut KnownSession,
+    /// The connection's memory of what it was served (none where it is not at hand).
+    served: Option<&'c mut ServedMemo>,
     router: &'c Router,
 }
 
@@ -273,7 +291,7 @@ impl AppState {
         match Asked::of(&request, metadata) {
             Asked::Role(name) => {
                 let via = Via::Container(grant.as_ref());
-                return self.credentials(table, name, via, on.peer);
+                return self.credentials(table, name, via, on.peer, on.served);
             }
             Asked::Metadata { metadata, read } => {
                 let now = crate::clock::Clock::now(self.inner.clock.as_ref());
@@ -282,7 +300,7 @@ impl AppState {
                 }
                 if let Some((iam_name, extended)) = read {
                     let via = Via::Metadata { iam_name, extended };
-                    return self.credentials(table, metadata.role(), via, on.peer);
+                    return self.credentials(table, metadata.role(), via, on.peer, on.served);
                 }
                 session = Some(SessionChecked);
             }

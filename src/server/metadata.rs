@@ -86,7 +86,9 @@ async fn read(
     if let Route::Credentials(iam_name) | Route::ExtendedCredentials(iam_name) = &route {
         let extended = matches!(route, Route::ExtendedCredentials(_));
         let via = Via::Metadata { iam_name, extended };
-        let Ok(answer) = app.credentials(table, &metadata.role, via, &peer).await;
+        let Ok(answer) = app
+            .credentials(table, &metadata.role, via, &peer, None)
+            .await;
         return answer.into_response();
     }
     // Everything else the endpoint knows is for the users the role admits: to anyone else it
