@@ -142,14 +142,14 @@ pub fn decide_now(
     name: &str,
     via: Via<'_>,
     peer: &Peer,
-    clock: &dyn Clock,
+    now: SystemTime,
 ) -> Decided {
     let entry = match gate(table, name, via, peer) {
         Ok(entry) => entry,
         Err(refused) => return Decided::Now(refused),
     };
     let sessions = match &entry.sessions {
-        Sessions::Shared(status) => return Decided::Now(serve(&status.borrow(), via, clock.now())),
+        Sessions::Shared(status) => return Decided::Now(serve(&status.borrow(), via, now)),
         Sessions::PerUser(sessions) => sessions,
     };
     // The session is named after the user: a uid without an account (a process run under an
@@ -165,7 +165,7 @@ pub fn decide_now(
         Err(full) => return Decided::Now(Decision::Full(full)),
     };
     if settled(&status.borrow()) {
-        return Decided::Now(serve(&status.borrow(), via, clock.now()));
+        return Decided::Now(serve(&status.borrow(), via, now));
     }
     Decided::FirstSession(status)
 }

@@ -362,8 +362,9 @@ async fn role_credentials(
     Extension(checked): Extension<Checked>,
 ) -> Response {
     let via = Via::Container(checked.grant.as_ref());
+    let now = state.inner.clock.now();
     let Ok(answer) = state
-        .credentials(&checked.table, &name, via, &peer, None)
+        .credentials(&checked.table, &name, via, &peer, (now, None))
         .await;
     answer.into_response()
 }

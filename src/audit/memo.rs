@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use tokio::time::Instant;
 
 use super::{Audit, INTERVAL, lock, who_of};
@@ -27,8 +29,9 @@ pub(super) struct Memo {
     pub(super) role: Box<str>,
     /// The set's masked key id, as the credentials hold it: the same set is the same `Arc`.
     pub(super) key: Arc<str>,
-    /// When the audit's table last took this key from this connection.
-    since: Instant,
+    /// When the audit's table last took this key from this connection, by the request's
+    /// wall clock (the table keeps its own time: a clock step only hands repeats over early).
+    since: SystemTime,
     /// Served since then, not yet in the table.
     pub(super) held: u64,
 }
@@ -49,14 +52,14 @@ impl Audit {
         via: Via<'_>,
         peer: &Peer,
         decision: &Decision,
+        now: SystemTime,
     ) {
         let Decision::Served { masked_key_id, .. } = decision else {
             return self.record(role, via, peer, decision);
         };
-        let now = Instant::now();
         if let Some(last) = &mut memo.last
             && last.is(role, masked_key_id)
-            && now.duration_since(last.since) < INTERVAL
+            && (now.duration_since(last.since)).is_ok_and(|since| since < INTERVAL)
         {
             last.held += 1;
             return;
@@ -115,10 +118,10 @@ mod tests {
             masked_key_id: key.clone(),
         };
         let via = Via::Container(None);
-        let mut memo = ServedMemo::default();
-        audit.record_on(&mut memo, "piyo", via, &alice, &served);
+        let (mut memo, start) = (ServedMemo::default(), SystemTime::now());
+        audit.record_on(&mut memo, "piyo", via, &alice, &served, start);
         for _ in 0..5 {
-            audit.record_on(&mut memo, "piyo", via, &alice, &served);
+            audit.record_on(&mut memo, "piyo", via, &alice, &served, start);
         }
         assert_eq!(logs.count("INFO", "credentials served"), 1);
         let held_in_table = |audit: &Audit| -> u64 {
@@ -133,14 +136,14 @@ mod tests {
         assert_eq!(memo.last.as_ref().unwrap().held, 5);
 
         tokio::time::advance(INTERVAL).await;
-        audit.record_on(&mut memo, "piyo", via, &alice, &served);
+        audit.record_on(&mut memo, "piyo", via, &alice, &served, start + INTERVAL);
         assert_eq!(
             logs.count("INFO", "held_back=5"),
             1,
             "the next line counts them"
         );
-        audit.record_on(&mut memo, "piyo", via, &alice, &served);
-        audit.record_on(&mut memo, "piyo", via, &alice, &served);
+        audit.record_on(&mut memo, "piyo", via, &alice, &served, start + INTERVAL);
+        audit.record_on(&mut memo, "piyo", via, &alice, &served, start + INTERVAL);
         audit.close(&mut memo, &alice);
         assert_eq!(held_in_table(&audit), 2, "closing hands them over");
         audit.summarize_all();
@@ -163,10 +166,11 @@ mod tests {
         };
         let (before, after) = (served("ASIA…0001"), served("ASIA…0002"));
         let (via, mut memo) = (Via::Container(None), ServedMemo::default());
+        let start = SystemTime::now();
         for _ in 0..3 {
-            audit.record_on(&mut memo, "piyo", via, &alice, &before);
+            audit.record_on(&mut memo, "piyo", via, &alice, &before, start);
         }
-        audit.record_on(&mut memo, "piyo", via, &alice, &after);
+        audit.record_on(&mut memo, "piyo", via, &alice, &after, start);
         assert_eq!(
             logs.count("INFO", "credentials served"),
             2,
@@ -178,7 +182,7 @@ mod tests {
             .collect();
         assert_eq!(held, [("ASIA…0001", 2), ("ASIA…0002", 0)]);
         drop(table);
-        audit.record_on(&mut memo, "other", via, &alice, &after);
+        audit.record_on(&mut memo, "other", via, &alice, &after, start);
         assert_eq!(
             logs.count("INFO", "credentials served"),
             3,

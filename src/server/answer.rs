@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use axum::http::{Response, StatusCode};
 use bytes::Bytes;
@@ -94,12 +95,11 @@ impl AppState {
         role: &str,
         via: Via<'_>,
         peer: &Arc<Peer>,
-        memo: Option<&mut ServedMemo>,
+        (now, memo): (SystemTime, Option<&mut ServedMemo>),
     ) -> Answering {
-        let clock = self.inner.clock.as_ref();
-        match access::decide_now(table, role, via, peer, clock) {
+        match access::decide_now(table, role, via, peer, now) {
             Decided::Now(decision) => {
-                Answering::ready(self.recorded(table, role, via, peer, decision, memo))
+                Answering::ready(self.recorded(table, role, via, peer, decision, (now, memo)))
             }
             Decided::FirstSession(status) => {
                 let (state, table, peer) = (self.clone(), table.clone(), peer.clone());
@@ -108,7 +108,7 @@ impl AppState {
                     let via = asked.borrowed();
                     let clock = state.inner.clock.as_ref();
                     let decision = access::first_credentials(status, via, clock).await;
-                    Ok(state.recorded(&table, &role, via, &peer, decision, None))
+                    Ok(state.recorded(&table, &role, via, &peer, decision, (clock.now(), None)))
                 }))
             }
         }
@@ -122,11 +122,11 @@ impl AppState {
         via: Via<'_>,
         peer: &Peer,
         decision: Decision,
-        memo: Option<&mut ServedMemo>,
+        (now, memo): (SystemTime, Option<&mut ServedMemo>),
     ) -> Answer {
         let audit = &self.inner.audit;
         match memo {
-            Some(memo) => audit.record_on(memo, role, via, peer, &decision),
+            Some(memo) => audit.record_on(memo, role, via, peer, &decision, now),
             None => audit.record(role, via, peer, &decision),
         }
         if let Some(words) = wording(role, via, &decision) {

@@ -288,19 +288,27 @@ impl AppState {
     {
         let metadata = self.inner.metadata.as_deref();
         let mut session = None;
+        // One reading of the clock for the whole request: session, decision and audit.
+        let now = || crate::clock::Clock::now(self.inner.clock.as_ref());
         match Asked::of(&request, metadata) {
             Asked::Role(name) => {
                 let via = Via::Container(grant.as_ref());
-                return self.credentials(table, name, via, on.peer, on.served);
+                return self.credentials(table, name, via, on.peer, (now(), on.served));
             }
             Asked::Metadata { metadata, read } => {
-                let now = crate::clock::Clock::now(self.inner.clock.as_ref());
+                let now = now();
                 if !(metadata.imds()).has_session(request.headers(), on.session, now) {
                     return Answering::routed(imds::session_required());
                 }
                 if let Some((iam_name, extended)) = read {
                     let via = Via::Metadata { iam_name, extended };
-                    return self.credentials(table, metadata.role(), via, on.peer, on.served);
+                    return self.credentials(
+                        table,
+                        metadata.role(),
+                        via,
+                        on.peer,
+                        (now, on.served),
+                    );
                 }
                 session = Some(SessionChecked);
             }

@@ -86,8 +86,9 @@ async fn read(
     if let Route::Credentials(iam_name) | Route::ExtendedCredentials(iam_name) = &route {
         let extended = matches!(route, Route::ExtendedCredentials(_));
         let via = Via::Metadata { iam_name, extended };
+        let now = crate::clock::Clock::now(app.inner.clock.as_ref());
         let Ok(answer) = app
-            .credentials(table, &metadata.role, via, &peer, None)
+            .credentials(table, &metadata.role, via, &peer, (now, None))
             .await;
         return answer.into_response();
     }

@@ -263,7 +263,7 @@ async fn decide(
     peer: &Peer,
     clock: &dyn crate::clock::Clock,
 ) -> Decision {
-    match access::decide_now(table, name, via, peer, clock) {
+    match access::decide_now(table, name, via, peer, clock.now()) {
         access::Decided::Now(decision) => decision,
         access::Decided::FirstSession(status) => {
             access::first_credentials(status, via, clock).await
