@@ -556,7 +556,9 @@ fn listen_must_be_loopback() {
 fn role_arns() {
     let arn = RoleArn::parse("arn:aws:iam::444455556666:role/team/piyo-role").unwrap();
     assert_eq!(arn.account_id(), "444455556666");
-    assert!(RoleArn::parse("arn:aws-cn:iam::444455556666:role/x").is_ok());
+    assert_eq!(arn.role_name(), "piyo-role", "the path dropped");
+    let plain = RoleArn::parse("arn:aws-cn:iam::444455556666:role/x").unwrap();
+    assert_eq!(plain.role_name(), "x");
     for bad in [
         "piyo-role",
         "arn:aws:iam::444455556666:user/piyo",

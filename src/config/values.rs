@@ -68,9 +68,13 @@ impl RoleArn {
         &self.account_id
     }
 
-    /// The role's IAM name: what follows the last `/` (any path dropped).
+    /// The role's IAM name: what follows the last `/` (any path dropped). Read on every
+    /// metadata request: a plain scan from the end, where `rsplit` searched for a `char`.
     pub fn role_name(&self) -> &str {
-        self.as_str().rsplit('/').next().unwrap_or_default()
+        let start = (self.arn.bytes())
+            .rposition(|b| b == b'/')
+            .map_or(0, |slash| slash + 1);
+        &self.arn[start..]
     }
 }
 

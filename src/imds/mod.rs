@@ -221,8 +221,9 @@ fn clean_segment(segment: &str) -> bool {
     !segment.is_empty()
         && segment != "."
         && segment != ".."
-        && (segment.chars())
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        // Bytes, not chars: only ASCII passes, and this is read on every credentials read.
+        && (segment.bytes())
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// The role name and whether the extended body is asked for, if the request path `path` is
@@ -279,7 +280,11 @@ impl Imds {
         known: &mut KnownSession,
         now: SystemTime,
     ) -> bool {
-        let Some(token) = headers.get(&TOKEN_HEADER).map(|t| t.as_bytes()) else {
+        // A request has a few headers: a scan finds the first token for less than hashing
+        // the header's name (`get`, on every metadata request).
+        let token =
+            (headers.iter()).find_map(|(name, value)| (*name == TOKEN_HEADER).then_some(value));
+        let Some(token) = token.map(|t| t.as_bytes()) else {
             return false;
         };
         let expiry = known.expiry_of(token, || self.tokens.signed_expiry(token));
@@ -489,6 +494,26 @@ mod tests {
             "dynamic/instance-identity/pkcs7",
         ] {
             assert!(matches!(route(passed), Route::Upstream(_)), "{passed}");
+        }
+    }
+
+    /// A role name is one segment of IAM's characters: anything else (a decoded `ö`, a
+    /// space, a dot segment) is no credentials path, on either answer path.
+    #[test]
+    fn only_iam_characters_make_a_role_segment() {
+        assert!(clean_segment("piyo-role_1.a:b"));
+        for unclean in [
+            "",
+            ".",
+            "..",
+            "piyö-role",
+            "piyo role",
+            "piyo/role",
+            "piyo%2f",
+        ] {
+            assert!(!clean_segment(unclean), "{unclean}");
+            let path = format!("/latest/meta-data/iam/security-credentials/{unclean}");
+            assert_eq!(credentials_path(&path), None, "{path}");
         }
     }
 
