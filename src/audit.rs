@@ -6,8 +6,9 @@
 //! ours). So the audit writes one line per (client, role, credential set) at once, then holds
 //! back repeats for [`INTERVAL`] and says how many there were: in the next line for that key,
 //! or in the summary [`summarize`] writes for keys that went quiet (the daemon calls it every
-//! interval, so within two intervals, and once more at stop after the drain). Nothing is lost:
-//! every response is in a line or in a count. Refusals (by `allowed_*`, an unknown user, a
+//! interval, so within two intervals, three for repeats a connection counts itself (see
+//! [`memo`]), and once more at stop after the drain). Nothing is lost: every response is in a
+//! line or in a count, the line budget's folded counts included. Refusals (by `allowed_*`, an unknown user, a
 //! full per-user role) work the same, per (client, role). A key does not include the endpoint
 //! or the process: repeats are counted per client, and the line that reports them carries the
 //! endpoint and process of its own request.
@@ -72,6 +73,9 @@ struct Throttle {
     /// Lines neither written nor held because the table was full: counted, and reported in
     /// the summary.
     overflow: u64,
+    /// The summary at stop is written: what comes later (from a connection that outlived the
+    /// drain) is written at once.
+    closed: bool,
 }
 
 impl Throttle {
@@ -103,6 +107,10 @@ impl Throttle {
         now: Instant,
         earlier: u64,
     ) -> Admit {
+        // After the summary at stop (a connection that outlived the drain): every line.
+        if self.closed {
+            return Admit::Write { held: earlier };
+        }
         if let Some(entry) = (self.entries.get_mut(&who)).and_then(|entries| {
             entries
                 .iter_mut()
@@ -121,7 +129,6 @@ impl Throttle {
             self.forget_quiet(now);
         }
         if self.len() >= ENTRIES {
-            self.overflow += earlier;
             return Admit::Full;
         }
         let entry = Entry {
@@ -139,9 +146,13 @@ impl Throttle {
         Admit::Write { held: earlier }
     }
 
-    /// Adds `held` repeats a closing connection counted to its key (kept for the summary; a
-    /// key forgotten meanwhile is taken again, or counted as overflow when the table is full).
-    fn fold_in(&mut self, who: Who, memo: &Memo, user: Option<&str>, now: Instant) {
+    /// Adds the repeats a connection counted to their key, for its next line or the summary
+    /// (a key forgotten meanwhile is taken again); `false` when the table cannot take them (it
+    /// is full, or closed at stop): the caller writes them.
+    fn take_over(&mut self, who: Who, memo: &Memo, user: Option<&str>, now: Instant) -> bool {
+        if self.closed {
+            return false;
+        }
         let role = &*memo.role;
         let found = (self.entries.get_mut(&who)).and_then(|entries| {
             entries
@@ -150,11 +161,10 @@ impl Throttle {
         });
         if let Some(entry) = found {
             entry.held += memo.held;
-            return;
+            return true;
         }
         if self.len() >= ENTRIES {
-            self.overflow += memo.held;
-            return;
+            return false;
         }
         let entry = Entry {
             role: role.to_owned(),
@@ -165,6 +175,7 @@ impl Throttle {
         };
         (self.entries.entry(who)).or_default().push(entry);
         self.count += 1;
+        true
     }
 
     /// Keys with nothing held back and no line for an interval: they start afresh if seen again.
@@ -278,9 +289,11 @@ impl Budget {
         }
     }
 
-    /// Whether a line for `outcome` may be written at `now`; if not, it is counted. When a new
-    /// minute starts, what the last one folded is returned, to be reported first.
-    fn take(&mut self, outcome: Outcome, now: Instant) -> (bool, Option<[u64; 3]>) {
+    /// Whether a line for `outcome`, standing for `responses` (its own and the repeats it
+    /// reports), may be written at `now`; if not, they are counted, so that the folded counts
+    /// are of responses, as the lines' are. When a new minute starts, what the last one folded
+    /// is returned, to be reported first.
+    fn take(&mut self, outcome: Outcome, responses: u64, now: Instant) -> (bool, Option<[u64; 3]>) {
         let fresh = self
             .window
             .is_none_or(|start| now.duration_since(start) >= INTERVAL);
@@ -295,7 +308,7 @@ impl Budget {
             self.written += 1;
             return (true, report);
         }
-        self.folded[outcome as usize] += 1;
+        self.folded[outcome as usize] += responses;
         (false, report)
     }
 
@@ -338,8 +351,8 @@ impl Audit {
 
     /// Whether a line for `outcome` fits the budget now; a folded-lines report is written first
     /// when a minute ended with lines folded.
-    fn within_budget(&self, outcome: Outcome) -> bool {
-        let (allowed, report) = lock(&self.budget).take(outcome, Instant::now());
+    fn within_budget(&self, outcome: Outcome, responses: u64) -> bool {
+        let (allowed, report) = lock(&self.budget).take(outcome, responses, Instant::now());
         if let Some(folded) = report {
             report_folded(folded);
         }
@@ -384,13 +397,13 @@ impl Audit {
                     earlier,
                 );
                 // A full table never costs a served line (the line budget may fold it into the
-                // minute's count of served lines).
+                // minute's count of served lines), nor the connection's repeats it carries.
                 let held = match admitted {
                     Admit::Write { held } => held,
-                    Admit::Full => 0,
+                    Admit::Full => earlier,
                     Admit::HeldBack => return,
                 };
-                if !self.within_budget(Outcome::Served) {
+                if !self.within_budget(Outcome::Served, 1 + held) {
                     return;
                 }
                 info!(
@@ -469,7 +482,7 @@ impl Audit {
             }
         };
         drop(refused);
-        self.within_budget(outcome).then_some(held)
+        self.within_budget(outcome, 1 + held).then_some(held)
     }
 
     /// Writes what was held back for an interval or more: one line per key, with the count.
@@ -477,17 +490,10 @@ impl Audit {
         if let Some(folded) = lock(&self.budget).take_folded() {
             report_folded(folded);
         }
-        // A full table of served keys writes each line (see `record`): nothing overflows.
+        // A full table of served keys writes each line (see `record`), and what connections
+        // hand over to it then (see `memo`): nothing overflows.
         let (served, _) = lock(&self.served).held(now);
-        for held in served {
-            let (uid, user, container) =
-                (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
-            info!(
-                target: "audit", role = %held.role, access_key_id = %held.detail, uid = %uid,
-                user = %user, container = %container, count = held.count, outcome = "served",
-                "credentials served again, not written one by one"
-            );
-        }
+        served.iter().for_each(report_served_again);
         let (refused, overflow) = lock(&self.refused).held(now);
         for held in refused {
             let (uid, user, container) =
@@ -522,10 +528,23 @@ impl Audit {
         }
     }
 
-    /// Writes everything held back, however recent: at stop, after the drain.
+    /// Writes everything held back, however recent: at stop, after the drain. A connection
+    /// that outlives the drain writes what it still holds itself, when it closes.
     pub fn summarize_all(&self) {
+        lock(&self.served).closed = true;
+        lock(&self.refused).closed = true;
         self.summarize(Instant::now() + INTERVAL);
     }
+}
+
+/// The line for repeats of one served key written as a count.
+fn report_served_again(held: &Held) {
+    let (uid, user, container) = (Known(&held.who.0), Quoted(&held.user), Known(&held.who.1));
+    info!(
+        target: "audit", role = %held.role, access_key_id = %held.detail, uid = %uid,
+        user = %user, container = %container, count = held.count, outcome = "served",
+        "credentials served again, not written one by one"
+    );
 }
 
 #[cfg(test)]
@@ -727,29 +746,37 @@ mod tests {
         assert_eq!(Quoted(&None).to_string(), "-");
     }
 
-    /// Past the budget, lines are folded into counts by outcome, reported once the minute is
-    /// over (or at a summary); a new minute has its budget again.
+    /// Past the budget, lines are folded into counts by outcome (of the responses they stood
+    /// for: a line reporting repeats counts them too), reported once the minute is over (or at
+    /// a summary); a new minute has its budget again.
     #[test]
     fn the_line_budget_folds_and_reports() {
         let mut budget = Budget::new();
         budget.per_minute = 2;
         let start = Instant::now();
-        assert_eq!(budget.take(Outcome::Served, start), (true, None));
-        assert_eq!(budget.take(Outcome::Refused, at(start, 1)), (true, None));
-        assert_eq!(budget.take(Outcome::Refused, at(start, 2)), (false, None));
+        assert_eq!(budget.take(Outcome::Served, 1, start), (true, None));
+        assert_eq!(budget.take(Outcome::Refused, 1, at(start, 1)), (true, None));
         assert_eq!(
-            budget.take(Outcome::Unauthorized, at(start, 3)),
+            budget.take(Outcome::Refused, 1, at(start, 2)),
             (false, None)
         );
         assert_eq!(
-            budget.take(Outcome::Served, at(start, 60)),
+            budget.take(Outcome::Unauthorized, 1, at(start, 3)),
+            (false, None)
+        );
+        assert_eq!(
+            budget.take(Outcome::Served, 1, at(start, 60)),
             (true, Some([0, 1, 1])),
             "the next minute reports the last one's"
         );
         assert_eq!(budget.take_folded(), None);
-        budget.take(Outcome::Served, at(start, 61));
-        budget.take(Outcome::Served, at(start, 62));
-        assert_eq!(budget.take_folded(), Some([1, 0, 0]));
+        budget.take(Outcome::Served, 1, at(start, 61));
+        budget.take(Outcome::Served, 6, at(start, 62));
+        assert_eq!(
+            budget.take_folded(),
+            Some([6, 0, 0]),
+            "a line and its five repeats"
+        );
     }
 
     /// Lines past the budget are counted into the metrics' counter

@@ -253,6 +253,8 @@ where
         if stop.as_mut().poll(&mut beside).is_ready() {
             return Poll::Ready(None);
         }
+        // Until pending: a tick that is ready has not registered the waker for the next one
+        // (with `if`, the looks, and the header timeout with them, would stop after the first).
         while looks.poll_tick(&mut beside).is_ready() {
             if stalled(
                 &mut idle_looks,

@@ -1,16 +1,18 @@
 //! A connection's own count of the credentials it is served again and again: a keep-alive
 //! client asking at full speed would otherwise take the audit's lock and hash its key on every
 //! request (about 400 instructions of the 10,300 a request costs; README, Benchmarks). The
-//! lines are the same: the table still decides every line, it only hears of a connection's
-//! repeats once an interval, or when the connection closes.
+//! table still decides every line; it hears of a connection's repeats at its first request an
+//! interval after the last hand-over (whatever it asks: asking for something else in between
+//! does not keep them back), at a new set or role, and when the connection closes. So a
+//! repeat is in a line or a summary within three intervals instead of two; where the table
+//! cannot take them (full, or its summary at stop already written), they are written at once.
 
 use std::sync::Arc;
-
 use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::{Audit, INTERVAL, lock, who_of};
+use super::{Audit, Held, INTERVAL, lock, report_served_again, who_of};
 use crate::access::{Decision, Via};
 use crate::peer::Peer;
 
@@ -23,14 +25,17 @@ use crate::peer::Peer;
 #[derive(Default)]
 pub struct ServedMemo {
     last: Option<Memo>,
+    /// The request being answered went through [`Audit::record_on`].
+    recorded: bool,
 }
 
 pub(super) struct Memo {
     pub(super) role: Box<str>,
     /// The set's masked key id, as the credentials hold it: the same set is the same `Arc`.
     pub(super) key: Arc<str>,
-    /// When the audit's table last took this key from this connection, by the request's
-    /// wall clock (the table keeps its own time: a clock step only hands repeats over early).
+    /// When the audit's table last heard of this key from this connection (a line, a repeat
+    /// it held back, or a hand-over), by the request's wall clock (the table keeps its own
+    /// time: a clock step only hands repeats over early).
     since: SystemTime,
     /// Served since then, not yet in the table.
     pub(super) held: u64,
@@ -54,12 +59,13 @@ impl Audit {
         decision: &Decision,
         now: SystemTime,
     ) {
+        memo.recorded = true;
         let Decision::Served { masked_key_id, .. } = decision else {
             return self.record(role, via, peer, decision);
         };
         if let Some(last) = &mut memo.last
             && last.is(role, masked_key_id)
-            && (now.duration_since(last.since)).is_ok_and(|since| since < INTERVAL)
+            && within_interval(last.since, now)
         {
             last.held += 1;
             return;
@@ -67,7 +73,7 @@ impl Audit {
         let earlier = match memo.last.take() {
             Some(last) if last.is(role, masked_key_id) => last.held,
             Some(other) => {
-                self.fold(peer, &other);
+                self.hand_over(peer, &other);
                 0
             }
             None => 0,
@@ -81,19 +87,59 @@ impl Audit {
         });
     }
 
-    /// The connection of `memo` is closing: what it counted goes to the table, for the summary.
-    pub fn close(&self, memo: &mut ServedMemo, peer: &Peer) {
-        if let Some(last) = memo.last.take() {
-            self.fold(peer, &last);
+    /// After each request of the connection: one that was not recorded through `memo` (the
+    /// router's, a refusal, anything else) hands its repeats over once they are an interval
+    /// old, so that a client cannot keep them from the audit by asking for something else in
+    /// between. The clock is read only then.
+    pub fn after_request(
+        &self,
+        memo: &mut ServedMemo,
+        peer: &Peer,
+        now: impl FnOnce() -> SystemTime,
+    ) {
+        if std::mem::take(&mut memo.recorded) {
+            return;
+        }
+        let Some(last) = memo.last.as_mut().filter(|last| last.held > 0) else {
+            return;
+        };
+        let now = now();
+        if !within_interval(last.since, now) {
+            self.hand_over(peer, last);
+            (last.held, last.since) = (0, now);
         }
     }
 
-    fn fold(&self, peer: &Peer, memo: &Memo) {
-        if memo.held > 0 {
-            let user = peer.user.as_deref();
-            lock(&self.served).fold_in(who_of(peer), memo, user, Instant::now());
+    /// The connection of `memo` is closing: what it counted goes to the table, for the summary.
+    pub fn close(&self, memo: &mut ServedMemo, peer: &Peer) {
+        if let Some(last) = memo.last.take() {
+            self.hand_over(peer, &last);
         }
     }
+
+    /// `memo`'s repeats to the table, or, where it cannot take them, into a line at once.
+    fn hand_over(&self, peer: &Peer, memo: &Memo) {
+        if memo.held == 0 {
+            return;
+        }
+        let (who, user) = (who_of(peer), peer.user.as_deref());
+        if lock(&self.served).take_over(who, memo, user, Instant::now()) {
+            return;
+        }
+        report_served_again(&Held {
+            who,
+            role: memo.role.to_string(),
+            detail: memo.key.to_string(),
+            user: user.map(str::to_owned),
+            count: memo.held,
+        });
+    }
+}
+
+/// Whether `now` is less than an interval after `since` (and not before it: a clock stepped
+/// back hands the repeats over). Pure.
+fn within_interval(since: SystemTime, now: SystemTime) -> bool {
+    (now.duration_since(since)).is_ok_and(|elapsed| elapsed < INTERVAL)
 }
 
 #[cfg(test)]
@@ -187,6 +233,87 @@ mod tests {
             logs.count("INFO", "credentials served"),
             3,
             "another role's line"
+        );
+    }
+
+    /// Asking for something else in between does not keep the repeats from the table: the
+    /// first request an interval after the last hand-over, whatever it is, hands them over.
+    #[tokio::test(start_paused = true)]
+    async fn other_requests_hand_the_repeats_over_once_an_interval() {
+        let audit = Audit::default();
+        let alice = Peer {
+            uid: Some(1001),
+            ..Peer::default()
+        };
+        let served = Decision::Served {
+            body: bytes::Bytes::new(),
+            masked_key_id: Arc::from("ASIA…0001"),
+        };
+        let (via, mut memo) = (Via::Container(None), ServedMemo::default());
+        let start = SystemTime::now();
+        let at = |seconds| start + std::time::Duration::from_secs(seconds);
+        for _ in 0..4 {
+            audit.record_on(&mut memo, "piyo", via, &alice, &served, start);
+            audit.after_request(&mut memo, &alice, || unreachable!("a recorded request"));
+        }
+        let held_in_table = |audit: &Audit| -> u64 {
+            let table = lock(&audit.served);
+            table.entries.values().flatten().map(|e| e.held).sum()
+        };
+        audit.after_request(&mut memo, &alice, || at(59));
+        assert_eq!(held_in_table(&audit), 0, "not an interval yet");
+        audit.after_request(&mut memo, &alice, || at(60));
+        assert_eq!(
+            held_in_table(&audit),
+            3,
+            "handed over by a request for something else"
+        );
+        audit.after_request(&mut memo, &alice, || at(200));
+        assert_eq!(held_in_table(&audit), 3, "nothing more to hand over");
+    }
+
+    /// A full table cannot take a connection's repeats: they are written at once, in a line of
+    /// their own, and a new set's line carries those of the set before.
+    #[tokio::test(start_paused = true)]
+    async fn repeats_a_full_table_cannot_take_are_written() {
+        let logs = crate::fake::CapturedLogs::start();
+        let audit = Audit::default();
+        // Every line of the full table written, none folded by the line budget.
+        audit.set_lines_per_minute(100_000);
+        let served = |key: &str| Decision::Served {
+            body: bytes::Bytes::new(),
+            masked_key_id: Arc::from(key),
+        };
+        let via = Via::Container(None);
+        for uid in 0..super::super::ENTRIES as u32 {
+            let peer = Peer {
+                uid: Some(uid),
+                user: Some(format!("user{uid}")),
+                ..Peer::default()
+            };
+            audit.record(&format!("role{uid}"), via, &peer, &served("ASIA…0000"));
+        }
+        let alice = Peer {
+            uid: Some(100_000),
+            user: Some("alice".into()),
+            ..Peer::default()
+        };
+        let (before, after) = (served("ASIA…0001"), served("ASIA…0002"));
+        let (mut memo, start) = (ServedMemo::default(), SystemTime::now());
+        for _ in 0..3 {
+            audit.record_on(&mut memo, "piyo", via, &alice, &before, start);
+        }
+        audit.record_on(&mut memo, "piyo", via, &alice, &after, start);
+        let again = "credentials served again";
+        assert_eq!(logs.count("INFO", again), 1, "the first set's two repeats");
+        assert_eq!(logs.count("INFO", "count=2"), 1);
+        audit.record_on(&mut memo, "piyo", via, &alice, &after, start);
+        let later = start + INTERVAL;
+        audit.record_on(&mut memo, "piyo", via, &alice, &after, later);
+        assert_eq!(
+            logs.count("INFO", "held_back=1"),
+            1,
+            "the line carries the repeat"
         );
     }
 }

@@ -171,6 +171,13 @@ where
             }
             Err(uid) => self.with_names_of(uid, request, checking),
         };
+        let audit = &checking.state.inner.audit;
+        let clock = || crate::clock::Clock::now(checking.state.inner.clock.as_ref());
+        audit.after_request(
+            &mut checking.served.borrow_mut(),
+            &self.peer.borrow(),
+            clock,
+        );
         self.meanwhile_busy(answering)
     }
 }

@@ -48,6 +48,14 @@ fn served(expires_in_secs: u64) -> Arc<Served> {
 }
 
 fn app(status: RoleStatus) -> (Endpoint, watch::Sender<RoleStatus>) {
+    app_auditing(status, Arc::default())
+}
+
+/// [`app`], recording in `audit`.
+fn app_auditing(
+    status: RoleStatus,
+    audit: Arc<crate::audit::Audit>,
+) -> (Endpoint, watch::Sender<RoleStatus>) {
     let (sender, receiver) = watch::channel(status);
     let piyo = RoleEntry {
         config: role("piyo"),
@@ -69,7 +77,7 @@ fn app(status: RoleStatus) -> (Endpoint, watch::Sender<RoleStatus>) {
         &[LISTEN.parse().unwrap()],
         Arc::new(FixedClock(now())),
         None,
-        (Arc::new(crate::metrics::Metrics::new()), Arc::default()),
+        (Arc::new(crate::metrics::Metrics::new()), audit),
     );
     (router(state), sender)
 }
@@ -556,4 +564,53 @@ async fn every_metadata_read_needs_a_session() {
         .unwrap();
     let answer = app.answer(Peer::default(), request).await;
     assert_eq!(answer.status(), StatusCode::OK, "HEAD with a session");
+}
+
+/// A kept-alive connection's repeats reach the audit when it closes: one line at once, the
+/// repeats counted on the connection and handed over as it is dropped, in the summary at stop.
+/// A connection that outlives that summary (a drain that gave up) writes its own lines.
+#[tokio::test]
+async fn a_connections_repeats_reach_the_audit_when_it_closes() {
+    let logs = crate::fake::CapturedLogs::start();
+    let audit = Arc::new(crate::audit::Audit::default());
+    let (endpoint, _status) = app_auditing(ready(), audit.clone());
+    let serve = |count: usize| {
+        let peer = Arc::new(Peer::default());
+        let connection =
+            crate::listener::App::connection(&endpoint, peer, None, None, Arc::default());
+        async move {
+            for _ in 0..count {
+                let request = get("/roles/piyo").header(AUTHORIZATION, TOKEN);
+                let request = request.body(Body::empty()).unwrap();
+                let Ok(answer) = hyper::service::Service::call(&connection, request).await;
+                assert_eq!(answer.status(), StatusCode::OK);
+            }
+            connection
+        }
+    };
+    let again = "credentials served again";
+    let connection = serve(5).await;
+    assert_eq!(logs.count("INFO", "credentials served"), 1);
+    drop(connection);
+    audit.summarize_all();
+    assert_eq!(
+        logs.count("INFO", again),
+        1,
+        "the four repeats, handed over"
+    );
+    assert_eq!(logs.count("INFO", "count=4"), 1);
+
+    let late = serve(3).await;
+    assert_eq!(
+        logs.count("INFO", "held_back=0"),
+        2,
+        "its first request's line"
+    );
+    drop(late);
+    assert_eq!(
+        logs.count("INFO", again),
+        2,
+        "its repeats, written as it closes"
+    );
+    assert_eq!(logs.count("INFO", "count=2"), 1);
 }
