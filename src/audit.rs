@@ -83,22 +83,11 @@ impl Throttle {
         self.count
     }
 
-    /// Whether to write this key's line at `now`, and if so how many were held back before it;
-    /// `None`: held back (counted). Looking up a known key allocates nothing.
+    /// Whether to write this key's line at `now`, and if so how many were held back before it
+    /// (with `earlier`: repeats a connection counted on its own, see [`ServedMemo`], added to
+    /// the key's count first); `None`: held back (counted). Looking up a known key allocates
+    /// nothing.
     fn admit(
-        &mut self,
-        who: Who,
-        role: &str,
-        detail: &str,
-        user: Option<&str>,
-        now: Instant,
-    ) -> Admit {
-        self.admit_with(who, role, detail, user, now, 0)
-    }
-
-    /// Like [`Throttle::admit`], with `earlier` repeats a connection counted on its own
-    /// ([`ServedMemo`]) added to the key's count first.
-    fn admit_with(
         &mut self,
         who: Who,
         role: &str,
@@ -388,7 +377,7 @@ impl Audit {
         let via = via.label();
         match decision {
             Decision::Served { masked_key_id, .. } => {
-                let admitted = lock(&self.served).admit_with(
+                let admitted = lock(&self.served).admit(
                     who,
                     role,
                     masked_key_id,
@@ -472,7 +461,7 @@ impl Audit {
         peer: &Peer,
     ) -> Option<u64> {
         let mut refused = lock(&self.refused);
-        let held = match refused.admit(who, role, reason, peer.user.as_deref(), Instant::now()) {
+        let held = match refused.admit(who, role, reason, peer.user.as_deref(), Instant::now(), 0) {
             Admit::Write { held } => held,
             Admit::HeldBack => return None,
             // A flood of distinct keys is not written line by line.
@@ -564,38 +553,38 @@ mod tests {
         let alice = (Some(1001), None);
         let write = |held| Admit::Write { held };
         assert_eq!(
-            table.admit(alice, "piyo", "ASIA…1", None, at(start, 0)),
+            table.admit(alice, "piyo", "ASIA…1", None, at(start, 0), 0),
             write(0)
         );
         assert_eq!(
-            table.admit(alice, "piyo", "ASIA…1", None, at(start, 1)),
+            table.admit(alice, "piyo", "ASIA…1", None, at(start, 1), 0),
             Admit::HeldBack
         );
         assert_eq!(
-            table.admit(alice, "piyo", "ASIA…1", None, at(start, 59)),
+            table.admit(alice, "piyo", "ASIA…1", None, at(start, 59), 0),
             Admit::HeldBack
         );
         assert_eq!(
-            table.admit(alice, "piyo", "ASIA…2", None, at(start, 2)),
+            table.admit(alice, "piyo", "ASIA…2", None, at(start, 2), 0),
             write(0),
             "new set"
         );
         assert_eq!(
-            table.admit(alice, "fuga", "ASIA…1", None, at(start, 2)),
+            table.admit(alice, "fuga", "ASIA…1", None, at(start, 2), 0),
             write(0),
             "role"
         );
         let container = (None, Some("172.17.0.2".parse().unwrap()));
         assert_eq!(
-            table.admit(container, "piyo", "ASIA…1", None, at(start, 3)),
+            table.admit(container, "piyo", "ASIA…1", None, at(start, 3), 0),
             write(0)
         );
         assert_eq!(
-            table.admit(alice, "piyo", "ASIA…1", None, at(start, 60)),
+            table.admit(alice, "piyo", "ASIA…1", None, at(start, 60), 0),
             write(2)
         );
         assert_eq!(
-            table.admit(alice, "piyo", "ASIA…1", None, at(start, 61)),
+            table.admit(alice, "piyo", "ASIA…1", None, at(start, 61), 0),
             Admit::HeldBack
         );
     }
@@ -607,9 +596,9 @@ mod tests {
         let mut table = Throttle::default();
         let start = Instant::now();
         let alice = (Some(1001), None);
-        table.admit(alice, "piyo", "ASIA…1", Some("alice"), start);
+        table.admit(alice, "piyo", "ASIA…1", Some("alice"), start, 0);
         for second in 1..=5 {
-            table.admit(alice, "piyo", "ASIA…1", Some("alice"), at(start, second));
+            table.admit(alice, "piyo", "ASIA…1", Some("alice"), at(start, second), 0);
         }
         assert!(
             table.held(at(start, 30)).0.is_empty(),
@@ -628,20 +617,20 @@ mod tests {
         let mut table = Throttle::default();
         let start = Instant::now();
         for uid in 0..ENTRIES as u32 {
-            table.admit((Some(uid), None), "piyo", "", None, start);
+            table.admit((Some(uid), None), "piyo", "", None, start, 0);
         }
         let repeated = (Some(0), None);
         assert_eq!(
-            table.admit(repeated, "piyo", "", None, at(start, 1)),
+            table.admit(repeated, "piyo", "", None, at(start, 1), 0),
             Admit::HeldBack
         );
         let late = (Some(u32::MAX - 1), None);
         assert_eq!(
-            table.admit(late, "piyo", "", None, at(start, 1)),
+            table.admit(late, "piyo", "", None, at(start, 1), 0),
             Admit::Full
         );
         assert_eq!(
-            table.admit(late, "piyo", "", None, at(start, 60)),
+            table.admit(late, "piyo", "", None, at(start, 60), 0),
             Admit::Write { held: 0 },
             "the quiet ones are forgotten once an interval old"
         );

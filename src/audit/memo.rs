@@ -146,6 +146,21 @@ fn within_interval(since: SystemTime, now: SystemTime) -> bool {
 mod tests {
     use super::*;
 
+    fn alice() -> Peer {
+        Peer {
+            uid: Some(1001),
+            user: Some("alice".into()),
+            ..Peer::default()
+        }
+    }
+
+    fn served(key: &str) -> Decision {
+        Decision::Served {
+            body: bytes::Bytes::new(),
+            masked_key_id: Arc::from(key),
+        }
+    }
+
     /// A connection's repeats are counted in its memo, with the table untouched; they reach the
     /// table at its next look after the interval (in that line's held_back) or when it closes
     /// (in the summary); another set, or another role, goes to the table at once.
@@ -153,16 +168,8 @@ mod tests {
     async fn a_connections_repeats_are_counted_on_the_connection() {
         let logs = crate::fake::CapturedLogs::start();
         let audit = Audit::default();
-        let alice = Peer {
-            uid: Some(1001),
-            user: Some("alice".into()),
-            ..Peer::default()
-        };
-        let key: Arc<str> = Arc::from("ASIA…0001");
-        let served = Decision::Served {
-            body: bytes::Bytes::new(),
-            masked_key_id: key.clone(),
-        };
+        let alice = alice();
+        let served = served("ASIA…0001");
         let via = Via::Container(None);
         let (mut memo, start) = (ServedMemo::default(), SystemTime::now());
         audit.record_on(&mut memo, "piyo", via, &alice, &served, start);
@@ -202,14 +209,7 @@ mod tests {
     async fn a_new_set_hands_over_the_repeats_of_the_one_before() {
         let logs = crate::fake::CapturedLogs::start();
         let audit = Audit::default();
-        let alice = Peer {
-            uid: Some(1001),
-            ..Peer::default()
-        };
-        let served = |key: &str| Decision::Served {
-            body: bytes::Bytes::new(),
-            masked_key_id: Arc::from(key),
-        };
+        let alice = alice();
         let (before, after) = (served("ASIA…0001"), served("ASIA…0002"));
         let (via, mut memo) = (Via::Container(None), ServedMemo::default());
         let start = SystemTime::now();
@@ -241,14 +241,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn other_requests_hand_the_repeats_over_once_an_interval() {
         let audit = Audit::default();
-        let alice = Peer {
-            uid: Some(1001),
-            ..Peer::default()
-        };
-        let served = Decision::Served {
-            body: bytes::Bytes::new(),
-            masked_key_id: Arc::from("ASIA…0001"),
-        };
+        let alice = alice();
+        let served = served("ASIA…0001");
         let (via, mut memo) = (Via::Container(None), ServedMemo::default());
         let start = SystemTime::now();
         let at = |seconds| start + std::time::Duration::from_secs(seconds);
@@ -280,12 +274,8 @@ mod tests {
         let audit = Audit::default();
         // Every line of the full table written, none folded by the line budget.
         audit.set_lines_per_minute(100_000);
-        let served = |key: &str| Decision::Served {
-            body: bytes::Bytes::new(),
-            masked_key_id: Arc::from(key),
-        };
         let via = Via::Container(None);
-        for uid in 0..super::super::ENTRIES as u32 {
+        for uid in 2000..2000 + super::super::ENTRIES as u32 {
             let peer = Peer {
                 uid: Some(uid),
                 user: Some(format!("user{uid}")),
@@ -293,11 +283,7 @@ mod tests {
             };
             audit.record(&format!("role{uid}"), via, &peer, &served("ASIA…0000"));
         }
-        let alice = Peer {
-            uid: Some(100_000),
-            user: Some("alice".into()),
-            ..Peer::default()
-        };
+        let alice = alice();
         let (before, after) = (served("ASIA…0001"), served("ASIA…0002"));
         let (mut memo, start) = (ServedMemo::default(), SystemTime::now());
         for _ in 0..3 {
