@@ -85,8 +85,7 @@ impl Throttle {
 
     /// Whether to write this key's line at `now`, and if so how many were held back before it
     /// (with `earlier`: repeats a connection counted on its own, see [`ServedMemo`], added to
-    /// the key's count first); `None`: held back (counted). Looking up a known key allocates
-    /// nothing.
+    /// the key's count first); `None`: held back (counted).
     fn admit(
         &mut self,
         who: Who,
@@ -100,39 +99,18 @@ impl Throttle {
         if self.closed {
             return Admit::Write { held: earlier };
         }
-        if let Some(entry) = (self.entries.get_mut(&who)).and_then(|entries| {
-            entries
-                .iter_mut()
-                .find(|e| e.role == role && e.detail == detail)
-        }) {
-            entry.held += earlier;
-            if now.duration_since(entry.written) < INTERVAL {
-                entry.held += 1;
-                return Admit::HeldBack;
-            }
-            let held = std::mem::take(&mut entry.held);
-            entry.written = now;
-            return Admit::Write { held };
-        }
-        if self.len() >= ENTRIES {
-            self.forget_quiet(now);
-        }
-        if self.len() >= ENTRIES {
+        let Some((entry, new)) = self.entry(who, role, detail, user, now) else {
             return Admit::Full;
-        }
-        let entry = Entry {
-            role: role.to_owned(),
-            detail: detail.to_owned(),
-            user: user.map(str::to_owned),
-            written: now,
-            held: 0,
         };
-        // Most clients ask for one role: room for one entry, not the four a first push makes.
-        (self.entries.entry(who))
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(entry);
-        self.count += 1;
-        Admit::Write { held: earlier }
+        entry.held += earlier;
+        if !new && now.duration_since(entry.written) < INTERVAL {
+            entry.held += 1;
+            return Admit::HeldBack;
+        }
+        entry.written = now;
+        Admit::Write {
+            held: std::mem::take(&mut entry.held),
+        }
     }
 
     /// Adds the repeats a connection counted to their key, for its next line or the summary
@@ -142,29 +120,48 @@ impl Throttle {
         if self.closed {
             return false;
         }
-        let role = &*memo.role;
-        let found = (self.entries.get_mut(&who)).and_then(|entries| {
-            entries
-                .iter_mut()
-                .find(|e| e.role == role && *e.detail == *memo.key)
+        let Some((entry, _)) = self.entry(who, &memo.role, &memo.key, user, now) else {
+            return false;
+        };
+        entry.held += memo.held;
+        true
+    }
+
+    /// The key's entry, and whether it was made now (written at `now`, nothing held); `None`
+    /// when the table is full even after forgetting its quiet keys. Finding a known key
+    /// allocates nothing.
+    fn entry(
+        &mut self,
+        who: Who,
+        role: &str,
+        detail: &str,
+        user: Option<&str>,
+        now: Instant,
+    ) -> Option<(&mut Entry, bool)> {
+        let known = (self.entries.get(&who)).and_then(|entries| {
+            (entries.iter()).position(|e| e.role == role && e.detail == detail)
         });
-        if let Some(entry) = found {
-            entry.held += memo.held;
-            return true;
+        if let Some(at) = known {
+            let entries = self.entries.get_mut(&who)?;
+            return Some((&mut entries[at], false));
         }
         if self.len() >= ENTRIES {
-            return false;
+            self.forget_quiet(now);
         }
-        let entry = Entry {
+        if self.len() >= ENTRIES {
+            return None;
+        }
+        // Most clients ask for one role: room for one entry, not the four a first push makes.
+        let entries = (self.entries.entry(who)).or_insert_with(|| Vec::with_capacity(1));
+        entries.push(Entry {
             role: role.to_owned(),
-            detail: memo.key.to_string(),
+            detail: detail.to_owned(),
             user: user.map(str::to_owned),
             written: now,
-            held: memo.held,
-        };
-        (self.entries.entry(who)).or_default().push(entry);
+            held: 0,
+        });
         self.count += 1;
-        true
+        Some((entries.last_mut()?, true))
     }
 
     /// Keys with nothing held back and no line for an interval: they start afresh if seen again.
