@@ -145,32 +145,39 @@ fn unquoted(value: &str) -> &str {
         .unwrap_or(value)
 }
 
-/// The `MESSAGE` of a record [`record`] made (its text line). Pure.
-fn message_of(mut record: &[u8]) -> Option<Vec<u8>> {
+/// The fields of a record as journald reads the native protocol: `NAME=value` lines, and for a
+/// value with a newline the name, its length (64-bit little-endian), the value and a newline;
+/// `None` for anything else. Pure.
+fn fields_of(mut record: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut fields = Vec::new();
     while !record.is_empty() {
         let end = record.iter().position(|&b| b == b'\n' || b == b'=')?;
         let name = &record[..end];
         let (value, rest) = if record[end] == b'=' {
             let line = record[end + 1..].iter().position(|&b| b == b'\n')?;
-            (
-                &record[end + 1..end + 1 + line],
-                record.get(end + 2 + line..)?,
-            )
+            (&record[end + 1..end + 1 + line], &record[end + 2 + line..])
         } else {
             let length = record.get(end + 1..end + 9)?;
-            let length = u64::from_le_bytes(length.try_into().ok()?) as usize;
             let start = end + 9;
-            (
-                record.get(start..start + length)?,
-                record.get(start + length + 1..)?,
-            )
+            let stop = start
+                .checked_add(usize::try_from(u64::from_le_bytes(length.try_into().ok()?)).ok()?)?;
+            if record.get(stop) != Some(&b'\n') {
+                return None;
+            }
+            (&record[start..stop], &record[stop + 1..])
         };
-        if name == b"MESSAGE" {
-            return Some(value.to_vec());
-        }
+        fields.push((name, value));
         record = rest;
     }
-    None
+    Some(fields)
+}
+
+/// The `MESSAGE` of a record [`record`] made (its text line). Pure.
+fn message_of(record: &[u8]) -> Option<&[u8]> {
+    let fields = fields_of(record)?;
+    fields
+        .into_iter()
+        .find_map(|(name, value)| (name == b"MESSAGE").then_some(value))
 }
 
 /// Appends `NAME=value\n`, or, for a value with a newline, the protocol's binary form: the name,
@@ -225,7 +232,7 @@ impl Write for JournalSocket {
         if self.socket.send(&record).is_err() {
             // One line per record on the stream, whatever the message holds.
             let message = message_of(&record).unwrap_or_default();
-            let line = String::from_utf8_lossy(&message).replace('\n', "\\n");
+            let line = String::from_utf8_lossy(message).replace('\n', "\\n");
             writeln!(self.fallback, "{line}")?;
         }
         Ok(bytes.len())
@@ -266,29 +273,12 @@ mod tests {
         assert!(record.as_bytes().starts_with(FIRST_FIELD));
     }
 
-    /// The fields of a record as journald reads the native protocol.
-    fn parse(mut record: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let mut fields = Vec::new();
-        while !record.is_empty() {
-            let end = record
-                .iter()
-                .position(|&b| b == b'\n' || b == b'=')
-                .unwrap();
-            let name = String::from_utf8(record[..end].to_vec()).unwrap();
-            let (value, rest) = if record[end] == b'=' {
-                let line = record[end + 1..].iter().position(|&b| b == b'\n').unwrap();
-                (&record[end + 1..end + 1 + line], &record[end + 2 + line..])
-            } else {
-                let length = u64::from_le_bytes(record[end + 1..end + 9].try_into().unwrap());
-                let start = end + 9;
-                let stop = start + length as usize;
-                assert_eq!(record[stop], b'\n');
-                (&record[start..stop], &record[stop + 1..])
-            };
-            fields.push((name, value.to_vec()));
-            record = rest;
-        }
-        fields
+    /// The fields of a record as journald reads them, names as text.
+    fn parse(record: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let fields = fields_of(record).expect("a record journald reads");
+        (fields.into_iter())
+            .map(|(name, value)| (String::from_utf8(name.to_vec()).unwrap(), value.to_vec()))
+            .collect()
     }
 
     #[test]
